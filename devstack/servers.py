@@ -1,0 +1,228 @@
+"""Real servers as plain processes on loopback: NATS (JetStream), FerretDB, versitygw.
+
+Used by ``scripts/run`` (the local platform) and by the test suite. Binaries are built once
+from the Go module proxy and cached under ``~/.cache/secmsg/bin/<name>-<version>/`` (override
+with ``SECMSG_BIN_CACHE``), so a second start takes seconds. Every server gets a free port
+and its own data directory; ``stop()``/``start()`` keep both, so fault tests can take a server
+away and bring the same one back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+NATS_VERSION = "v2.15.2"
+FERRETDB_VERSION = "v1.24.2"
+VERSITYGW_VERSION = "v1.7.0"
+
+S3_ACCESS_KEY = "secmsg-dev"
+S3_SECRET_KEY = "secmsg-dev-secret"  # noqa: S105 - local loopback server only
+
+
+def bin_cache() -> Path:
+    return Path(os.environ.get("SECMSG_BIN_CACHE", Path.home() / ".cache" / "secmsg" / "bin"))
+
+
+def say(msg: str) -> None:
+    print(f"[devstack] {msg}", file=sys.stderr, flush=True)
+
+
+def _go(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
+    if not shutil.which("go"):
+        raise RuntimeError("Go is needed to build the local servers once (apt-get install golang)")
+    proc = subprocess.run(["go", *args], cwd=cwd, env={**os.environ, **(env or {})},
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"go {' '.join(args)} failed:\n{proc.stderr[-4000:]}")
+    return proc.stdout
+
+
+def _build_go_install(name: str, module: str, version: str) -> Path:
+    target = bin_cache() / f"{name}-{version}"
+    binary = target / name
+    if binary.exists():
+        return binary
+    say(f"building {name} {version} from the Go module proxy (first run only, ~2 min)...")
+    tmp = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=bin_cache().parent))
+    _go("install", f"{module}@{version}", env={"GOBIN": str(tmp)})
+    target.mkdir(parents=True, exist_ok=True)
+    (tmp / name).replace(binary)
+    shutil.rmtree(tmp, ignore_errors=True)
+    say(f"built {binary}")
+    return binary
+
+
+def _build_ferretdb() -> Path:
+    """FerretDB's release version is read from an embedded file its own build tooling writes;
+    ``go install`` leaves it empty, so build from the module source with that file filled in."""
+    target = bin_cache() / f"ferretdb-{FERRETDB_VERSION}"
+    binary = target / "ferretdb"
+    if binary.exists():
+        return binary
+    say(f"building ferretdb {FERRETDB_VERSION} from the Go module proxy (first run only, ~2 min)...")
+    info = json.loads(_go("mod", "download", "-json",
+                          f"github.com/FerretDB/FerretDB@{FERRETDB_VERSION}"))
+    work = Path(tempfile.mkdtemp(prefix="ferretdb-src-", dir=bin_cache().parent))
+    src = work / "src"
+    shutil.copytree(info["Dir"], src)
+    for root, dirs, files in os.walk(src):
+        for n in dirs + files:
+            p = Path(root) / n
+            p.chmod(p.stat().st_mode | 0o200)
+    (src / "build" / "version" / "version.txt").write_text(FERRETDB_VERSION + "\n")
+    target.mkdir(parents=True, exist_ok=True)
+    _go("build", "-o", str(work / "ferretdb"), "./cmd/ferretdb", cwd=src)
+    (work / "ferretdb").replace(binary)
+    shutil.rmtree(work, ignore_errors=True)
+    say(f"built {binary}")
+    return binary
+
+
+def ensure_binaries() -> dict[str, Path]:
+    """Build (once) and return the three server binaries; builds run side by side."""
+    bin_cache().mkdir(parents=True, exist_ok=True)
+    jobs: dict[str, Callable[[], Path]] = {
+        "nats": lambda: _build_go_install("nats-server", "github.com/nats-io/nats-server/v2",
+                                          NATS_VERSION),
+        "ferretdb": _build_ferretdb,
+        "versitygw": lambda: _build_go_install("versitygw",
+                                               "github.com/versity/versitygw/cmd/versitygw",
+                                               VERSITYGW_VERSION),
+    }
+    with ThreadPoolExecutor(3) as pool:
+        futures = {k: pool.submit(v) for k, v in jobs.items()}
+        return {k: f.result() for k, f in futures.items()}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+@dataclass
+class Server:
+    """A server process with a fixed port and data directory, restartable."""
+
+    name: str
+    argv: list[str]
+    port: int
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> None:
+        if self.running:
+            return
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, env={**os.environ, **self.env},
+                                     start_new_session=True)
+        log.close()
+        wait_port(self.port, timeout, self.proc)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+        if not self.running or self.proc is None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+@dataclass
+class Stack:
+    base: Path
+    nats: Server
+    mongo: Server
+    s3: Server
+
+    @property
+    def servers(self) -> list[Server]:
+        return [self.nats, self.mongo, self.s3]
+
+    def env(self) -> dict[str, str]:
+        """The ``SECMSG_*`` variables that point the services at these servers."""
+        return {
+            "SECMSG_NATS_URL": f"nats://127.0.0.1:{self.nats.port}",
+            "SECMSG_MONGO_URL": f"mongodb://127.0.0.1:{self.mongo.port}/",
+            "SECMSG_S3_ENDPOINT": f"127.0.0.1:{self.s3.port}",
+            "SECMSG_S3_ACCESS_KEY": S3_ACCESS_KEY,
+            "SECMSG_S3_SECRET_KEY": S3_SECRET_KEY,
+            "SECMSG_S3_SECURE": "false",
+        }
+
+    @property
+    def s3_data_dir(self) -> Path:
+        return self.base / "s3-data"
+
+    def stop(self) -> None:
+        for s in reversed(self.servers):
+            s.stop()
+
+
+def start_stack(base: Path, *, ports: dict[str, int] | None = None) -> Stack:
+    """Start NATS, FerretDB and versitygw with data under ``base`` (kept between runs)."""
+    bins = ensure_binaries()
+    ports = dict(ports or {})
+    for name in ("nats", "mongo", "s3"):
+        ports.setdefault(name, free_port())
+    for sub in ("nats", "ferretdb", "s3-data", "s3-meta", "logs"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    logs = base / "logs"
+    nats = Server("nats", [str(bins["nats"]), "-a", "127.0.0.1", "-p", str(ports["nats"]),
+                           "-js", "-sd", str(base / "nats")], ports["nats"], logs / "nats.log")
+    mongo = Server("ferretdb", [str(bins["ferretdb"]), "--handler=sqlite",
+                                f"--sqlite-url=file:{base / 'ferretdb'}/",
+                                f"--state-dir={base / 'ferretdb'}",
+                                f"--listen-addr=127.0.0.1:{ports['mongo']}",
+                                "--debug-addr=-",
+                                "--telemetry=disable", "--log-level=warn"],
+                   ports["mongo"], logs / "ferretdb.log")
+    s3 = Server("versitygw", [str(bins["versitygw"]), "--quiet", "--port",
+                              f"127.0.0.1:{ports['s3']}", "posix", "--sidecar",
+                              str(base / "s3-meta"), str(base / "s3-data")],
+                ports["s3"], logs / "versitygw.log",
+                env={"ROOT_ACCESS_KEY": S3_ACCESS_KEY, "ROOT_SECRET_KEY": S3_SECRET_KEY})
+    stack = Stack(base, nats, mongo, s3)
+    try:
+        for s in stack.servers:
+            s.start()
+    except BaseException:
+        stack.stop()
+        raise
+    return stack

@@ -1,0 +1,154 @@
+"""A real SMTP server (aiosmtpd) that captures mail, for local runs and tests.
+
+Each accepted message is written as ``<dir>/<n>-<time>.eml`` (atomic rename) and kept in
+memory. Tests can make it misbehave: answer 4xx or 5xx to RCPT or DATA, or drop the
+connection mid-DATA, for the next N messages or until told otherwise.
+
+Run alone:  python -m devstack.smtp_sink --port 2525 --dir .run/mail
+"""
+
+from __future__ import annotations
+
+import argparse
+import email
+import email.policy
+import itertools
+import threading
+import time
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+
+@dataclass
+class Captured:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+    received_at: float
+
+    @property
+    def message(self) -> EmailMessage:
+        return email.message_from_bytes(self.data, policy=email.policy.default)  # type: ignore[return-value]
+
+
+@dataclass
+class Faults:
+    """What the sink does to the next messages. ``count`` None = until reset."""
+
+    mode: str = "ok"  # ok | tempfail | permfail | drop | hang
+    count: int | None = None
+    hang_seconds: float = 30.0
+
+    def take(self) -> str:
+        if self.mode == "ok":
+            return "ok"
+        mode = self.mode
+        if self.count is not None:
+            self.count -= 1
+            if self.count <= 0:
+                self.mode, self.count = "ok", None
+        return mode
+
+
+@dataclass
+class SinkHandler:
+    directory: Path | None = None
+    messages: list[Captured] = field(default_factory=list)
+    faults: Faults = field(default_factory=Faults)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    connections: int = 0
+    _seq: Any = field(default_factory=itertools.count)
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        with self.lock:
+            mode = self.faults.take()
+        if mode == "tempfail":
+            return "451 4.3.0 Temporary failure, try again later"
+        if mode == "permfail":
+            return "550 5.1.1 Mailbox unavailable"
+        if mode == "drop":
+            assert session.transport is not None
+            session.transport.close()
+            return "421 4.4.2 Connection dropped"
+        if mode == "hang":
+            import asyncio
+
+            await asyncio.sleep(self.faults.hang_seconds)
+        data = envelope.original_content or b""
+        cap = Captured(str(envelope.mail_from), [str(r) for r in envelope.rcpt_tos], data,
+                       time.time())
+        with self.lock:
+            n = next(self._seq)
+            self.messages.append(cap)
+        if self.directory is not None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            final = self.directory / f"{n:06d}-{int(cap.received_at)}.eml"
+            tmp = final.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(final)
+        return "250 2.0.0 OK queued"
+
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
+                          hostname: str, responses: list[str]) -> list[str]:
+        with self.lock:
+            self.connections += 1
+        session.host_name = hostname
+        return responses
+
+    def for_recipient(self, address: str) -> list[Captured]:
+        with self.lock:
+            return [m for m in self.messages if address.lower() in
+                    (r.lower() for r in m.rcpt_tos)]
+
+    def clear(self) -> None:
+        with self.lock:
+            self.messages.clear()
+
+
+class Sink:
+    """Start/stop wrapper around an aiosmtpd Controller (its own thread and loop)."""
+
+    def __init__(self, port: int, directory: Path | None = None, **smtp_kwargs: Any):
+        self.port = port
+        self.handler = SinkHandler(directory)
+        self._kwargs = smtp_kwargs
+        self._controller: Controller | None = None
+
+    def start(self) -> None:
+        self._controller = Controller(self.handler, hostname="127.0.0.1", port=self.port,
+                                      ready_timeout=10, **self._kwargs)
+        self._controller.start()
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    @property
+    def messages(self) -> list[Captured]:
+        return self.handler.messages
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="secmsg local SMTP sink")
+    ap.add_argument("--port", type=int, default=2525)
+    ap.add_argument("--dir", type=Path, default=Path(".run/mail"))
+    args = ap.parse_args()
+    sink = Sink(args.port, args.dir)
+    sink.start()
+    print(f"SMTP sink on 127.0.0.1:{args.port}, mail lands in {args.dir}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sink.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""Object store adapter (S3 API through the minio client), async on top of a sync client.
+
+The minio client is synchronous, so calls run in worker threads. Uploads stream: the caller
+feeds chunks through a bounded queue that ``put_object`` reads in parts (multipart upload,
+``PART_SIZE`` at a time), so memory stays at about one part whatever the object's size.
+Downloads stream a byte range in ``CHUNK`` pieces. Only ciphertext ever passes through here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Protocol
+
+import urllib3
+from minio import Minio
+from minio.error import S3Error
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+from secmsg.shared.errors import DependencyUnavailable, NotFound
+from secmsg.shared.settings import CommonSettings
+
+PART_SIZE = 8 * 1024 * 1024
+CHUNK = 1024 * 1024
+_EOF = object()
+
+
+class BlobStore(Protocol):
+    async def put_stream(self, key: str, chunks: AsyncIterator[bytes]) -> int: ...
+    async def get_range(self, key: str, offset: int, length: int) -> AsyncIterator[bytes]: ...
+    async def delete(self, key: str) -> None: ...
+    async def delete_prefix(self, prefix: str) -> int: ...
+    async def ping(self) -> None: ...
+
+
+class _QueueReader:
+    """File-like ``read(n)`` over chunks pushed from the event loop (thread-safe)."""
+
+    def __init__(self, maxsize: int = 8):
+        self.q: queue.Queue[object] = queue.Queue(maxsize=maxsize)
+        self._buf = bytearray()
+        self._eof = False
+        self.aborted = threading.Event()
+
+    def read(self, n: int = -1) -> bytes:
+        while not self._eof and (n < 0 or len(self._buf) < n):
+            item = self.q.get()
+            if item is _EOF:
+                self._eof = True
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                self._buf += item  # type: ignore[operator]
+        if n < 0:
+            n = len(self._buf)
+        out = bytes(self._buf[:n])
+        del self._buf[:n]
+        return out
+
+
+class _Aborted(Exception):
+    """Raised inside the upload thread when the producer gave up."""
+
+
+def _unavailable(exc: BaseException) -> DependencyUnavailable:
+    return DependencyUnavailable(f"object store unavailable ({type(exc).__name__})")
+
+
+class S3BlobStore:
+    def __init__(self, client: Minio, bucket: str):
+        self._client = client
+        self.bucket = bucket
+
+    @classmethod
+    def from_settings(cls, s: CommonSettings) -> S3BlobStore:
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=3, read=60),
+            maxsize=32,
+            retries=urllib3.Retry(total=2, backoff_factor=0.2,
+                                  status_forcelist=[500, 502, 503, 504]),
+        )
+        client = Minio(s.s3_endpoint, access_key=s.s3_access_key, secret_key=s.s3_secret_key,
+                       secure=s.s3_secure, region=s.s3_region, http_client=http)
+        return cls(client, s.s3_bucket)
+
+    async def _call(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject"):
+                raise NotFound("object not found") from None
+            if exc.code == "NoSuchBucket":
+                raise DependencyUnavailable(f"bucket {self.bucket!r} does not exist") from None
+            raise _unavailable(exc) from exc
+        except (Urllib3Error, OSError) as exc:
+            raise _unavailable(exc) from exc
+
+    async def ensure_bucket(self) -> None:
+        if not await self._call(self._client.bucket_exists, self.bucket):
+            try:
+                await self._call(self._client.make_bucket, self.bucket)
+            except DependencyUnavailable:
+                if not await self._call(self._client.bucket_exists, self.bucket):
+                    raise
+
+    async def ping(self) -> None:
+        await self._call(self._client.bucket_exists, self.bucket)
+
+    async def put_stream(self, key: str, chunks: AsyncIterator[bytes]) -> int:
+        """Upload everything ``chunks`` yields to ``key``; returns the bytes written.
+
+        If ``chunks`` raises, the upload is aborted (no object is left) and the error re-raised.
+        """
+        reader = _QueueReader()
+        upload = asyncio.ensure_future(self._call(
+            self._client.put_object, self.bucket, key, reader, -1,
+            part_size=PART_SIZE, num_parallel_uploads=1,
+            content_type="application/octet-stream"))
+
+        async def feed(item: object) -> bool:
+            # Bounded hand-off; gives up if the upload thread has already died.
+            while not upload.done():
+                try:
+                    await asyncio.to_thread(reader.q.put, item, True, 0.5)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        total = 0
+        try:
+            async for chunk in chunks:
+                total += len(chunk)
+                if not await feed(chunk):
+                    break
+            else:
+                await feed(_EOF)
+        except BaseException as exc:
+            # Make the upload thread fail so minio aborts the multipart upload.
+            await feed(_Aborted(str(exc)))
+            try:
+                await upload
+            except Exception:  # noqa: S110 - the producer's error is the one to report
+                pass
+            raise
+        await upload
+        return total
+
+    async def put_bytes(self, key: str, data: bytes) -> None:
+        async def one() -> AsyncIterator[bytes]:
+            yield data
+
+        await self.put_stream(key, one())
+
+    async def get_range(self, key: str, offset: int, length: int) -> AsyncIterator[bytes]:
+        """Yield ``length`` bytes of ``key`` starting at ``offset``, in ``CHUNK`` pieces."""
+        resp = await self._call(self._client.get_object, self.bucket, key, offset=offset,
+                                length=length)
+        it: Iterator[bytes] = resp.stream(CHUNK)
+        try:
+            while True:
+                try:
+                    chunk = await asyncio.to_thread(next, it, None)
+                except (Urllib3Error, OSError) as exc:
+                    raise _unavailable(exc) from exc
+                if chunk is None:
+                    return
+                yield chunk
+        finally:
+            resp.close()
+            resp.release_conn()
+
+    async def get_bytes(self, key: str) -> bytes:
+        resp = await self._call(self._client.get_object, self.bucket, key)
+        try:
+            return await asyncio.to_thread(resp.read)
+        finally:
+            resp.close()
+            resp.release_conn()
+
+    async def size(self, key: str) -> int:
+        stat = await self._call(self._client.stat_object, self.bucket, key)
+        return int(stat.size or 0)
+
+    async def delete(self, key: str) -> None:
+        await self._call(self._client.remove_object, self.bucket, key)
+
+    async def list_keys(self, prefix: str) -> list[tuple[str, float]]:
+        """(key, last-modified epoch seconds) for every object under ``prefix``."""
+
+        def run() -> list[tuple[str, float]]:
+            return [(o.object_name, o.last_modified.timestamp() if o.last_modified else 0.0)
+                    for o in self._client.list_objects(self.bucket, prefix=prefix,
+                                                       recursive=True)]
+
+        return await self._call(run)
+
+    async def delete_prefix(self, prefix: str) -> int:
+        keys = await self.list_keys(prefix)
+        for key, _ in keys:
+            await self.delete(key)
+        return len(keys)

@@ -1,0 +1,272 @@
+"""Encryption at rest: segmented AES-256-GCM with per-object data keys, wrapped per tenant.
+
+Storage format (version 1) -- this fixes what lies in the object store:
+
+* Every object gets a fresh 256-bit data key (DEK). The DEK never leaves the process in
+  clear; it is stored only wrapped (see ``KeyRing``) in the message record.
+* The plaintext is cut into segments of ``segment_size`` bytes (the last one may be shorter,
+  and an empty object is one empty segment). Segment ``i`` is sealed with AES-256-GCM:
+
+      nonce = 4 zero bytes || i as 8-byte big-endian     (unique: the key is fresh per object)
+      aad   = b"secmsg-seg-v1" || object_id || i (8 bytes) || final flag (1 byte)
+      ct_i  = plaintext_i encrypted || 16-byte tag
+
+  Segment ``i`` starts at ciphertext offset ``i * (segment_size + 16)``, so a byte range of
+  plaintext maps to a byte range of ciphertext and only the segments it touches are read and
+  decrypted. Binding the object id and index refuses a segment moved between objects or
+  positions; the final flag refuses truncation at a segment boundary; GCM refuses any edit.
+
+* Wrapping: tenant key-encryption keys (KEKs) come from a versioned platform keyring. The
+  KEK for tenant *t* at version *v* is HKDF-SHA256(master_v, info="secmsg-tenant-kek-v1|t").
+  A wrapped DEK is ``"<v>.<base64(nonce || AES-GCM(KEK, DEK, aad=tenant|object))>"``; a
+  keyring keeps old versions so old objects still unwrap after a rotation.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from secmsg.shared.errors import IntegrityError, InvalidInput
+
+TAG_SIZE = 16
+DEFAULT_SEGMENT_SIZE = 64 * 1024
+_SEG_AAD = b"secmsg-seg-v1"
+_WRAP_AAD = b"secmsg-wrap-v1"
+
+
+def new_data_key() -> bytes:
+    return AESGCM.generate_key(bit_length=256)
+
+
+def _nonce(index: int) -> bytes:
+    return b"\x00\x00\x00\x00" + struct.pack(">Q", index)
+
+
+def _aad(object_id: str, index: int, final: bool) -> bytes:
+    return _SEG_AAD + object_id.encode() + struct.pack(">QB", index, 1 if final else 0)
+
+
+def segment_count(plaintext_size: int, segment_size: int) -> int:
+    return max(1, -(-plaintext_size // segment_size))
+
+
+def ciphertext_size(plaintext_size: int, segment_size: int) -> int:
+    return plaintext_size + TAG_SIZE * segment_count(plaintext_size, segment_size)
+
+
+class SegmentEncryptor:
+    """Streams plaintext in, sealed segments out. Holds at most one segment in memory."""
+
+    def __init__(self, data_key: bytes, object_id: str, segment_size: int = DEFAULT_SEGMENT_SIZE):
+        self._aead = AESGCM(data_key)
+        self._object_id = object_id
+        self._segment_size = segment_size
+        self._buf = bytearray()
+        self._index = 0
+        self.plaintext_size = 0
+        self.finished = False
+
+    def update(self, data: bytes) -> bytes:
+        """Add plaintext; return the ciphertext of every segment now known not to be last."""
+        self.plaintext_size += len(data)
+        self._buf += data
+        out = bytearray()
+        size = self._segment_size
+        # Keep at least one byte back so the segment that turns out last gets the final flag.
+        while len(self._buf) > size:
+            out += self._seal(bytes(self._buf[:size]), final=False)
+            del self._buf[:size]
+        return bytes(out)
+
+    def finalize(self) -> bytes:
+        if self.finished:
+            raise RuntimeError("encryptor already finalized")
+        self.finished = True
+        last = self._seal(bytes(self._buf), final=True)
+        self._buf.clear()
+        return last
+
+    def _seal(self, chunk: bytes, *, final: bool) -> bytes:
+        ct = self._aead.encrypt(_nonce(self._index), chunk, _aad(self._object_id, self._index, final))
+        self._index += 1
+        return ct
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    """Which ciphertext bytes to read to serve plaintext bytes ``start..end`` (inclusive)."""
+
+    first_segment: int
+    last_segment: int
+    ct_start: int
+    ct_end: int  # inclusive
+    skip: int  # plaintext bytes to drop from the first decrypted segment
+    length: int  # plaintext bytes to return
+
+
+def plan_range(plaintext_size: int, segment_size: int, start: int, end: int) -> SegmentPlan:
+    if plaintext_size == 0:
+        total_ct = ciphertext_size(0, segment_size)
+        return SegmentPlan(0, 0, 0, total_ct - 1, 0, 0)
+    if not 0 <= start <= end < plaintext_size:
+        raise InvalidInput(f"range {start}-{end} outside 0-{plaintext_size - 1}")
+    first, last = start // segment_size, end // segment_size
+    stride = segment_size + TAG_SIZE
+    ct_end = min((last + 1) * stride, ciphertext_size(plaintext_size, segment_size)) - 1
+    return SegmentPlan(first, last, first * stride, ct_end, start - first * segment_size,
+                       end - start + 1)
+
+
+class SegmentDecryptor:
+    """Decrypts the ciphertext of a ``SegmentPlan`` fed in arbitrary chunks, in order."""
+
+    def __init__(self, data_key: bytes, object_id: str, *, plaintext_size: int,
+                 segment_size: int, plan: SegmentPlan):
+        self._aead = AESGCM(data_key)
+        self._object_id = object_id
+        self._segment_size = segment_size
+        self._count = segment_count(plaintext_size, segment_size)
+        self._plan = plan
+        self._index = plan.first_segment
+        self._buf = bytearray()
+        self._to_skip = plan.skip
+        self._remaining = plan.length
+
+    def _open(self, sealed: bytes) -> bytes:
+        final = self._index == self._count - 1
+        try:
+            pt = self._aead.decrypt(_nonce(self._index), sealed,
+                                    _aad(self._object_id, self._index, final))
+        except InvalidTag:
+            raise IntegrityError(
+                f"segment {self._index} of object {self._object_id} failed authentication"
+            ) from None
+        self._index += 1
+        if self._to_skip:
+            pt = pt[self._to_skip:]
+            self._to_skip = 0
+        pt = pt[: self._remaining]
+        self._remaining -= len(pt)
+        return pt
+
+    def update(self, data: bytes) -> bytes:
+        self._buf += data
+        stride = self._segment_size + TAG_SIZE
+        out = bytearray()
+        while len(self._buf) >= stride and self._index <= self._plan.last_segment:
+            sealed = bytes(self._buf[:stride])
+            del self._buf[:stride]
+            out += self._open(sealed)
+        return bytes(out)
+
+    def finalize(self) -> bytes:
+        out = b""
+        if self._index <= self._plan.last_segment:
+            if len(self._buf) < TAG_SIZE:
+                raise IntegrityError(f"object {self._object_id} is truncated")
+            out = self._open(bytes(self._buf))
+            self._buf.clear()
+        if self._index <= self._plan.last_segment or self._remaining or self._buf:
+            raise IntegrityError(f"object {self._object_id} is truncated or has trailing data")
+        return out
+
+
+def encrypt_all(data_key: bytes, object_id: str, data: bytes,
+                segment_size: int = DEFAULT_SEGMENT_SIZE) -> bytes:
+    enc = SegmentEncryptor(data_key, object_id, segment_size)
+    return enc.update(data) + enc.finalize()
+
+
+def decrypt_all(data_key: bytes, object_id: str, ciphertext: bytes, plaintext_size: int,
+                segment_size: int = DEFAULT_SEGMENT_SIZE) -> bytes:
+    plan = plan_range(plaintext_size, segment_size, 0, max(plaintext_size - 1, 0))
+    dec = SegmentDecryptor(data_key, object_id, plaintext_size=plaintext_size,
+                           segment_size=segment_size, plan=plan)
+    return dec.update(ciphertext) + dec.finalize()
+
+
+def iter_decrypt(data_key: bytes, object_id: str, chunks: Iterator[bytes], *,
+                 plaintext_size: int, segment_size: int, plan: SegmentPlan) -> Iterator[bytes]:
+    dec = SegmentDecryptor(data_key, object_id, plaintext_size=plaintext_size,
+                           segment_size=segment_size, plan=plan)
+    for chunk in chunks:
+        out = dec.update(chunk)
+        if out:
+            yield out
+    last = dec.finalize()
+    if last:
+        yield last
+
+
+class KeyRing:
+    """Versioned platform master keys; derives per-tenant KEKs and (un)wraps data keys.
+
+    Configured as ``"1:<base64 32 bytes>,2:<base64 32 bytes>"`` with an active version. New
+    data keys are wrapped with the active version; any listed version still unwraps.
+    """
+
+    def __init__(self, keys: dict[int, bytes], active: int | None = None):
+        if not keys:
+            raise ValueError("keyring is empty")
+        for version, key in keys.items():
+            if len(key) != 32:
+                raise ValueError(f"keyring version {version} is not 32 bytes")
+        self._keys = dict(keys)
+        self.active = active if active is not None else max(keys)
+        if self.active not in self._keys:
+            raise ValueError(f"active key version {self.active} is not in the keyring")
+
+    @classmethod
+    def parse(cls, spec: str, active: int | None = None) -> KeyRing:
+        keys: dict[int, bytes] = {}
+        for part in filter(None, (p.strip() for p in spec.split(","))):
+            version, _, b64 = part.partition(":")
+            try:
+                keys[int(version)] = base64.b64decode(b64, validate=True)
+            except ValueError as exc:
+                raise ValueError(f"keyring entry {version!r} is not '<int>:<base64>'") from exc
+        return cls(keys, active)
+
+    @staticmethod
+    def generate_spec(version: int = 1) -> str:
+        return f"{version}:{base64.b64encode(os.urandom(32)).decode()}"
+
+    def _kek(self, tenant_id: str, version: int) -> AESGCM:
+        try:
+            master = self._keys[version]
+        except KeyError:
+            raise IntegrityError(f"key version {version} is not in the keyring") from None
+        kek = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                   info=b"secmsg-tenant-kek-v1|" + tenant_id.encode()).derive(master)
+        return AESGCM(kek)
+
+    def wrap(self, tenant_id: str, object_id: str, data_key: bytes) -> str:
+        nonce = os.urandom(12)
+        aad = b"|".join((_WRAP_AAD, tenant_id.encode(), object_id.encode()))
+        sealed = self._kek(tenant_id, self.active).encrypt(nonce, data_key, aad)
+        return f"{self.active}.{base64.urlsafe_b64encode(nonce + sealed).decode()}"
+
+    def unwrap(self, tenant_id: str, object_id: str, wrapped: str) -> bytes:
+        version_s, _, b64 = wrapped.partition(".")
+        try:
+            version = int(version_s)
+            raw = base64.urlsafe_b64decode(b64)
+        except ValueError:
+            raise IntegrityError("wrapped key is malformed") from None
+        aad = b"|".join((_WRAP_AAD, tenant_id.encode(), object_id.encode()))
+        try:
+            return self._kek(tenant_id, version).decrypt(raw[:12], raw[12:], aad)
+        except InvalidTag:
+            raise IntegrityError("wrapped key does not belong to this tenant/object") from None
+
+    def wrapped_version(self, wrapped: str) -> int:
+        return int(wrapped.partition(".")[0])

@@ -1,0 +1,52 @@
+"""JSON logs with a correlation id (the message id) that follows a message across services.
+
+Log records carry metadata only -- never message content, codes, keys or passwords.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+
+correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "correlation_id", default=None)
+tenant_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("tenant_id", default=None)
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, service: str):
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, object] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "service": self.service,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if cid := correlation_id.get():
+            data["message_id"] = cid
+        if tid := tenant_id.get():
+            data["tenant_id"] = tid
+        for key in ("event", "subject", "recipient_hash", "attempt", "status", "duration_ms"):
+            if hasattr(record, key):
+                data[key] = getattr(record, key)
+        if record.exc_info:
+            data["exc_type"] = record.exc_info[0].__name__ if record.exc_info[0] else None
+            data["exc"] = self.formatException(record.exc_info)
+        return json.dumps(data, default=str)
+
+
+def setup(service: str, level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(service))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("pymongo", "urllib3", "nats", "aiosmtplib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,119 @@
+"""Fixtures: real servers on loopback, isolated per test.
+
+* ``stack`` (session): FerretDB and versitygw (and a session NATS), started once.
+* ``nats_server`` (per test): a fresh NATS with JetStream in its own temp dir, so no test sees
+  another's stream or consumers; fault tests stop and restart it.
+* ``env`` (per test): the ``SECMSG_*`` variables for this test -- its own database name,
+  bucket, keyring and NATS -- which in-process apps read through ``monkeypatch``.
+* ``sink`` (per test): a real SMTP server (aiosmtpd) capturing mail, with fault injection.
+* ``services`` (per test): starts ``python -m secmsg.<name>`` processes with ``env``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devstack.servers import Server, Stack, ensure_binaries, free_port, start_stack
+from devstack.services import ServiceProc
+from devstack.smtp_sink import Sink
+from devstack.tls import ensure_cert
+from secmsg.shared.crypto import KeyRing
+from secmsg.shared.settings import CommonSettings
+
+ARTIFACTS = Path(__file__).parent / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    s = start_stack(tmp_path_factory.mktemp("servers"))
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[Server]:
+    bins = ensure_binaries()
+    port = free_port()
+    (tmp_path / "js").mkdir()
+    srv = Server("nats", [str(bins["nats"]), "-a", "127.0.0.1", "-p", str(port), "-js",
+                          "-sd", str(tmp_path / "js")], port, tmp_path / "nats.log")
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def sink(tmp_path: Path) -> Iterator[Sink]:
+    s = Sink(free_port(), tmp_path / "mail")
+    s.start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def tls_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return ensure_cert(tmp_path_factory.getbasetemp() / "tls")
+
+
+@pytest.fixture
+def env(stack: Stack, nats_server: Server, sink: Sink, tls_cert: tuple[Path, Path],
+        monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """This test's configuration, also exported so in-process settings objects see it."""
+    tag = uuid.uuid4().hex[:10]
+    values = {
+        **stack.env(),
+        "SECMSG_ENVIRONMENT": "test",
+        "SECMSG_LOG_LEVEL": "INFO",
+        "SECMSG_NATS_URL": f"nats://127.0.0.1:{nats_server.port}",
+        "SECMSG_MONGO_DB": f"t_{tag}",
+        "SECMSG_S3_BUCKET": f"t-{tag}",
+        "SECMSG_KEYRING": KeyRing.generate_spec(1),
+        "SECMSG_SMTP_HOST": "127.0.0.1",
+        "SECMSG_SMTP_PORT": str(sink.port),
+        "SECMSG_SMTP_TLS": "none",
+        "SECMSG_RETRIEVE_TLS_CERT": str(tls_cert[0]),
+        "SECMSG_RETRIEVE_TLS_KEY": str(tls_cert[1]),
+    }
+    for k, v in values.items():
+        monkeypatch.setenv(k, v)
+    return values
+
+
+@pytest.fixture
+def settings(env: dict[str, str]) -> CommonSettings:
+    return CommonSettings()
+
+
+@pytest.fixture
+def services(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., ServiceProc]]:
+    """Factory: ``services("store", SECMSG_X="y")`` starts a service process, stopped at teardown."""
+    started: list[ServiceProc] = []
+
+    def start(name: str, *, wait: bool = True, **extra_env: Any) -> ServiceProc:
+        svc = ServiceProc(name, dict(env), tmp_path / f"{name}-{len(started)}.log", free_port(),
+                          tls=(name == "retrieve"),
+                          extra_env={k: str(v) for k, v in extra_env.items()})
+        if name == "retrieve":
+            svc.env["SECMSG_RETRIEVE_PUBLIC_URL"] = svc.base_url
+        svc.start(wait=wait)
+        started.append(svc)
+        return svc
+
+    yield start
+    for svc in reversed(started):
+        svc.stop()
+
+
+@pytest.fixture
+async def mongo_db(settings: CommonSettings) -> AsyncIterator[Any]:
+    from secmsg.shared.mongo import make_client
+
+    client = make_client(settings)
+    yield client[settings.mongo_db]
+    await client.drop_database(settings.mongo_db)
+    await client.close()
