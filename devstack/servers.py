@@ -226,3 +226,8 @@ def start_stack(base: Path, *, ports: dict[str, int] | None = None) -> Stack:
         stack.stop()
         raise
     return stack
+
+
+if __name__ == "__main__":
+    for name, path in ensure_binaries().items():
+        say(f"{name}: {path}")

@@ -1,0 +1,165 @@
+"""The whole platform on this machine: real servers, the four services, a demo tenant.
+
+    ./scripts/run            (installs what is missing, then runs this)
+
+State lives in ``.run/`` (server data, captured mail, logs, the dev keyring and the demo API
+key), so a second start reuses it and is up in seconds. Ctrl-C stops everything cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+from devstack.servers import free_port, say, start_stack
+from devstack.services import ServiceProc
+from devstack.smtp_sink import Sink
+from devstack.tls import ensure_cert
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PORTS = {"nats": 4222, "mongo": 27017, "s3": 9000, "smtp": 2525, "ingest": 8080,
+                 "store": 8081, "notify": 8082, "retrieve": 8443}
+
+
+def _port(preferred: int) -> int:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            return free_port()
+
+
+def _secrets(run_dir: Path) -> dict[str, str]:
+    """Development secrets, made once and kept so old messages stay readable."""
+    from secmsg.shared.crypto import KeyRing
+
+    path = run_dir / "secrets.env"
+    if not path.exists():
+        import secrets
+
+        path.write_text(f"SECMSG_KEYRING={KeyRing.generate_spec(1)}\n"
+                        f"SECMSG_RETRIEVE_CODE_PEPPER={secrets.token_urlsafe(32)}\n")
+        path.chmod(0o600)
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+
+
+async def _demo_tenant(env: dict[str, str], run_dir: Path) -> str:
+    from secmsg.ingest.admin import create_api_key, create_tenant
+    from secmsg.shared.mongo import make_client
+    from secmsg.shared.settings import CommonSettings
+
+    key_file = run_dir / "demo-api-key"
+    settings = CommonSettings(**{k[len("SECMSG_"):].lower(): v for k, v in env.items()
+                                 if k.startswith("SECMSG_") and k[7:].lower()
+                                 in CommonSettings.model_fields})
+    client = make_client(settings)
+    try:
+        db = client[settings.mongo_db]
+        await create_tenant(db, tenant_id="demo", name="Demo Organisation",
+                            footer="Sent by Demo Organisation of 1 Example Street, "
+                                   "Springfield, Call: (555) 555-0100",
+                            disclaimers=["This message is confidential."])
+        if key_file.exists():
+            key = key_file.read_text().strip()
+            if await db["api_keys"].find_one({"tenant_id": "demo", "revoked_at": None}):
+                return key
+        key = await create_api_key(db, tenant_id="demo", label="demo")
+        key_file.write_text(key + "\n")
+        key_file.chmod(0o600)
+        return key
+    finally:
+        await client.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="Run secmsg locally on loopback")
+    ap.add_argument("--dir", type=Path, default=ROOT / ".run")
+    args = ap.parse_args()
+    run_dir: Path = args.dir.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "logs").mkdir(exist_ok=True)
+    t0 = time.monotonic()
+
+    ports = {k: _port(v) for k, v in DEFAULT_PORTS.items()}
+    say("starting NATS (JetStream), FerretDB (MongoDB wire) and versitygw (S3)...")
+    stack = start_stack(run_dir / "servers", ports={k: ports[k] for k in ("nats", "mongo", "s3")})
+    mail_dir = run_dir / "mail"
+    sink = Sink(ports["smtp"], mail_dir)
+    sink.start()
+    cert, key = ensure_cert(run_dir / "tls")
+    retrieve_url = f"https://127.0.0.1:{ports['retrieve']}"
+    env = {**stack.env(), **_secrets(run_dir),
+           "SECMSG_ENVIRONMENT": "development",
+           "SECMSG_SMTP_HOST": "127.0.0.1", "SECMSG_SMTP_PORT": str(ports["smtp"]),
+           "SECMSG_SMTP_TLS": "none",
+           "SECMSG_RETRIEVE_PUBLIC_URL": retrieve_url,
+           "SECMSG_RETRIEVE_TLS_CERT": str(cert), "SECMSG_RETRIEVE_TLS_KEY": str(key)}
+    procs = [ServiceProc(name, env, run_dir / "logs" / f"{name}.log", ports[name],
+                         tls=(name == "retrieve"))
+             for name in ("store", "notify", "retrieve", "ingest")]
+    stopping = False
+
+    def shutdown(*_: object) -> None:
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
+        say("stopping services and servers...")
+        for p in reversed(procs):
+            p.stop()
+        sink.stop()
+        stack.stop()
+        say("stopped.")
+
+    try:
+        for p in procs:
+            say(f"starting {p.name} on {p.base_url} ...")
+            p.start(timeout=60)
+        api_key = asyncio.run(_demo_tenant(env, run_dir))
+    except BaseException:
+        shutdown()
+        raise
+
+    print(f"""
+secmsg is running (up in {time.monotonic() - t0:.1f}s). Ctrl-C stops everything.
+
+  ingest    {procs[3].base_url}    (OpenAPI: {procs[3].base_url}/docs)
+  retrieve  {retrieve_url}   (self-signed certificate: {cert})
+  store     {procs[0].base_url}/metrics     notify {procs[1].base_url}/metrics
+  NATS      nats://127.0.0.1:{ports['nats']}   MongoDB-wire mongodb://127.0.0.1:{ports['mongo']}
+  S3        http://127.0.0.1:{ports['s3']}   (bucket secmsg)
+  SMTP sink 127.0.0.1:{ports['smtp']} -> captured mail as .eml files in {mail_dir}
+  logs      {run_dir / 'logs'}
+
+  demo tenant: demo     API key: {api_key}
+
+Send a secure message:
+  curl -sS {procs[3].base_url}/v1/messages -H "Authorization: Bearer {api_key}" \\
+    -F 'envelope={{"from":"alice@demo.example","to":["bob@example.org"],"subject":"Hello","text":"Secret"}};type=application/json' \\
+    -F attachment=@README.md
+""", flush=True)
+
+    signal.signal(signal.SIGTERM, lambda *_: (shutdown(), sys.exit(0)))
+    try:
+        while True:
+            time.sleep(1)
+            for p in procs:
+                if not p.running and not stopping:
+                    say(f"{p.name} exited; restarting (log: {p.log_path})")
+                    p.start(timeout=60)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        shutdown()
+
+
+if __name__ == "__main__":
+    os.chdir(ROOT)
+    main()
