@@ -142,7 +142,8 @@ secmsg is running (up in {time.monotonic() - t0:.1f}s). Ctrl-C stops everything.
 
 Send a secure message:
   curl -sS {procs[3].base_url}/v1/messages -H "Authorization: Bearer {api_key}" \\
-    -F 'envelope={{"from":"alice@demo.example","to":["bob@example.org"],"subject":"Hello","text":"Secret"}};type=application/json' \\
+    -F 'envelope={{"from":"alice@demo.example","to":["bob@example.org"],'\\
+'"subject":"Hello","text":"Secret"}};type=application/json' \\
     -F attachment=@README.md
 """, flush=True)
 

@@ -71,7 +71,7 @@ def _build_ferretdb() -> Path:
     binary = target / "ferretdb"
     if binary.exists():
         return binary
-    say(f"building ferretdb {FERRETDB_VERSION} from the Go module proxy (first run only, ~2 min)...")
+    say(f"building ferretdb {FERRETDB_VERSION} from the Go module proxy (first run only)...")
     info = json.loads(_go("mod", "download", "-json",
                           f"github.com/FerretDB/FerretDB@{FERRETDB_VERSION}"))
     work = Path(tempfile.mkdtemp(prefix="ferretdb-src-", dir=bin_cache().parent))
@@ -112,7 +112,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_port(port: int, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_port(port: int, timeout: float = 30.0,
+              proc: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from secmsg.shared.crypto import KeyRing
+from secmsg.shared.settings import CommonSettings
 
 from devstack.servers import Server, Stack, ensure_binaries, free_port, start_stack
 from devstack.services import ServiceProc
 from devstack.smtp_sink import Sink
 from devstack.tls import ensure_cert
-from secmsg.shared.crypto import KeyRing
-from secmsg.shared.settings import CommonSettings
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
@@ -91,7 +91,7 @@ def settings(env: dict[str, str]) -> CommonSettings:
 
 @pytest.fixture
 def services(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., ServiceProc]]:
-    """Factory: ``services("store", SECMSG_X="y")`` starts a service process, stopped at teardown."""
+    """Factory: ``services("store", SECMSG_X="y")`` starts a service process (stopped after)."""
     started: list[ServiceProc] = []
 
     def start(name: str, *, wait: bool = True, **extra_env: Any) -> ServiceProc:
@@ -117,3 +117,23 @@ async def mongo_db(settings: CommonSettings) -> AsyncIterator[Any]:
     yield client[settings.mongo_db]
     await client.drop_database(settings.mongo_db)
     await client.close()
+
+
+@pytest.fixture
+async def platform(services: Callable[..., ServiceProc], mongo_db: Any, sink: Sink,
+                   stack: Stack, settings: CommonSettings) -> AsyncIterator[Any]:
+    """All four services as real processes against this test's servers, plus one tenant."""
+    from secmsg.ingest.admin import create_api_key, create_tenant
+
+    from tests.e2e.helpers import Platform
+
+    fast = {"SECMSG_NOTIFY_RETRY_BASE_S": "0.5", "SECMSG_NOTIFY_RETRY_MAX_S": "2"}
+    procs = {name: services(name, **fast) for name in ("store", "notify", "retrieve", "ingest")}
+    await create_tenant(mongo_db, tenant_id="acme", name="Acme Medical",
+                        footer="Sent by Acme Medical of 123 ABC Street Beverly Hills, CA 90210, "
+                               "Call: (555) 555-7323",
+                        disclaimers=["Confidential: for the named recipients only."])
+    key = await create_api_key(mongo_db, tenant_id="acme", label="e2e")
+    yield Platform(tenant="acme", api_key=key, db=mongo_db, sink=sink,
+                   s3_data_dir=stack.s3_data_dir / settings.s3_bucket, procs=procs,
+                   start_service=services)

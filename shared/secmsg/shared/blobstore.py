@@ -9,6 +9,7 @@ Downloads stream a byte range in ``CHUNK`` pieces. Only ciphertext ever passes t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -17,10 +18,9 @@ from typing import Protocol
 import urllib3
 from minio import Minio
 from minio.error import S3Error
-from urllib3.exceptions import HTTPError as Urllib3Error
-
 from secmsg.shared.errors import DependencyUnavailable, NotFound
 from secmsg.shared.settings import CommonSettings
+from urllib3.exceptions import HTTPError as Urllib3Error
 
 PART_SIZE = 8 * 1024 * 1024
 CHUNK = 1024 * 1024
@@ -140,10 +140,8 @@ class S3BlobStore:
         except BaseException as exc:
             # Make the upload thread fail so minio aborts the multipart upload.
             await feed(_Aborted(str(exc)))
-            try:
+            with contextlib.suppress(Exception):  # the producer's error is the one to report
                 await upload
-            except Exception:  # noqa: S110 - the producer's error is the one to report
-                pass
             raise
         await upload
         return total

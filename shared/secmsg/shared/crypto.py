@@ -34,7 +34,6 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
 from secmsg.shared.errors import IntegrityError, InvalidInput
 
 TAG_SIZE = 16
@@ -96,7 +95,8 @@ class SegmentEncryptor:
         return last
 
     def _seal(self, chunk: bytes, *, final: bool) -> bytes:
-        ct = self._aead.encrypt(_nonce(self._index), chunk, _aad(self._object_id, self._index, final))
+        aad = _aad(self._object_id, self._index, final)
+        ct = self._aead.encrypt(_nonce(self._index), chunk, aad)
         self._index += 1
         return ct
 

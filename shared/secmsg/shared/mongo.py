@@ -11,7 +11,6 @@ from contextlib import asynccontextmanager
 
 from pymongo import AsyncMongoClient
 from pymongo.errors import AutoReconnect, ConnectionFailure, ServerSelectionTimeoutError
-
 from secmsg.shared.errors import DependencyUnavailable
 from secmsg.shared.settings import CommonSettings
 
