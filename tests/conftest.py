@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from secmsg.shared.crypto import KeyRing
-from secmsg.shared.settings import CommonSettings
 
 from devstack.servers import Server, Stack, ensure_binaries, free_port, start_stack
 from devstack.services import ServiceProc
 from devstack.smtp_sink import Sink
 from devstack.tls import ensure_cert
+from secmsg.shared.crypto import KeyRing
+from secmsg.shared.settings import CommonSettings
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
@@ -124,7 +124,6 @@ async def platform(services: Callable[..., ServiceProc], mongo_db: Any, sink: Si
                    stack: Stack, settings: CommonSettings) -> AsyncIterator[Any]:
     """All four services as real processes against this test's servers, plus one tenant."""
     from secmsg.ingest.admin import create_api_key, create_tenant
-
     from tests.e2e.helpers import Platform
 
     fast = {"SECMSG_NOTIFY_RETRY_BASE_S": "0.5", "SECMSG_NOTIFY_RETRY_MAX_S": "2"}

@@ -18,9 +18,10 @@ from typing import Protocol
 import urllib3
 from minio import Minio
 from minio.error import S3Error
+from urllib3.exceptions import HTTPError as Urllib3Error
+
 from secmsg.shared.errors import DependencyUnavailable, NotFound
 from secmsg.shared.settings import CommonSettings
-from urllib3.exceptions import HTTPError as Urllib3Error
 
 PART_SIZE = 8 * 1024 * 1024
 CHUNK = 1024 * 1024

@@ -15,6 +15,7 @@ from nats.errors import Error as NatsError
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 from pydantic import BaseModel
+
 from secmsg.shared import subjects
 from secmsg.shared.errors import DependencyUnavailable
 

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
 from secmsg.shared.errors import PoisonEvent
 
 

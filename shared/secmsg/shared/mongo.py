@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 from pymongo import AsyncMongoClient
 from pymongo.errors import AutoReconnect, ConnectionFailure, ServerSelectionTimeoutError
+
 from secmsg.shared.errors import DependencyUnavailable
 from secmsg.shared.settings import CommonSettings
 

@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from secmsg.shared.crypto import KeyRing
 
 _DEV_KEYRING = "1:ZGV2ZWxvcG1lbnQta2V5cmluZy1kby1ub3QtdXNlISE="  # 32 bytes, development only

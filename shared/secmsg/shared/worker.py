@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from faststream.nats import NatsMessage
 from prometheus_client import Counter
 from pymongo.asynchronous.database import AsyncDatabase
+
 from secmsg.shared import logs, mongo
 from secmsg.shared.errors import PermanentError, TransientError
 from secmsg.shared.events import decode_event
