@@ -1,0 +1,1 @@
+"""secmsg store: the system of record (messages, delivery state, audit, object lifecycle)."""

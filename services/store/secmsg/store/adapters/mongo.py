@@ -1,0 +1,119 @@
+"""MongoDB implementations of the store's repositories.
+
+FerretDB 1.x compatible: every guarantee comes from one single-document operation -- a unique
+``_id`` (insert = "first one wins", so redelivery is harmless), a conditional update, or an
+upsert whose filter refuses to match a final state (the insert then collides on ``_id``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from secmsg.shared import mongo
+from secmsg.shared.mongo import unavailable_as_503
+from secmsg.store.ports import Doc
+
+# Not (yet) in secmsg.shared.mongo; the name is fixed by docs/design.md.
+DELIVERY_STATUS = "delivery_status"
+FINAL_DELIVERY_STATES = ("sent", "failed")
+
+
+async def ensure_indexes(db: AsyncDatabase[Any]) -> None:
+    async with unavailable_as_503():
+        await db[mongo.MESSAGES].create_index(
+            [("tenant_id", ASCENDING), ("recipient_addresses", ASCENDING)],
+            name="tenant_recipient")
+        await db[mongo.MESSAGES].create_index(
+            [("expires_at", ASCENDING), ("state", ASCENDING)], name="expiry")
+        await db[DELIVERY_STATUS].create_index([("message_id", ASCENDING)], name="message")
+        await db[mongo.AUDIT].create_index(
+            [("tenant_id", ASCENDING), ("message_id", ASCENDING), ("at", ASCENDING)],
+            name="tenant_message_at")
+
+
+async def ping(db: AsyncDatabase[Any]) -> None:
+    async with unavailable_as_503():
+        await db.command("ping")
+
+
+class MongoMessageRepo:
+    def __init__(self, db: AsyncDatabase[Any]):
+        self._col = db[mongo.MESSAGES]
+
+    async def get(self, message_id: str) -> Doc | None:
+        async with unavailable_as_503():
+            return await self._col.find_one({"_id": message_id})
+
+    async def insert(self, doc: Mapping[str, Any]) -> bool:
+        try:
+            async with unavailable_as_503():
+                await self._col.insert_one(dict(doc))
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def find_many(self, message_ids: Sequence[str]) -> list[Doc]:
+        async with unavailable_as_503():
+            cursor = self._col.find({"_id": {"$in": list(message_ids)}},
+                                    {"tenant_id": 1, "state": 1, "objects.key": 1})
+            return [d async for d in cursor]
+
+    async def claim_expired(self, *, now: datetime, lease_until: datetime,
+                            owner: str) -> Doc | None:
+        async with unavailable_as_503():
+            return await self._col.find_one_and_update(
+                {"$or": [{"state": "stored", "expires_at": {"$lte": now}},
+                         {"state": "purging", "lease_until": {"$lt": now}}]},
+                {"$set": {"state": "purging", "lease_until": lease_until,
+                          "purge_owner": owner}},
+                sort=[("expires_at", ASCENDING)],
+                return_document=ReturnDocument.AFTER,
+            )
+
+    async def mark_purged(self, message_id: str, *, owner: str, now: datetime) -> bool:
+        async with unavailable_as_503():
+            res = await self._col.update_one(
+                {"_id": message_id, "state": "purging", "purge_owner": owner},
+                {"$set": {"state": "purged", "purged_at": now},
+                 "$unset": {"lease_until": "", "purge_owner": ""}})
+        return res.matched_count == 1
+
+
+class MongoDeliveryRepo:
+    def __init__(self, db: AsyncDatabase[Any]):
+        self._col = db[DELIVERY_STATUS]
+
+    async def record(self, *, delivery_id: str, fields: Mapping[str, Any], final: bool,
+                     attempt: int) -> bool:
+        flt: dict[str, Any] = {"_id": delivery_id,
+                               "state": {"$nin": list(FINAL_DELIVERY_STATES)}}
+        if not final:
+            # A late deferral from an earlier attempt must not roll a newer one back.
+            flt["attempt"] = {"$lte": attempt}
+        try:
+            async with unavailable_as_503():
+                await self._col.update_one(flt, {"$set": dict(fields)}, upsert=True)
+        except DuplicateKeyError:
+            # The filter did not match an existing document: a final state (or a later
+            # attempt) is already on file, and that one stands.
+            return False
+        return True
+
+
+class MongoAuditRepo:
+    def __init__(self, db: AsyncDatabase[Any]):
+        self._col = db[mongo.AUDIT]
+
+    async def insert(self, doc: Mapping[str, Any]) -> bool:
+        try:
+            async with unavailable_as_503():
+                await self._col.insert_one(dict(doc))
+        except DuplicateKeyError:
+            return False
+        return True

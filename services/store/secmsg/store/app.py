@@ -1,0 +1,173 @@
+"""Wiring: the broker and its subscribers, clients built at start-up, background loops, health.
+
+Start-up order matters: the stream and indexes exist before the subscribers bind their durable
+consumers. Shutdown order too: loops stop first, then the broker finishes (or gives back) the
+events in flight within ``graceful_timeout_s``, and only then are the clients closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from faststream.asgi import AsgiFastStream, AsgiResponse, get
+from faststream.nats import NatsBroker
+from nats.aio.client import Client as NATS
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pymongo import AsyncMongoClient
+
+from secmsg.shared import bus
+from secmsg.shared.blobstore import S3BlobStore
+from secmsg.shared.errors import DependencyUnavailable
+from secmsg.shared.mongo import make_client
+from secmsg.shared.settings import CommonSettings
+from secmsg.store import service
+from secmsg.store.adapters import mongo as mongo_adapter
+from secmsg.store.handlers import Deps, register
+from secmsg.store.settings import StoreSettings
+
+log = logging.getLogger(__name__)
+PING_TIMEOUT_S = 3.0
+
+
+@dataclass
+class Runtime:
+    """What start-up builds and shutdown tears down."""
+
+    owner: str = field(
+        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
+    nc: NATS | None = None
+    mongo: AsyncMongoClient[Any] | None = None
+    deps: Deps | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def get_deps(self) -> Deps:
+        if self.deps is None:
+            raise DependencyUnavailable("store is not started")
+        return self.deps
+
+
+async def _every(interval_s: float, name: str, job: Callable[[], Awaitable[object]]) -> None:
+    while True:
+        try:
+            await job()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bad round must not end the loop; the next one retries
+            log.exception("%s failed; next run in %.0fs", name, interval_s)
+        await asyncio.sleep(interval_s)
+
+
+async def readiness(rt: Runtime) -> dict[str, str]:
+    """Problems keyed by dependency; empty when NATS, MongoDB and S3 all answer."""
+    d = rt.deps
+    if d is None or rt.nc is None:
+        return {"startup": "not started"}
+    checks: dict[str, Callable[[], Awaitable[object]]] = {
+        "nats": bus.EventPublisher(rt.nc, timeout=PING_TIMEOUT_S).ping,
+        "mongodb": lambda: mongo_adapter.ping(d.db),
+        "s3": d.blobs.ping,
+    }
+    problems: dict[str, str] = {}
+
+    async def check(name: str, fn: Callable[[], Awaitable[object]]) -> None:
+        try:
+            await asyncio.wait_for(fn(), PING_TIMEOUT_S)
+        except DependencyUnavailable as exc:
+            problems[name] = exc.detail
+        except Exception as exc:
+            problems[name] = f"{type(exc).__name__}"
+
+    await asyncio.gather(*(check(n, f) for n, f in checks.items()))
+    return problems
+
+
+def create_app(common: CommonSettings | None = None,
+               cfg: StoreSettings | None = None) -> AsgiFastStream:
+    common = common or CommonSettings()
+    cfg = cfg or StoreSettings()
+    rt = Runtime()
+    broker = NatsBroker(common.nats_url, name="secmsg-store", max_reconnect_attempts=-1,
+                        reconnect_time_wait=1, graceful_timeout=cfg.graceful_timeout_s,
+                        logger=logging.getLogger("secmsg.store.broker"))
+    register(broker, rt.get_deps, cfg)
+
+    async def start_clients() -> None:
+        rt.nc = await bus.connect(common.nats_url, "secmsg-store-publisher")
+        await bus.ensure_stream(rt.nc)
+        rt.mongo = make_client(common)
+        db = rt.mongo[common.mongo_db]
+        await mongo_adapter.ensure_indexes(db)
+        blobs = S3BlobStore.from_settings(common)
+        await blobs.ensure_bucket()
+        rt.deps = Deps(db=db, messages=mongo_adapter.MongoMessageRepo(db),
+                       deliveries=mongo_adapter.MongoDeliveryRepo(db),
+                       audit=mongo_adapter.MongoAuditRepo(db), blobs=blobs,
+                       publisher=bus.EventPublisher(rt.nc))
+        log.info("store started (owner %s)", rt.owner)
+
+    async def start_loops() -> None:
+        d = rt.get_deps()
+        rt.tasks.append(asyncio.create_task(_every(
+            cfg.expiry_interval_s, "expiry purge",
+            lambda: service.purge_expired(messages=d.messages, blobs=d.blobs, owner=rt.owner,
+                                          lease_s=cfg.purge_lease_s, limit=cfg.expiry_batch))))
+        rt.tasks.append(asyncio.create_task(_every(
+            cfg.orphan_sweep_interval_s, "orphan sweep",
+            lambda: service.sweep_orphans(messages=d.messages, blobs=d.blobs,
+                                          grace_s=cfg.orphan_grace_s))))
+
+    async def stop_loops() -> None:
+        for task in rt.tasks:
+            task.cancel()
+        for task in rt.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        rt.tasks.clear()
+
+    async def close_clients() -> None:
+        if rt.nc is not None:
+            with contextlib.suppress(Exception):
+                await rt.nc.drain()
+            rt.nc = None
+        if rt.mongo is not None:
+            await rt.mongo.close()
+            rt.mongo = None
+        rt.deps = None
+        log.info("store stopped")
+
+    @get
+    async def healthz(scope: Any) -> AsgiResponse:
+        return AsgiResponse(b'{"status":"ok"}', 200, {"Content-Type": "application/json"})
+
+    @get
+    async def readyz(scope: Any) -> AsgiResponse:
+        import json
+
+        problems = await readiness(rt)
+        body = {"status": "ready"} if not problems else {"status": "unavailable",
+                                                          "reasons": problems}
+        return AsgiResponse(json.dumps(body).encode(), 503 if problems else 200,
+                            {"Content-Type": "application/json"})
+
+    @get
+    async def metrics(scope: Any) -> AsgiResponse:
+        return AsgiResponse(generate_latest(), 200, {"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = AsgiFastStream(
+        broker,
+        asgi_routes=[("/healthz", healthz), ("/readyz", readyz), ("/metrics", metrics)],
+        on_startup=[start_clients],
+        after_startup=[start_loops],
+        on_shutdown=[stop_loops],
+        after_shutdown=[close_clients],
+    )
+    app.state = rt  # type: ignore[attr-defined]  # tests reach the runtime through here
+    return app

@@ -1,0 +1,57 @@
+"""What the store's logic needs from the outside world.
+
+Mongo implementations live in ``adapters/mongo.py``; the object store is
+``secmsg.shared.blobstore.S3BlobStore``; the publisher is ``secmsg.shared.bus.EventPublisher``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+Doc = dict[str, Any]
+
+
+class MessageRepo(Protocol):
+    async def get(self, message_id: str) -> Doc | None: ...
+
+    async def insert(self, doc: Mapping[str, Any]) -> bool:
+        """Insert a new message document; False when one with that ``_id`` already exists."""
+        ...
+
+    async def find_many(self, message_ids: Sequence[str]) -> list[Doc]: ...
+
+    async def claim_expired(self, *, now: datetime, lease_until: datetime,
+                            owner: str) -> Doc | None:
+        """Atomically take one expired, stored message (or an abandoned claim) for purging."""
+        ...
+
+    async def mark_purged(self, message_id: str, *, owner: str, now: datetime) -> bool: ...
+
+
+class DeliveryRepo(Protocol):
+    async def record(self, *, delivery_id: str, fields: Mapping[str, Any], final: bool,
+                     attempt: int) -> bool:
+        """Apply one delivery state; False when a final state or a later attempt is on file."""
+        ...
+
+
+class AuditRepo(Protocol):
+    async def insert(self, doc: Mapping[str, Any]) -> bool:
+        """Append an audit record; False when that event id is already recorded."""
+        ...
+
+
+class BlobStore(Protocol):
+    async def size(self, key: str) -> int: ...
+    async def delete(self, key: str) -> None: ...
+    async def delete_prefix(self, prefix: str) -> int: ...
+    async def list_keys(self, prefix: str) -> list[tuple[str, float]]: ...
+    async def ping(self) -> None: ...
+
+
+class Publisher(Protocol):
+    async def publish(self, event: BaseModel, msg_id: str) -> bool: ...

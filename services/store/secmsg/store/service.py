@@ -1,0 +1,280 @@
+"""The store's logic: plain async functions over the ports, no framework in sight.
+
+Every function is idempotent: JetStream delivers at least once and a replica may die at any
+line, so running one again (or on two replicas at once) must end in the same state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from prometheus_client import Counter
+
+from secmsg.shared.crypto import ciphertext_size
+from secmsg.shared.errors import IntegrityError, InvalidInput, NotFound, PermanentError
+from secmsg.shared.events import (
+    AttachmentDownloaded,
+    MessageOpened,
+    MessageReceived,
+    MessageStored,
+    NotificationDeferred,
+    NotificationFailed,
+    NotificationSent,
+    event_msg_id,
+)
+from secmsg.store.ports import AuditRepo, BlobStore, DeliveryRepo, Doc, MessageRepo, Publisher
+
+log = logging.getLogger(__name__)
+
+HEX32 = re.compile(r"^[0-9a-f]{32}$")
+KEY_RE = re.compile(r"^t/([a-z0-9][a-z0-9-]{0,39})/m/([0-9a-f]{32})/([0-9a-f]{32})$")
+OBJECT_ROOT = "t/"
+
+STORED = Counter("secmsg_store_messages_stored_total", "Messages recorded (first time)")
+PURGED = Counter("secmsg_store_messages_purged_total", "Expired messages purged")
+ORPHANS = Counter("secmsg_store_orphans_deleted_total", "Orphaned objects deleted")
+
+DeliveryEvent = NotificationSent | NotificationDeferred | NotificationFailed
+AuditEvent = MessageOpened | AttachmentDownloaded
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def object_key(tenant_id: str, message_id: str, object_id: str) -> str:
+    return f"t/{tenant_id}/m/{message_id}/{object_id}"
+
+
+def message_prefix(tenant_id: str, message_id: str) -> str:
+    return f"t/{tenant_id}/m/{message_id}/"
+
+
+# --- message.received -> messages doc + message.stored ------------------------------------
+
+
+async def _check_objects(event: MessageReceived, blobs: BlobStore) -> None:
+    """The commit: every staged object is there, complete, and where this message owns it."""
+    if not HEX32.match(event.message_id):
+        raise InvalidInput("message_id is not 32 lowercase hex characters")
+    seen: set[str] = set()
+    for obj in event.objects:
+        if not HEX32.match(obj.object_id) or obj.object_id in seen:
+            raise InvalidInput(f"object id {obj.object_id!r} is malformed or repeated")
+        seen.add(obj.object_id)
+        # Refuse keys outside this tenant's message folder: an event must never adopt (or
+        # later purge) someone else's object.
+        if obj.key != object_key(event.tenant_id, event.message_id, obj.object_id):
+            raise InvalidInput(f"object {obj.object_id} has a key outside its message")
+        expected = ciphertext_size(obj.size, obj.segment_size)
+        try:
+            actual = await blobs.size(obj.key)
+        except NotFound:
+            raise PermanentError(f"object {obj.object_id} is missing from the store") from None
+        if actual != expected:
+            raise IntegrityError(
+                f"object {obj.object_id} has {actual} bytes, expected {expected}")
+
+
+def message_document(event: MessageReceived, *, stored_at: datetime) -> Doc:
+    addresses: list[str] = []
+    for r in event.recipients:
+        low = r.address.lower()
+        if low not in addresses:
+            addresses.append(low)
+    return {
+        "_id": event.message_id,
+        "tenant_id": event.tenant_id,
+        "sender": event.sender,
+        "submitted_by": event.submitted_by,
+        "recipients": [r.model_dump() for r in event.recipients],
+        "recipient_addresses": addresses,
+        "subject": event.subject,
+        "objects": [o.model_dump() for o in event.objects],
+        "attachment_count": sum(1 for o in event.objects if o.role == "attachment"),
+        "total_size": sum(o.size for o in event.objects),
+        "disclaimer": event.disclaimer,
+        "expires_at": event.expires_at,
+        "received_at": event.occurred_at,
+        "stored_at": stored_at,
+        "state": "stored",
+        "purged_at": None,
+    }
+
+
+def stored_event(doc: Doc) -> MessageStored:
+    return MessageStored(
+        tenant_id=doc["tenant_id"], message_id=doc["_id"], occurred_at=doc["stored_at"],
+        sender=doc["sender"], recipients=doc["recipients"], subject=doc["subject"],
+        attachment_count=doc["attachment_count"], expires_at=doc.get("expires_at"),
+        disclaimer=doc.get("disclaimer"), received_at=doc["received_at"])
+
+
+async def record_message(*, event: MessageReceived, messages: MessageRepo, blobs: BlobStore,
+                         publisher: Publisher, now: datetime | None = None) -> bool:
+    """Commit and record a received message, then announce it. True if newly recorded.
+
+    Redelivery after any crash converges: the doc is found (or the insert collides) and the
+    ``message.stored`` publish repeats with the same Nats-Msg-Id, which the server drops if
+    the first one got through.
+    """
+    doc = await messages.get(event.message_id)
+    created = False
+    if doc is None:
+        await _check_objects(event, blobs)
+        doc = message_document(event, stored_at=now or _now())
+        created = await messages.insert(doc)
+        if not created:  # another replica won the race; its doc is the record
+            doc = await messages.get(event.message_id)
+            if doc is None:
+                raise PermanentError("message vanished right after a duplicate insert")
+    if doc["tenant_id"] != event.tenant_id:
+        raise PermanentError("message id already recorded for another tenant")
+    if doc.get("state") != "stored":
+        log.info("message already %s; not announcing it again", doc.get("state"))
+        return False
+    out = stored_event(doc)
+    await publisher.publish(out, event_msg_id(out))
+    if created:
+        STORED.inc()
+        log.info("message stored", extra={"event": "message.stored"})
+    else:
+        log.info("message was already stored; re-announced", extra={"event": "message.stored"})
+    return created
+
+
+# --- notification.* -> delivery_status -------------------------------------------------------
+
+
+async def record_delivery(*, event: DeliveryEvent, deliveries: DeliveryRepo,
+                          now: datetime | None = None) -> bool:
+    """Apply a delivery state; ``sent``/``failed`` are final and a late ``deferred`` loses."""
+    state = event.kind.removeprefix("notification.")
+    fields: dict[str, Any] = {
+        "tenant_id": event.tenant_id,
+        "message_id": event.message_id,
+        "recipient": event.recipient.lower(),
+        "state": state,
+        "attempt": event.attempt,
+        "reason": getattr(event, "reason", None),
+        "occurred_at": event.occurred_at,
+        "updated_at": now or _now(),
+    }
+    if isinstance(event, NotificationDeferred):
+        fields["retry_at"] = event.retry_at
+    applied = await deliveries.record(
+        delivery_id=f"{event.message_id}:{event.recipient.lower()}", fields=fields,
+        final=state != "deferred", attempt=event.attempt)
+    if not applied:
+        log.info("delivery state %s ignored: a final or newer state is on file", state)
+    return applied
+
+
+# --- audit.* -> audit_events -----------------------------------------------------------------
+
+
+async def record_audit(*, event: AuditEvent, audit: AuditRepo) -> bool:
+    doc: Doc = {
+        "_id": event.event_id,
+        "tenant_id": event.tenant_id,
+        "message_id": event.message_id,
+        "kind": event.kind,
+        "recipient": event.recipient.lower(),
+        "client_ip": event.client_ip,
+        "user_agent": event.user_agent,
+        "at": event.occurred_at,
+    }
+    if isinstance(event, AttachmentDownloaded):
+        doc.update(object_id=event.object_id, range_start=event.range_start,
+                   range_end=event.range_end)
+    return await audit.insert(doc)
+
+
+# --- expiry and purge ------------------------------------------------------------------------
+
+
+async def _delete_quietly(blobs: BlobStore, key: str) -> None:
+    with contextlib.suppress(NotFound):
+        await blobs.delete(key)
+
+
+async def purge_expired(*, messages: MessageRepo, blobs: BlobStore, owner: str,
+                        lease_s: float, limit: int, now: datetime | None = None) -> int:
+    """Purge up to ``limit`` expired messages; returns how many this caller purged.
+
+    Each message is claimed with one conditional update (``state: purging`` plus a lease), so
+    replicas never work on the same one; a claim whose holder died is taken over after the
+    lease. Objects go first, then the doc says ``purged`` -- a crash in between just repeats
+    the deletes.
+    """
+    purged = 0
+    while purged < limit:
+        at = now or _now()
+        doc = await messages.claim_expired(now=at, lease_until=at + timedelta(seconds=lease_s),
+                                           owner=owner)
+        if doc is None:
+            break
+        for obj in doc.get("objects", []):
+            await _delete_quietly(blobs, obj["key"])
+        # Anything else left in the message's folder (e.g. a retried upload) goes too.
+        await blobs.delete_prefix(message_prefix(doc["tenant_id"], doc["_id"]))
+        if await messages.mark_purged(doc["_id"], owner=owner, now=at):
+            purged += 1
+            PURGED.inc()
+    if purged:
+        log.info("purged %d expired messages", purged)
+    return purged
+
+
+# --- orphan sweep ----------------------------------------------------------------------------
+
+
+async def sweep_orphans(*, messages: MessageRepo, blobs: BlobStore, grace_s: float,
+                        now: datetime | None = None, chunk: int = 500) -> dict[str, int]:
+    """Delete objects older than ``grace_s`` that no live message doc references.
+
+    Those are uploads whose ``message.received`` never got recorded (ingest crashed, the
+    sender gave up, an idempotent retry lost the race) and leftovers of purged messages.
+    """
+    cutoff = (now or _now()).timestamp() - grace_s
+    counts = {"scanned": 0, "deleted": 0, "kept": 0, "young": 0, "unknown": 0}
+    by_message: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for key, modified in await blobs.list_keys(OBJECT_ROOT):
+        counts["scanned"] += 1
+        m = KEY_RE.match(key)
+        if m is None:
+            counts["unknown"] += 1  # not our layout: leave it for a human
+            continue
+        if modified > cutoff:
+            counts["young"] += 1
+            continue
+        by_message[m.group(2)].append((m.group(1), key))
+    ids = list(by_message)
+    for i in range(0, len(ids), chunk):
+        batch = ids[i:i + chunk]
+        referenced: dict[str, set[str]] = {}
+        for doc in await messages.find_many(batch):
+            # Purging or purged messages own nothing any more; a purging one is left to its
+            # claimant (the purge deletes the folder itself).
+            if doc.get("state") == "stored":
+                referenced[doc["_id"]] = {o["key"] for o in doc.get("objects", [])}
+            elif doc.get("state") == "purging":
+                referenced[doc["_id"]] = {k for _, k in by_message[doc["_id"]]}
+            else:
+                referenced[doc["_id"]] = set()
+        for message_id in batch:
+            keep = referenced.get(message_id, set())
+            for _tenant, key in by_message[message_id]:
+                if key in keep:
+                    counts["kept"] += 1
+                    continue
+                await _delete_quietly(blobs, key)
+                counts["deleted"] += 1
+                ORPHANS.inc()
+    log.info("orphan sweep: %s", " ".join(f"{k}={v}" for k, v in counts.items()))
+    return counts

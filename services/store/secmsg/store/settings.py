@@ -1,0 +1,32 @@
+"""Store settings: ``SECMSG_STORE_*`` (shared values come from ``CommonSettings``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class StoreSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SECMSG_STORE_", extra="ignore")
+
+    host: str = "0.0.0.0"
+    port: int = 8081
+
+    expiry_interval_s: float = Field(default=60.0, gt=0)
+    expiry_batch: int = Field(default=500, gt=0, description="most messages purged per run")
+    purge_lease_s: float = Field(
+        default=300.0, gt=0,
+        description="a claim older than this is taken over by another replica")
+    orphan_sweep_interval_s: float = Field(default=3600.0, gt=0)
+    orphan_grace_s: float = Field(
+        default=86400.0, ge=0,
+        description="objects younger than this are never swept (uploads still in flight)")
+
+    batch_size: int = Field(default=16, gt=0, description="events fetched per pull request")
+    fetch_timeout_s: float = Field(default=5.0, gt=0)
+    ack_wait_s: float = Field(default=30.0, gt=0)
+    backoff_base_s: float = Field(default=1.0, gt=0)
+    backoff_cap_s: float = Field(default=300.0, gt=0)
+    graceful_timeout_s: float = Field(
+        default=20.0, gt=0,
+        description="on SIGTERM, wait this long for in-flight events (k8s grace is 30 s)")
