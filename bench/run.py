@@ -1,0 +1,384 @@
+"""secmsg benchmark: the local stack measured next to its floors, side by side, in one run.
+
+    uv run python -m bench.run                 # full run (1 GiB object, 1000 notifications)
+    uv run python -m bench.run --quick         # small sizes, for a smoke run
+
+Prints a table of ratios (secmsg / floor) and writes ``bench/results/<time>.json``.
+Floors are measured in the same run on the same servers: raw minio PUT/GET of the same bytes,
+raw aiosmtplib sending the same rendered notifications to the same SMTP sink.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.policy import default as default_policy
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from devstack.servers import free_port, start_stack, wait_port
+from devstack.services import ServiceProc
+from devstack.tls import ensure_cert
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def progress(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def peak_rss_mib(pid: int) -> float:
+    """Peak resident set size (VmHWM) of a live process, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("VmHWM not found")
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Reset VmHWM (Linux: write 5 to clear_refs) so the peak covers only what follows."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        progress("could not reset peak RSS; it then includes start-up")
+
+
+@dataclass
+class Bench:
+    base: Path
+    quick: bool
+    results: dict[str, Any] = field(default_factory=dict)
+
+    async def setup(self) -> None:
+        progress("starting servers (NATS, FerretDB, versitygw) and the SMTP sink...")
+        self.stack = start_stack(self.base / "servers")
+        self.mail_dir = self.base / "mail"
+        self.smtp_port = free_port()
+        self.sink = subprocess.Popen(
+            [sys.executable, "-m", "devstack.smtp_sink", "--port", str(self.smtp_port),
+             "--dir", str(self.mail_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=ROOT)
+        wait_port(self.smtp_port)
+        cert, key = ensure_cert(self.base / "tls")
+        from secmsg.shared.crypto import KeyRing
+
+        self.env = {**self.stack.env(), "SECMSG_ENVIRONMENT": "test",
+                    "SECMSG_LOG_LEVEL": "WARNING", "SECMSG_MONGO_DB": "bench",
+                    "SECMSG_S3_BUCKET": "bench", "SECMSG_KEYRING": KeyRing.generate_spec(1),
+                    "SECMSG_SMTP_HOST": "127.0.0.1", "SECMSG_SMTP_PORT": str(self.smtp_port),
+                    "SECMSG_SMTP_TLS": "none", "SECMSG_RETRIEVE_TLS_CERT": str(cert),
+                    "SECMSG_RETRIEVE_TLS_KEY": str(key)}
+        os.environ.update(self.env)
+        self.procs: dict[str, ServiceProc] = {}
+        for name in ("store", "notify", "retrieve", "ingest"):
+            p = ServiceProc(name, self.env, self.base / f"{name}.log", free_port(),
+                            tls=(name == "retrieve"))
+            if name == "retrieve":
+                p.env = {**p.env, "SECMSG_RETRIEVE_PUBLIC_URL": p.base_url}
+            progress(f"starting {name}...")
+            p.start(timeout=60)
+            self.procs[name] = p
+        from secmsg.ingest.admin import create_api_key, create_tenant
+        from secmsg.shared.blobstore import S3BlobStore
+        from secmsg.shared.mongo import make_client
+        from secmsg.shared.settings import CommonSettings
+
+        self.settings = CommonSettings()
+        self.mongo = make_client(self.settings)
+        self.db = self.mongo[self.settings.mongo_db]
+        await create_tenant(self.db, tenant_id="bench", name="Bench Org",
+                            max_message_bytes=8 * 1024**3, max_recipients=1000)
+        self.api_key = await create_api_key(self.db, tenant_id="bench", label="bench")
+        self.blobs = S3BlobStore.from_settings(self.settings)
+        await self.blobs.ensure_bucket()
+
+    def teardown(self) -> None:
+        for p in reversed(list(getattr(self, "procs", {}).values())):
+            p.stop()
+        if getattr(self, "sink", None):
+            self.sink.terminate()
+            self.sink.wait(10)
+        if getattr(self, "stack", None):
+            self.stack.stop()
+
+    # -- large object: memory and throughput ---------------------------------------------
+
+    async def large_object(self, size: int) -> None:
+        path = self.base / "large.bin"
+        progress(f"writing a {size / 2**20:.0f} MiB test file...")
+        block = os.urandom(1 << 20)
+        with path.open("wb") as f:
+            for _ in range(size >> 20):
+                f.write(block)
+        client = self.blobs._client
+
+        progress("raw minio PUT (floor)...")
+        t = time.perf_counter()
+        await asyncio.to_thread(client.fput_object, self.blobs.bucket, "bench/raw-put", str(path),
+                                part_size=8 * 1024 * 1024, num_parallel_uploads=1)
+        raw_put = time.perf_counter() - t
+
+        ingest = self.procs["ingest"]
+        reset_peak_rss(ingest.proc.pid)  # type: ignore[union-attr]
+        progress("upload through ingest (streaming encryption)...")
+        envelope = json.dumps({"from": "alice@bench.example", "to": ["big@example.org"],
+                               "subject": "large", "text": "see attachment"})
+        t = time.perf_counter()
+        async with httpx.AsyncClient(timeout=3600) as http:
+            with path.open("rb") as f:
+                r = await http.post(ingest.base_url + "/v1/messages",
+                                    headers={"Authorization": f"Bearer {self.api_key}"},
+                                    files=[("envelope", (None, envelope.encode(),
+                                                         "application/json")),
+                                           ("attachment", ("large.bin", f,
+                                                           "application/octet-stream"))])
+        ingest_put = time.perf_counter() - t
+        assert r.status_code == 202, r.text
+        mid = r.json()["message_id"]
+        ingest_rss = peak_rss_mib(ingest.proc.pid)  # type: ignore[union-attr]
+
+        doc = None
+        for _ in range(600):
+            doc = await self.db["messages"].find_one({"_id": mid})
+            if doc:
+                break
+            await asyncio.sleep(0.1)
+        assert doc, "large message was not stored"
+        obj = next(o for o in doc["objects"] if o["role"] == "attachment")
+
+        progress("raw minio GET of the stored object (floor)...")
+        t = time.perf_counter()
+
+        def raw_get() -> int:
+            resp = client.get_object(self.blobs.bucket, obj["key"])
+            n = 0
+            for chunk in resp.stream(1 << 20):
+                n += len(chunk)
+            resp.close()
+            resp.release_conn()
+            return n
+
+        raw_bytes = await asyncio.to_thread(raw_get)
+        raw_get_s = time.perf_counter() - t
+
+        retrieve = self.procs["retrieve"]
+        async with httpx.AsyncClient(base_url=retrieve.base_url, verify=False,
+                                     timeout=3600) as web:
+            token = await self.sign_in(web, "big@example.org")
+            reset_peak_rss(retrieve.proc.pid)  # type: ignore[union-attr]
+            progress("download through retrieve (HTTPS, decrypting)...")
+            t = time.perf_counter()
+            got = 0
+            async with web.stream("GET", f"/v1/messages/{mid}/attachments/{obj['object_id']}",
+                                  headers={"Authorization": f"Bearer {token}"}) as resp:
+                assert resp.status_code == 200
+                async for chunk in resp.aiter_raw(1 << 20):
+                    got += len(chunk)
+            dl_s = time.perf_counter() - t
+        assert got == size, (got, size)
+        retrieve_rss = peak_rss_mib(retrieve.proc.pid)  # type: ignore[union-attr]
+        mib = size / 2**20
+        self.results["large_object"] = {
+            "size_mib": mib,
+            "raw_put_mib_s": mib / raw_put, "ingest_upload_mib_s": mib / ingest_put,
+            "upload_ratio": raw_put / ingest_put,
+            "raw_get_mib_s": raw_bytes / 2**20 / raw_get_s, "retrieve_download_mib_s": mib / dl_s,
+            "download_ratio": (size / dl_s) / (raw_bytes / raw_get_s),
+            "ingest_peak_rss_mib": ingest_rss, "retrieve_peak_rss_mib": retrieve_rss,
+        }
+        path.unlink()
+
+    async def sign_in(self, web: httpx.AsyncClient, email: str) -> str:
+        before = set(self.mail_dir.glob("*.eml"))
+        r = await web.post("/v1/auth/code", json={"tenant_id": "bench", "email": email})
+        assert r.status_code == 202, r.text
+        import re
+
+        for _ in range(300):
+            for p in sorted(set(self.mail_dir.glob("*.eml")) - before):
+                msg = message_from_bytes(p.read_bytes(), policy=default_policy)
+                if msg["X-Secure-Message-Id"] or email not in str(msg["To"]):
+                    continue
+                body = msg.get_body(("plain",))
+                m = re.search(r"\b(\d{8})\b", body.get_content() if body else "")
+                if m:
+                    r = await web.post("/v1/auth/session", json={
+                        "tenant_id": "bench", "email": email, "code": m.group(1)})
+                    assert r.status_code == 200, r.text
+                    return str(r.json()["token"])
+            await asyncio.sleep(0.1)
+        raise RuntimeError("no sign-in code arrived")
+
+    # -- many small messages: notify throughput and latency --------------------------------
+
+    def notifications(self) -> dict[str, tuple[Path, int]]:
+        """message id -> (file, capture time ns) for every captured notification."""
+        out = {}
+        for p in self.mail_dir.glob("*.eml"):
+            head = p.read_bytes().split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+            for line in head.splitlines():
+                if line.lower().startswith(b"x-secure-message-id:"):
+                    out[line.split(b":", 1)[1].strip().decode()] = (p, p.stat().st_mtime_ns)
+        return out
+
+    async def submit_many(self, n: int, tag: str, concurrency: int = 8) -> dict[str, float]:
+        sent: dict[str, float] = {}
+        sem = asyncio.Semaphore(concurrency)
+        url = self.procs["ingest"].base_url + "/v1/messages"
+        async with httpx.AsyncClient(timeout=120,
+                                     limits=httpx.Limits(max_connections=concurrency)) as http:
+            async def one(i: int) -> None:
+                env = json.dumps({"from": "alice@bench.example",
+                                  "to": [f"{tag}-{i}@example.org"], "subject": f"{tag} {i}",
+                                  "text": "hello"}).encode()
+                async with sem:
+                    t = time.time_ns()
+                    r = await http.post(url, headers={"Authorization": f"Bearer {self.api_key}"},
+                                        files=[("envelope", (None, env, "application/json"))])
+                    assert r.status_code == 202, r.text
+                    sent[r.json()["message_id"]] = t
+                    if len(sent) % 200 == 0:
+                        progress(f"  {tag}: {len(sent)}/{n} accepted")
+
+            await asyncio.gather(*(one(i) for i in range(n)))
+        return sent
+
+    async def wait_notified(self, ids: set[str], timeout: float) -> dict[str, tuple[Path, int]]:
+        deadline = time.monotonic() + timeout
+        last = -1
+        while time.monotonic() < deadline:
+            seen = self.notifications()
+            done = ids & set(seen)
+            if len(done) != last and len(done) % 100 == 0:
+                progress(f"  notified {len(done)}/{len(ids)}")
+                last = len(done)
+            if done == ids:
+                return seen
+            await asyncio.sleep(0.05)
+        raise RuntimeError(f"only {len(ids & set(self.notifications()))}/{len(ids)} notified")
+
+    async def notify_throughput(self, n: int) -> None:
+        notify = self.procs["notify"]
+        notify.stop()
+        progress(f"submitting {n} small messages with notify stopped...")
+        t = time.perf_counter()
+        sent = await self.submit_many(n, "tput")
+        ingest_s = time.perf_counter() - t
+        while await self.db["messages"].count_documents({"_id": {"$in": list(sent)}}) < n:
+            await asyncio.sleep(0.2)
+        progress("starting notify (1 replica) and timing the backlog...")
+        t = time.perf_counter()
+        notify.start(timeout=60)
+        seen = await self.wait_notified(set(sent), timeout=900)
+        notify_s = time.perf_counter() - t
+
+        progress("raw aiosmtplib: the same rendered mails straight to the same sink (floor)...")
+        import aiosmtplib
+
+        mails = [seen[m][0].read_bytes() for m in sent]
+        before = len(list(self.mail_dir.glob("*.eml")))
+        conns = 4
+
+        async def sender(chunk: list[bytes]) -> None:
+            smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=self.smtp_port)
+            await smtp.connect()
+            for raw in chunk:
+                await smtp.sendmail("bounce@bench.example", ["x@example.org"], raw)
+            await smtp.quit()
+
+        t = time.perf_counter()
+        await asyncio.gather(*(sender(mails[i::conns]) for i in range(conns)))
+        while len(list(self.mail_dir.glob("*.eml"))) < before + n:
+            await asyncio.sleep(0.01)
+        raw_s = time.perf_counter() - t
+        self.results["notify_throughput"] = {
+            "messages": n, "ingest_msgs_s": n / ingest_s,
+            "notify_1_replica_msgs_s": n / notify_s, "raw_aiosmtplib_msgs_s": n / raw_s,
+            "notify_ratio": raw_s / notify_s,
+        }
+
+    async def latency(self, n: int) -> None:
+        progress(f"end-to-end latency: {n} messages submitted at a steady pace...")
+        sent: dict[str, float] = {}
+        for i in range(0, n, 10):
+            batch = await self.submit_many(min(10, n - i), f"lat{i}", concurrency=10)
+            sent.update(batch)
+            await asyncio.sleep(0.25)
+        seen = await self.wait_notified(set(sent), timeout=600)
+        lat_ms = sorted((seen[m][1] - t0) / 1e6 for m, t0 in sent.items())
+        self.results["latency"] = {
+            "messages": n, "p50_ms": statistics.median(lat_ms),
+            "p99_ms": lat_ms[min(len(lat_ms) - 1, int(len(lat_ms) * 0.99))],
+            "max_ms": lat_ms[-1],
+        }
+
+    def report(self) -> str:
+        r = self.results
+        lines = ["", "| figure | secmsg | floor (same run) | ratio | target |",
+                 "|---|---|---|---|---|"]
+        if lo := r.get("large_object"):
+            lines += [
+                f"| upload {lo['size_mib']:.0f} MiB through ingest | "
+                f"{lo['ingest_upload_mib_s']:.0f} MiB/s | raw minio PUT "
+                f"{lo['raw_put_mib_s']:.0f} MiB/s | {lo['upload_ratio']:.2f} | >= 0.5 |",
+                f"| download {lo['size_mib']:.0f} MiB through retrieve (HTTPS, decrypt) | "
+                f"{lo['retrieve_download_mib_s']:.0f} MiB/s | raw minio GET "
+                f"{lo['raw_get_mib_s']:.0f} MiB/s | {lo['download_ratio']:.2f} | >= 0.5 |",
+                f"| ingest peak RSS during upload | {lo['ingest_peak_rss_mib']:.0f} MiB | | | "
+                f"< 200 MiB |",
+                f"| retrieve peak RSS during download | {lo['retrieve_peak_rss_mib']:.0f} MiB "
+                f"| | | < 200 MiB |",
+            ]
+        if nt := r.get("notify_throughput"):
+            lines += [
+                f"| notifications/s, 1 notify replica ({nt['messages']} msgs) | "
+                f"{nt['notify_1_replica_msgs_s']:.0f}/s | raw aiosmtplib "
+                f"{nt['raw_aiosmtplib_msgs_s']:.0f}/s | {nt['notify_ratio']:.2f} | >= 0.5 |",
+                f"| ingest small messages/s (8 concurrent clients) | "
+                f"{nt['ingest_msgs_s']:.0f}/s | | | |",
+            ]
+        if la := r.get("latency"):
+            lines.append(f"| submit → SMTP accepted latency ({la['messages']} msgs) | "
+                         f"p50 {la['p50_ms']:.0f} ms, p99 {la['p99_ms']:.0f} ms | | | |")
+        return "\n".join(lines)
+
+
+async def amain(args: argparse.Namespace) -> None:
+    base = Path(tempfile.mkdtemp(prefix="secmsg-bench-"))
+    bench = Bench(base, args.quick)
+    try:
+        await bench.setup()
+        size = (64 if args.quick else 1024) * 2**20
+        await bench.large_object(size)
+        await bench.notify_throughput(100 if args.quick else 1000)
+        await bench.latency(50 if args.quick else 200)
+    finally:
+        bench.teardown()
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    path = out / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
+    bench.results["machine"] = {"cpus": os.cpu_count(), "quick": args.quick}
+    path.write_text(json.dumps(bench.results, indent=2))
+    print(bench.report())
+    print(f"\nresults: {path}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
+    asyncio.run(amain(ap.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
