@@ -96,3 +96,9 @@ async def wait_for(check: Callable[[], Awaitable[Any]], *, timeout: float = 20.0
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
+
+
+async def drained(nc: NATS, durable: str) -> bool:
+    """True once the durable consumer has handled (acked or terminated) everything so far."""
+    info = await nc.jetstream().consumer_info(subjects.STREAM, durable)
+    return info.num_pending == 0 and info.num_ack_pending == 0 and info.delivered.stream_seq > 0

@@ -17,6 +17,7 @@ from secmsg.store import service
 from secmsg.store.adapters.mongo import MongoMessageRepo
 from tests.store.helpers import (
     TENANT,
+    drained,
     publish_received,
     stage_message,
     stored_events,
@@ -68,6 +69,7 @@ async def test_redelivered_event_stores_once_and_announces_once(
     later = await stage_message(blobs, settings)
     await publish_received(publisher, later)
     await wait_for(lambda: _doc(mongo_db, later.message_id))
+    await wait_for(lambda: drained(nc, subjects.STORE_RECEIVED))
 
     assert await mongo_db[mongo.MESSAGES].count_documents({}) == 2
     stored = await stored_events(nc)
@@ -144,8 +146,9 @@ async def test_poison_events_are_dead_lettered_and_next_is_processed(
     await publish_received(publisher, good)
 
     await wait_for(lambda: _doc(mongo_db, good.message_id))
-    dead = await wait_for(lambda: _dead(mongo_db, 3))
-    assert len(dead) == 3
+    await wait_for(lambda: drained(nc, subjects.STORE_RECEIVED))
+    dead = await _dead(mongo_db, 3)
+    assert dead is not None and len(dead) == 3
     assert all(d["service"] == "store" and d["subject"] == subj for d in dead)
     assert any("version" in d["reason"] for d in dead)
     assert await mongo_db[mongo.MESSAGES].count_documents({}) == 1

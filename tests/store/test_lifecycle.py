@@ -1,0 +1,137 @@
+"""Expiry/purge and the orphan sweep, against real FerretDB and S3."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from faststream.asgi import AsgiFastStream
+from faststream.nats import TestApp
+
+from secmsg.shared import bus, mongo
+from secmsg.shared.blobstore import S3BlobStore
+from secmsg.shared.errors import NotFound
+from secmsg.shared.settings import CommonSettings
+from secmsg.store import service
+from secmsg.store.adapters.mongo import MongoMessageRepo
+from secmsg.store.app import create_app
+from tests.store.helpers import TENANT, publish_received, stage_message, wait_for
+
+
+async def _exists(blobs: S3BlobStore, key: str) -> bool:
+    try:
+        await blobs.size(key)
+    except NotFound:
+        return False
+    return True
+
+
+async def _record(blobs: S3BlobStore, settings: CommonSettings, publisher: bus.EventPublisher,
+                  repo: MongoMessageRepo, **kw: Any) -> Any:
+    event = await stage_message(blobs, settings, **kw)
+    await service.record_message(event=event, messages=repo, blobs=blobs, publisher=publisher)
+    return event
+
+
+async def test_purge_expired_deletes_objects_and_marks_purged(
+        settings: CommonSettings, blobs: S3BlobStore, publisher: bus.EventPublisher,
+        mongo_db: Any) -> None:
+    repo = MongoMessageRepo(mongo_db)
+    now = datetime.now(UTC)
+    expired = [await _record(blobs, settings, publisher, repo,
+                             expires_at=now - timedelta(minutes=1)) for _ in range(4)]
+    live = await _record(blobs, settings, publisher, repo, expires_at=now + timedelta(days=1))
+    forever = await _record(blobs, settings, publisher, repo, expires_at=None)
+    # A stray upload in an expired message's folder goes with it.
+    stray = f"t/{TENANT}/m/{expired[0].message_id}/{uuid.uuid4().hex}"
+    await blobs.put_bytes(stray, b"x" * 20)
+
+    # Three replicas at once: each message is purged by exactly one of them.
+    counts = await asyncio.gather(*(
+        service.purge_expired(messages=repo, blobs=blobs, owner=f"r{i}", lease_s=60, limit=100)
+        for i in range(3)))
+    assert sum(counts) == 4
+
+    for ev in expired:
+        doc = await repo.get(ev.message_id)
+        assert doc["state"] == "purged" and doc["purged_at"] is not None
+        assert "purge_owner" not in doc and "lease_until" not in doc
+        for obj in ev.objects:
+            assert not await _exists(blobs, obj.key)
+    assert not await _exists(blobs, stray)
+    for ev in (live, forever):
+        assert (await repo.get(ev.message_id))["state"] == "stored"
+        for obj in ev.objects:
+            assert await _exists(blobs, obj.key)
+    # Nothing left to do: a second run purges nothing.
+    assert await service.purge_expired(messages=repo, blobs=blobs, owner="r0", lease_s=60,
+                                       limit=100) == 0
+
+
+async def test_abandoned_purge_claim_is_taken_over_after_its_lease(
+        settings: CommonSettings, blobs: S3BlobStore, publisher: bus.EventPublisher,
+        mongo_db: Any) -> None:
+    repo = MongoMessageRepo(mongo_db)
+    now = datetime.now(UTC)
+    ev = await _record(blobs, settings, publisher, repo, expires_at=now - timedelta(seconds=1))
+    # A replica claimed it and died before deleting anything.
+    claimed = await repo.claim_expired(now=now, lease_until=now + timedelta(seconds=30),
+                                       owner="dead")
+    assert claimed is not None and claimed["_id"] == ev.message_id
+    assert await service.purge_expired(messages=repo, blobs=blobs, owner="alive", lease_s=30,
+                                       limit=10, now=now) == 0
+    later = now + timedelta(seconds=31)
+    assert await service.purge_expired(messages=repo, blobs=blobs, owner="alive", lease_s=30,
+                                       limit=10, now=later) == 1
+    assert (await repo.get(ev.message_id))["state"] == "purged"
+    assert not await _exists(blobs, ev.objects[0].key)
+
+
+async def test_worker_purges_expired_messages_on_its_interval(
+        store_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, settings: CommonSettings,
+        blobs: S3BlobStore, publisher: bus.EventPublisher, mongo_db: Any) -> None:
+    monkeypatch.setenv("SECMSG_STORE_EXPIRY_INTERVAL_S", "0.2")
+    ev = await stage_message(blobs, settings,
+                             expires_at=datetime.now(UTC) + timedelta(seconds=1))
+    app: AsgiFastStream = create_app()
+    async with TestApp(app):
+        await publish_received(publisher, ev)
+        doc = await wait_for(lambda: mongo_db[mongo.MESSAGES].find_one(
+            {"_id": ev.message_id, "state": "purged"}))
+    assert doc["purged_at"] >= doc["expires_at"]
+    for obj in ev.objects:
+        assert not await _exists(blobs, obj.key)
+
+
+async def test_orphan_sweep_removes_only_orphans(
+        settings: CommonSettings, blobs: S3BlobStore, publisher: bus.EventPublisher,
+        mongo_db: Any) -> None:
+    repo = MongoMessageRepo(mongo_db)
+    kept = await _record(blobs, settings, publisher, repo)
+    never_recorded = await stage_message(blobs, settings)  # ingest crashed before publishing
+    loser = f"t/{TENANT}/m/{kept.message_id}/{uuid.uuid4().hex}"  # losing upload attempt
+    other_tenant = f"t/other/m/{kept.message_id}/{kept.objects[0].object_id}"
+    not_ours = "t/readme.txt"
+    outside = f"x/{uuid.uuid4().hex}"
+    for key in (loser, other_tenant, not_ours, outside):
+        await blobs.put_bytes(key, b"z" * 10)
+
+    # With the default-like grace nothing is old enough to touch.
+    counts = await service.sweep_orphans(messages=repo, blobs=blobs, grace_s=3600)
+    assert counts["deleted"] == 0 and counts["young"] == counts["scanned"] - 1
+
+    counts = await service.sweep_orphans(messages=repo, blobs=blobs, grace_s=0,
+                                         now=datetime.now(UTC) + timedelta(seconds=5))
+    assert counts["deleted"] == 2 + 2  # never-recorded message's two objects, loser, foreign
+    assert counts["kept"] == 2 and counts["unknown"] == 1
+    for obj in kept.objects:
+        assert await _exists(blobs, obj.key)
+    for obj in never_recorded.objects:
+        assert not await _exists(blobs, obj.key)
+    assert not await _exists(blobs, loser)
+    assert not await _exists(blobs, other_tenant)
+    assert await _exists(blobs, not_ours)
+    assert await _exists(blobs, outside)
