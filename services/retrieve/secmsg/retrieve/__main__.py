@@ -1,0 +1,37 @@
+"""``python -m secmsg.retrieve``: HTTPS on SECMSG_RETRIEVE_PORT (plain HTTP only if allowed)."""
+
+from __future__ import annotations
+
+import sys
+
+import uvicorn
+
+from secmsg.retrieve.app import create_app
+from secmsg.retrieve.settings import RetrieveSettings
+from secmsg.shared import logs
+from secmsg.shared.settings import CommonSettings
+
+
+def main() -> int:
+    common = CommonSettings()
+    settings = RetrieveSettings()
+    logs.setup("retrieve", common.log_level)
+    tls = settings.tls_cert is not None and settings.tls_key is not None
+    if not tls and not settings.allow_plain_http:
+        print("retrieve: SECMSG_RETRIEVE_TLS_CERT and SECMSG_RETRIEVE_TLS_KEY are required "
+              "(or SECMSG_RETRIEVE_ALLOW_PLAIN_HTTP=true behind a TLS-terminating ingress)",
+              file=sys.stderr)
+        return 2
+    uvicorn.run(
+        create_app(common, settings), host=settings.host, port=settings.port,
+        ssl_certfile=str(settings.tls_cert) if tls else None,
+        ssl_keyfile=str(settings.tls_key) if tls else None,
+        proxy_headers=True, forwarded_allow_ips=settings.forwarded_allow_ips,
+        timeout_graceful_shutdown=settings.shutdown_grace_s, log_config=None,
+        access_log=False, server_header=False,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""MongoDB repositories for retrieve.
+
+Reads store's ``messages`` and ingest's ``tenants``; owns ``login_codes``, ``sessions`` and
+``rate_limits``. FerretDB has no transactions, so every state change that must be atomic is a
+single-document ``findAndModify`` (consume a code, count a rate-limit hit, touch a session).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError, OperationFailure
+
+from secmsg.retrieve.ports import MessageRecord, SessionRecord
+from secmsg.shared import mongo
+from secmsg.shared.events import Recipient, StoredObject
+
+log = logging.getLogger(__name__)
+
+Doc = dict[str, Any]
+_OBJECT_FIELDS = frozenset(StoredObject.model_fields)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _live_filter(tenant_id: str, address: str, now: datetime) -> Doc:
+    return {
+        "tenant_id": tenant_id,
+        "recipient_addresses": address,
+        "state": "stored",
+        "$or": [{"expires_at": None}, {"expires_at": {"$gt": now}}],
+    }
+
+
+def _record(doc: Doc) -> MessageRecord:
+    objects = [StoredObject.model_validate({k: v for k, v in o.items() if k in _OBJECT_FIELDS})
+               for o in doc.get("objects", [])]
+    recipients = [Recipient(address=r["address"], kind=r.get("kind", "to"))
+                  for r in doc.get("recipients", [])]
+    received_at = _aware(doc.get("received_at")) or datetime.fromtimestamp(0, UTC)
+    return MessageRecord(
+        message_id=doc["_id"],
+        tenant_id=doc["tenant_id"],
+        sender=doc.get("sender", ""),
+        recipients=recipients,
+        subject=doc.get("subject", ""),
+        objects=objects,
+        attachment_count=int(doc.get("attachment_count",
+                                     sum(o.role == "attachment" for o in objects))),
+        total_size=int(doc.get("total_size", sum(o.size for o in objects))),
+        received_at=received_at,
+        expires_at=_aware(doc.get("expires_at")),
+        disclaimer=doc.get("disclaimer"),
+    )
+
+
+class MongoMessageRepo:
+    def __init__(self, db: AsyncDatabase[Doc]):
+        self._col = db[mongo.MESSAGES]
+
+    async def has_live(self, *, tenant_id: str, address: str, now: datetime) -> bool:
+        async with mongo.unavailable_as_503():
+            doc = await self._col.find_one(_live_filter(tenant_id, address, now),
+                                           projection={"_id": 1})
+        return doc is not None
+
+    async def list_live(self, *, tenant_id: str, address: str, now: datetime, limit: int,
+                        after: tuple[datetime, str] | None) -> list[MessageRecord]:
+        query = _live_filter(tenant_id, address, now)
+        if after is not None:
+            at, mid = after
+            expiry = query.pop("$or")
+            query["$and"] = [
+                {"$or": expiry},
+                {"$or": [{"received_at": {"$lt": at}},
+                         {"received_at": at, "_id": {"$lt": mid}}]},
+            ]
+        async with mongo.unavailable_as_503():
+            cursor = self._col.find(query).sort(
+                [("received_at", DESCENDING), ("_id", DESCENDING)]).limit(limit)
+            return [_record(doc) async for doc in cursor]
+
+    async def get_live(self, *, tenant_id: str, message_id: str, address: str,
+                       now: datetime) -> MessageRecord | None:
+        query = {"_id": message_id, **_live_filter(tenant_id, address, now)}
+        async with mongo.unavailable_as_503():
+            doc = await self._col.find_one(query)
+        return _record(doc) if doc is not None else None
+
+
+class MongoTenantRepo:
+    def __init__(self, db: AsyncDatabase[Doc]):
+        self._col = db[mongo.TENANTS]
+
+    async def display_name(self, tenant_id: str) -> str | None:
+        async with mongo.unavailable_as_503():
+            doc = await self._col.find_one({"_id": tenant_id},
+                                           projection={"display_name": 1, "name": 1})
+        if doc is None:
+            return None
+        return str(doc.get("display_name") or doc.get("name") or tenant_id)
+
+
+class MongoCodeRepo:
+    """One live code per (tenant, address); ``_id`` is ``<tenant>:<address>``."""
+
+    def __init__(self, db: AsyncDatabase[Doc]):
+        self._col = db[mongo.LOGIN_CODES]
+
+    async def replace(self, *, tenant_id: str, address: str, code_hash: str,
+                      expires_at: datetime, now: datetime) -> None:
+        doc = {"tenant_id": tenant_id, "address": address, "code_hash": code_hash,
+               "attempts": 0, "expires_at": expires_at, "created_at": now}
+        async with mongo.unavailable_as_503():
+            await self._col.replace_one({"_id": f"{tenant_id}:{address}"}, doc, upsert=True)
+
+    async def consume(self, *, tenant_id: str, address: str, code_hash: str, now: datetime,
+                      max_attempts: int) -> bool:
+        key = f"{tenant_id}:{address}"
+        async with mongo.unavailable_as_503():
+            # Deleting on match makes the code single-use even under concurrent submissions.
+            used = await self._col.find_one_and_delete({
+                "_id": key, "code_hash": code_hash, "expires_at": {"$gt": now},
+                "attempts": {"$lt": max_attempts},
+            })
+            if used is not None:
+                return True
+            await self._col.update_one({"_id": key}, {"$inc": {"attempts": 1}})
+        return False
+
+
+class MongoSessionRepo:
+    def __init__(self, db: AsyncDatabase[Doc]):
+        self._col = db[mongo.SESSIONS]
+
+    async def create(self, *, token_hash: str, tenant_id: str, address: str, now: datetime,
+                     expires_at: datetime) -> None:
+        async with mongo.unavailable_as_503():
+            await self._col.insert_one({"_id": token_hash, "tenant_id": tenant_id,
+                                        "address": address, "created_at": now,
+                                        "last_seen_at": now, "expires_at": expires_at})
+
+    async def touch(self, *, token_hash: str, now: datetime,
+                    idle_s: int) -> SessionRecord | None:
+        async with mongo.unavailable_as_503():
+            doc = await self._col.find_one_and_update(
+                {"_id": token_hash, "expires_at": {"$gt": now},
+                 "last_seen_at": {"$gt": now - timedelta(seconds=idle_s)}},
+                {"$set": {"last_seen_at": now}},
+                return_document=ReturnDocument.AFTER,
+            )
+        if doc is None:
+            return None
+        return SessionRecord(token_hash=doc["_id"], tenant_id=doc["tenant_id"],
+                             address=doc["address"],
+                             expires_at=_aware(doc["expires_at"]) or now)
+
+    async def delete(self, token_hash: str) -> None:
+        async with mongo.unavailable_as_503():
+            await self._col.delete_one({"_id": token_hash})
+
+
+class MongoRateLimiter:
+    """Fixed-window counters, one document per (key, window), bumped with one findAndModify."""
+
+    def __init__(self, db: AsyncDatabase[Doc]):
+        self._col = db[mongo.RATE_LIMITS]
+
+    async def hit(self, *, key: str, limit: int, window_s: int, now: datetime) -> float | None:
+        window = int(now.timestamp()) // window_s
+        window_end = datetime.fromtimestamp((window + 1) * window_s, UTC)
+        # Hashed so the collection holds no addresses or IPs in clear.
+        doc_id = f"{hashlib.sha256(key.encode()).hexdigest()[:40]}:{window_s}:{window}"
+        doc: Doc | None = None
+        async with mongo.unavailable_as_503():
+            for _ in range(3):  # concurrent first hits race on the upsert; the loser retries
+                try:
+                    doc = await self._col.find_one_and_update(
+                        {"_id": doc_id},
+                        {"$inc": {"count": 1}, "$setOnInsert": {"expires_at": window_end}},
+                        upsert=True, return_document=ReturnDocument.AFTER)
+                    break
+                except DuplicateKeyError:
+                    continue
+        if doc is None or int(doc["count"]) <= limit:
+            return None
+        return max(1.0, (window_end - now).total_seconds())
+
+
+async def ensure_indexes(db: AsyncDatabase[Doc]) -> None:
+    """Clean-up indexes; best effort, because not every MongoDB-wire server expires by TTL."""
+    for name in (mongo.LOGIN_CODES, mongo.SESSIONS, mongo.RATE_LIMITS):
+        try:
+            await db[name].create_index([("expires_at", ASCENDING)], expireAfterSeconds=0,
+                                        name="expires_at_ttl")
+        except OperationFailure as exc:
+            log.info("no TTL index on %s (server said %s)", name, exc.code)

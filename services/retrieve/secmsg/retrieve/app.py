@@ -1,0 +1,242 @@
+"""Wiring of retrieve: clients built at start-up and closed at shutdown, error mapping,
+security headers, health, readiness and metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from secmsg.retrieve import routes
+from secmsg.retrieve.adapters.bus import NatsAuditPublisher
+from secmsg.retrieve.adapters.mongo import (
+    MongoCodeRepo,
+    MongoMessageRepo,
+    MongoRateLimiter,
+    MongoSessionRepo,
+    MongoTenantRepo,
+    ensure_indexes,
+)
+from secmsg.retrieve.adapters.smtp import SmtpCodeMailer
+from secmsg.retrieve.deps import Deps
+from secmsg.retrieve.metrics import BYTES_OUT, LATENCY, REQUESTS
+from secmsg.retrieve.service import RangeUnsatisfiable, RateLimited
+from secmsg.retrieve.settings import RetrieveSettings
+from secmsg.shared import bus, mongo
+from secmsg.shared.blobstore import S3BlobStore
+from secmsg.shared.errors import (
+    DependencyUnavailable,
+    IntegrityError,
+    SecmsgError,
+    TransientError,
+    Unauthorized,
+)
+from secmsg.shared.settings import CommonSettings
+
+log = logging.getLogger(__name__)
+TEMPLATES = Path(__file__).parent / "templates"
+
+SECURITY_HEADERS = [
+    (b"strict-transport-security", b"max-age=63072000; includeSubDomains"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+    (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
+]
+# Pages carry no script and no style: nothing may load, forms only post back here.
+STRICT_CSP = (b"default-src 'none'; form-action 'self'; frame-ancestors 'none'; "
+              b"base-uri 'none'")
+
+
+def make_templates() -> Environment:
+    return Environment(loader=FileSystemLoader(TEMPLATES),
+                       autoescape=select_autoescape(["html"]), auto_reload=False)
+
+
+class EdgeMiddleware:
+    """Security headers on every response, plus request, latency and bytes-out metrics."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        sent = 0
+
+        async def wrapped(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [(k, v) for k, v in message.get("headers", [])
+                           if k.lower() != b"server"]
+                present = {k.lower() for k, _ in headers}
+                headers += [h for h in SECURITY_HEADERS if h[0] not in present]
+                if b"content-security-policy" not in present:
+                    headers.append((b"content-security-policy", STRICT_CSP))
+                message = {**message, "headers": headers}
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, wrapped)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            method = scope.get("method", "GET")
+            REQUESTS.labels(method, route, str(status)).inc()
+            LATENCY.labels(method, route).observe(time.perf_counter() - started)
+            BYTES_OUT.labels(route).inc(sent)
+
+
+def _error(status: int, code: str, detail: str,
+           headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+
+
+async def on_secmsg_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, SecmsgError)
+    headers: dict[str, str] = {}
+    detail = exc.detail
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(exc.retry_after)
+    elif isinstance(exc, RangeUnsatisfiable):
+        headers["Content-Range"] = f"bytes */{exc.size}"
+    elif isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = "Bearer"
+    elif isinstance(exc, IntegrityError):
+        log.error("integrity check failed: %s", exc.detail)
+        detail = "stored content failed its integrity check"
+    elif isinstance(exc, TransientError):
+        log.warning("dependency unavailable: %s", exc.detail)
+        headers["Retry-After"] = "5"
+    return _error(exc.status, exc.code, detail, headers)
+
+
+async def on_validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {}
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    return _error(422, "invalid_input", f"{where}: {first.get('msg', 'invalid')}")
+
+
+async def on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    return _error(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail),
+                  dict(exc.headers or {}))
+
+
+async def on_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error", exc_info=exc)
+    return _error(500, "internal_error", "an unexpected error occurred")
+
+
+async def build_deps(common: CommonSettings, settings: RetrieveSettings,
+                     stack: list[Callable[[], Awaitable[Any]]]) -> Deps:
+    """Connect everything retrieve talks to; ``stack`` collects the closers."""
+    client = mongo.make_client(common)
+    stack.append(client.close)
+    db = client[common.mongo_db]
+    nc = await bus.connect(common.nats_url, "secmsg-retrieve")
+    stack.append(nc.close)
+    await bus.ensure_stream(nc)
+    publisher = bus.EventPublisher(nc, timeout=settings.publish_timeout_s)
+    blobs = S3BlobStore.from_settings(common)
+    try:
+        async with mongo.unavailable_as_503():
+            await ensure_indexes(db)
+    except DependencyUnavailable as exc:  # readiness reports it; do not crash-loop on it
+        log.warning("indexes not ensured at start-up: %s", exc.detail)
+
+    async def ping_mongo() -> None:
+        async with mongo.unavailable_as_503():
+            await db.command("ping")
+
+    async def ping_s3() -> None:
+        await blobs.ping()
+
+    templates = make_templates()
+    return Deps(
+        settings=settings, keyring=common.key_ring, messages=MongoMessageRepo(db),
+        tenants=MongoTenantRepo(db), codes=MongoCodeRepo(db), sessions=MongoSessionRepo(db),
+        limiter=MongoRateLimiter(db), mailer=SmtpCodeMailer(common, templates),
+        audit=NatsAuditPublisher(publisher), blobs=blobs, templates=templates,
+        readiness={"nats": publisher.ping, "mongodb": ping_mongo, "s3": ping_s3},
+    )
+
+
+def create_app(common: CommonSettings | None = None,
+               settings: RetrieveSettings | None = None) -> FastAPI:
+    common = common or CommonSettings()
+    settings = settings or RetrieveSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        closers: list[Callable[[], Awaitable[Any]]] = []
+        try:
+            app.state.deps = await build_deps(common, settings, closers)
+            yield
+        finally:
+            for close in reversed(closers):
+                try:
+                    await close()
+                except Exception:  # shutting down anyway; keep closing the rest
+                    log.warning("error while closing a client", exc_info=True)
+
+    app = FastAPI(
+        title="secmsg retrieve",
+        version="1.0.0",
+        description="Recipient-facing API: sign in with an emailed one-time code, list and "
+                    "read secure messages, download attachments (Range, streamed). Errors are "
+                    '`{"error": code, "detail": sentence}`.',
+        lifespan=lifespan, docs_url=None, redoc_url=None,
+    )
+    app.add_middleware(EdgeMiddleware)
+    app.add_exception_handler(SecmsgError, on_secmsg_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)
+    app.include_router(routes.api)
+    app.include_router(routes.pages)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> JSONResponse:
+        deps: Deps = request.app.state.deps
+        reasons: dict[str, str] = {}
+        for name, ping in deps.readiness.items():
+            try:
+                await ping()
+            except SecmsgError as exc:
+                reasons[name] = exc.detail
+            except Exception as exc:
+                reasons[name] = type(exc).__name__
+        if reasons:
+            return JSONResponse({"status": "unavailable", "reasons": reasons}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

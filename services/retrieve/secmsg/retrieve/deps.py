@@ -1,0 +1,81 @@
+"""The wired ports of one running app, and the FastAPI dependencies that hand them out."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import Depends, Request
+from jinja2 import Environment
+
+from secmsg.retrieve import service
+from secmsg.retrieve.ports import (
+    AuditPublisher,
+    BlobReader,
+    CodeMailer,
+    CodeRepo,
+    MessageRepo,
+    RateLimiter,
+    SessionRecord,
+    SessionRepo,
+    TenantRepo,
+)
+from secmsg.retrieve.settings import RetrieveSettings
+from secmsg.shared.crypto import KeyRing
+
+
+@dataclass
+class Deps:
+    settings: RetrieveSettings
+    keyring: KeyRing
+    messages: MessageRepo
+    tenants: TenantRepo
+    codes: CodeRepo
+    sessions: SessionRepo
+    limiter: RateLimiter
+    mailer: CodeMailer
+    audit: AuditPublisher
+    blobs: BlobReader
+    templates: Environment
+    readiness: dict[str, Callable[[], Awaitable[None]]]
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+
+def get_deps(request: Request) -> Deps:
+    deps: Deps = request.app.state.deps
+    return deps
+
+
+DepsDep = Annotated[Deps, Depends(get_deps)]
+
+
+def client_ip(request: Request) -> str:
+    # uvicorn already applied X-Forwarded-For from trusted proxies (forwarded_allow_ips).
+    return request.client.host if request.client else "unknown"
+
+
+def user_agent(request: Request) -> str | None:
+    return request.headers.get("user-agent")
+
+
+def session_token(request: Request, deps: DepsDep) -> str | None:
+    auth = request.headers.get("authorization", "")
+    scheme, _, value = auth.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.cookies.get(deps.settings.cookie_name) or None
+
+
+TokenDep = Annotated[str | None, Depends(session_token)]
+
+
+async def require_session(deps: DepsDep, token: TokenDep) -> SessionRecord:
+    return await service.authenticate(token=token, sessions=deps.sessions,
+                                      settings=deps.settings, now=deps.clock())
+
+
+SessionDep = Annotated[SessionRecord, Depends(require_session)]
+ClientIpDep = Annotated[str, Depends(client_ip)]
+UserAgentDep = Annotated[str | None, Depends(user_agent)]

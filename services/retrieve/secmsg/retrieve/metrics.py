@@ -1,0 +1,15 @@
+"""Prometheus metrics of retrieve (module level: one registry per process)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+REQUESTS = Counter("secmsg_retrieve_requests_total", "HTTP requests",
+                   ["method", "route", "status"])
+LATENCY = Histogram("secmsg_retrieve_request_seconds", "HTTP request latency (to last byte)",
+                    ["method", "route"])
+BYTES_OUT = Counter("secmsg_retrieve_bytes_out_total", "Response body bytes sent", ["route"])
+DECRYPT_SECONDS = Counter("secmsg_retrieve_decrypt_seconds_total",
+                          "Seconds spent decrypting content")
+CODES = Counter("secmsg_retrieve_codes_total", "Sign-in code requests, by outcome", ["outcome"])
+SIGNINS = Counter("secmsg_retrieve_signins_total", "Code verifications, by outcome", ["outcome"])

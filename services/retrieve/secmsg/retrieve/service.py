@@ -1,0 +1,410 @@
+"""retrieve's logic: sign-in by one-time code, sessions, reading and downloading messages.
+
+Plain async functions over the ports; no HTTP or driver types here. Anything "not yours, not
+there, expired or purged" is the same ``NotFound``, so a probe learns nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from secmsg.retrieve.metrics import CODES, DECRYPT_SECONDS, SIGNINS
+from secmsg.retrieve.ports import (
+    AuditPublisher,
+    BlobReader,
+    CodeMailer,
+    CodeRepo,
+    MessageRecord,
+    MessageRepo,
+    RateLimiter,
+    SessionRecord,
+    SessionRepo,
+    TenantRepo,
+)
+from secmsg.retrieve.settings import RetrieveSettings
+from secmsg.shared import crypto
+from secmsg.shared.crypto import KeyRing
+from secmsg.shared.errors import (
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+    RangeNotSatisfiable,
+    SecmsgError,
+    TooManyRequests,
+    Unauthorized,
+)
+from secmsg.shared.events import AttachmentDownloaded, MessageOpened, StoredObject
+
+log = logging.getLogger(__name__)
+
+ID_RE = re.compile(r"^[0-9a-f]{32}$")
+CODE_RE = re.compile(r"^[0-9]{8}$")
+_RANGE_RE = re.compile(r"^(\d*)-(\d*)$")
+_BAD_LOGIN = "the code is wrong, expired or already used"
+
+
+class RateLimited(TooManyRequests):
+    def __init__(self, detail: str, retry_after: float):
+        super().__init__(detail)
+        self.retry_after = max(1, int(retry_after + 0.999))
+
+
+class RangeUnsatisfiable(RangeNotSatisfiable):
+    def __init__(self, size: int):
+        super().__init__("the requested range is outside the content")
+        self.size = size
+
+
+# --- identities, codes, tokens ---------------------------------------------------------------
+
+def normalize_address(email: str) -> str:
+    address = email.strip().lower()
+    local, at, domain = address.rpartition("@")
+    if (not at or not local or not domain or len(address) > 320
+            or any(c.isspace() or ord(c) < 32 or c == "\x7f" for c in address)):
+        raise InvalidInput("email is not a valid address")
+    return address
+
+
+def new_code() -> str:
+    return f"{secrets.randbelow(10**8):08d}"
+
+
+def hash_code(pepper: str, tenant_id: str, address: str, code: str) -> str:
+    # Bound to tenant and address so a hash copied to another row is worthless; the pepper
+    # (not in the database) makes a stolen table useless for brute-forcing 10^8 codes.
+    msg = "\0".join((tenant_id, address, code)).encode()
+    return hmac.new(pepper.encode(), msg, hashlib.sha256).hexdigest()
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def _limit(limiter: RateLimiter, checks: list[tuple[str, int]], *, window_s: int,
+                 now: datetime) -> None:
+    worst: float | None = None
+    for key, limit in checks:
+        retry = await limiter.hit(key=key, limit=limit, window_s=window_s, now=now)
+        if retry is not None:
+            worst = max(worst or 0.0, retry)
+    if worst is not None:
+        raise RateLimited("too many requests, try again later", worst)
+
+
+# --- sign-in ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CodeRequest:
+    tenant_id: str
+    address: str
+
+
+async def request_code(*, tenant_id: str, email: str, client_ip: str, limiter: RateLimiter,
+                       settings: RetrieveSettings, now: datetime) -> CodeRequest:
+    """Admit a code request (rate limits) -- identical work whatever the address.
+
+    The lookup and the email happen afterwards in ``send_code_if_known``, off the response
+    path, so neither status, body nor timing says whether the address has messages.
+    """
+    address = normalize_address(email)
+    try:
+        await _limit(limiter, [(f"code:addr:{tenant_id}:{address}",
+                                settings.code_requests_per_address),
+                               (f"code:ip:{client_ip}", settings.code_requests_per_ip)],
+                     window_s=settings.rate_window_s, now=now)
+    except RateLimited:
+        CODES.labels("rate_limited").inc()
+        raise
+    return CodeRequest(tenant_id, address)
+
+
+async def send_code_if_known(*, request: CodeRequest, messages: MessageRepo,
+                             tenants: TenantRepo, codes: CodeRepo, mailer: CodeMailer,
+                             settings: RetrieveSettings, now: datetime) -> bool:
+    """Send a code only if the tenant has a live message for the address. Never raises."""
+    try:
+        if not await messages.has_live(tenant_id=request.tenant_id, address=request.address,
+                                       now=now):
+            CODES.labels("unknown").inc()
+            return False
+        name = await tenants.display_name(request.tenant_id) or request.tenant_id
+        code = new_code()
+        await codes.replace(tenant_id=request.tenant_id, address=request.address,
+                            code_hash=hash_code(settings.code_pepper, request.tenant_id,
+                                                request.address, code),
+                            expires_at=now + timedelta(seconds=settings.code_ttl_s), now=now)
+        await mailer.send_code(to=request.address, code=code, tenant_name=name,
+                               ttl_minutes=max(1, settings.code_ttl_s // 60))
+    except SecmsgError as exc:
+        CODES.labels("failed").inc()
+        log.warning("sign-in code not sent: %s", exc.detail)
+        return False
+    except Exception:
+        CODES.labels("failed").inc()
+        log.exception("sign-in code not sent")
+        return False
+    CODES.labels("sent").inc()
+    return True
+
+
+@dataclass(frozen=True)
+class NewSession:
+    token: str
+    expires_at: datetime
+
+
+async def verify_code(*, tenant_id: str, email: str, code: str, client_ip: str,
+                      codes: CodeRepo, sessions: SessionRepo, limiter: RateLimiter,
+                      settings: RetrieveSettings, now: datetime) -> NewSession:
+    """Exchange a valid code for a session; every failure is the same ``Unauthorized``."""
+    address = normalize_address(email)
+    await _limit(limiter, [(f"verify:addr:{tenant_id}:{address}",
+                            settings.verify_attempts_per_address),
+                           (f"verify:ip:{client_ip}", settings.verify_attempts_per_ip)],
+                 window_s=settings.rate_window_s, now=now)
+    # A malformed code still counts as a wrong try: no shortcut that behaves differently.
+    candidate = code.strip() if CODE_RE.match(code.strip()) else "x" + secrets.token_hex(8)
+    ok = await codes.consume(tenant_id=tenant_id, address=address,
+                             code_hash=hash_code(settings.code_pepper, tenant_id, address,
+                                                 candidate),
+                             now=now, max_attempts=settings.code_max_attempts)
+    if not ok:
+        SIGNINS.labels("rejected").inc()
+        raise Unauthorized(_BAD_LOGIN)
+    return await open_session(tenant_id=tenant_id, address=address, sessions=sessions,
+                              settings=settings, now=now)
+
+
+async def open_session(*, tenant_id: str, address: str, sessions: SessionRepo,
+                       settings: RetrieveSettings, now: datetime) -> NewSession:
+    token = secrets.token_urlsafe(32)
+    expires_at = now + timedelta(seconds=settings.session_max_s)
+    await sessions.create(token_hash=hash_token(token), tenant_id=tenant_id, address=address,
+                          now=now, expires_at=expires_at)
+    SIGNINS.labels("accepted").inc()
+    return NewSession(token, expires_at)
+
+
+async def authenticate(*, token: str | None, sessions: SessionRepo,
+                       settings: RetrieveSettings, now: datetime) -> SessionRecord:
+    if not token:
+        raise Unauthorized("sign-in required")
+    session = await sessions.touch(token_hash=hash_token(token), now=now,
+                                   idle_s=settings.session_idle_s)
+    if session is None:
+        raise Unauthorized("the session is unknown or has expired; sign in again")
+    return session
+
+
+async def logout(*, token: str | None, sessions: SessionRepo) -> None:
+    if token:
+        await sessions.delete(hash_token(token))
+
+
+# --- messages --------------------------------------------------------------------------------
+
+def encode_cursor(record: MessageRecord) -> str:
+    raw = f"{record.received_at.isoformat()}|{record.message_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, _, mid = raw.partition("|")
+        when = datetime.fromisoformat(at)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidInput("cursor is not valid") from None
+    if not ID_RE.match(mid) or when.tzinfo is None:
+        raise InvalidInput("cursor is not valid")
+    return when, mid
+
+
+async def list_messages(*, session: SessionRecord, messages: MessageRepo, limit: int,
+                        cursor: str | None, now: datetime) -> tuple[list[MessageRecord],
+                                                                   str | None]:
+    after = decode_cursor(cursor) if cursor else None
+    page = await messages.list_live(tenant_id=session.tenant_id, address=session.address,
+                                    now=now, limit=limit + 1, after=after)
+    more = len(page) > limit
+    page = page[:limit]
+    return page, (encode_cursor(page[-1]) if more and page else None)
+
+
+async def _get_mine(*, session: SessionRecord, message_id: str, messages: MessageRepo,
+                    now: datetime) -> MessageRecord:
+    if not ID_RE.match(message_id):
+        raise NotFound("message not found")
+    record = await messages.get_live(tenant_id=session.tenant_id, message_id=message_id,
+                                     address=session.address, now=now)
+    if record is None:
+        raise NotFound("message not found")
+    return record
+
+
+def _check_key(record: MessageRecord, obj: StoredObject) -> None:
+    # A record pointing outside its own prefix would be a way to read another tenant's bytes.
+    if obj.key != f"t/{record.tenant_id}/m/{record.message_id}/{obj.object_id}":
+        raise IntegrityError(f"object {obj.object_id} has an unexpected storage key")
+
+
+async def decrypt_stream(*, blobs: BlobReader, keyring: KeyRing, tenant_id: str,
+                         obj: StoredObject, start: int, end: int) -> AsyncIterator[bytes]:
+    """Plaintext ``start..end`` (inclusive) of ``obj``, reading only the segments needed.
+
+    Only authenticated plaintext is ever yielded; a tampered or truncated segment raises
+    ``IntegrityError`` at that point.
+    """
+    data_key = keyring.unwrap(tenant_id, obj.object_id, obj.wrapped_key)
+    plan = crypto.plan_range(obj.size, obj.segment_size, start, end)
+    dec = crypto.SegmentDecryptor(data_key, obj.object_id, plaintext_size=obj.size,
+                                  segment_size=obj.segment_size, plan=plan)
+    spent = 0.0
+    try:
+        async for chunk in blobs.get_range(obj.key, plan.ct_start,
+                                           plan.ct_end - plan.ct_start + 1):
+            t0 = time.perf_counter()
+            out = dec.update(chunk)
+            spent += time.perf_counter() - t0
+            if out:
+                yield out
+        t0 = time.perf_counter()
+        last = dec.finalize()
+        spent += time.perf_counter() - t0
+        if last:
+            yield last
+    finally:
+        DECRYPT_SECONDS.inc(spent)
+
+
+async def _read_body(*, blobs: BlobReader, keyring: KeyRing, tenant_id: str,
+                     obj: StoredObject, max_bytes: int) -> str | None:
+    if obj.size > max_bytes:
+        return None
+    parts = [c async for c in decrypt_stream(blobs=blobs, keyring=keyring, tenant_id=tenant_id,
+                                              obj=obj, start=0, end=max(obj.size - 1, 0))]
+    return b"".join(parts).decode("utf-8", "replace")
+
+
+@dataclass(frozen=True)
+class MessageView:
+    record: MessageRecord
+    text: str | None
+    html: str | None
+
+
+def _clip(value: str | None, n: int = 512) -> str | None:
+    return value[:n] if value else None
+
+
+async def read_message(*, session: SessionRecord, message_id: str, messages: MessageRepo,
+                       blobs: BlobReader, keyring: KeyRing, audit: AuditPublisher,
+                       client_ip: str | None, user_agent: str | None, now: datetime,
+                       max_body_bytes: int) -> MessageView:
+    record = await _get_mine(session=session, message_id=message_id, messages=messages,
+                             now=now)
+    # Audited before any content is read: no audit, no access (DependencyUnavailable -> 503).
+    await audit.publish(MessageOpened(
+        tenant_id=record.tenant_id, message_id=record.message_id, event_id=uuid.uuid4().hex,
+        recipient=session.address, client_ip=client_ip, user_agent=_clip(user_agent),
+        occurred_at=now))
+    bodies: dict[str, str | None] = {"text": None, "html": None}
+    for obj in record.objects:
+        if obj.role in bodies and bodies[obj.role] is None:
+            _check_key(record, obj)
+            bodies[obj.role] = await _read_body(blobs=blobs, keyring=keyring,
+                                                tenant_id=record.tenant_id, obj=obj,
+                                                max_bytes=max_body_bytes)
+    return MessageView(record, bodies["text"], bodies["html"])
+
+
+# --- downloads -------------------------------------------------------------------------------
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """One ``bytes=`` range as (start, end) inclusive; None = serve everything.
+
+    Syntactically invalid or multi-range headers are ignored (whole content, RFC 9110 allows
+    it); a single well-formed range that misses the content raises ``RangeUnsatisfiable``.
+    """
+    if not header:
+        return None
+    unit, eq, spec = header.partition("=")
+    if not eq or unit.strip().lower() != "bytes":
+        return None
+    ranges = [p.strip() for p in spec.split(",")]
+    if len(ranges) != 1:
+        return None
+    m = _RANGE_RE.match(ranges[0])
+    if not m or (not m[1] and not m[2]):
+        return None
+    if not m[1]:
+        suffix = int(m[2])
+        if suffix == 0 or size == 0:
+            raise RangeUnsatisfiable(size)
+        return max(0, size - suffix), size - 1
+    start = int(m[1])
+    end = int(m[2]) if m[2] else size - 1
+    if end < start:
+        return None
+    if start >= size:
+        raise RangeUnsatisfiable(size)
+    return start, min(end, size - 1)
+
+
+def etag_for(obj: StoredObject) -> str:
+    return f'"{obj.object_id}-{obj.sha256[:32]}"'
+
+
+@dataclass(frozen=True)
+class Download:
+    record: MessageRecord
+    obj: StoredObject
+    start: int
+    end: int  # inclusive; -1 for an empty object
+    partial: bool
+    etag: str
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1
+
+
+async def plan_download(*, session: SessionRecord, message_id: str, object_id: str,
+                        range_header: str | None, if_range: str | None,
+                        messages: MessageRepo, audit: AuditPublisher, client_ip: str | None,
+                        user_agent: str | None, now: datetime) -> Download:
+    record = await _get_mine(session=session, message_id=message_id, messages=messages,
+                             now=now)
+    obj = next((o for o in record.objects
+                if o.object_id == object_id and o.role == "attachment"), None)
+    if obj is None or not ID_RE.match(object_id):
+        raise NotFound("message not found")
+    _check_key(record, obj)
+    etag = etag_for(obj)
+    # A Range for a different version of the object (If-Range mismatch) gets the whole object.
+    wanted = parse_range(range_header, obj.size) if if_range in (None, etag) else None
+    start, end = wanted if wanted is not None else (0, obj.size - 1)
+    await audit.publish(AttachmentDownloaded(
+        tenant_id=record.tenant_id, message_id=record.message_id, event_id=uuid.uuid4().hex,
+        recipient=session.address, object_id=obj.object_id, range_start=start,
+        range_end=end, client_ip=client_ip, user_agent=_clip(user_agent), occurred_at=now))
+    return Download(record, obj, start, end, wanted is not None, etag)
+
+
+def stream_download(*, download: Download, blobs: BlobReader,
+                    keyring: KeyRing) -> AsyncIterator[bytes]:
+    d = download
+    return decrypt_stream(blobs=blobs, keyring=keyring, tenant_id=d.record.tenant_id,
+                          obj=d.obj, start=max(d.start, 0), end=max(d.end, 0))

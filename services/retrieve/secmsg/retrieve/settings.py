@@ -1,0 +1,62 @@
+"""retrieve's own settings, read from ``SECMSG_RETRIEVE_*`` (shared ones: ``CommonSettings``).
+
+Outside development and test the placeholder code pepper is refused, like the shared secrets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_DEV_PEPPER = "secmsg-dev-code-pepper-do-not-use"
+
+
+class RetrieveSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SECMSG_RETRIEVE_", extra="ignore")
+
+    # Read from the shared variable so the pepper check knows where it runs.
+    environment: Literal["development", "test", "production"] = Field(
+        default="development", validation_alias=AliasChoices("SECMSG_ENVIRONMENT"))
+
+    host: str = "0.0.0.0"
+    port: int = 8443
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    allow_plain_http: bool = Field(
+        default=False, description="Serve plain HTTP (only behind a TLS-terminating ingress)")
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        description="Proxies whose X-Forwarded-For/-Proto uvicorn trusts for the client IP")
+
+    code_ttl_s: int = Field(default=600, ge=1, le=600)
+    code_pepper: str = Field(default=_DEV_PEPPER, min_length=16)
+    code_max_attempts: int = Field(default=5, ge=1, le=5)
+
+    session_idle_s: int = Field(default=1800, ge=1)
+    session_max_s: int = Field(default=43200, ge=1)
+    cookie_name: str = "secmsg_session"
+
+    # Fixed-window rate limits (window in seconds, then the allowed count per window).
+    rate_window_s: int = Field(default=900, ge=1)
+    code_requests_per_address: int = Field(default=5, ge=1)
+    code_requests_per_ip: int = Field(default=30, ge=1)
+    verify_attempts_per_address: int = Field(default=10, ge=1)
+    verify_attempts_per_ip: int = Field(default=60, ge=1)
+
+    page_size_default: int = Field(default=50, ge=1)
+    page_size_max: int = Field(default=200, ge=1)
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1,
+                                description="Largest text/html body returned inline")
+    publish_timeout_s: float = Field(default=5.0, gt=0)
+    shutdown_grace_s: int = Field(default=20, ge=1)
+
+    @model_validator(mode="after")
+    def _refuse_placeholders(self) -> RetrieveSettings:
+        if self.environment == "production" and self.code_pepper == _DEV_PEPPER:
+            raise ValueError("SECMSG_RETRIEVE_CODE_PEPPER must be set in production")
+        if self.session_idle_s > self.session_max_s:
+            raise ValueError("SECMSG_RETRIEVE_SESSION_IDLE_S exceeds SESSION_MAX_S")
+        return self
