@@ -1,0 +1,194 @@
+"""Wiring of the ingest service: clients built at start-up and closed at shutdown, health,
+metrics, and one error handler that turns every refusal into ``{"error", "detail"}`` JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from secmsg.ingest import metrics
+from secmsg.ingest.adapters.mongo import (
+    MongoIdempotencyStore,
+    MongoTenantDirectory,
+    ensure_indexes,
+)
+from secmsg.ingest.adapters.nats import NatsEventSink
+from secmsg.ingest.routes import router
+from secmsg.ingest.service import Options
+from secmsg.ingest.settings import IngestSettings
+from secmsg.ingest.wiring import Deps
+from secmsg.shared import mongo
+from secmsg.shared.blobstore import S3BlobStore
+from secmsg.shared.errors import DependencyUnavailable, SecmsgError
+from secmsg.shared.settings import CommonSettings
+
+log = logging.getLogger(__name__)
+
+
+def _error(status: int, code: str, detail: str, headers: dict[str, str] | None = None
+           ) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+
+
+class _Metrics:
+    """Pure ASGI middleware (does not buffer the streamed request body)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            metrics.HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
+            metrics.HTTP_LATENCY.labels(scope["method"], route).observe(
+                time.perf_counter() - started)
+
+
+async def _retry_in_background(what: str, fn: Callable[[], Awaitable[None]],
+                               every_s: float = 2.0) -> None:
+    while True:
+        try:
+            await fn()
+            log.info("%s done", what)
+            return
+        except Exception as exc:
+            log.warning("%s failed (%s); retrying", what, type(exc).__name__)
+        await asyncio.sleep(every_s)
+
+
+def create_app(common: CommonSettings | None = None, cfg: IngestSettings | None = None
+               ) -> FastAPI:
+    common = common or CommonSettings()
+    cfg = cfg or IngestSettings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = mongo.make_client(common)
+        db = client[common.mongo_db]
+        blobs = S3BlobStore.from_settings(common)
+        events = NatsEventSink(common.nats_url, timeout=cfg.publish_timeout_s)
+        await events.start()
+        # A dependency that is down at start-up must not stop the process: /readyz says 503
+        # and these finish once it is back.
+        setup = [
+            asyncio.create_task(_retry_in_background(
+                "index creation", lambda: ensure_indexes(
+                    db, idempotency_ttl_s=cfg.idempotency_ttl_s))),
+            asyncio.create_task(_retry_in_background("bucket check", blobs.ensure_bucket)),
+        ]
+        await asyncio.wait(setup, timeout=10)
+        app.state.deps = Deps(
+            tenants=MongoTenantDirectory(db), idempotency=MongoIdempotencyStore(db),
+            blobs=blobs, events=events, key_ring=common.key_ring,
+            options=Options(segment_size=cfg.segment_size, queue_chunks=cfg.upload_queue_chunks,
+                            heartbeat_s=cfg.idempotency_heartbeat_s,
+                            stale_s=cfg.idempotency_stale_s),
+            uploads=asyncio.Semaphore(cfg.max_concurrent_uploads))
+        try:
+            yield
+        finally:
+            for task in setup:
+                task.cancel()
+            await events.close()
+            await client.close()
+
+    app = FastAPI(
+        title="secmsg ingest",
+        version="1.0.0",
+        summary="Submit secure messages: content is encrypted at rest and recipients are "
+                "notified to read it over HTTPS.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(_Metrics)
+    app.include_router(router)
+
+    @app.exception_handler(SecmsgError)
+    async def on_secmsg_error(_: Request, exc: SecmsgError) -> JSONResponse:
+        if isinstance(exc, DependencyUnavailable):
+            log.warning("dependency unavailable: %s", exc.detail)
+            return _error(503, exc.code, exc.detail, {"Retry-After": "5"})
+        if exc.status >= 500:
+            log.error("request failed: %s", exc.detail)
+            return _error(exc.status, exc.code, "internal error")
+        return _error(exc.status, exc.code, exc.detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return _error(422, "invalid_input", f"{where}: {first.get('msg', 'invalid request')}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.error("unexpected error (%s)", type(exc).__name__, exc_info=exc)
+        return _error(500, "internal_error", "internal error")
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> JSONResponse:
+        deps: Deps | None = getattr(request.app.state, "deps", None)
+        if deps is None:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        checks: dict[str, Callable[[], Awaitable[None]]] = {
+            "nats": deps.events.ping, "mongodb": deps.tenants.ping, "s3": deps.blobs.ping}
+
+        async def run(check: Callable[[], Awaitable[None]]) -> str | None:
+            try:
+                await asyncio.wait_for(check(), cfg.readiness_timeout_s)
+                return None
+            except SecmsgError as exc:
+                return exc.detail
+            except TimeoutError:
+                return "timed out"
+            except Exception as exc:
+                return type(exc).__name__
+
+        results = await asyncio.gather(*(run(c) for c in checks.values()))
+        reasons = {name: r for name, r in zip(checks, results, strict=True) if r}
+        if reasons:
+            return JSONResponse({"status": "unavailable", "reasons": reasons}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def openapi() -> dict[str, Any]:
+    """The OpenAPI document (e.g. for publishing docs without a running server)."""
+    return create_app().openapi()

@@ -1,0 +1,30 @@
+"""Ingest's own settings (``SECMSG_INGEST_*``); shared ones come from ``CommonSettings``."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from secmsg.shared.crypto import DEFAULT_SEGMENT_SIZE
+
+
+class IngestSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SECMSG_INGEST_", extra="ignore")
+
+    host: str = "0.0.0.0"
+    port: int = 8080
+    max_concurrent_uploads: int = Field(
+        default=64, gt=0,
+        description="Submissions processed at once; more get 429 so memory stays bounded")
+    upload_queue_chunks: int = Field(
+        default=4, gt=0,
+        description="Ciphertext chunks buffered between the request and the object store")
+    segment_size: int = Field(default=DEFAULT_SEGMENT_SIZE, gt=0)
+    publish_timeout_s: float = Field(default=5.0, gt=0)
+    idempotency_heartbeat_s: float = Field(default=30.0, gt=0)
+    idempotency_stale_s: float = Field(
+        default=120.0, gt=0,
+        description="A pending Idempotency-Key whose heartbeat is older is a crashed attempt")
+    idempotency_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
+    shutdown_grace_s: float = Field(default=20.0, ge=0)
+    readiness_timeout_s: float = Field(default=2.0, gt=0)

@@ -1,0 +1,28 @@
+"""The objects a request needs, built once at start-up and reached through ``get_deps``."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from secmsg.ingest.ports import BlobStore, EventSink, IdempotencyStore, TenantDirectory
+from secmsg.ingest.service import Options
+from secmsg.shared.crypto import KeyRing
+
+
+@dataclass
+class Deps:
+    tenants: TenantDirectory
+    idempotency: IdempotencyStore
+    blobs: BlobStore
+    events: EventSink
+    key_ring: KeyRing
+    options: Options
+    uploads: asyncio.Semaphore
+
+
+def get_deps(request: Request) -> Deps:
+    deps: Deps = request.app.state.deps
+    return deps
