@@ -168,6 +168,7 @@ def create_app(common: CommonSettings | None = None,
         after_startup=[start_loops],
         on_shutdown=[stop_loops],
         after_shutdown=[close_clients],
+        logger=logging.getLogger("secmsg.store.app"),
     )
     app.state = rt  # type: ignore[attr-defined]  # tests reach the runtime through here
     return app
