@@ -1,0 +1,153 @@
+"""Wiring: MongoDB, NATS (stream, publisher, the durable pull consumer), the SMTP pool, and the
+small HTTP app for /healthz, /readyz and /metrics.
+
+Replicas share the durable consumer ``notify-stored``; JetStream hands each event to one of
+them, and the claims in ``deliveries`` keep a redelivered event from notifying anyone twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from faststream.middlewares import AckPolicy
+from faststream.nats import JStream, NatsBroker, PullSub
+from nats.aio.client import Client as NATS
+from nats.js.api import ConsumerConfig
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pymongo import AsyncMongoClient
+
+from secmsg.notify.adapters.mongo import MongoDeliveryRepo, MongoTenantDirectory
+from secmsg.notify.adapters.smtp import SmtpMailer
+from secmsg.notify.handlers import make_on_message_stored
+from secmsg.notify.ports import SmtpTarget
+from secmsg.notify.service import NotifyPolicy
+from secmsg.notify.settings import NotifySettings
+from secmsg.shared import bus, subjects
+from secmsg.shared.errors import DependencyUnavailable
+from secmsg.shared.mongo import make_client
+from secmsg.shared.settings import CommonSettings
+
+log = logging.getLogger(__name__)
+
+
+def platform_smtp(common: CommonSettings) -> SmtpTarget:
+    return SmtpTarget(host=common.smtp_host, port=common.smtp_port, tls=common.smtp_tls,
+                      username=common.smtp_username, password=common.smtp_password,
+                      timeout_s=common.smtp_timeout_s)
+
+
+class NotifyWorker:
+    """The running service; ``start()``/``stop()`` bracket its life (in-process tests too)."""
+
+    def __init__(self, common: CommonSettings | None = None,
+                 settings: NotifySettings | None = None) -> None:
+        self.common = common or CommonSettings()
+        self.settings = settings or NotifySettings()
+        if self.settings.lease_s <= self.common.smtp_timeout_s:
+            raise ValueError("SECMSG_NOTIFY_LEASE_S must be longer than SECMSG_SMTP_TIMEOUT_S, "
+                             "or a slow send could outlive its claim and be sent twice")
+        self.policy = NotifyPolicy(lease_s=self.settings.lease_s,
+                                   retry_base_s=self.settings.retry_base_s,
+                                   retry_max_s=self.settings.retry_max_s,
+                                   give_up_after_s=self.settings.give_up_after_s)
+        self.smtp_target = platform_smtp(self.common)
+        self.mongo: AsyncMongoClient[Any] = make_client(self.common)
+        self.db = self.mongo[self.common.mongo_db]
+        self.deliveries = MongoDeliveryRepo(self.db)
+        self.tenants = MongoTenantDirectory(self.db, ttl_s=self.settings.tenant_cache_s)
+        self.mailer = SmtpMailer(pool_size=self.settings.smtp_pool_size)
+        self.nc: NATS | None = None
+        self.publisher: bus.EventPublisher
+        self.broker = NatsBroker(self.common.nats_url, name="secmsg-notify",
+                                 max_reconnect_attempts=-1, reconnect_time_wait=1,
+                                 graceful_timeout=self.settings.graceful_timeout_s,
+                                 logger=logging.getLogger("secmsg.notify.broker"),
+                                 log_level=logging.DEBUG)
+        n = self.settings.concurrency
+        self.broker.subscriber(
+            subjects.any_tenant(subjects.MESSAGE_STORED),
+            stream=JStream(subjects.STREAM, declare=False),
+            durable=subjects.NOTIFY_STORED,
+            pull_sub=PullSub(batch_size=n, timeout=self.settings.fetch_timeout_s),
+            ack_policy=AckPolicy.MANUAL,
+            max_workers=n,
+            config=ConsumerConfig(ack_wait=self.settings.ack_wait_s, max_deliver=-1,
+                                  max_ack_pending=max(1000, n * 64)),
+        )(make_on_message_stored(self))
+
+    async def start(self) -> None:
+        self.nc = await bus.connect(self.common.nats_url, "secmsg-notify-publisher")
+        await bus.ensure_stream(self.nc)
+        self.publisher = bus.EventPublisher(self.nc)
+        await self.broker.start()
+        log.info("notify started", extra={"event": "startup"})
+
+    async def stop(self) -> None:
+        """Stop fetching, let in-flight events finish (graceful_timeout_s), then close."""
+        try:
+            await self.broker.stop()
+        finally:
+            await self.mailer.aclose()
+            if self.nc is not None:
+                await self.nc.close()
+            await self.mongo.close()
+        log.info("notify stopped", extra={"event": "shutdown"})
+
+    async def readiness(self) -> dict[str, str]:
+        """Problems by dependency; empty when NATS and MongoDB answer."""
+        problems: dict[str, str] = {}
+        try:
+            if self.nc is None:
+                raise DependencyUnavailable("not connected yet")
+            await self.publisher.ping()
+        except DependencyUnavailable as exc:
+            problems["nats"] = exc.detail
+        try:
+            await self.db.command("ping")
+        except Exception as exc:
+            problems["mongodb"] = f"unreachable ({type(exc).__name__})"
+        return problems
+
+
+def make_http_app(rt: NotifyWorker) -> Any:
+    """A bare ASGI app: /healthz (alive), /readyz (NATS + MongoDB), /metrics (Prometheus).
+
+    SMTP is deliberately not part of readiness: an SMTP outage is handled by deferring and
+    retrying, and taking every replica out of service would not make it come back sooner.
+    """
+
+    async def respond(send: Any, status: int, body: bytes, content_type: str) -> None:
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", content_type.encode()),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    def as_json(data: object) -> bytes:
+        return json.dumps(data).encode()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        path, method = scope["path"], scope["method"]
+        if method not in ("GET", "HEAD"):
+            await respond(send, 405, as_json({"error": "method_not_allowed",
+                                              "detail": "Only GET is supported."}),
+                          "application/json")
+        elif path == "/healthz":
+            await respond(send, 200, as_json({"status": "ok"}), "application/json")
+        elif path == "/readyz":
+            problems = await rt.readiness()
+            if problems:
+                await respond(send, 503, as_json({"status": "unavailable",
+                                                  "reasons": problems}), "application/json")
+            else:
+                await respond(send, 200, as_json({"status": "ready"}), "application/json")
+        elif path == "/metrics":
+            await respond(send, 200, generate_latest(), CONTENT_TYPE_LATEST)
+        else:
+            await respond(send, 404, as_json({"error": "not_found", "detail": "No such path."}),
+                          "application/json")
+
+    return app

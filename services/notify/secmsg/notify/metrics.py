@@ -1,0 +1,14 @@
+"""Prometheus metrics of the notify service (events acked/naked/terminated: shared.worker)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+NOTIFICATIONS = Counter("secmsg_notifications_total", "Notifications by outcome and tenant",
+                        ["tenant", "outcome"])
+SMTP_SEND_SECONDS = Histogram(
+    "secmsg_notify_smtp_send_seconds", "Time to hand one notification to SMTP",
+    ["target", "result"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+SMTP_CONNECTIONS = Counter("secmsg_notify_smtp_connections_total",
+                           "SMTP connections opened, by target", ["target"])

@@ -1,0 +1,106 @@
+"""What the notify logic depends on, as Protocols; adapters/ holds the real implementations.
+
+Errors a ``Mailer`` raises:
+
+    SmtpTemporaryFailure (TransientError)   4xx reply: this notification may be tried again later
+    └── SmtpUnavailable                     refused / dropped / timed-out connection
+    SmtpPermanentFailure (PermanentError)   5xx reply: trying again would fail the same way
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, Protocol
+
+from pydantic import BaseModel
+
+from secmsg.shared.errors import PermanentError, TransientError
+
+
+class SmtpTemporaryFailure(TransientError):
+    code = "smtp_temporary_failure"
+
+
+class SmtpUnavailable(SmtpTemporaryFailure):
+    """The server could not be reached or went away: other recipients would fare no better."""
+
+    code = "smtp_unavailable"
+
+
+class SmtpPermanentFailure(PermanentError):
+    code = "smtp_permanent_failure"
+
+
+@dataclass(frozen=True)
+class SmtpTarget:
+    """One SMTP service to send through: the platform's today, a tenant's own later."""
+
+    host: str
+    port: int
+    tls: Literal["none", "starttls", "tls"] = "none"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    timeout_s: float = 30.0
+
+    @property
+    def pool_key(self) -> tuple[str, int, str, str | None]:
+        # The password is not part of the key: a rotated password for the same account must
+        # not leave a second pool of connections behind.
+        return (self.host, self.port, self.tls, self.username)
+
+    @property
+    def label(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class Mailer(Protocol):
+    async def send(self, target: SmtpTarget, *, envelope_from: str, recipient: str,
+                   message: bytes) -> None:
+        """Deliver ``message`` to exactly one envelope recipient; raise on failure."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of trying to take one recipient's notification.
+
+    ``claimed``: ours to send now (``attempts`` counts this try). ``final``: already ``sent``
+    or ``failed``. ``busy``: another worker holds a live lease until ``lease_until``.
+    """
+
+    outcome: Literal["claimed", "final", "busy"]
+    state: str
+    attempts: int
+    lease_until: datetime | None = None
+    reason: str | None = None
+    smtp_target: str | None = None
+
+
+class DeliveryRepo(Protocol):
+    async def claim(self, key: str, *, now: datetime, lease_until: datetime) -> Claim: ...
+
+    async def mark_sent(self, key: str, *, now: datetime, smtp_target: str) -> None: ...
+
+    async def mark_deferred(self, key: str, *, now: datetime, reason: str,
+                            retry_at: datetime) -> None: ...
+
+    async def mark_failed(self, key: str, *, now: datetime, reason: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class TenantBranding:
+    tenant_id: str
+    display_name: str
+    footer: str | None = None
+    disclaimers: tuple[str, ...] = ()
+
+
+class TenantDirectory(Protocol):
+    async def branding(self, tenant_id: str) -> TenantBranding: ...
+
+
+class Publisher(Protocol):
+    async def publish(self, event: BaseModel, msg_id: str) -> bool: ...

@@ -1,0 +1,269 @@
+"""The notify logic: one notification per recipient of a stored message, exactly once.
+
+For each recipient, in order:
+
+1. **claim** the ``deliveries`` document ``<tenant>:<message_id>:<address lower>`` with a lease
+   (``DeliveryRepo.claim``): a fresh claim, a ``deferred`` one, or a ``sending`` one whose lease
+   ran out (its worker died) is ours; ``sent``/``failed`` is final (its event is published
+   again -- the Nats-Msg-Id drops the copy); a live lease held by another worker means "later".
+2. **send** through the ``Mailer`` within the lease.
+3. **record** ``sent`` (or ``deferred`` / ``failed``), then publish the matching event.
+
+The one unavoidable duplicate window: the SMTP server has accepted the message (250 after
+DATA) but this process dies -- or MongoDB refuses the write -- before step 3 stores ``sent``.
+The claim then stays ``sending`` until its lease ends and the recipient is notified a second
+time. The window is the one MongoDB round trip between the 250 reply and the update (plus a
+few quick retries of that update); nothing else happens in between.
+
+Temporary failures (4xx, connection trouble) leave the recipient ``deferred``; the caller
+raises :class:`RetryLater` so the whole event is redelivered after a back-off, and recipients
+already ``sent`` are skipped then. A temporary failure past ``give_up_after_s`` (counted from
+the message's ``received_at``), a 5xx reply or invalid data (e.g. a line break in a header
+value) makes the recipient ``failed`` at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from hashlib import sha256
+
+from secmsg.notify.compose import build_notification
+from secmsg.notify.metrics import NOTIFICATIONS, SMTP_SEND_SECONDS
+from secmsg.notify.ports import (
+    Claim,
+    DeliveryRepo,
+    Mailer,
+    Publisher,
+    SmtpPermanentFailure,
+    SmtpTarget,
+    SmtpTemporaryFailure,
+    SmtpUnavailable,
+    TenantBranding,
+    TenantDirectory,
+)
+from secmsg.shared.errors import DependencyUnavailable, InvalidInput, TransientError
+from secmsg.shared.events import (
+    MessageStored,
+    NotificationDeferred,
+    NotificationFailed,
+    NotificationSent,
+    event_msg_id,
+    utcnow,
+)
+from secmsg.shared.worker import backoff
+
+log = logging.getLogger(__name__)
+
+# Fraction of the lease the SMTP exchange may use; the rest covers recording the outcome.
+_SEND_SHARE_OF_LEASE = 0.8
+_MARK_SENT_TRIES = 3
+
+
+@dataclass(frozen=True)
+class NotifyPolicy:
+    lease_s: float = 120.0
+    retry_base_s: float = 30.0
+    retry_max_s: float = 3600.0
+    give_up_after_s: float = 172800.0
+
+
+class RetryLater(TransientError):
+    """Some recipients are not notified yet; redeliver the event after ``delay`` seconds."""
+
+    code = "retry_later"
+
+    def __init__(self, detail: str, *, delay: float) -> None:
+        super().__init__(detail)
+        self.delay = delay
+
+
+def delivery_key(tenant_id: str, message_id: str, address: str) -> str:
+    return f"{tenant_id}:{message_id}:{address.lower()}"
+
+
+def recipient_hash(address: str) -> str:
+    """What logs carry instead of an address."""
+    return sha256(address.lower().encode()).hexdigest()[:12]
+
+
+def unique_recipients(event: MessageStored) -> list[str]:
+    """Each address once (To and Cc may repeat one), in the sender's order."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for r in event.recipients:
+        if r.address.lower() not in seen:
+            seen.add(r.address.lower())
+            out.append(r.address)
+    return out
+
+
+@dataclass(frozen=True)
+class _Later:
+    delay: float
+    smtp_down: bool = False
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    event: MessageStored
+    deliveries: DeliveryRepo
+    mailer: Mailer
+    publisher: Publisher
+    target: SmtpTarget
+    policy: NotifyPolicy
+    branding: TenantBranding
+    platform_from: str
+    public_url: str
+    clock: Callable[[], datetime]
+
+
+async def notify_recipients(*, event: MessageStored, deliveries: DeliveryRepo, mailer: Mailer,
+                            tenants: TenantDirectory, publisher: Publisher, target: SmtpTarget,
+                            policy: NotifyPolicy, platform_from: str, public_url: str,
+                            clock: Callable[[], datetime] = utcnow,
+                            heartbeat: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Notify every recipient of ``event`` once; raise ``RetryLater`` if some must wait."""
+    ctx = _Ctx(event=event, deliveries=deliveries, mailer=mailer, publisher=publisher,
+               target=target, policy=policy, branding=await tenants.branding(event.tenant_id),
+               platform_from=platform_from, public_url=public_url, clock=clock)
+    waiting: list[_Later] = []
+    recipients = unique_recipients(event)
+    for i, address in enumerate(recipients):
+        if heartbeat is not None:
+            await heartbeat()
+        later = await _notify_one(ctx, address)
+        if later is None:
+            continue
+        waiting.append(later)
+        if later.smtp_down:
+            # The server is unreachable: the others would only wait for the same timeout.
+            # They are not claimed, so the redelivery simply tries them then.
+            log.info("SMTP unavailable; %d recipient(s) left for the retry",
+                     len(recipients) - i - 1)
+            break
+    if waiting:
+        raise RetryLater(f"{len(waiting)} recipient(s) not notified yet",
+                         delay=min(w.delay for w in waiting))
+
+
+async def _notify_one(ctx: _Ctx, address: str) -> _Later | None:
+    now = ctx.clock()
+    key = delivery_key(ctx.event.tenant_id, ctx.event.message_id, address)
+    claim = await ctx.deliveries.claim(
+        key, now=now, lease_until=now + timedelta(seconds=ctx.policy.lease_s))
+    if claim.outcome == "final":
+        await _republish_final(ctx, address, claim)
+        return None
+    if claim.outcome == "busy":
+        remaining = ((claim.lease_until - now).total_seconds() if claim.lease_until
+                     else ctx.policy.retry_base_s)
+        log.info("recipient held by another worker", extra={
+            "recipient_hash": recipient_hash(address), "attempt": claim.attempts})
+        return _Later(delay=max(0.1, remaining) + 0.1)
+
+    attempt = claim.attempts
+    try:
+        note = build_notification(event=ctx.event, recipient=address, branding=ctx.branding,
+                                  platform_from=ctx.platform_from, public_url=ctx.public_url,
+                                  now=now)
+        data = note.as_bytes()
+    except InvalidInput as exc:
+        await _fail(ctx, key, address, attempt, f"invalid notification data: {exc.detail}")
+        return None
+
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(ctx.policy.lease_s * _SEND_SHARE_OF_LEASE):
+            await ctx.mailer.send(ctx.target, envelope_from=note.envelope_from,
+                                  recipient=note.recipient, message=data)
+    except SmtpPermanentFailure as exc:
+        _observe_send(ctx, started, "permanent")
+        await _fail(ctx, key, address, attempt, exc.detail)
+        return None
+    except SmtpTemporaryFailure as exc:
+        _observe_send(ctx, started, "temporary")
+        return await _defer(ctx, key, address, attempt, exc.detail,
+                            smtp_down=isinstance(exc, SmtpUnavailable))
+    except TimeoutError:
+        _observe_send(ctx, started, "temporary")
+        return await _defer(ctx, key, address, attempt, "SMTP send took longer than allowed",
+                            smtp_down=True)
+    _observe_send(ctx, started, "accepted")
+    await _record_sent(ctx, key, address, attempt)
+    return None
+
+
+def _observe_send(ctx: _Ctx, started: float, result: str) -> None:
+    SMTP_SEND_SECONDS.labels(ctx.target.label, result).observe(time.perf_counter() - started)
+
+
+async def _record_sent(ctx: _Ctx, key: str, address: str, attempt: int) -> None:
+    # The duplicate window (module docstring) is open until this write lands: retry it a few
+    # times rather than give the recipient to the lease expiry at the first hiccup.
+    for n in range(1, _MARK_SENT_TRIES + 1):
+        try:
+            await ctx.deliveries.mark_sent(key, now=ctx.clock(), smtp_target=ctx.target.label)
+            break
+        except DependencyUnavailable:
+            if n == _MARK_SENT_TRIES:
+                log.error("SMTP accepted but 'sent' could not be recorded; the recipient will be "
+                          "notified again after the lease", extra={
+                              "recipient_hash": recipient_hash(address), "attempt": attempt})
+                raise
+            await asyncio.sleep(0.2 * n)
+    NOTIFICATIONS.labels(ctx.event.tenant_id, "sent").inc()
+    log.info("notification sent", extra={"recipient_hash": recipient_hash(address),
+                                         "attempt": attempt})
+    ev = NotificationSent(tenant_id=ctx.event.tenant_id, message_id=ctx.event.message_id,
+                          recipient=address, attempt=attempt, smtp_target=ctx.target.label)
+    await ctx.publisher.publish(ev, event_msg_id(ev, address.lower()))
+
+
+async def _defer(ctx: _Ctx, key: str, address: str, attempt: int, reason: str, *,
+                 smtp_down: bool) -> _Later | None:
+    now = ctx.clock()
+    received = ctx.event.received_at
+    if received.tzinfo is None:
+        received = received.replace(tzinfo=UTC)
+    if (now - received).total_seconds() >= ctx.policy.give_up_after_s:
+        await _fail(ctx, key, address, attempt,
+                    f"gave up after {ctx.policy.give_up_after_s:.0f}s: {reason}")
+        return None
+    delay = backoff(attempt, base=ctx.policy.retry_base_s, cap=ctx.policy.retry_max_s)
+    retry_at = now + timedelta(seconds=delay)
+    await ctx.deliveries.mark_deferred(key, now=now, reason=reason, retry_at=retry_at)
+    NOTIFICATIONS.labels(ctx.event.tenant_id, "deferred").inc()
+    log.warning("notification deferred, retry in %.1fs: %s", delay, reason, extra={
+        "recipient_hash": recipient_hash(address), "attempt": attempt})
+    ev = NotificationDeferred(tenant_id=ctx.event.tenant_id, message_id=ctx.event.message_id,
+                              recipient=address, attempt=attempt, reason=reason,
+                              retry_at=retry_at)
+    await ctx.publisher.publish(ev, event_msg_id(ev, address.lower(), str(attempt)))
+    return _Later(delay=delay, smtp_down=smtp_down)
+
+
+async def _fail(ctx: _Ctx, key: str, address: str, attempt: int, reason: str) -> None:
+    await ctx.deliveries.mark_failed(key, now=ctx.clock(), reason=reason)
+    NOTIFICATIONS.labels(ctx.event.tenant_id, "failed").inc()
+    log.error("notification failed: %s", reason, extra={
+        "recipient_hash": recipient_hash(address), "attempt": attempt})
+    ev = NotificationFailed(tenant_id=ctx.event.tenant_id, message_id=ctx.event.message_id,
+                            recipient=address, attempt=attempt, reason=reason)
+    await ctx.publisher.publish(ev, event_msg_id(ev, address.lower()))
+
+
+async def _republish_final(ctx: _Ctx, address: str, claim: Claim) -> None:
+    """A redelivery after a crash between recording and publishing: publish again (deduped)."""
+    base = {"tenant_id": ctx.event.tenant_id, "message_id": ctx.event.message_id,
+            "recipient": address, "attempt": max(1, claim.attempts)}
+    ev: NotificationSent | NotificationFailed
+    if claim.state == "sent":
+        ev = NotificationSent(**base, smtp_target=claim.smtp_target or ctx.target.label)
+    else:
+        ev = NotificationFailed(**base, reason=claim.reason or "failed")
+    await ctx.publisher.publish(ev, event_msg_id(ev, address.lower()))

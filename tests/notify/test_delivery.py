@@ -1,0 +1,209 @@
+"""notify in-process against real NATS, FerretDB and the aiosmtpd sink."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devstack.servers import free_port
+from devstack.smtp_sink import Faults, Sink
+from secmsg.shared import mongo
+from tests.notify.conftest import (
+    DISCLAIMER,
+    FOOTER,
+    Bus,
+    eventually,
+    fix_sink_drop,
+    stored_event,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def kinds(events: list[Any], kind: str) -> list[Any]:
+    return [e for e in events if e.kind == kind]
+
+
+async def test_one_mail_per_recipient_with_headers_body_and_markers(
+        tenant: str, sink: Sink, nbus: Bus, start_notify: Any, mongo_db: Any) -> None:
+    await start_notify()
+    ev = stored_event(to=["bob@example.org", "Carol@Example.org"],
+                      cc=["dave@example.net", "carol@example.org"],  # carol twice: one mail
+                      subject="Quarterly results (confidential)")
+    await nbus.publish(ev)
+    rcpts = ["bob@example.org", "carol@example.org", "dave@example.net"]
+    await eventually(lambda: all(sink.handler.for_recipient(r) for r in rcpts),
+                     what="a mail to every recipient")
+    sent = await eventually(lambda: _n_events(nbus, "notification.sent", 3),
+                            what="three notification.sent events")
+    assert sorted(e.recipient.lower() for e in sent) == rcpts
+    assert len(sink.messages) == 3
+    url = f"https://127.0.0.1:8443/m/{tenant}/{ev.message_id}"
+    for r in rcpts:
+        [cap] = sink.handler.for_recipient(r)
+        assert [x.lower() for x in cap.rcpt_tos] == [r]  # envelope: only this recipient
+        msg = cap.message
+        assert msg["Subject"] == "Quarterly results (confidential)"
+        assert [a.addr_spec for a in msg["To"].addresses] == ["bob@example.org",
+                                                              "Carol@Example.org"]
+        assert [a.addr_spec for a in msg["Cc"].addresses] == ["dave@example.net",
+                                                              "carol@example.org"]
+        assert msg["Reply-To"].addresses[0].addr_spec == "alice@acme.example"
+        assert "alice@acme.example via Acme Medical" in str(msg["From"])
+        assert msg["X-Secure-Message-Id"] == ev.message_id
+        assert msg["X-Secure-Message-Url"] == url
+        for part in ("plain", "html"):
+            body = msg.get_body((part,)).get_content()
+            assert url in body
+            assert DISCLAIMER in body
+            assert "Please do not forward." in body
+        assert FOOTER in msg.get_body(("plain",)).get_content()
+        assert f"Secure-Message-Id: {ev.message_id}" in msg.get_body(("plain",)).get_content()
+    ids = {cap.message["Message-ID"] for cap in sink.messages}
+    assert len(ids) == 3
+    docs = await mongo_db[mongo.DELIVERIES].find({}).to_list(None)
+    assert sorted(d["_id"] for d in docs) == [f"{tenant}:{ev.message_id}:{r}" for r in rcpts]
+    assert {d["state"] for d in docs} == {"sent"}
+
+
+async def _n_events(nbus: Bus, kind: str, n: int) -> list[Any]:
+    events = await nbus.events(kind)
+    return events if len(events) >= n else []
+
+
+async def test_duplicate_event_sends_no_second_mail(tenant: str, sink: Sink, nbus: Bus,
+                                                    start_notify: Any) -> None:
+    await start_notify()
+    ev = stored_event(to=["bob@example.org", "erin@example.org"])
+    await nbus.publish(ev)
+    await eventually(lambda: len(sink.messages) == 2, what="two mails")
+    # The same event again (as after a crash before the ack): skipped, final events re-sent
+    # to the bus and dropped there as duplicates.
+    await nbus.publish(ev, copy="again")
+    await nbus.publish(ev, copy="third")
+    sent = await eventually(lambda: _n_events(nbus, "notification.sent", 2), what="sent events")
+    await asyncio.sleep(1.5)  # give the copies every chance to produce a mail
+    assert len(sink.messages) == 2
+    assert len(await nbus.events("notification.sent")) == len(sent) == 2
+
+
+async def test_tempfail_twice_then_success_is_delivered_once(
+        tenant: str, sink: Sink, nbus: Bus, start_notify: Any, mongo_db: Any) -> None:
+    await start_notify()
+    sink.handler.faults = Faults(mode="tempfail", count=2)
+    ev = stored_event(to=["bob@example.org"])
+    await nbus.publish(ev)
+    await eventually(lambda: sink.handler.for_recipient("bob@example.org"), what="the mail")
+    await eventually(lambda: _n_events(nbus, "notification.sent", 1), what="sent event")
+    deferred = await nbus.events("notification.deferred")
+    assert [e.attempt for e in deferred] == [1, 2]
+    assert all("451" in e.reason for e in deferred)
+    assert len(sink.messages) == 1
+    doc = await mongo_db[mongo.DELIVERIES].find_one({})
+    assert doc["state"] == "sent" and doc["attempts"] == 3
+
+
+async def test_permanent_failure_fails_at_once_without_retry(
+        tenant: str, sink: Sink, nbus: Bus, start_notify: Any, mongo_db: Any) -> None:
+    await start_notify()
+    sink.handler.faults = Faults(mode="permfail", count=None)
+    ev = stored_event(to=["bob@example.org"])
+    await nbus.publish(ev)
+    [failed] = await eventually(lambda: nbus.events("notification.failed"), what="failed event")
+    assert failed.recipient == "bob@example.org" and "550" in failed.reason
+    await asyncio.sleep(1.5)  # retries would come within this (base 0.2 s)
+    doc = await mongo_db[mongo.DELIVERIES].find_one({})
+    assert doc["state"] == "failed" and doc["attempts"] == 1
+    assert await nbus.events("notification.deferred") == []
+    assert sink.messages == []
+
+
+async def test_connection_dropped_mid_data_is_retried_and_delivered_once(
+        tenant: str, sink: Sink, nbus: Bus, start_notify: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fix_sink_drop(sink, monkeypatch)
+    await start_notify()
+    sink.handler.faults = Faults(mode="drop", count=1)
+    ev = stored_event(to=["bob@example.org", "carol@example.org"])
+    await nbus.publish(ev)
+    await eventually(lambda: len(sink.messages) == 2, what="both mails")
+    await eventually(lambda: _n_events(nbus, "notification.sent", 2), what="sent events")
+    assert len(await nbus.events("notification.deferred")) >= 1
+    assert sorted(r for m in sink.messages for r in m.rcpt_tos) == ["bob@example.org",
+                                                                    "carol@example.org"]
+
+
+async def test_gives_up_after_the_configured_time(
+        tenant: str, sink: Sink, nbus: Bus, start_notify: Any, mongo_db: Any) -> None:
+    await start_notify(SECMSG_NOTIFY_GIVE_UP_AFTER_S="3600")
+    sink.handler.faults = Faults(mode="tempfail", count=None)
+    fresh = stored_event(to=["fresh@example.org"])
+    old = stored_event(to=["old@example.org"],
+                       received_at=datetime.now(UTC) - timedelta(hours=2))
+    await nbus.publish(old)
+    await nbus.publish(fresh)
+    [failed] = await eventually(lambda: nbus.events("notification.failed"), what="give-up")
+    assert failed.recipient == "old@example.org" and failed.reason.startswith("gave up")
+    # The fresh one keeps being deferred, never failed.
+    await eventually(lambda: _n_events(nbus, "notification.deferred", 2), what="deferrals")
+    assert {e.recipient for e in await nbus.events("notification.deferred")} == {
+        "fresh@example.org"}
+    assert len(await nbus.events("notification.failed")) == 1
+    sink.handler.faults = Faults()
+    await eventually(lambda: sink.handler.for_recipient("fresh@example.org"), what="delivery")
+    assert sink.handler.for_recipient("old@example.org") == []
+
+
+async def test_line_break_in_subject_fails_without_injection(
+        tenant: str, sink: Sink, nbus: Bus, start_notify: Any, mongo_db: Any) -> None:
+    await start_notify()
+    ev = stored_event(to=["bob@example.org"], subject="Hi\r\nBcc: evil@attacker.example")
+    ok = stored_event(to=["carol@example.org"])
+    await nbus.publish(ev)
+    await nbus.publish(ok)
+    [failed] = await eventually(lambda: nbus.events("notification.failed"), what="failed event")
+    assert failed.message_id == ev.message_id and "subject" in failed.reason
+    await eventually(lambda: sink.handler.for_recipient("carol@example.org"), what="other mail")
+    assert sink.handler.for_recipient("bob@example.org") == []
+    assert all(b"evil@attacker.example" not in m.data for m in sink.messages)
+
+
+async def test_connections_are_reused(tenant: str, sink: Sink, nbus: Bus,
+                                      start_notify: Any) -> None:
+    await start_notify(SECMSG_NOTIFY_SMTP_POOL_SIZE="2")
+    for i in range(20):
+        await nbus.publish(stored_event(to=[f"r{i}@example.org"]))
+    await eventually(lambda: len(sink.messages) == 20, what="20 mails")
+    assert 1 <= sink.handler.connections <= 2
+
+
+async def test_idle_connection_closed_by_server_is_replaced(
+        tenant: str, nbus: Bus, start_notify: Any, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    short = Sink(free_port(), tmp_path / "short", timeout=0.5)  # closes idle sessions fast
+    short.start()
+    try:
+        await start_notify(SECMSG_SMTP_PORT=str(short.port))
+        await nbus.publish(stored_event(to=["first@example.org"]))
+        await eventually(lambda: len(short.messages) == 1, what="first mail")
+        await asyncio.sleep(1.2)  # the server drops the pooled connection meanwhile
+        await nbus.publish(stored_event(to=["second@example.org"]))
+        await eventually(lambda: len(short.messages) == 2, what="second mail")
+        assert await nbus.events("notification.deferred") == []
+        assert short.handler.connections == 2
+    finally:
+        short.stop()
+
+
+async def test_unknown_tenant_still_notified_with_defaults(sink: Sink, nbus: Bus,
+                                                           start_notify: Any) -> None:
+    await start_notify()
+    ev = stored_event(to=["bob@example.org"], tenant="nobody")
+    await nbus.publish(ev)
+    [cap] = await eventually(lambda: sink.handler.for_recipient("bob@example.org"),
+                             what="mail")
+    assert "via nobody" in str(cap.message["From"])
