@@ -1,0 +1,324 @@
+"""deploy/k8s: every overlay renders with kustomize, validates against the Kubernetes schemas,
+and keeps the properties operators rely on (probes, limits, non-root, read-only root FS,
+no committed secrets, network isolation, notify autoscaling)."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from secmsg.shared import subjects
+from tests.deploy.conftest import K8S, OVERLAYS
+
+Doc = dict[str, Any]
+SERVICES = {"ingest": 8080, "store": 8081, "notify": 8082, "retrieve": 8443}
+PUBLIC = {"ingest", "retrieve"}
+WORKERS = {"store", "notify"}
+# Oldest Kubernetes we support and the newest the schemas know.
+K8S_VERSIONS = ("1.30", kubernetes_validate.utils.latest_version())
+CRDS = {("keda.sh/v1alpha1", "ScaledObject")}
+DNS, NATS, MONGO, S3 = 53, 4222, 27017, 9000
+SMTP_PORTS = {25, 465, 587, 2525}
+
+
+def of_kind(docs: list[Doc], kind: str) -> list[Doc]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def named(docs: list[Doc], kind: str, name: str) -> Doc:
+    found = [d for d in of_kind(docs, kind) if d["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind}/{name}, found {len(found)}"
+    return found[0]
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], expr.get("values", [])
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and labels.get(key) in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def pod_specs(docs: list[Doc]) -> list[tuple[str, Doc, dict[str, str]]]:
+    out = []
+    for d in docs:
+        if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+            tpl = d["spec"]["template"]
+            out.append((d["metadata"]["name"], tpl["spec"], tpl["metadata"].get("labels", {})))
+    return out
+
+
+def secmsg_deployment(docs: list[Doc], svc: str) -> Doc:
+    return named(docs, "Deployment", f"secmsg-{svc}")
+
+
+@pytest.mark.parametrize("overlay", [*OVERLAYS, "base"])
+def test_every_resource_validates_against_the_kubernetes_schemas(
+        rendered: dict[str, list[Doc]], overlay: str) -> None:
+    errors = []
+    docs = rendered[overlay]
+    assert docs
+    for doc in docs:
+        if (doc["apiVersion"], doc["kind"]) in CRDS:
+            continue  # checked field by field below
+        for version in K8S_VERSIONS:
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                path = ".".join(str(p) for p in exc.path)
+                errors.append(f"{doc['kind']}/{doc['metadata']['name']} @ {version}: "
+                              f"{path}: {exc.message}")
+    assert not errors, "\n".join(errors)
+
+
+def test_every_manifest_file_parses() -> None:
+    files = sorted(K8S.rglob("*.yaml"))
+    assert len(files) >= 10
+    for f in files:
+        docs = [d for d in yaml.safe_load_all(f.read_text()) if d]
+        assert docs, f"{f} is empty"
+        for d in docs:
+            if f.name != "kustomization.yaml":
+                assert {"apiVersion", "kind", "metadata"} <= d.keys(), f
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_container_is_probed_limited_and_locked_down(
+        rendered: dict[str, list[Doc]], overlay: str) -> None:
+    specs = pod_specs(rendered[overlay])
+    assert len(specs) >= 4
+    for name, spec, _ in specs:
+        pod_sc = spec.get("securityContext", {})
+        assert spec.get("terminationGracePeriodSeconds") == 30, name
+        assert spec.get("automountServiceAccountToken") is False, name
+        assert spec.get("enableServiceLinks") is False, name
+        mounts_tmp_volumes = {v["name"] for v in spec.get("volumes", []) if "emptyDir" in v}
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            where = f"{overlay}:{name}/{c['name']}"
+            sc = c.get("securityContext", {})
+            assert c.get("livenessProbe") and c.get("readinessProbe"), f"{where}: probes"
+            for kind in ("requests", "limits"):
+                res = c.get("resources", {}).get(kind, {})
+                assert {"cpu", "memory"} <= res.keys(), f"{where}: {kind}"
+            assert sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is True, where
+            uid = sc.get("runAsUser", pod_sc.get("runAsUser"))
+            assert uid is not None and uid != 0, f"{where}: numeric non-root uid"
+            assert sc.get("readOnlyRootFilesystem") is True, where
+            assert sc.get("allowPrivilegeEscalation") is False, where
+            assert sc.get("privileged", False) is False, where
+            assert sc.get("capabilities", {}).get("drop") == ["ALL"], where
+            assert not sc.get("capabilities", {}).get("add"), where
+            seccomp = sc.get("seccompProfile", pod_sc.get("seccompProfile", {}))
+            assert seccomp.get("type") == "RuntimeDefault", where
+            tmp = [m for m in c.get("volumeMounts", []) if m["mountPath"] == "/tmp"]
+            assert tmp and tmp[0]["name"] in mounts_tmp_volumes, f"{where}: emptyDir /tmp"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_service_runs_its_module_on_its_port_with_health_probes(
+        rendered: dict[str, list[Doc]], overlay: str) -> None:
+    docs = rendered[overlay]
+    config_maps = {d["metadata"]["name"] for d in of_kind(docs, "ConfigMap")}
+    for svc, port in SERVICES.items():
+        dep = secmsg_deployment(docs, svc)
+        (c,) = dep["spec"]["template"]["spec"]["containers"]
+        assert c["command"] == ["python", "-m", f"secmsg.{svc}"]
+        assert c["image"].startswith("ghcr.io/secmsg/secmsg:")
+        assert [p["containerPort"] for p in c["ports"]] == [port]
+        env = {e["name"]: e for e in c.get("env", [])}
+        assert env[f"SECMSG_{svc.upper()}_PORT"]["value"] == str(port)
+        scheme = "HTTPS" if svc == "retrieve" else "HTTP"
+        assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+            assert c[probe]["httpGet"]["scheme"] == scheme, f"{svc} {probe}"
+            assert c[probe]["httpGet"]["port"] in ("http", port)
+        # The generated ConfigMap's hashed name was substituted into the reference.
+        refs = [e["configMapRef"]["name"] for e in c.get("envFrom", []) if "configMapRef" in e]
+        assert refs and all(r in config_maps for r in refs), (svc, refs, config_maps)
+
+        service = named(docs, "Service", f"secmsg-{svc}")
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        assert selects({"matchLabels": service["spec"]["selector"]}, labels)
+        assert service["spec"]["ports"][0]["port"] == port
+        assert service["spec"]["ports"][0]["targetPort"] in ("http", port)
+        assert service["spec"].get("type", "ClusterIP") == "ClusterIP"
+
+        pdbs = [p for p in of_kind(docs, "PodDisruptionBudget")
+                if selects(p["spec"]["selector"], labels)]
+        assert len(pdbs) == 1, f"{svc}: one PodDisruptionBudget"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_secret_values_are_committed(rendered: dict[str, list[Doc]], overlay: str) -> None:
+    docs = rendered[overlay]
+    for secret in of_kind(docs, "Secret"):
+        assert not secret.get("data") and not secret.get("stringData"), secret["metadata"]
+    sensitive = ("KEYRING", "SECRET", "PASSWORD", "PEPPER", "MONGO_URL", "ACCESS_KEY")
+    for cm in of_kind(docs, "ConfigMap"):
+        leaked = [k for k in cm.get("data", {}) if any(s in k for s in sensitive)
+                  and k != "SECMSG_KEYRING_ACTIVE"]
+        assert not leaked, f"secret-looking keys in ConfigMap: {leaked}"
+    for svc in SERVICES:
+        (c,) = secmsg_deployment(docs, svc)["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e for e in c.get("env", [])}
+        for key in ("SECMSG_KEYRING", "SECMSG_S3_SECRET_KEY", "SECMSG_MONGO_URL"):
+            ref = env[key]["valueFrom"]["secretKeyRef"]
+            assert ref["name"] == "secmsg-secrets" and ref["key"] == key, (svc, key)
+            assert not ref.get("optional"), f"{svc}: {key} must not be optional"
+        assert all("value" not in e for k, e in env.items() if any(s in k for s in sensitive))
+
+
+def _policies_for(docs: list[Doc], labels: dict[str, str], kind: str) -> list[Doc]:
+    return [p for p in of_kind(docs, "NetworkPolicy")
+            if kind in p["spec"].get("policyTypes", []) and selects(p["spec"]["podSelector"],
+                                                                       labels)]
+
+
+def _ports(rules: list[Doc]) -> set[int | str]:
+    return {p["port"] for r in rules for p in r.get("ports", [])}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_deny_by_default_and_allow_only_what_each_service_needs(
+        rendered: dict[str, list[Doc]], overlay: str) -> None:
+    docs = rendered[overlay]
+    deny = named(docs, "NetworkPolicy", "default-deny-all")["spec"]
+    assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"}
+    assert not deny.get("ingress") and not deny.get("egress")
+
+    for svc in SERVICES:
+        labels = secmsg_deployment(docs, svc)["spec"]["template"]["metadata"]["labels"]
+        ingress = [r for p in _policies_for(docs, labels, "Ingress")
+                   for r in p["spec"].get("ingress", [])]
+        egress = [r for p in _policies_for(docs, labels, "Egress")
+                  for r in p["spec"].get("egress", [])]
+        assert all(r.get("from") for r in ingress), f"{svc}: an ingress rule open to all"
+        assert all(r.get("to") for r in egress), f"{svc}: an egress rule open to all"
+        sources = {ns for r in ingress for f in r["from"]
+                   for ns in [f.get("namespaceSelector", {}).get("matchLabels", {})
+                              .get("kubernetes.io/metadata.name")]}
+        if svc in PUBLIC:
+            assert "ingress-nginx" in sources, f"{svc} must be reachable from the ingress"
+        else:
+            assert "ingress-nginx" not in sources, f"{svc} is a worker: no ingress traffic"
+            assert sources <= {"monitoring"}, (svc, sources)
+        ports = _ports(egress)
+        assert {DNS, NATS, MONGO, S3} <= ports, (svc, ports)
+        allowed = {DNS, NATS, MONGO, S3}
+        if svc in ("notify", "retrieve"):
+            assert SMTP_PORTS & ports, f"{svc} sends email"
+            allowed |= SMTP_PORTS | ({1025} if overlay == "dev" else set())
+        assert ports <= allowed, f"{svc}: unexpected egress ports {ports - allowed}"
+        # Wide egress (any address) is only for SMTP, and never to link-local/metadata.
+        for r in egress:
+            for peer in r["to"]:
+                block = peer.get("ipBlock")
+                if block is None:
+                    continue
+                assert _ports([r]) <= SMTP_PORTS, f"{svc}: ipBlock egress beyond SMTP"
+                assert any(ipaddress.ip_network("169.254.169.254/32").subnet_of(
+                    ipaddress.ip_network(e)) for e in block.get("except", [])), svc
+
+
+def test_notify_autoscales_with_one_controller_per_overlay(
+        rendered: dict[str, list[Doc]]) -> None:
+    def hpas_for_notify(docs: list[Doc]) -> list[Doc]:
+        return [h for h in of_kind(docs, "HorizontalPodAutoscaler")
+                if h["spec"]["scaleTargetRef"]["name"] == "secmsg-notify"]
+
+    def scaled_objects(docs: list[Doc]) -> list[Doc]:
+        return [s for s in of_kind(docs, "ScaledObject")
+                if s["spec"]["scaleTargetRef"]["name"] == "secmsg-notify"]
+
+    base = rendered["base"]
+    (hpa,) = hpas_for_notify(base)
+    assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+    assert 1 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
+    assert len(hpas_for_notify(rendered["dev"])) == 1 and not scaled_objects(rendered["dev"])
+
+    prod = rendered["production"]
+    assert not hpas_for_notify(prod), "KEDA and an HPA would fight over the replica count"
+    (so,) = scaled_objects(prod)
+    assert so["apiVersion"] == "keda.sh/v1alpha1"
+    assert so["spec"]["scaleTargetRef"].get("kind", "Deployment") == "Deployment"
+    assert so["spec"]["maxReplicaCount"] > so["spec"]["minReplicaCount"] >= 1
+    (js,) = [t for t in so["spec"]["triggers"] if t["type"] == "nats-jetstream"]
+    meta = js["metadata"]
+    # The scaler watches the stream and durable consumer that notify really uses.
+    assert meta["stream"] == subjects.STREAM
+    assert meta["consumer"] == subjects.NOTIFY_STORED
+    assert int(meta["lagThreshold"]) > 0
+    assert meta["natsServerMonitoringEndpoint"].endswith(":8222")
+    # No other resource kind than ours scales notify.
+    assert secmsg_deployment(prod, "notify")["spec"]["replicas"] == so["spec"]["minReplicaCount"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_ingest_and_retrieve_are_exposed_and_always_with_tls(
+        rendered: dict[str, list[Doc]], overlay: str) -> None:
+    docs = rendered[overlay]
+    backends = set()
+    for ing in of_kind(docs, "Ingress"):
+        tls_hosts = {h for t in ing["spec"].get("tls", []) for h in t.get("hosts", [])}
+        assert all(t.get("secretName") for t in ing["spec"]["tls"])
+        for rule in ing["spec"]["rules"]:
+            assert rule["host"] in tls_hosts, f"{rule['host']} served without TLS"
+            backends |= {p["backend"]["service"]["name"] for p in rule["http"]["paths"]}
+    assert backends == {"secmsg-ingest", "secmsg-retrieve"}
+    retrieve = named(docs, "Ingress", "secmsg-retrieve")
+    assert retrieve["metadata"]["annotations"][
+        "nginx.ingress.kubernetes.io/backend-protocol"] == "HTTPS"
+    for svc in of_kind(docs, "Service"):
+        assert svc["spec"].get("type", "ClusterIP") == "ClusterIP", svc["metadata"]["name"]
+
+
+def test_overlays_set_their_namespace_and_production_pins_the_image(
+        rendered: dict[str, list[Doc]]) -> None:
+    expected = {"dev": "secmsg-dev", "production": "secmsg"}
+    for overlay, ns in expected.items():
+        docs = rendered[overlay]
+        (namespace,) = of_kind(docs, "Namespace")
+        assert namespace["metadata"]["name"] == ns
+        assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+        for d in docs:
+            if d["kind"] != "Namespace":
+                assert d["metadata"].get("namespace") == ns, (overlay, d["kind"])
+    for svc in SERVICES:
+        (c,) = secmsg_deployment(rendered["production"], svc)["spec"]["template"]["spec"][
+            "containers"]
+        tag = c["image"].rsplit(":", 1)[1]
+        assert tag not in ("latest", "dev"), f"production must pin the image, got {tag}"
+    prod_cm = of_kind(rendered["production"], "ConfigMap")[0]["data"]
+    assert prod_cm["SECMSG_ENVIRONMENT"] == "production"
+
+
+def test_kustomization_files_reference_existing_paths() -> None:
+    for kfile in K8S.rglob("kustomization.yaml"):
+        k = yaml.safe_load(kfile.read_text())
+        for res in k.get("resources", []):
+            assert (kfile.parent / res).exists(), f"{kfile}: {res}"
+        for gen in k.get("configMapGenerator", []):
+            for env in gen.get("envs", []):
+                assert (kfile.parent / env).exists(), f"{kfile}: {env}"
+
+
+def test_secret_keys_are_documented() -> None:
+    ops = (Path(K8S).parents[1] / "docs" / "operations.md").read_text()
+    for key in ("SECMSG_MONGO_URL", "SECMSG_S3_ACCESS_KEY", "SECMSG_S3_SECRET_KEY",
+                "SECMSG_KEYRING", "SECMSG_RETRIEVE_CODE_PEPPER", "secmsg-retrieve-tls"):
+        assert key in ops, f"docs/operations.md does not document {key}"
