@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from secmsg.retrieve import routes
+from secmsg.retrieve.adapters.blobs import S3BlobReader
 from secmsg.retrieve.adapters.bus import NatsAuditPublisher
 from secmsg.retrieve.adapters.mongo import (
     MongoCodeRepo,
@@ -177,7 +178,7 @@ async def build_deps(common: CommonSettings, settings: RetrieveSettings,
         settings=settings, keyring=common.key_ring, messages=MongoMessageRepo(db),
         tenants=MongoTenantRepo(db), codes=MongoCodeRepo(db), sessions=MongoSessionRepo(db),
         limiter=MongoRateLimiter(db), mailer=SmtpCodeMailer(common, templates),
-        audit=NatsAuditPublisher(publisher), blobs=blobs, templates=templates,
+        audit=NatsAuditPublisher(publisher), blobs=S3BlobReader(blobs), templates=templates,
         readiness={"nats": publisher.ping, "mongodb": ping_mongo, "s3": ping_s3},
     )
 

@@ -355,12 +355,11 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
             raise RangeUnsatisfiable(size)
         return max(0, size - suffix), size - 1
     start = int(m[1])
-    end = int(m[2]) if m[2] else size - 1
-    if end < start:
+    if m[2] and int(m[2]) < start:
         return None
     if start >= size:
         raise RangeUnsatisfiable(size)
-    return start, min(end, size - 1)
+    return start, min(int(m[2]) if m[2] else size - 1, size - 1)
 
 
 def etag_for(obj: StoredObject) -> str:
