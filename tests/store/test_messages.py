@@ -9,7 +9,8 @@ from typing import Any
 from faststream.asgi import AsgiFastStream
 from nats.aio.client import Client as NATS
 
-from secmsg.shared import bus, mongo, subjects
+from devstack.servers import Stack
+from secmsg.shared import bus, mongo, subjects, worker
 from secmsg.shared.blobstore import S3BlobStore
 from secmsg.shared.events import event_msg_id
 from secmsg.shared.settings import CommonSettings
@@ -152,3 +153,26 @@ async def test_poison_events_are_dead_lettered_and_next_is_processed(
     assert all(d["service"] == "store" and d["subject"] == subj for d in dead)
     assert any("version" in d["reason"] for d in dead)
     assert await mongo_db[mongo.MESSAGES].count_documents({}) == 1
+
+
+async def test_storage_outage_is_retried_not_dead_lettered(
+        store_app: AsgiFastStream, stack: Stack, settings: CommonSettings,
+        blobs: S3BlobStore, publisher: bus.EventPublisher, nc: NATS, mongo_db: Any) -> None:
+    event = await stage_message(blobs, settings)
+    naked = worker.EVENTS.labels("store", subjects.STORE_RECEIVED, "naked")
+    before = naked._value.get()
+    stack.s3.stop()
+    try:
+        await publish_received(publisher, event)
+        # Nak'ed with back-off at least twice while the object store is away.
+        await wait_for(lambda: _true(naked._value.get() >= before + 2))
+        assert await _doc(mongo_db, event.message_id) is None
+    finally:
+        stack.s3.start()
+    await wait_for(lambda: _doc(mongo_db, event.message_id))
+    assert await mongo_db[mongo.DEAD_LETTERS].count_documents({}) == 0
+    assert [s.message_id for s in await stored_events(nc)] == [event.message_id]
+
+
+async def _true(value: bool) -> bool:
+    return value
