@@ -19,7 +19,7 @@ _DEV_S3_SECRET = "secmsg-dev-secret"  # noqa: S105 - refused outside development
 
 
 class CommonSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SECMSG_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="SECMSG_", extra="ignore", env_ignore_empty=True)
 
     environment: Literal["development", "test", "production"] = "development"
     log_level: str = "INFO"
@@ -54,13 +54,14 @@ class CommonSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> CommonSettings:
-        if self.environment == "production":
-            if self.keyring == _DEV_KEYRING:
-                raise ValueError("SECMSG_KEYRING must be set to a real keyring in production")
-            if self.s3_secret_key == _DEV_S3_SECRET:
-                raise ValueError("SECMSG_S3_SECRET_KEY must be set in production")
+        if self.environment == "production" and self.s3_secret_key == _DEV_S3_SECRET:
+            raise ValueError("SECMSG_S3_SECRET_KEY must be set in production")
         return self
 
     @cached_property
     def key_ring(self) -> KeyRing:
+        """The keyring; only services that encrypt or decrypt (ingest, retrieve) touch it, so
+        only they need ``SECMSG_KEYRING`` (least privilege for store and notify)."""
+        if self.environment == "production" and self.keyring == _DEV_KEYRING:
+            raise ValueError("SECMSG_KEYRING must be set to a real keyring in production")
         return KeyRing.parse(self.keyring, self.keyring_active)
