@@ -1,0 +1,62 @@
+"""A dependency down: 503 with a clear reason, and nothing half-stored."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from devstack.servers import Server, Stack
+from tests.ingest.conftest import Ingest, att, env_part, envelope
+
+PARTS = [env_part(envelope()), att("a.bin", b"a" * 5000)]
+
+
+@pytest.fixture
+def restart_after(stack: Stack) -> Iterator[list[Server]]:
+    stopped: list[Server] = []
+    yield stopped
+    for srv in stopped:
+        srv.start()
+
+
+async def test_nats_down_is_503_and_leaves_no_objects(ingest: Ingest, nats_server: Server
+                                                      ) -> None:
+    r = await ingest.client.get("/readyz")
+    assert r.status_code == 200, r.text
+    nats_server.stop()
+    r = await ingest.post(PARTS)
+    assert r.status_code == 503, r.text
+    assert r.json()["error"] == "dependency_unavailable"
+    assert "event bus" in r.json()["detail"]
+    assert await ingest.keys() == []
+    r = await ingest.client.get("/readyz")
+    assert r.status_code == 503 and "nats" in r.json()["reasons"]
+    nats_server.start()
+    assert await ingest.events() == []
+
+
+async def test_s3_down_is_503(ingest: Ingest, stack: Stack, restart_after: list[Server]
+                              ) -> None:
+    restart_after.append(stack.s3)
+    stack.s3.stop()
+    r = await ingest.post(PARTS)
+    assert r.status_code == 503, r.text
+    assert "object store" in r.json()["detail"]
+    r = await ingest.client.get("/readyz")
+    assert r.status_code == 503 and "s3" in r.json()["reasons"]
+    stack.s3.start()
+    restart_after.clear()
+    await ingest.assert_nothing_stored()
+
+
+async def test_mongo_down_is_503(ingest: Ingest, stack: Stack, restart_after: list[Server]
+                                 ) -> None:
+    restart_after.append(stack.mongo)
+    stack.mongo.stop()
+    r = await ingest.post(PARTS)
+    assert r.status_code == 503, r.text
+    assert "database" in r.json()["detail"]
+    stack.mongo.start()
+    restart_after.clear()
+    await ingest.assert_nothing_stored()
