@@ -3,14 +3,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import nats
 
+from secmsg.ingest.app import create_app
+from secmsg.ingest.settings import IngestSettings
 from secmsg.shared import bus
 from secmsg.shared.events import MessageReceived, event_msg_id
-from tests.ingest.conftest import TENANT, Ingest, att, env_part, envelope
+from tests.ingest.conftest import BOUNDARY, TENANT, Ingest, att, env_part, envelope, multipart
 
 PARTS = [env_part(envelope()), att("a.bin", b"a" * 3000), att("b.bin", b"b" * 10)]
 
@@ -92,3 +96,46 @@ async def test_refused_attempt_can_be_retried_with_the_same_key(ingest: Ingest) 
     r2 = await ingest.post(PARTS, **{"Idempotency-Key": "fix-me"})
     assert r2.status_code == 202, r2.text
     assert len(await ingest.events()) == 1
+
+
+async def test_long_upload_keeps_its_claim_alive_and_a_concurrent_retry_gets_409(
+        ingest: Ingest) -> None:
+    doc_id = f"{TENANT}:slow"
+    col = ingest.db["idempotency_keys"]
+    head = multipart([env_part(envelope())], close=False)
+    head += (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"attachment\"; "
+             f"filename=\"slow.bin\"\r\n\r\n").encode()
+    first_beat: list[object] = []
+    checks_done = asyncio.Event()
+
+    async def slow_body():  # type: ignore[no-untyped-def]
+        yield head + b"s" * 2000
+        first = await col.find_one({"_id": doc_id})
+        first_beat.append(first["heartbeat_at"])
+        # Hold the upload open until the heartbeat has moved and the retry was refused.
+        for _ in range(300):
+            doc = await col.find_one({"_id": doc_id})
+            if doc["heartbeat_at"] != first["heartbeat_at"] and checks_done.is_set():
+                break
+            await asyncio.sleep(0.05)
+        yield b"s" * 2000 + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+    app = create_app(cfg=IngestSettings(idempotency_heartbeat_s=0.2))
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://ingest.test") as client:
+        headers = {**ingest.headers(), "Idempotency-Key": "slow"}
+        slow = asyncio.create_task(client.post("/v1/messages", content=slow_body(),
+                                               headers=headers))
+        while not first_beat:
+            await asyncio.sleep(0.02)
+        retry = await client.post("/v1/messages", content=multipart([env_part(envelope())]),
+                                  headers=headers)
+        assert retry.status_code == 409, retry.text
+        checks_done.set()
+        r = await slow
+    assert r.status_code == 202, r.text
+    doc = await col.find_one({"_id": doc_id})
+    assert doc["state"] == "done" and doc["heartbeat_at"] != first_beat[0]
+    (ev,) = await ingest.events()
+    assert ev.message_id == r.json()["message_id"]
+    assert [o.size for o in ev.objects if o.role == "attachment"] == [4000]

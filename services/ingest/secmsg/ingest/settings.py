@@ -9,7 +9,8 @@ from secmsg.shared.crypto import DEFAULT_SEGMENT_SIZE
 
 
 class IngestSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SECMSG_INGEST_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="SECMSG_INGEST_", extra="ignore",
+                                      env_ignore_empty=True)
 
     host: str = "0.0.0.0"
     port: int = 8080
