@@ -13,6 +13,6 @@ BYTES_IN = Counter("secmsg_ingest_bytes_in_total", "Request body bytes received"
 PLAINTEXT_BYTES = Counter("secmsg_ingest_plaintext_bytes_total",
                           "Plaintext bytes encrypted (bodies and attachments)")
 ENCRYPT_SECONDS = Counter("secmsg_ingest_encryption_seconds_total",
-                          "CPU seconds spent encrypting content")
+                          "Seconds spent encrypting content (on the event loop)")
 SUBMISSIONS = Counter("secmsg_ingest_submissions_total", "Message submissions by outcome",
                       ["outcome"])

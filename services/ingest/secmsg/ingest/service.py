@@ -119,9 +119,9 @@ class _Upload:
 
     async def write(self, data: bytes) -> None:
         self._sha.update(data)
-        started = time.process_time()
+        started = time.perf_counter()
         sealed = self._enc.update(data)
-        metrics.ENCRYPT_SECONDS.inc(time.process_time() - started)
+        metrics.ENCRYPT_SECONDS.inc(time.perf_counter() - started)
         if sealed:
             await self._put(sealed)
 
