@@ -207,3 +207,24 @@ async def test_unknown_tenant_still_notified_with_defaults(sink: Sink, nbus: Bus
     [cap] = await eventually(lambda: sink.handler.for_recipient("bob@example.org"),
                              what="mail")
     assert "via nobody" in str(cap.message["From"])
+
+
+async def test_recipient_held_by_a_live_lease_waits_for_it_then_is_sent_once(
+        tenant: str, sink: Sink, nbus: Bus, start_notify: Any, mongo_db: Any) -> None:
+    ev = stored_event(to=["bob@example.org", "carol@example.org"])
+    # Another (dead) worker's claim on bob, valid for 2 more seconds.
+    held_until = datetime.now(UTC) + timedelta(seconds=2)
+    await mongo_db[mongo.DELIVERIES].insert_one({
+        "_id": f"{tenant}:{ev.message_id}:bob@example.org", "state": "sending",
+        "lease_until": held_until, "attempts": 1, "updated_at": datetime.now(UTC)})
+    await start_notify()
+    await nbus.publish(ev)
+    await eventually(lambda: sink.handler.for_recipient("carol@example.org"), what="carol")
+    assert sink.handler.for_recipient("bob@example.org") == []  # lease still live
+    [bob] = await eventually(lambda: sink.handler.for_recipient("bob@example.org"),
+                             what="bob after the lease ran out")
+    assert bob.received_at >= held_until.timestamp()
+    doc = await mongo_db[mongo.DELIVERIES].find_one(
+        {"_id": f"{tenant}:{ev.message_id}:bob@example.org"})
+    assert doc["state"] == "sent" and doc["attempts"] == 2
+    assert len(sink.messages) == 2
