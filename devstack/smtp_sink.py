@@ -72,8 +72,8 @@ class SinkHandler:
         if mode == "permfail":
             return "550 5.1.1 Mailbox unavailable"
         if mode == "drop":
-            assert session.transport is not None
-            session.transport.close()
+            if server.transport is not None:
+                server.transport.close()
             return "421 4.4.2 Connection dropped"
         if mode == "hang":
             import asyncio
