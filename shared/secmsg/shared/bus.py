@@ -17,7 +17,7 @@ from nats.js.errors import NotFoundError
 from pydantic import BaseModel
 
 from secmsg.shared import subjects
-from secmsg.shared.errors import DependencyUnavailable
+from secmsg.shared.errors import DependencyUnavailable, PublishUnconfirmed
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +57,22 @@ class EventPublisher:
         self._timeout = timeout
 
     async def publish(self, event: BaseModel, msg_id: str) -> bool:
-        """Publish durably; returns False when the server dropped it as a duplicate."""
+        """Publish durably; returns False when the server dropped it as a duplicate.
+
+        Raises ``DependencyUnavailable`` when nothing was sent (not connected), and
+        ``PublishUnconfirmed`` when the request went out but no acknowledgement came back.
+        """
         subj = subjects.subject_for(event)
+        if not self._nc.is_connected:
+            raise DependencyUnavailable(f"event bus unavailable, could not publish {subj} "
+                                        "(NATS is not connected)")
         try:
             ack = await self._js.publish(subj, event.model_dump_json().encode(),
                                          timeout=self._timeout, stream=subjects.STREAM,
                                          headers={"Nats-Msg-Id": msg_id})
         except (NatsError, OSError, TimeoutError) as exc:
-            raise DependencyUnavailable(
-                f"event bus unavailable, could not publish {subj} ({type(exc).__name__})"
+            raise PublishUnconfirmed(
+                f"event bus did not confirm {subj} ({type(exc).__name__})"
             ) from exc
         return not ack.duplicate
 

@@ -3,6 +3,8 @@
     SecmsgError
     ├── TransientError            retry later: the world may change (server down, 4xx SMTP)
     │   └── DependencyUnavailable     NATS, MongoDB, S3 or SMTP could not be reached
+    │       └── PublishUnconfirmed        a publish was sent but not acknowledged: it may
+    │                                     or may not be in the stream
     └── PermanentError            giving up: retrying would fail the same way
         ├── InvalidInput              bad request data (HTTP 400/422)
         │   ├── PayloadTooLarge           over a size or count limit (HTTP 413)
@@ -42,6 +44,16 @@ class TransientError(SecmsgError):
 class DependencyUnavailable(TransientError):
     code = "dependency_unavailable"
     status = 503
+
+
+class PublishUnconfirmed(DependencyUnavailable):
+    """The event left for JetStream but no acknowledgement came back.
+
+    It may be in the stream. Whatever it references must be kept (an orphan sweep removes it
+    later if the event never arrived); a retry with the same ``Nats-Msg-Id`` is safe.
+    """
+
+    code = "dependency_unavailable"
 
 
 class PermanentError(SecmsgError):

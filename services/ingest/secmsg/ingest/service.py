@@ -38,6 +38,7 @@ from secmsg.shared.errors import (
     DependencyUnavailable,
     InvalidInput,
     PayloadTooLarge,
+    PublishUnconfirmed,
 )
 from secmsg.shared.events import MessageReceived, Recipient, StoredObject, event_msg_id
 
@@ -223,7 +224,11 @@ async def submit_message(*, creds: Credentials, content_type: str | None,
             log.info("message.received was already published by an earlier attempt")
             await _delete_all(blobs, uploads)
     except BaseException as exc:
-        await _delete_all(blobs, uploads)
+        if not isinstance(exc, PublishUnconfirmed):
+            await _delete_all(blobs, uploads)
+        # else: the event may be in the stream and refer to these objects -- keep them; store's
+        # orphan sweep removes them later if it never arrived. A retry with the same
+        # Idempotency-Key republishes under the same Nats-Msg-Id, so it cannot double.
         if claim is not None:
             with contextlib.suppress(Exception):
                 await idem.release(doc_id, attempt=attempt)
