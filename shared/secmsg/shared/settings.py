@@ -21,36 +21,47 @@ _DEV_S3_SECRET = "secmsg-dev-secret"  # noqa: S105 - refused outside development
 class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SECMSG_", extra="ignore", env_ignore_empty=True)
 
-    environment: Literal["development", "test", "production"] = "development"
-    log_level: str = "INFO"
+    environment: Literal["development", "test", "production"] = Field(
+        default="development",
+        description="'production' refuses the development placeholder secrets")
+    log_level: str = Field(default="INFO", description="Python log level of the JSON logs")
 
-    nats_url: str = "nats://127.0.0.1:4222"
-    mongo_url: str = "mongodb://127.0.0.1:27017"
-    mongo_db: str = "secmsg"
-    mongo_timeout_ms: int = 5000
+    nats_url: str = Field(default="nats://127.0.0.1:4222",
+                          description="NATS server(s) with JetStream, comma-separated")
+    mongo_url: str = Field(default="mongodb://127.0.0.1:27017",
+                           description="MongoDB connection string (replica set in production)")
+    mongo_db: str = Field(default="secmsg", description="Database name")
+    mongo_timeout_ms: int = Field(default=5000,
+                                  description="Server selection / connect timeout; past it, 503")
 
-    s3_endpoint: str = "127.0.0.1:9000"
-    s3_access_key: str = "secmsg-dev"
-    s3_secret_key: str = _DEV_S3_SECRET
-    s3_secure: bool = False
-    s3_region: str = "us-east-1"
-    s3_bucket: str = "secmsg"
+    s3_endpoint: str = Field(default="127.0.0.1:9000", description="S3 host:port (MinIO)")
+    s3_access_key: str = Field(default="secmsg-dev", description="S3 access key")
+    s3_secret_key: str = Field(default=_DEV_S3_SECRET, description="S3 secret key")
+    s3_secure: bool = Field(default=False, description="Use HTTPS to reach S3")
+    s3_region: str = Field(default="us-east-1", description="S3 region")
+    s3_bucket: str = Field(default="secmsg", description="Bucket holding encrypted content")
 
-    keyring: str = Field(default=_DEV_KEYRING, description="'<version>:<base64 32 bytes>,...'")
-    keyring_active: int | None = None
+    keyring: str = Field(
+        default=_DEV_KEYRING,
+        description="Platform keyring '<version>:<base64 32 bytes>,...' (ingest and retrieve "
+                    "only); keep old versions after a rotation")
+    keyring_active: int | None = Field(
+        default=None, description="Version that wraps new data keys (default: the highest)")
 
     retrieve_public_url: str = Field(
         default="https://127.0.0.1:8443",
         description="Base URL recipients use to reach retrieve (links in notifications)")
 
     # The platform's default SMTP service (notifications and sign-in codes).
-    smtp_host: str = "127.0.0.1"
-    smtp_port: int = 2525
-    smtp_tls: Literal["none", "starttls", "tls"] = "none"
-    smtp_username: str | None = None
-    smtp_password: str | None = None
-    smtp_timeout_s: float = 30.0
-    smtp_from: str = "notifications@secmsg.localhost"
+    smtp_host: str = Field(default="127.0.0.1", description="Platform SMTP relay host")
+    smtp_port: int = Field(default=2525, description="Platform SMTP relay port")
+    smtp_tls: Literal["none", "starttls", "tls"] = Field(
+        default="none", description="none, starttls (required) or tls (implicit)")
+    smtp_username: str | None = Field(default=None, description="SMTP AUTH user (optional)")
+    smtp_password: str | None = Field(default=None, description="SMTP AUTH password")
+    smtp_timeout_s: float = Field(default=30.0, description="Per SMTP exchange")
+    smtp_from: str = Field(default="notifications@secmsg.localhost",
+                           description="Envelope sender and From address of platform mail")
 
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> CommonSettings:
