@@ -70,7 +70,7 @@ async def read_subject(nc: NATS, filter_subject: str) -> list[bytes]:
         while True:
             try:
                 msgs = await sub.fetch(batch=100, timeout=0.5)
-            except NatsTimeout:
+            except (NatsTimeout, TimeoutError):  # nats-py raises either
                 break
             for m in msgs:
                 out.append(m.data)

@@ -16,7 +16,7 @@ from secmsg.shared.blobstore import S3BlobStore
 from secmsg.shared.errors import NotFound
 from secmsg.shared.settings import CommonSettings
 from secmsg.store import service
-from secmsg.store.adapters.mongo import MongoMessageRepo
+from secmsg.store.adapters.mongo import MongoMessageRepo, MongoPurgeClaims
 from secmsg.store.app import create_app
 from tests.store.helpers import TENANT, publish_received, stage_message, wait_for
 
@@ -49,10 +49,12 @@ async def test_purge_expired_deletes_objects_and_marks_purged(
     stray = f"t/{TENANT}/m/{expired[0].message_id}/{uuid.uuid4().hex}"
     await blobs.put_bytes(stray, b"x" * 20)
 
-    # Three replicas at once: each message is purged by exactly one of them.
+    # Five replicas at once: each message is purged by exactly one of them.
+    claims = MongoPurgeClaims(mongo_db)
     counts = await asyncio.gather(*(
-        service.purge_expired(messages=repo, blobs=blobs, owner=f"r{i}", lease_s=60, limit=100)
-        for i in range(3)))
+        service.purge_expired(messages=repo, claims=claims, blobs=blobs, owner=f"r{i}",
+                              lease_s=60, limit=100)
+        for i in range(5)))
     assert sum(counts) == 4
 
     for ev in expired:
@@ -67,8 +69,9 @@ async def test_purge_expired_deletes_objects_and_marks_purged(
         for obj in ev.objects:
             assert await _exists(blobs, obj.key)
     # Nothing left to do: a second run purges nothing.
-    assert await service.purge_expired(messages=repo, blobs=blobs, owner="r0", lease_s=60,
-                                       limit=100) == 0
+    assert await service.purge_expired(messages=repo, claims=claims, blobs=blobs, owner="r0",
+                                       lease_s=60, limit=100) == 0
+    assert await mongo_db["purge_claims"].count_documents({}) == 0
 
 
 async def test_abandoned_purge_claim_is_taken_over_after_its_lease(
@@ -78,14 +81,17 @@ async def test_abandoned_purge_claim_is_taken_over_after_its_lease(
     now = datetime.now(UTC)
     ev = await _record(blobs, settings, publisher, repo, expires_at=now - timedelta(seconds=1))
     # A replica claimed it and died before deleting anything.
-    claimed = await repo.claim_expired(now=now, lease_until=now + timedelta(seconds=30),
-                                       owner="dead")
-    assert claimed is not None and claimed["_id"] == ev.message_id
-    assert await service.purge_expired(messages=repo, blobs=blobs, owner="alive", lease_s=30,
-                                       limit=10, now=now) == 0
+    claims = MongoPurgeClaims(mongo_db)
+    assert await claims.claim(ev.message_id, owner="dead", now=now,
+                              lease_until=now + timedelta(seconds=30))
+    await repo.mark_purging(ev.message_id, owner="dead", lease_until=now + timedelta(seconds=30))
+    assert await service.purge_expired(messages=repo, claims=claims, blobs=blobs, owner="alive",
+                                       lease_s=30, limit=10, now=now) == 0
+    assert (await repo.get(ev.message_id))["state"] == "purging"
+    assert await _exists(blobs, ev.objects[0].key)
     later = now + timedelta(seconds=31)
-    assert await service.purge_expired(messages=repo, blobs=blobs, owner="alive", lease_s=30,
-                                       limit=10, now=later) == 1
+    assert await service.purge_expired(messages=repo, claims=claims, blobs=blobs, owner="alive",
+                                       lease_s=30, limit=10, now=later) == 1
     assert (await repo.get(ev.message_id))["state"] == "purged"
     assert not await _exists(blobs, ev.objects[0].key)
 

@@ -108,6 +108,7 @@ def create_app(common: CommonSettings | None = None,
         blobs = S3BlobStore.from_settings(common)
         await blobs.ensure_bucket()
         rt.deps = Deps(db=db, messages=mongo_adapter.MongoMessageRepo(db),
+                       claims=mongo_adapter.MongoPurgeClaims(db),
                        deliveries=mongo_adapter.MongoDeliveryRepo(db),
                        audit=mongo_adapter.MongoAuditRepo(db), blobs=blobs,
                        publisher=bus.EventPublisher(rt.nc))
@@ -117,7 +118,8 @@ def create_app(common: CommonSettings | None = None,
         d = rt.get_deps()
         rt.tasks.append(asyncio.create_task(_every(
             cfg.expiry_interval_s, "expiry purge",
-            lambda: service.purge_expired(messages=d.messages, blobs=d.blobs, owner=rt.owner,
+            lambda: service.purge_expired(messages=d.messages, claims=d.claims, blobs=d.blobs,
+                                          owner=rt.owner,
                                           lease_s=cfg.purge_lease_s, limit=cfg.expiry_batch))))
         rt.tasks.append(asyncio.create_task(_every(
             cfg.orphan_sweep_interval_s, "orphan sweep",

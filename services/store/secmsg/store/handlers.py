@@ -25,7 +25,14 @@ from secmsg.shared.events import (
     NotificationSent,
 )
 from secmsg.store import service
-from secmsg.store.ports import AuditRepo, BlobStore, DeliveryRepo, MessageRepo, Publisher
+from secmsg.store.ports import (
+    AuditRepo,
+    BlobStore,
+    DeliveryRepo,
+    MessageRepo,
+    Publisher,
+    PurgeClaims,
+)
 from secmsg.store.settings import StoreSettings
 
 SERVICE = "store"
@@ -37,6 +44,7 @@ class Deps:
 
     db: AsyncDatabase[Any]
     messages: MessageRepo
+    claims: PurgeClaims
     deliveries: DeliveryRepo
     audit: AuditRepo
     blobs: BlobStore

@@ -24,12 +24,23 @@ class MessageRepo(Protocol):
 
     async def find_many(self, message_ids: Sequence[str]) -> list[Doc]: ...
 
-    async def claim_expired(self, *, now: datetime, lease_until: datetime,
-                            owner: str) -> Doc | None:
-        """Atomically take one expired, stored message (or an abandoned claim) for purging."""
+    async def expired(self, *, now: datetime, limit: int) -> list[Doc]:
+        """Messages past ``expires_at`` that are not purged yet (stored or being purged)."""
         ...
 
-    async def mark_purged(self, message_id: str, *, owner: str, now: datetime) -> bool: ...
+    async def mark_purging(self, message_id: str, *, owner: str,
+                           lease_until: datetime) -> None: ...
+
+    async def mark_purged(self, message_id: str, *, now: datetime) -> None: ...
+
+
+class PurgeClaims(Protocol):
+    async def claim(self, message_id: str, *, owner: str, now: datetime,
+                    lease_until: datetime) -> bool:
+        """Take the purge of one message; False while another holder's lease runs."""
+        ...
+
+    async def release(self, message_id: str) -> None: ...
 
 
 class DeliveryRepo(Protocol):

@@ -27,7 +27,15 @@ from secmsg.shared.events import (
     NotificationSent,
     event_msg_id,
 )
-from secmsg.store.ports import AuditRepo, BlobStore, DeliveryRepo, Doc, MessageRepo, Publisher
+from secmsg.store.ports import (
+    AuditRepo,
+    BlobStore,
+    DeliveryRepo,
+    Doc,
+    MessageRepo,
+    Publisher,
+    PurgeClaims,
+)
 
 log = logging.getLogger(__name__)
 
@@ -203,29 +211,43 @@ async def _delete_quietly(blobs: BlobStore, key: str) -> None:
         await blobs.delete(key)
 
 
-async def purge_expired(*, messages: MessageRepo, blobs: BlobStore, owner: str,
-                        lease_s: float, limit: int, now: datetime | None = None) -> int:
+async def purge_expired(*, messages: MessageRepo, claims: PurgeClaims, blobs: BlobStore,
+                        owner: str, lease_s: float, limit: int,
+                        now: datetime | None = None) -> int:
     """Purge up to ``limit`` expired messages; returns how many this caller purged.
 
-    Each message is claimed with one conditional update (``state: purging`` plus a lease), so
-    replicas never work on the same one; a claim whose holder died is taken over after the
-    lease. Objects go first, then the doc says ``purged`` -- a crash in between just repeats
-    the deletes.
+    Each message is claimed first (see ``PurgeClaims``) so replicas never purge the same one;
+    a claim whose holder died is taken over after the lease. Objects go first, then the doc
+    says ``purged`` -- a crash in between just repeats the deletes.
     """
     purged = 0
     while purged < limit:
         at = now or _now()
-        doc = await messages.claim_expired(now=at, lease_until=at + timedelta(seconds=lease_s),
-                                           owner=owner)
-        if doc is None:
-            break
-        for obj in doc.get("objects", []):
-            await _delete_quietly(blobs, obj["key"])
-        # Anything else left in the message's folder (e.g. a retried upload) goes too.
-        await blobs.delete_prefix(message_prefix(doc["tenant_id"], doc["_id"]))
-        if await messages.mark_purged(doc["_id"], owner=owner, now=at):
+        progressed = False
+        for cand in await messages.expired(now=at, limit=min(100, limit - purged)):
+            mid = cand["_id"]
+            lease_until = at + timedelta(seconds=lease_s)
+            if not await claims.claim(mid, owner=owner, now=at, lease_until=lease_until):
+                continue
+            # Re-read under the claim: the candidate list may predate another replica's purge.
+            doc = await messages.get(mid)
+            if doc is None or doc.get("state") not in ("stored", "purging"):
+                await claims.release(mid)
+                continue
+            await messages.mark_purging(mid, owner=owner, lease_until=lease_until)
+            for obj in doc.get("objects", []):
+                await _delete_quietly(blobs, obj["key"])
+            # Anything else left in the message's folder (e.g. a retried upload) goes too.
+            await blobs.delete_prefix(message_prefix(doc["tenant_id"], mid))
+            await messages.mark_purged(mid, now=at)
+            await claims.release(mid)
             purged += 1
+            progressed = True
             PURGED.inc()
+            if purged >= limit:
+                break
+        if not progressed:
+            break
     if purged:
         log.info("purged %d expired messages", purged)
     return purged

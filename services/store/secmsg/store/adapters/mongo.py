@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -21,6 +21,7 @@ from secmsg.store.ports import Doc
 
 # Not (yet) in secmsg.shared.mongo; the name is fixed by docs/design.md.
 DELIVERY_STATUS = "delivery_status"
+PURGE_CLAIMS = "purge_claims"
 FINAL_DELIVERY_STATES = ("sent", "failed")
 
 
@@ -31,6 +32,8 @@ async def ensure_indexes(db: AsyncDatabase[Any]) -> None:
             name="tenant_recipient")
         await db[mongo.MESSAGES].create_index(
             [("expires_at", ASCENDING), ("state", ASCENDING)], name="expiry")
+        await db[PURGE_CLAIMS].create_index(
+            [("message_id", ASCENDING), ("gen", ASCENDING)], name="message_gen")
         await db[DELIVERY_STATUS].create_index([("message_id", ASCENDING)], name="message")
         await db[mongo.AUDIT].create_index(
             [("tenant_id", ASCENDING), ("message_id", ASCENDING), ("at", ASCENDING)],
@@ -64,25 +67,62 @@ class MongoMessageRepo:
                                     {"tenant_id": 1, "state": 1, "objects.key": 1})
             return [d async for d in cursor]
 
-    async def claim_expired(self, *, now: datetime, lease_until: datetime,
-                            owner: str) -> Doc | None:
+    async def expired(self, *, now: datetime, limit: int) -> list[Doc]:
         async with unavailable_as_503():
-            return await self._col.find_one_and_update(
-                {"$or": [{"state": "stored", "expires_at": {"$lte": now}},
-                         {"state": "purging", "lease_until": {"$lt": now}}]},
-                {"$set": {"state": "purging", "lease_until": lease_until,
-                          "purge_owner": owner}},
-                sort=[("expires_at", ASCENDING)],
-                return_document=ReturnDocument.AFTER,
-            )
+            cursor = self._col.find(
+                {"state": {"$in": ["stored", "purging"]}, "expires_at": {"$lte": now}},
+                {"tenant_id": 1, "state": 1, "objects.key": 1, "expires_at": 1},
+                sort=[("expires_at", ASCENDING)], limit=limit)
+            return [d async for d in cursor]
 
-    async def mark_purged(self, message_id: str, *, owner: str, now: datetime) -> bool:
+    async def mark_purging(self, message_id: str, *, owner: str,
+                           lease_until: datetime) -> None:
         async with unavailable_as_503():
-            res = await self._col.update_one(
-                {"_id": message_id, "state": "purging", "purge_owner": owner},
+            await self._col.update_one(
+                {"_id": message_id, "state": {"$in": ["stored", "purging"]}},
+                {"$set": {"state": "purging", "lease_until": lease_until,
+                          "purge_owner": owner}})
+
+    async def mark_purged(self, message_id: str, *, now: datetime) -> None:
+        async with unavailable_as_503():
+            await self._col.update_one(
+                {"_id": message_id},
                 {"$set": {"state": "purged", "purged_at": now},
                  "$unset": {"lease_until": "", "purge_owner": ""}})
-        return res.matched_count == 1
+
+
+class MongoPurgeClaims:
+    """Purge claims as insert-only documents ``<message_id>:<generation>``.
+
+    FerretDB 1.x applies a conditional update as "query, then write by _id" without
+    re-checking the filter, so two replicas can both win a findAndModify. A unique ``_id`` is
+    atomic everywhere: generation *n+1* can be inserted once, and only after generation *n*'s
+    lease has run out (its holder died).
+    """
+
+    def __init__(self, db: AsyncDatabase[Any]):
+        self._col = db[PURGE_CLAIMS]
+
+    async def claim(self, message_id: str, *, owner: str, now: datetime,
+                    lease_until: datetime) -> bool:
+        async with unavailable_as_503():
+            latest = await self._col.find_one({"message_id": message_id},
+                                              sort=[("gen", DESCENDING)])
+        if latest is not None and latest["lease_until"] > now:
+            return False
+        gen = (latest["gen"] if latest else 0) + 1
+        try:
+            async with unavailable_as_503():
+                await self._col.insert_one({"_id": f"{message_id}:{gen}",
+                                            "message_id": message_id, "gen": gen,
+                                            "owner": owner, "lease_until": lease_until})
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def release(self, message_id: str) -> None:
+        async with unavailable_as_503():
+            await self._col.delete_many({"message_id": message_id})
 
 
 class MongoDeliveryRepo:
