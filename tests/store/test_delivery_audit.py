@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -124,3 +125,16 @@ async def test_audit_events_are_recorded_once(
     await wait_for(lambda: drained(nc, subjects.STORE_AUDIT))
     assert await mongo_db[mongo.AUDIT].count_documents({}) == 2
     assert await mongo_db[mongo.DEAD_LETTERS].count_documents({}) == 0
+
+
+async def test_deferral_racing_a_final_state_never_wins(mongo_db: Any) -> None:
+    """Many deferrals and one ``sent`` for the same recipient, all at once."""
+    repo = MongoDeliveryRepo(mongo_db)
+    for n in range(5):
+        rcpt = f"race{n}@example.org"
+        events: list[Any] = [deferred(rcpt, a) for a in range(1, 6)]
+        events.insert(n, sent(rcpt, 3))
+        await asyncio.gather(*(service.record_delivery(event=e, deliveries=repo)
+                               for e in events))
+        doc = await mongo_db[DELIVERY_STATUS].find_one({"_id": f"{MID}:{rcpt}"})
+        assert (doc["state"], doc["attempt"]) == ("sent", 3), n

@@ -21,6 +21,7 @@ from secmsg.store.ports import Doc
 
 # Not (yet) in secmsg.shared.mongo; the name is fixed by docs/design.md.
 DELIVERY_STATUS = "delivery_status"
+DELIVERY_FINAL = "delivery_final"
 PURGE_CLAIMS = "purge_claims"
 FINAL_DELIVERY_STATES = ("sent", "failed")
 
@@ -126,24 +127,61 @@ class MongoPurgeClaims:
 
 
 class MongoDeliveryRepo:
+    """``delivery_status`` plus an insert-only ``delivery_final`` record per recipient.
+
+    On MongoDB the conditional upsert alone keeps final states final. FerretDB 1.x does not
+    re-check an update's filter when it writes, so a deferral racing a final state could land
+    on top of it; the insert-only record (first final wins, atomically) lets the loser of such
+    a race put the final state back.
+    """
+
     def __init__(self, db: AsyncDatabase[Any]):
         self._col = db[DELIVERY_STATUS]
+        self._final = db[DELIVERY_FINAL]
+
+    async def _write(self, delivery_id: str, fields: Mapping[str, Any]) -> None:
+        try:
+            async with unavailable_as_503():
+                await self._col.update_one({"_id": delivery_id}, {"$set": dict(fields)},
+                                           upsert=True)
+        except DuplicateKeyError:  # two first writes raced; the document exists now
+            async with unavailable_as_503():
+                await self._col.update_one({"_id": delivery_id}, {"$set": dict(fields)})
+
+    async def _restore_final(self, delivery_id: str) -> bool:
+        async with unavailable_as_503():
+            final = await self._final.find_one({"_id": delivery_id})
+        if final is None:
+            return False
+        final.pop("_id")
+        await self._write(delivery_id, final)
+        return True
 
     async def record(self, *, delivery_id: str, fields: Mapping[str, Any], final: bool,
                      attempt: int) -> bool:
+        if final:
+            try:
+                async with unavailable_as_503():
+                    await self._final.insert_one({"_id": delivery_id, **fields})
+            except DuplicateKeyError:
+                # Another final state is on file; make sure the status shows it (a crash may
+                # have come between the two writes) and report this one as not applied.
+                await self._restore_final(delivery_id)
+                return False
+            await self._write(delivery_id, fields)
+            return True
         flt: dict[str, Any] = {"_id": delivery_id,
                                "state": {"$nin": list(FINAL_DELIVERY_STATES)}}
-        if not final:
-            # A late deferral from an earlier attempt must not roll a newer one back.
-            flt["attempt"] = {"$lte": attempt}
+        # A late deferral from an earlier attempt must not roll a newer one back.
+        flt["attempt"] = {"$lte": attempt}
         try:
             async with unavailable_as_503():
                 await self._col.update_one(flt, {"$set": dict(fields)}, upsert=True)
         except DuplicateKeyError:
-            # The filter did not match an existing document: a final state (or a later
-            # attempt) is already on file, and that one stands.
+            # The filter did not match the existing document: a final state or a later
+            # attempt is on file, and that one stands.
             return False
-        return True
+        return not await self._restore_final(delivery_id)
 
 
 class MongoAuditRepo:
