@@ -126,7 +126,9 @@ async def platform(services: Callable[..., ServiceProc], mongo_db: Any, sink: Si
     from secmsg.ingest.admin import create_api_key, create_tenant
     from tests.e2e.helpers import Platform
 
-    fast = {"SECMSG_NOTIFY_RETRY_BASE_S": "0.5", "SECMSG_NOTIFY_RETRY_MAX_S": "2"}
+    # Short retry and lease times: a notify killed mid-send holds its claim for one lease.
+    fast = {"SECMSG_NOTIFY_RETRY_BASE_S": "0.5", "SECMSG_NOTIFY_RETRY_MAX_S": "2",
+            "SECMSG_NOTIFY_LEASE_S": "8", "SECMSG_SMTP_TIMEOUT_S": "5"}
     procs = {name: services(name, **fast) for name in ("store", "notify", "retrieve", "ingest")}
     await create_tenant(mongo_db, tenant_id="acme", name="Acme Medical",
                         footer="Sent by Acme Medical of 123 ABC Street Beverly Hills, CA 90210, "

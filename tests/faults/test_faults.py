@@ -37,7 +37,13 @@ async def _assert_exactly_once(platform: Platform, expected: dict[str, list[str]
     def done() -> bool:
         return want <= set(_notifications(platform))
 
-    await eventually(done, timeout=timeout, what=f"{label}: every recipient notified")
+    try:
+        await eventually(done, timeout=timeout, what=f"{label}: every recipient notified")
+    except AssertionError:
+        missing = sorted(want - set(_notifications(platform)))
+        stored = await platform.db["messages"].count_documents({"_id": {"$in": list(expected)}})
+        raise AssertionError(f"{label}: {len(missing)} of {len(want)} recipients never "
+                             f"notified ({stored}/{len(expected)} stored): {missing[:6]}") from None
     await asyncio.sleep(2.0)  # let any duplicate that is on its way arrive
     seen = _notifications(platform)
     stored = await platform.db["messages"].count_documents({"_id": {"$in": list(expected)}})
