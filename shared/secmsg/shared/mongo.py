@@ -1,7 +1,14 @@
 """MongoDB access shared by the services: the client, collection names, error mapping.
 
 Only MongoDB-wire features that FerretDB 1.x also has are used: no multi-document
-transactions, no change streams. Atomicity comes from single-document updates and unique keys.
+transactions, no change streams.
+
+Atomicity: on MongoDB a conditional single-document update (``find_one_and_update`` with a
+filter) is atomic. On FerretDB 1.x (local runs and CI) it is NOT: it reads the matching
+documents, then writes them back by ``_id`` without checking the filter again, so two writers
+can both "win". Where a race matters, exactly-once decisions are taken by an INSERT with a
+unique ``_id`` (e.g. ``purge_claims``, ``delivery_final``, notify's first claim in
+``deliveries``), which is atomic on both.
 """
 
 from __future__ import annotations
@@ -20,6 +27,9 @@ TENANTS = "tenants"  # ingest (admin)
 API_KEYS = "api_keys"  # ingest (admin)
 IDEMPOTENCY = "idempotency_keys"  # ingest
 MESSAGES = "messages"  # store
+DELIVERY_STATUS = "delivery_status"  # store (sender-visible per-recipient state)
+DELIVERY_FINAL = "delivery_final"  # store (insert-only: first final state wins)
+PURGE_CLAIMS = "purge_claims"  # store (insert-only purge leases)
 AUDIT = "audit_events"  # store
 DEAD_LETTERS = "dead_letters"  # any worker, append-only
 DELIVERIES = "deliveries"  # notify (claims and per-recipient state)

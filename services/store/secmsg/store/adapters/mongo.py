@@ -20,9 +20,9 @@ from secmsg.shared.mongo import unavailable_as_503
 from secmsg.store.ports import Doc
 
 # Not (yet) in secmsg.shared.mongo; the name is fixed by docs/design.md.
-DELIVERY_STATUS = "delivery_status"
-DELIVERY_FINAL = "delivery_final"
-PURGE_CLAIMS = "purge_claims"
+DELIVERY_STATUS = mongo.DELIVERY_STATUS
+DELIVERY_FINAL = mongo.DELIVERY_FINAL
+PURGE_CLAIMS = mongo.PURGE_CLAIMS
 FINAL_DELIVERY_STATES = ("sent", "failed")
 
 
