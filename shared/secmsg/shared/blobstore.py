@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import queue
-import threading
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 import urllib3
@@ -37,17 +38,29 @@ class BlobStore(Protocol):
 
 
 class _QueueReader:
-    """File-like ``read(n)`` over chunks pushed from the event loop (thread-safe)."""
+    """File-like ``read(n)`` over chunks pushed from the event loop.
 
-    def __init__(self, maxsize: int = 8):
-        self.q: queue.Queue[object] = queue.Queue(maxsize=maxsize)
+    Feeding never needs a thread: the loop side waits on an ``asyncio.Semaphore`` for room,
+    and the reading thread hands room back with ``call_soon_threadsafe`` as it takes chunks.
+    (Feeding through ``asyncio.to_thread`` would deadlock once every worker thread of the
+    default executor sits in an upload blocked on ``read``.)
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, maxsize: int = 8):
+        self.q: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self.room = asyncio.Semaphore(maxsize)
+        self._loop = loop
         self._buf = bytearray()
         self._eof = False
-        self.aborted = threading.Event()
+
+    async def feed(self, item: object) -> None:
+        await self.room.acquire()
+        self.q.put(item)
 
     def read(self, n: int = -1) -> bytes:
         while not self._eof and (n < 0 or len(self._buf) < n):
             item = self.q.get()
+            self._loop.call_soon_threadsafe(self.room.release)
             if item is _EOF:
                 self._eof = True
             elif isinstance(item, BaseException):
@@ -70,9 +83,12 @@ def _unavailable(exc: BaseException) -> DependencyUnavailable:
 
 
 class S3BlobStore:
-    def __init__(self, client: Minio, bucket: str):
+    def __init__(self, client: Minio, bucket: str, max_uploads: int = 64):
         self._client = client
         self.bucket = bucket
+        # Each streaming upload holds one thread for its whole duration: give them their own
+        # pool so they never starve the default executor the short calls use.
+        self._uploads = ThreadPoolExecutor(max_uploads, thread_name_prefix="s3-upload")
 
     @classmethod
     def from_settings(cls, s: CommonSettings) -> S3BlobStore:
@@ -87,8 +103,11 @@ class S3BlobStore:
         return cls(client, s.s3_bucket)
 
     async def _call(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return await self._mapped(asyncio.to_thread(fn, *args, **kwargs))
+
+    async def _mapped(self, aw):  # type: ignore[no-untyped-def]
         try:
-            return await asyncio.to_thread(fn, *args, **kwargs)
+            return await aw
         except S3Error as exc:
             if exc.code in ("NoSuchKey", "NoSuchObject"):
                 raise NotFound("object not found") from None
@@ -114,21 +133,22 @@ class S3BlobStore:
 
         If ``chunks`` raises, the upload is aborted (no object is left) and the error re-raised.
         """
-        reader = _QueueReader()
-        upload = asyncio.ensure_future(self._call(
+        loop = asyncio.get_running_loop()
+        reader = _QueueReader(loop)
+        upload = loop.run_in_executor(self._uploads, functools.partial(
             self._client.put_object, self.bucket, key, reader, -1,
             part_size=PART_SIZE, num_parallel_uploads=1,
             content_type="application/octet-stream"))
 
         async def feed(item: object) -> bool:
             # Bounded hand-off; gives up if the upload thread has already died.
-            while not upload.done():
-                try:
-                    await asyncio.to_thread(reader.q.put, item, True, 0.5)
-                    return True
-                except queue.Full:
-                    continue
-            return False
+            room = asyncio.ensure_future(reader.room.acquire())
+            done, _ = await asyncio.wait({room, upload}, return_when=asyncio.FIRST_COMPLETED)
+            if room not in done:
+                room.cancel()
+                return False
+            reader.q.put(item)
+            return True
 
         total = 0
         try:
@@ -140,11 +160,11 @@ class S3BlobStore:
                 await feed(_EOF)
         except BaseException as exc:
             # Make the upload thread fail so minio aborts the multipart upload.
-            await feed(_Aborted(str(exc)))
+            reader.q.put(_Aborted(str(exc)))
             with contextlib.suppress(Exception):  # the producer's error is the one to report
                 await upload
             raise
-        await upload
+        await self._mapped(upload)
         return total
 
     async def put_bytes(self, key: str, data: bytes) -> None:
