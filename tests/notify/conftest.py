@@ -1,9 +1,11 @@
-"""Helpers for the notify tests: tenants, MessageStored events, the worker in-process, and a
-reader for the notification.* events it publishes. Retry timings are shrunk via env."""
+"""Helpers for the notify tests: tenants, MessageStored events, the worker in-process, a
+reader for the notification.* events it publishes, and readers/writers of the delivery claims
+in the NATS KV bucket. Retry timings are shrunk via env."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -12,9 +14,13 @@ from typing import Any, TypeVar
 
 import pytest
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import KeyNotFoundError, NoKeysError
+from nats.js.kv import KeyValue
 
 from devstack.smtp_sink import Sink
+from secmsg.notify.adapters import kv as claims_kv
 from secmsg.notify.app import NotifyWorker
+from secmsg.notify.service import delivery_key
 from secmsg.notify.settings import NotifySettings
 from secmsg.shared import bus, mongo
 from secmsg.shared.events import (
@@ -128,6 +134,45 @@ async def nbus(fast_env: dict[str, str]) -> AsyncIterator[Bus]:
     await bus.ensure_stream(nc)
     yield Bus(nc)
     await nc.close()
+
+
+def claim_key(tenant: str, message_id: str, address: str) -> str:
+    """The KV key of one recipient's claim (what ``KvDeliveryRepo`` derives)."""
+    return claims_kv.kv_key(delivery_key(tenant, message_id, address))
+
+
+async def claims_bucket(nc: Any) -> KeyValue:
+    """The claims bucket (created here if the worker has not started yet)."""
+    ttl = NotifySettings().claims_ttl_s
+    return await claims_kv.ensure_bucket(nc.jetstream(), ttl_s=ttl)
+
+
+async def read_claim(nc: Any, tenant: str, message_id: str, address: str
+                     ) -> dict[str, Any] | None:
+    kv = await claims_bucket(nc)
+    try:
+        entry = await kv.get(claim_key(tenant, message_id, address))
+    except KeyNotFoundError:
+        return None
+    return json.loads(entry.value or b"{}")
+
+
+async def all_claims(nc: Any) -> dict[str, dict[str, Any]]:
+    """Every claim in the bucket, by KV key."""
+    kv = await claims_bucket(nc)
+    try:
+        keys = await kv.keys()
+    except NoKeysError:
+        return {}
+    return {k: json.loads((await kv.get(k)).value or b"{}") for k in keys}
+
+
+async def write_claim(nc: Any, tenant: str, message_id: str, address: str,
+                      doc: dict[str, Any]) -> None:
+    """Put a claim as another worker would have left it (times as ISO-8601 strings)."""
+    kv = await claims_bucket(nc)
+    value = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in doc.items()}
+    await kv.create(claim_key(tenant, message_id, address), json.dumps(value).encode())
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""notify in-process against real NATS, FerretDB and the aiosmtpd sink."""
+"""notify in-process against real NATS (events and the claims KV bucket), FerretDB and the
+aiosmtpd sink."""
 
 from __future__ import annotations
 
@@ -11,14 +12,17 @@ import pytest
 
 from devstack.servers import free_port
 from devstack.smtp_sink import Faults, Sink
-from secmsg.shared import mongo
 from tests.notify.conftest import (
     DISCLAIMER,
     FOOTER,
     Bus,
+    all_claims,
+    claim_key,
     eventually,
     fix_sink_drop,
+    read_claim,
     stored_event,
+    write_claim,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -29,7 +33,7 @@ def kinds(events: list[Any], kind: str) -> list[Any]:
 
 
 async def test_one_mail_per_recipient_with_headers_body_and_markers(
-        tenant: str, sink: Sink, nbus: Bus, start_notify: Any, mongo_db: Any) -> None:
+        tenant: str, sink: Sink, nbus: Bus, start_notify: Any) -> None:
     await start_notify()
     ev = stored_event(to=["bob@example.org", "Carol@Example.org"],
                       cc=["dave@example.net", "carol@example.org"],  # carol twice: one mail
@@ -65,9 +69,9 @@ async def test_one_mail_per_recipient_with_headers_body_and_markers(
         assert f"Secure-Message-Id: {ev.message_id}" in msg.get_body(("plain",)).get_content()
     ids = {cap.message["Message-ID"] for cap in sink.messages}
     assert len(ids) == 3
-    docs = await mongo_db[mongo.DELIVERIES].find({}).to_list(None)
-    assert sorted(d["_id"] for d in docs) == [f"{tenant}:{ev.message_id}:{r}" for r in rcpts]
-    assert {d["state"] for d in docs} == {"sent"}
+    claims = await all_claims(nbus.nc)
+    assert sorted(claims) == sorted(claim_key(tenant, ev.message_id, r) for r in rcpts)
+    assert {d["state"] for d in claims.values()} == {"sent"}
 
 
 async def _n_events(nbus: Bus, kind: str, n: int) -> list[Any]:
@@ -92,7 +96,7 @@ async def test_duplicate_event_sends_no_second_mail(tenant: str, sink: Sink, nbu
 
 
 async def test_tempfail_twice_then_success_is_delivered_once(
-        tenant: str, sink: Sink, nbus: Bus, start_notify: Any, mongo_db: Any) -> None:
+        tenant: str, sink: Sink, nbus: Bus, start_notify: Any) -> None:
     await start_notify()
     sink.handler.faults = Faults(mode="tempfail", count=2)
     ev = stored_event(to=["bob@example.org"])
@@ -103,12 +107,12 @@ async def test_tempfail_twice_then_success_is_delivered_once(
     assert [e.attempt for e in deferred] == [1, 2]
     assert all("451" in e.reason for e in deferred)
     assert len(sink.messages) == 1
-    doc = await mongo_db[mongo.DELIVERIES].find_one({})
-    assert doc["state"] == "sent" and doc["attempts"] == 3
+    doc = await read_claim(nbus.nc, tenant, ev.message_id, "bob@example.org")
+    assert doc is not None and doc["state"] == "sent" and doc["attempts"] == 3
 
 
 async def test_permanent_failure_fails_at_once_without_retry(
-        tenant: str, sink: Sink, nbus: Bus, start_notify: Any, mongo_db: Any) -> None:
+        tenant: str, sink: Sink, nbus: Bus, start_notify: Any) -> None:
     await start_notify()
     sink.handler.faults = Faults(mode="permfail", count=None)
     ev = stored_event(to=["bob@example.org"])
@@ -116,8 +120,8 @@ async def test_permanent_failure_fails_at_once_without_retry(
     [failed] = await eventually(lambda: nbus.events("notification.failed"), what="failed event")
     assert failed.recipient == "bob@example.org" and "550" in failed.reason
     await asyncio.sleep(1.5)  # retries would come within this (base 0.2 s)
-    doc = await mongo_db[mongo.DELIVERIES].find_one({})
-    assert doc["state"] == "failed" and doc["attempts"] == 1
+    doc = await read_claim(nbus.nc, tenant, ev.message_id, "bob@example.org")
+    assert doc is not None and doc["state"] == "failed" and doc["attempts"] == 1
     assert await nbus.events("notification.deferred") == []
     assert sink.messages == []
 
@@ -210,13 +214,13 @@ async def test_unknown_tenant_still_notified_with_defaults(sink: Sink, nbus: Bus
 
 
 async def test_recipient_held_by_a_live_lease_waits_for_it_then_is_sent_once(
-        tenant: str, sink: Sink, nbus: Bus, start_notify: Any, mongo_db: Any) -> None:
+        tenant: str, sink: Sink, nbus: Bus, start_notify: Any) -> None:
     ev = stored_event(to=["bob@example.org", "carol@example.org"])
     # Another (dead) worker's claim on bob, valid for 2 more seconds.
     held_until = datetime.now(UTC) + timedelta(seconds=2)
-    await mongo_db[mongo.DELIVERIES].insert_one({
-        "_id": f"{tenant}:{ev.message_id}:bob@example.org", "state": "sending",
-        "lease_until": held_until, "attempts": 1, "updated_at": datetime.now(UTC)})
+    await write_claim(nbus.nc, tenant, ev.message_id, "bob@example.org", {
+        "state": "sending", "lease_until": held_until, "attempts": 1,
+        "updated_at": datetime.now(UTC)})
     await start_notify()
     await nbus.publish(ev)
     await eventually(lambda: sink.handler.for_recipient("carol@example.org"), what="carol")
@@ -224,7 +228,6 @@ async def test_recipient_held_by_a_live_lease_waits_for_it_then_is_sent_once(
     [bob] = await eventually(lambda: sink.handler.for_recipient("bob@example.org"),
                              what="bob after the lease ran out")
     assert bob.received_at >= held_until.timestamp()
-    doc = await mongo_db[mongo.DELIVERIES].find_one(
-        {"_id": f"{tenant}:{ev.message_id}:bob@example.org"})
-    assert doc["state"] == "sent" and doc["attempts"] == 2
+    doc = await read_claim(nbus.nc, tenant, ev.message_id, "bob@example.org")
+    assert doc is not None and doc["state"] == "sent" and doc["attempts"] == 2
     assert len(sink.messages) == 2

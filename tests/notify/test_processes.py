@@ -12,8 +12,7 @@ import pytest
 
 from devstack.servers import Server
 from devstack.smtp_sink import Sink
-from secmsg.shared import mongo
-from tests.notify.conftest import FAST, Bus, eventually, stored_event
+from tests.notify.conftest import FAST, Bus, all_claims, eventually, stored_event
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -111,7 +110,7 @@ class RcptGate:
 
 
 async def test_sigkill_mid_load_then_restart_notifies_each_recipient_once(
-        tenant: str, sink: Sink, nbus: Bus, services: Any, mongo_db: Any) -> None:
+        tenant: str, sink: Sink, nbus: Bus, services: Any) -> None:
     gate = RcptGate(sink)
     slow = {**FAST, "SECMSG_SMTP_TIMEOUT_S": "5", "SECMSG_NOTIFY_LEASE_S": "6"}
     proc = services("notify", **slow)
@@ -126,7 +125,7 @@ async def test_sigkill_mid_load_then_restart_notifies_each_recipient_once(
     before = len(sink.messages)
     proc.kill()
     assert before < len(expected), "all mail went out before the kill; nothing was mid-flight"
-    claims = await mongo_db[mongo.DELIVERIES].count_documents({"state": "sending"})
+    claims = sum(d["state"] == "sending" for d in (await all_claims(nbus.nc)).values())
     gate.open.set()
 
     services("notify", **slow)
@@ -137,5 +136,6 @@ async def test_sigkill_mid_load_then_restart_notifies_each_recipient_once(
     assert set(counts) == expected
     assert max(counts.values()) == 1, [r for r, n in counts.items() if n > 1]
     assert claims >= 1, "expected claims left behind by the killed worker"
-    states = await mongo_db[mongo.DELIVERIES].distinct("state")
-    assert states == ["sent"]
+    states = {d["state"] for d in (await all_claims(nbus.nc)).values()}
+    assert states == {"sent"}
+    assert len(await all_claims(nbus.nc)) == len(expected)

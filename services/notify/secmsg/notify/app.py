@@ -1,8 +1,9 @@
-"""Wiring: MongoDB, NATS (stream, publisher, the durable pull consumer), the SMTP pool, and the
-small HTTP app for /healthz, /readyz and /metrics.
+"""Wiring: MongoDB (tenants, dead letters), NATS (stream, publisher, the durable pull consumer,
+the claims KV bucket), the SMTP pool, and the small HTTP app for /healthz, /readyz, /metrics.
 
 Replicas share the durable consumer ``notify-stored``; JetStream hands each event to one of
-them, and the claims in ``deliveries`` keep a redelivered event from notifying anyone twice.
+them, and the per-recipient claims in the ``SECMSG_DELIVERIES`` KV bucket keep a redelivered
+event from notifying anyone twice.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from nats.js.api import ConsumerConfig
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo import AsyncMongoClient
 
-from secmsg.notify.adapters.mongo import MongoDeliveryRepo, MongoTenantDirectory
+from secmsg.notify.adapters.kv import KvDeliveryRepo
+from secmsg.notify.adapters.mongo import MongoTenantDirectory
 from secmsg.notify.adapters.smtp import SmtpMailer
 from secmsg.notify.handlers import make_on_message_stored
 from secmsg.notify.ports import SmtpTarget
@@ -48,6 +50,10 @@ class NotifyWorker:
         if self.settings.lease_s <= self.common.smtp_timeout_s:
             raise ValueError("SECMSG_NOTIFY_LEASE_S must be longer than SECMSG_SMTP_TIMEOUT_S, "
                              "or a slow send could outlive its claim and be sent twice")
+        if self.settings.claims_ttl_s <= self.settings.give_up_after_s:
+            raise ValueError("SECMSG_NOTIFY_CLAIMS_TTL_S must be longer than "
+                             "SECMSG_NOTIFY_GIVE_UP_AFTER_S, or a claim could expire while its "
+                             "event is still being retried and the recipient be notified again")
         self.policy = NotifyPolicy(lease_s=self.settings.lease_s,
                                    retry_base_s=self.settings.retry_base_s,
                                    retry_max_s=self.settings.retry_max_s,
@@ -55,7 +61,7 @@ class NotifyWorker:
         self.smtp_target = platform_smtp(self.common)
         self.mongo: AsyncMongoClient[Any] = make_client(self.common)
         self.db = self.mongo[self.common.mongo_db]
-        self.deliveries = MongoDeliveryRepo(self.db)
+        self.deliveries: KvDeliveryRepo  # bound in start(): it needs the NATS connection
         self.tenants = MongoTenantDirectory(self.db, ttl_s=self.settings.tenant_cache_s)
         self.mailer = SmtpMailer(pool_size=self.settings.smtp_pool_size)
         self.nc: NATS | None = None
@@ -81,6 +87,7 @@ class NotifyWorker:
         self.nc = await bus.connect(self.common.nats_url, "secmsg-notify-publisher")
         await bus.ensure_stream(self.nc)
         self.publisher = bus.EventPublisher(self.nc)
+        self.deliveries = await KvDeliveryRepo.open(self.nc, ttl_s=self.settings.claims_ttl_s)
         await self.broker.start()
         log.info("notify started", extra={"event": "startup"})
 
@@ -96,12 +103,13 @@ class NotifyWorker:
         log.info("notify stopped", extra={"event": "shutdown"})
 
     async def readiness(self) -> dict[str, str]:
-        """Problems by dependency; empty when NATS and MongoDB answer."""
+        """Problems by dependency; empty when NATS (stream, claims bucket) and MongoDB answer."""
         problems: dict[str, str] = {}
         try:
             if self.nc is None:
                 raise DependencyUnavailable("not connected yet")
             await self.publisher.ping()
+            await self.deliveries.ping()
         except DependencyUnavailable as exc:
             problems["nats"] = exc.detail
         try:

@@ -2,18 +2,19 @@
 
 For each recipient, in order:
 
-1. **claim** the ``deliveries`` document ``<tenant>:<message_id>:<address lower>`` with a lease
-   (``DeliveryRepo.claim``): a fresh claim, a ``deferred`` one, or a ``sending`` one whose lease
-   ran out (its worker died) is ours; ``sent``/``failed`` is final (its event is published
+1. **claim** the recipient ``<tenant>:<message_id>:<address lower>`` with a lease
+   (``DeliveryRepo.claim``; the claims live in a NATS JetStream KV bucket, ``adapters/kv.py``):
+   a fresh claim, a ``deferred`` one, or a ``sending`` one whose lease ran out (its worker
+   died) is ours; ``sent``/``failed`` is final (its event is published
    again -- the Nats-Msg-Id drops the copy); a live lease held by another worker means "later".
 2. **send** through the ``Mailer`` within the lease.
 3. **record** ``sent`` (or ``deferred`` / ``failed``), then publish the matching event.
 
 The one unavoidable duplicate window: the SMTP server has accepted the message (250 after
-DATA) but this process dies -- or MongoDB refuses the write -- before step 3 stores ``sent``.
-The claim then stays ``sending`` until its lease ends and the recipient is notified a second
-time. The window is the one MongoDB round trip between the 250 reply and the update (plus a
-few quick retries of that update); nothing else happens in between.
+DATA) but this process dies -- or the claims store refuses the write -- before step 3 stores
+``sent``. The claim then stays ``sending`` until its lease ends and the recipient is notified a
+second time. The window is the KV read and compare-and-set between the 250 reply and ``sent``
+(plus a few quick retries of them); nothing else happens in between.
 
 Temporary failures (4xx, connection trouble) leave the recipient ``deferred``; the caller
 raises :class:`RetryLater` so the whole event is redelivered after a back-off, and recipients

@@ -27,6 +27,10 @@ class NotifySettings(BaseSettings):
         default=172800.0, ge=0,
         description="after this long since the message was received, a temporary failure "
                     "becomes a permanent one")
+    claims_ttl_s: float = Field(
+        default=30 * 24 * 3600.0, gt=0,
+        description="how long a recipient's delivery claim is kept (KV bucket max_age); must "
+                    "exceed GIVE_UP_AFTER_S, or a redelivered event could notify again")
     smtp_pool_size: int = Field(default=4, ge=1, description="connections per SMTP target")
     tenant_cache_s: float = Field(default=60.0, ge=0)
     fetch_timeout_s: float = Field(default=5.0, gt=0)

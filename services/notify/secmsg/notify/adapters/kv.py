@@ -1,0 +1,239 @@
+"""notify's per-recipient delivery claims in a NATS JetStream Key-Value bucket.
+
+Why KV and not MongoDB: every decision here is a compare-and-set on the entry's revision
+(``create`` fails if the key exists, ``update(..., last=revision)`` fails if anyone wrote
+since we read), which JetStream enforces on every deployment -- unlike FerretDB 1.x, whose
+conditional updates are not atomic (see docs/design.md, "Atomicity"). It also takes the two
+database writes per notification off MongoDB.
+
+One entry per recipient, key ``<tenant>.<message_id>.<sha256(address lower)[:32]>`` (KV keys
+allow only ``[-/_=.a-zA-Z0-9]``, and the address stays out of the key); the value is compact
+JSON ``{state, attempts, lease_until, created_at, updated_at, reason?, smtp_target?,
+sent_at?, retry_at?}`` with ISO-8601 UTC times. See ``service.py`` for what the states mean.
+
+The bucket keeps one revision per key (history 1) on file storage; entries expire after
+``SECMSG_NOTIFY_CLAIMS_TTL_S`` (max_age), which must outlive every redelivery of the event.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from hashlib import sha256
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import (
+    BadRequestError,
+    InvalidKeyError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NotFoundError,
+)
+from nats.js.kv import KeyValue
+
+from secmsg.notify.ports import Claim
+from secmsg.shared.errors import DependencyUnavailable
+
+log = logging.getLogger(__name__)
+
+BUCKET = "SECMSG_DELIVERIES"
+STREAM = f"KV_{BUCKET}"  # the stream JetStream keeps a bucket in
+FINAL_STATES = ("sent", "failed")
+KV_TIMEOUT_S = 5.0
+# Compare-and-set rounds before giving up on a key: each lost round means another writer got
+# in between, and only a handful of workers ever touch one recipient.
+_CAS_TRIES = 10
+
+_Change = Callable[[dict[str, Any]], "dict[str, Any] | None"]
+
+
+def kv_key(key: str) -> str:
+    """The bucket key for a port key ``<tenant>:<message_id>:<address lower>``."""
+    tenant, message_id, address = key.split(":", 2)
+    digest = sha256(address.lower().encode()).hexdigest()[:32]
+    return f"{tenant}.{message_id}.{digest}"
+
+
+def _ts(dt: datetime | None) -> str | None:
+    return dt.isoformat() if dt is not None else None
+
+
+def _dt(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _encode(doc: dict[str, Any]) -> bytes:
+    return json.dumps({k: v for k, v in doc.items() if v is not None},
+                      separators=(",", ":")).encode()
+
+
+def _decode(raw: bytes | None) -> dict[str, Any]:
+    return json.loads(raw) if raw else {}
+
+
+@asynccontextmanager
+async def _unavailable_as_503() -> AsyncIterator[None]:
+    """NATS trouble (not connected, timeouts, JetStream errors) → retry the event later."""
+    try:
+        yield
+    except InvalidKeyError:
+        raise  # a bug in the key derivation, not an outage
+    except (NatsError, OSError, TimeoutError) as exc:
+        raise DependencyUnavailable(f"delivery claims unavailable ({type(exc).__name__})") \
+            from exc
+
+
+async def ensure_bucket(js: JetStreamContext, *, ttl_s: float) -> KeyValue:
+    """Create the claims bucket, or bind it and bring its TTL up to date. Idempotent."""
+    async with _unavailable_as_503():
+        try:
+            si = await js.stream_info(STREAM)
+        except NotFoundError:
+            try:
+                return await js.create_key_value(KeyValueConfig(
+                    bucket=BUCKET, description="secmsg notify: per-recipient delivery claims",
+                    history=1, storage=StorageType.FILE, ttl=ttl_s))
+            except BadRequestError:
+                # Another replica created it in between, configured differently.
+                si = await js.stream_info(STREAM)
+        if si.config.max_age is None or abs(si.config.max_age - ttl_s) > 1e-3:
+            log.info("updating the claims bucket TTL to %.0fs", ttl_s)
+            await js.update_stream(si.config.evolve(max_age=ttl_s))
+        return await js.key_value(BUCKET)
+
+
+class KvDeliveryRepo:
+    """``DeliveryRepo`` over a JetStream KV bucket; every state change is a CAS write."""
+
+    def __init__(self, nc: NATS, kv: KeyValue) -> None:
+        self._nc = nc
+        self._kv = kv
+
+    @classmethod
+    async def open(cls, nc: NATS, *, ttl_s: float,
+                   timeout_s: float = KV_TIMEOUT_S) -> KvDeliveryRepo:
+        kv = await ensure_bucket(nc.jetstream(timeout=timeout_s), ttl_s=ttl_s)
+        return cls(nc, kv)
+
+    async def ping(self) -> None:
+        """Raise ``DependencyUnavailable`` unless the bucket answers (for /readyz)."""
+        self._check_connected()
+        async with _unavailable_as_503():
+            await self._kv.status()
+
+    def _check_connected(self) -> None:
+        # While reconnecting, requests would sit in the client's buffer until they time out.
+        if not self._nc.is_connected:
+            raise DependencyUnavailable("delivery claims unavailable (NATS is not connected)")
+
+    async def _get(self, k: str) -> tuple[int, dict[str, Any]] | None:
+        try:
+            entry = await self._kv.get(k)
+        except KeyNotFoundError:  # also a deleted/purged key
+            return None
+        return entry.revision or 0, _decode(entry.value)
+
+    async def _create(self, k: str, doc: dict[str, Any]) -> bool:
+        try:
+            await self._kv.create(k, _encode(doc))
+        except KeyWrongLastSequenceError:
+            return False
+        return True
+
+    async def _replace(self, k: str, doc: dict[str, Any], revision: int) -> bool:
+        try:
+            await self._kv.update(k, _encode(doc), last=revision)
+        except KeyWrongLastSequenceError:
+            return False
+        return True
+
+    async def claim(self, key: str, *, now: datetime, lease_until: datetime) -> Claim:
+        self._check_connected()
+        k = kv_key(key)
+        async with _unavailable_as_503():
+            for _ in range(_CAS_TRIES):
+                if await self._create(k, {"state": "sending", "attempts": 1,
+                                          "lease_until": _ts(lease_until),
+                                          "created_at": _ts(now), "updated_at": _ts(now)}):
+                    return Claim("claimed", "sending", 1, lease_until)
+                got = await self._get(k)
+                if got is None:  # expired or deleted since our create: create again
+                    continue
+                revision, doc = got
+                state = str(doc.get("state"))
+                attempts = int(doc.get("attempts", 0))
+                if state in FINAL_STATES:
+                    return Claim("final", state, max(1, attempts), reason=doc.get("reason"),
+                                 smtp_target=doc.get("smtp_target"))
+                held_until = _dt(doc.get("lease_until"))
+                if state == "deferred" or (state == "sending"
+                                           and (held_until is None or held_until < now)):
+                    taken = {**doc, "state": "sending", "attempts": attempts + 1,
+                             "lease_until": _ts(lease_until), "updated_at": _ts(now),
+                             "retry_at": None}
+                    if await self._replace(k, taken, revision):
+                        return Claim("claimed", "sending", attempts + 1, lease_until)
+                    continue  # someone else wrote first: look again
+                return Claim("busy", state, attempts,
+                             lease_until=held_until if state == "sending" else None)
+        return Claim("busy", "contended", 0)
+
+    async def _transition(self, key: str, change: _Change, *,
+                          create: dict[str, Any] | None) -> None:
+        """CAS loop: ``change(doc)`` returns the new doc, or None to leave the entry as is."""
+        self._check_connected()
+        k = kv_key(key)
+        async with _unavailable_as_503():
+            for _ in range(_CAS_TRIES):
+                got = await self._get(k)
+                if got is None:
+                    if create is None or await self._create(k, create):
+                        return
+                    continue
+                revision, doc = got
+                new = change(doc)
+                if new is None or await self._replace(k, new, revision):
+                    return
+        raise DependencyUnavailable("delivery claim kept changing under us; retrying later")
+
+    async def mark_sent(self, key: str, *, now: datetime, smtp_target: str) -> None:
+        fields = {"state": "sent", "lease_until": None, "updated_at": _ts(now),
+                  "sent_at": _ts(now), "smtp_target": smtp_target, "reason": None,
+                  "retry_at": None}
+
+        def change(doc: dict[str, Any]) -> dict[str, Any] | None:
+            # The SMTP server accepted the mail: that is the truth whatever the entry says.
+            return None if doc.get("state") == "sent" else {**doc, **fields}
+
+        await self._transition(key, change, create={"attempts": 1, "created_at": _ts(now),
+                                                    **fields})
+
+    async def mark_deferred(self, key: str, *, now: datetime, reason: str,
+                            retry_at: datetime) -> None:
+        def change(doc: dict[str, Any]) -> dict[str, Any] | None:
+            # Only our own claim: never turn a concurrent worker's final state back.
+            if doc.get("state") != "sending":
+                return None
+            return {**doc, "state": "deferred", "lease_until": None, "updated_at": _ts(now),
+                    "reason": reason, "retry_at": _ts(retry_at)}
+
+        await self._transition(key, change, create=None)
+
+    async def mark_failed(self, key: str, *, now: datetime, reason: str) -> None:
+        fields = {"state": "failed", "lease_until": None, "updated_at": _ts(now),
+                  "reason": reason, "retry_at": None}
+
+        def change(doc: dict[str, Any]) -> dict[str, Any] | None:
+            if doc.get("state") in FINAL_STATES:
+                return None
+            return {**doc, **fields}
+
+        await self._transition(key, change, create={"attempts": 1, "created_at": _ts(now),
+                                                    **fields})
