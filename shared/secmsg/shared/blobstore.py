@@ -25,7 +25,7 @@ from secmsg.shared.errors import DependencyUnavailable, NotFound
 from secmsg.shared.settings import CommonSettings
 
 PART_SIZE = 8 * 1024 * 1024
-CHUNK = 1024 * 1024
+CHUNK = 4 * 1024 * 1024
 _EOF = object()
 
 

@@ -78,14 +78,20 @@ class SegmentEncryptor:
     def update(self, data: bytes) -> bytes:
         """Add plaintext; return the ciphertext of every segment now known not to be last."""
         self.plaintext_size += len(data)
-        self._buf += data
-        out = bytearray()
         size = self._segment_size
+        if self._buf:
+            view = memoryview(bytes(self._buf) + data)  # leftover is < one segment
+            self._buf.clear()
+        else:
+            view = memoryview(data)
+        parts = []
+        pos = 0
         # Keep at least one byte back so the segment that turns out last gets the final flag.
-        while len(self._buf) > size:
-            out += self._seal(bytes(self._buf[:size]), final=False)
-            del self._buf[:size]
-        return bytes(out)
+        while len(view) - pos > size:
+            parts.append(self._seal(view[pos:pos + size], final=False))
+            pos += size
+        self._buf += view[pos:]
+        return b"".join(parts)
 
     def finalize(self) -> bytes:
         if self.finished:
@@ -95,7 +101,7 @@ class SegmentEncryptor:
         self._buf.clear()
         return last
 
-    def _seal(self, chunk: bytes, *, final: bool) -> bytes:
+    def _seal(self, chunk: bytes | memoryview, *, final: bool) -> bytes:
         aad = _aad(self._object_id, self._index, final)
         ct = self._aead.encrypt(_nonce(self._index), chunk, aad)
         self._index += 1
@@ -142,7 +148,7 @@ class SegmentDecryptor:
         self._to_skip = plan.skip
         self._remaining = plan.length
 
-    def _open(self, sealed: bytes) -> bytes:
+    def _open(self, sealed: bytes | memoryview) -> bytes:
         final = self._index == self._count - 1
         try:
             pt = self._aead.decrypt(_nonce(self._index), sealed,
@@ -160,14 +166,19 @@ class SegmentDecryptor:
         return pt
 
     def update(self, data: bytes) -> bytes:
-        self._buf += data
         stride = self._segment_size + TAG_SIZE
-        out = bytearray()
-        while len(self._buf) >= stride and self._index <= self._plan.last_segment:
-            sealed = bytes(self._buf[:stride])
-            del self._buf[:stride]
-            out += self._open(sealed)
-        return bytes(out)
+        if self._buf:
+            view = memoryview(bytes(self._buf) + data)  # leftover is < one sealed segment
+            self._buf.clear()
+        else:
+            view = memoryview(data)
+        parts = []
+        pos = 0
+        while len(view) - pos >= stride and self._index <= self._plan.last_segment:
+            parts.append(self._open(view[pos:pos + stride]))
+            pos += stride
+        self._buf += view[pos:]
+        return b"".join(parts)
 
     def finalize(self) -> bytes:
         out = b""
