@@ -111,10 +111,16 @@ class MongoTenantRepo:
 
 
 class MongoCodeRepo:
-    """One live code per (tenant, address); ``_id`` is ``<tenant>:<address>``."""
+    """One live code per (tenant, address); ``_id`` is ``<tenant>:<address>``.
+
+    Single use is decided by inserting a marker with a unique ``_id`` (code + issue time) into
+    ``login_codes_used``: an insert is atomic on every MongoDB-wire server, whereas
+    ``find_one_and_delete`` is not on FerretDB 1.x (two concurrent calls can both get the doc).
+    """
 
     def __init__(self, db: AsyncDatabase[Doc]):
         self._col = db[mongo.LOGIN_CODES]
+        self._used = db[mongo.LOGIN_CODES + "_used"]
 
     async def replace(self, *, tenant_id: str, address: str, code_hash: str,
                       expires_at: datetime, now: datetime) -> None:
@@ -127,12 +133,19 @@ class MongoCodeRepo:
                       max_attempts: int) -> bool:
         key = f"{tenant_id}:{address}"
         async with mongo.unavailable_as_503():
-            # Deleting on match makes the code single-use even under concurrent submissions.
-            used = await self._col.find_one_and_delete({
+            match = await self._col.find_one({
                 "_id": key, "code_hash": code_hash, "expires_at": {"$gt": now},
                 "attempts": {"$lt": max_attempts},
             })
-            if used is not None:
+            if match is not None:
+                issued = match.get("created_at")
+                marker = f"{key}:{code_hash}:{issued.isoformat() if issued else ''}"
+                try:
+                    await self._used.insert_one({"_id": marker, "expires_at": match["expires_at"],
+                                                 "used_at": now})
+                except DuplicateKeyError:
+                    return False  # a concurrent submission of the same code won
+                await self._col.delete_one({"_id": key, "code_hash": code_hash})
                 return True
             await self._col.update_one({"_id": key}, {"$inc": {"attempts": 1}})
         return False
@@ -198,7 +211,8 @@ class MongoRateLimiter:
 
 async def ensure_indexes(db: AsyncDatabase[Doc]) -> None:
     """Clean-up indexes; best effort, because not every MongoDB-wire server expires by TTL."""
-    for name in (mongo.LOGIN_CODES, mongo.SESSIONS, mongo.RATE_LIMITS):
+    for name in (mongo.LOGIN_CODES, mongo.LOGIN_CODES + "_used", mongo.SESSIONS,
+                 mongo.RATE_LIMITS):
         try:
             await db[name].create_index([("expires_at", ASCENDING)], expireAfterSeconds=0,
                                         name="expires_at_ttl")
