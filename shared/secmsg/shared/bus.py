@@ -16,7 +16,7 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from nats.js.errors import NotFoundError
 from pydantic import BaseModel
 
-from secmsg.shared import subjects
+from secmsg.shared import subjects, telemetry
 from secmsg.shared.errors import DependencyUnavailable, PublishUnconfirmed
 
 log = logging.getLogger(__name__)
@@ -66,14 +66,20 @@ class EventPublisher:
         if not self._nc.is_connected:
             raise DependencyUnavailable(f"event bus unavailable, could not publish {subj} "
                                         "(NATS is not connected)")
+        kind = str(getattr(event, "kind", type(event).__name__))
+        headers = {"Nats-Msg-Id": msg_id}
         try:
-            ack = await self._js.publish(subj, event.model_dump_json().encode(),
-                                         timeout=self._timeout, stream=subjects.STREAM,
-                                         headers={"Nats-Msg-Id": msg_id})
+            with telemetry.publish_span(subj, headers):
+                ack = await self._js.publish(subj, event.model_dump_json().encode(),
+                                             timeout=self._timeout, stream=subjects.STREAM,
+                                             headers=headers)
         except (NatsError, OSError, TimeoutError) as exc:
+            telemetry.EVENTS_PUBLISHED.labels(kind, "failed").inc()
             raise PublishUnconfirmed(
                 f"event bus did not confirm {subj} ({type(exc).__name__})"
             ) from exc
+        telemetry.EVENTS_PUBLISHED.labels(kind, "duplicate" if ack.duplicate else "published"
+                                          ).inc()
         return not ack.duplicate
 
     async def ping(self) -> None:

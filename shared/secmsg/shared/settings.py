@@ -25,6 +25,13 @@ class CommonSettings(BaseSettings):
         default="development",
         description="'production' refuses the development placeholder secrets")
     log_level: str = Field(default="INFO", description="Python log level of the JSON logs")
+    otel_enabled: bool = Field(
+        default=False, description="OpenTelemetry tracing across HTTP and NATS (see "
+                                   "docs/observability.md); off by default")
+    otel_endpoint: str | None = Field(
+        default=None, description="OTLP/HTTP collector URL for traces, e.g. "
+                                  "http://otel-collector:4318 (unset: OTEL_EXPORTER_OTLP_* "
+                                  "or the exporter's default)")
 
     nats_url: str = Field(default="nats://127.0.0.1:4222",
                           description="NATS server(s) with JetStream, comma-separated")

@@ -28,7 +28,7 @@ from secmsg.ingest.routes import router
 from secmsg.ingest.service import Options
 from secmsg.ingest.settings import IngestSettings
 from secmsg.ingest.wiring import Deps
-from secmsg.shared import mongo
+from secmsg.shared import mongo, telemetry
 from secmsg.shared.blobstore import S3BlobStore
 from secmsg.shared.errors import DependencyUnavailable, SecmsgError
 from secmsg.shared.settings import CommonSettings
@@ -126,6 +126,7 @@ def create_app(common: CommonSettings | None = None, cfg: IngestSettings | None 
     )
     app.add_middleware(_Metrics)
     app.include_router(router)
+    telemetry.instrument_fastapi(app, telemetry.setup_tracing("ingest", common))
 
     @app.exception_handler(SecmsgError)
     async def on_secmsg_error(_: Request, exc: SecmsgError) -> JSONResponse:

@@ -14,6 +14,7 @@ from collections.abc import Generator
 
 import uvicorn
 
+from secmsg.notify import observability
 from secmsg.notify.app import NotifyWorker, make_http_app
 from secmsg.notify.settings import NotifySettings
 from secmsg.shared import logs
@@ -32,6 +33,7 @@ async def main() -> None:
     common, settings = CommonSettings(), NotifySettings()
     logs.setup("notify", common.log_level)
     worker = NotifyWorker(common, settings)
+    obs = observability.attach(worker)
     server = _Server(uvicorn.Config(
         make_http_app(worker), host=settings.host, port=settings.port, lifespan="off",
         access_log=False, log_config=None, log_level="warning"))
@@ -43,9 +45,11 @@ async def main() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, request_exit)
     await worker.start()
+    await obs.start()
     try:
         await server.serve()
     finally:
+        await obs.stop()
         await worker.stop()
 
 

@@ -34,7 +34,7 @@ from secmsg.retrieve.deps import Deps
 from secmsg.retrieve.metrics import BYTES_OUT, LATENCY, REQUESTS
 from secmsg.retrieve.service import RangeUnsatisfiable, RateLimited
 from secmsg.retrieve.settings import RetrieveSettings
-from secmsg.shared import bus, mongo
+from secmsg.shared import bus, mongo, telemetry
 from secmsg.shared.blobstore import S3BlobStore
 from secmsg.shared.errors import (
     DependencyUnavailable,
@@ -216,6 +216,7 @@ def create_app(common: CommonSettings | None = None,
     app.add_exception_handler(Exception, on_unexpected)
     app.include_router(routes.api)
     app.include_router(routes.pages)
+    telemetry.instrument_fastapi(app, telemetry.setup_tracing("retrieve", common))
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

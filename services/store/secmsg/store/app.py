@@ -23,7 +23,7 @@ from nats.aio.client import Client as NATS
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo import AsyncMongoClient
 
-from secmsg.shared import bus
+from secmsg.shared import bus, subjects, telemetry
 from secmsg.shared.blobstore import S3BlobStore
 from secmsg.shared.errors import DependencyUnavailable
 from secmsg.shared.mongo import make_client
@@ -97,6 +97,8 @@ def create_app(common: CommonSettings | None = None,
     broker = NatsBroker(common.nats_url, name="secmsg-store", max_reconnect_attempts=-1,
                         reconnect_time_wait=1, graceful_timeout=cfg.graceful_timeout_s,
                         logger=logging.getLogger("secmsg.store.broker"))
+    if (tracing := telemetry.nats_middleware(telemetry.setup_tracing("store", common))):
+        broker.add_middleware(tracing)
     register(broker, rt.get_deps, cfg)
 
     async def start_clients() -> None:
@@ -125,6 +127,10 @@ def create_app(common: CommonSettings | None = None,
             cfg.orphan_sweep_interval_s, "orphan sweep",
             lambda: service.sweep_orphans(messages=d.messages, blobs=d.blobs,
                                           grace_s=cfg.orphan_grace_s))))
+        if rt.nc is not None:
+            rt.tasks.append(asyncio.create_task(telemetry.watch_consumer_lag(
+                rt.nc.jetstream(), [subjects.STORE_RECEIVED, subjects.STORE_DELIVERY,
+                                    subjects.STORE_AUDIT])))
 
     async def stop_loops() -> None:
         for task in rt.tasks:
