@@ -8,12 +8,27 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 
 correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "correlation_id", default=None)
 tenant_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("tenant_id", default=None)
+
+# A safety net under the rule "log metadata only": library exceptions quote what they were
+# given (an SMTP refusal names the recipient), so addresses and API keys are masked in every
+# message and traceback before the line is written.
+_ADDRESS = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_API_KEY = re.compile(r"smk_[0-9a-f]+_[\w-]+")
+
+
+def redact(text: str) -> str:
+    if "@" in text:
+        text = _ADDRESS.sub("<address>", text)
+    if "smk_" in text:
+        text = _API_KEY.sub("<api-key>", text)
+    return text
 
 
 class JsonFormatter(logging.Formatter):
@@ -27,7 +42,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "service": self.service,
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": redact(record.getMessage()),
         }
         if cid := correlation_id.get():
             data["message_id"] = cid
@@ -38,7 +53,7 @@ class JsonFormatter(logging.Formatter):
                 data[key] = getattr(record, key)
         if record.exc_info:
             data["exc_type"] = record.exc_info[0].__name__ if record.exc_info[0] else None
-            data["exc"] = self.formatException(record.exc_info)
+            data["exc"] = redact(self.formatException(record.exc_info))
         return json.dumps(data, default=str)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -14,11 +16,13 @@ from secmsg.retrieve.deps import ClientIpDep, DepsDep, SessionDep, TokenDep, Use
 from secmsg.retrieve.headers import content_disposition, safe_content_type
 from secmsg.retrieve.ports import MessageRecord
 from secmsg.retrieve.service import CodeRequest, NewSession
+from secmsg.shared import logs
 from secmsg.shared.errors import Unauthorized
 from secmsg.shared.subjects import TENANT_ID_RE
 
 TENANT_PATTERN = TENANT_ID_RE.pattern
 ID_PATTERN = r"^[0-9a-f]{32}$"
+log = logging.getLogger(__name__)
 EXAMPLE_ID = "3f2a9c1e5b7d4e8fa0b1c2d3e4f50617"
 
 
@@ -93,6 +97,14 @@ class MessageOut(MessageSummary):
     text: str | None = Field(description="Plain-text body, if any")
     html: str | None = Field(description="HTML body as the sender wrote it (sanitize to show)")
     attachments: list[AttachmentOut]
+
+
+def _correlate(message_id: str, tenant_id: str) -> None:
+    # Each request runs in its own task, so these stay with this request's log lines.
+    # Only a well-formed id: the path is the client's text, and logs must not carry it.
+    if re.fullmatch(ID_PATTERN, message_id):
+        logs.correlation_id.set(message_id)
+    logs.tenant_id.set(tenant_id)
 
 
 def _summary(r: MessageRecord) -> dict[str, Any]:
@@ -179,12 +191,14 @@ MessageId = Annotated[str, Path(max_length=64, description="32 hex characters",
          responses=_errors(401, 404, 503))
 async def read_message(message_id: MessageId, session: SessionDep, deps: DepsDep,
                        ip: ClientIpDep, ua: UserAgentDep) -> MessageOut:
+    _correlate(message_id, session.tenant_id)
     view = await service.read_message(session=session, message_id=message_id,
                                       messages=deps.messages, blobs=deps.blobs,
                                       keyring=deps.keyring, audit=deps.audit, client_ip=ip,
                                       user_agent=ua, now=deps.clock(),
                                       max_body_bytes=deps.settings.max_body_bytes)
     r = view.record
+    log.info("message opened", extra={"event": "message.opened"})
     return MessageOut(
         **_summary(r), tenant_id=r.tenant_id, disclaimer=r.disclaimer, text=view.text,
         html=view.html,
@@ -215,6 +229,7 @@ async def download(message_id: MessageId, object_id: MessageId, session: Session
                    range_header: Annotated[str | None, Header(alias="range")] = None,
                    if_range: Annotated[str | None, Header(alias="if-range")] = None
                    ) -> StreamingResponse:
+    _correlate(message_id, session.tenant_id)
     d = await service.plan_download(session=session, message_id=message_id,
                                     object_id=object_id, range_header=range_header,
                                     if_range=if_range, messages=deps.messages,
@@ -232,6 +247,8 @@ async def download(message_id: MessageId, object_id: MessageId, session: Session
         "ETag": d.etag,
         "Content-Security-Policy": "default-src 'none'; sandbox",
     }
+    log.info("attachment download", extra={"event": "attachment.downloaded",
+                                            "status": 206 if d.partial else 200})
     if d.partial:
         headers["Content-Range"] = f"bytes {d.start}-{d.end}/{d.obj.size}"
     return StreamingResponse(_primed(first, body), status_code=206 if d.partial else 200,
