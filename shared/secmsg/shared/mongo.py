@@ -7,8 +7,8 @@ Atomicity: on MongoDB a conditional single-document update (``find_one_and_updat
 filter) is atomic. On FerretDB 1.x (local runs and CI) it is NOT: it reads the matching
 documents, then writes them back by ``_id`` without checking the filter again, so two writers
 can both "win". Where a race matters, exactly-once decisions are taken by an INSERT with a
-unique ``_id`` (e.g. ``purge_claims``, ``delivery_final``, notify's first claim in
-``deliveries``), which is atomic on both.
+unique ``_id`` (e.g. ``purge_claims``, ``delivery_final``), which is atomic on both; notify
+keeps its claims in a JetStream key-value bucket with compare-and-set instead.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ DELIVERY_FINAL = "delivery_final"  # store (insert-only: first final state wins)
 PURGE_CLAIMS = "purge_claims"  # store (insert-only purge leases)
 AUDIT = "audit_events"  # store
 DEAD_LETTERS = "dead_letters"  # any worker, append-only
-DELIVERIES = "deliveries"  # notify (claims and per-recipient state)
 LOGIN_CODES = "login_codes"  # retrieve
 SESSIONS = "sessions"  # retrieve
 RATE_LIMITS = "rate_limits"  # retrieve
