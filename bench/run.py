@@ -293,25 +293,48 @@ class Bench:
             await asyncio.sleep(0.1)
         raise RuntimeError(f"only {len(ids & set(self.notifications()))}/{len(ids)} notified")
 
-    async def notify_throughput(self, n: int) -> None:
-        notify = self.procs["notify"]
-        notify.stop()
+    async def drain_backlog(self, n: int, replicas: int, tag: str
+                            ) -> tuple[float, dict[str, tuple[Path, int]], float]:
+        """Queue ``n`` messages with notify stopped, then let ``replicas`` notify processes
+        drain them. Rate = notifications between the first and the last capture (process
+        start-up excluded). Returns (rate, captures, ingest msgs/s)."""
+        self.procs["notify"].stop()
         progress(f"submitting {n} small messages with notify stopped...")
         t = time.perf_counter()
-        sent = await self.submit_many(n, "tput")
-        ingest_s = time.perf_counter() - t
+        sent = await self.submit_many(n, tag)
+        ingest_rate = n / (time.perf_counter() - t)
         while await self.db["messages"].count_documents({"_id": {"$in": list(sent)}}) < n:
             await asyncio.sleep(0.2)
-        progress("starting notify (1 replica) and timing the backlog...")
-        t = time.perf_counter()
-        notify.start(timeout=60)
-        seen = await self.wait_notified(set(sent), timeout=900)
-        notify_s = time.perf_counter() - t
+        progress(f"starting {replicas} notify replica(s) and timing the backlog...")
+        extra = [ServiceProc("notify", self.procs["notify"].env,
+                             self.base / f"notify-{tag}-{i}.log", free_port())
+                 for i in range(1, replicas)]
+        for p in [self.procs["notify"], *extra]:
+            p.start(timeout=60, wait=False)
+        try:
+            seen = await self.wait_notified(set(sent), timeout=900)
+        finally:
+            for p in extra:
+                p.stop()
+        times = sorted(seen[m][1] for m in sent)
+        rate = (n - 1) / max((times[-1] - times[0]) / 1e9, 1e-9)
+        return rate, {m: seen[m] for m in sent}, ingest_rate
+
+    async def notify_throughput(self, n: int, replica_counts: tuple[int, ...]) -> None:
+        rates: dict[int, float] = {}
+        seen: dict[str, tuple[Path, int]] = {}
+        ingest_rate = 0.0
+        for k in replica_counts:
+            rate, captured, ir = await self.drain_backlog(n, k, f"tput{k}")
+            rates[k] = rate
+            if not seen:
+                ingest_rate, seen = ir, captured
+            progress(f"  {k} replica(s): {rate:.0f} notifications/s")
 
         progress("raw aiosmtplib: the same rendered mails straight to the same sink (floor)...")
         import aiosmtplib
 
-        mails = [seen[m][0].read_bytes() for m in sent]
+        mails = [path.read_bytes() for path, _ in seen.values()]
         before = len(list(self.mail_dir.glob("*.eml")))
         conns = 4
 
@@ -324,13 +347,14 @@ class Bench:
 
         t = time.perf_counter()
         await asyncio.gather(*(sender(mails[i::conns]) for i in range(conns)))
-        while len(list(self.mail_dir.glob("*.eml"))) < before + n:
+        while len(list(self.mail_dir.glob("*.eml"))) < before + len(mails):
             await asyncio.sleep(0.01)
-        raw_s = time.perf_counter() - t
+        raw_rate = len(mails) / (time.perf_counter() - t)
         self.results["notify_throughput"] = {
-            "messages": n, "ingest_msgs_s": n / ingest_s,
-            "notify_1_replica_msgs_s": n / notify_s, "raw_aiosmtplib_msgs_s": n / raw_s,
-            "notify_ratio": raw_s / notify_s,
+            "messages": n, "ingest_msgs_s": ingest_rate,
+            "notify_msgs_s_by_replicas": {str(k): v for k, v in rates.items()},
+            "raw_aiosmtplib_msgs_s": raw_rate,
+            "notify_ratio": rates[replica_counts[0]] / raw_rate,
         }
 
     async def latency(self, n: int) -> None:
@@ -347,6 +371,40 @@ class Bench:
             "p99_ms": lat_ms[min(len(lat_ms) - 1, int(len(lat_ms) * 0.99))],
             "max_ms": lat_ms[-1],
         }
+
+    def chart(self, path: Path) -> None:
+        """Ratios against their floors, and notify throughput by replica count, as a PNG."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        r = self.results
+        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+        names, ratios = [], []
+        if lo := r.get("large_object"):
+            names += ["upload\n(ingest / raw PUT)", "download\n(retrieve / raw GET)"]
+            ratios += [lo["upload_ratio"], lo["download_ratio"]]
+        if nt := r.get("notify_throughput"):
+            names.append("notify, 1 replica\n(/ raw aiosmtplib)")
+            ratios.append(nt["notify_ratio"])
+            by = nt["notify_msgs_s_by_replicas"]
+            ks = sorted(by, key=int)
+            right.plot([int(k) for k in ks], [by[k] for k in ks], marker="o")
+            right.set_xticks([int(k) for k in ks])
+            right.set_xlabel("notify replicas")
+            right.set_ylabel("notifications / s")
+            right.set_title("notify throughput by replica count")
+            right.set_ylim(bottom=0)
+        left.bar(names, ratios, color="#4a7bd0")
+        left.axhline(0.5, color="#d04a4a", linestyle="--", label="target 0.5")
+        left.set_ylabel("ratio to floor (same run)")
+        left.set_title("secmsg vs its floors")
+        left.legend()
+        fig.suptitle(f"secmsg bench, {os.cpu_count()} CPUs")
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
 
     def report(self) -> str:
         r = self.results
@@ -366,10 +424,13 @@ class Bench:
                 f"| | | < 200 MiB |",
             ]
         if nt := r.get("notify_throughput"):
+            by = nt["notify_msgs_s_by_replicas"]
             lines += [
                 f"| notifications/s, 1 notify replica ({nt['messages']} msgs) | "
-                f"{nt['notify_1_replica_msgs_s']:.0f}/s | raw aiosmtplib "
+                f"{by['1']:.0f}/s | raw aiosmtplib "
                 f"{nt['raw_aiosmtplib_msgs_s']:.0f}/s | {nt['notify_ratio']:.2f} | >= 0.5 |",
+                *(f"| notifications/s, {k} notify replicas | {v:.0f}/s | | "
+                  f"{v / by['1']:.2f} x 1 replica | |" for k, v in by.items() if k != "1"),
                 f"| ingest small messages/s (8 concurrent clients) | "
                 f"{nt['ingest_msgs_s']:.0f}/s | | | |",
             ]
@@ -386,7 +447,7 @@ async def amain(args: argparse.Namespace) -> None:
         await bench.setup()
         size = (64 if args.quick else 1024) * 2**20
         await bench.large_object(size)
-        await bench.notify_throughput(100 if args.quick else 1000)
+        await bench.notify_throughput(100 if args.quick else 1000, (1, 2, 4))
         await bench.latency(50 if args.quick else 200)
     finally:
         bench.teardown()
@@ -395,8 +456,10 @@ async def amain(args: argparse.Namespace) -> None:
     path = out / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
     bench.results["machine"] = {"cpus": os.cpu_count(), "quick": args.quick}
     path.write_text(json.dumps(bench.results, indent=2))
+    png = path.with_suffix(".png")
+    bench.chart(png)
     print(bench.report())
-    print(f"\nresults: {path}")
+    print(f"\nresults: {path}\nchart:   {png}")
 
 
 def main() -> None:
