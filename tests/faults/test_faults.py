@@ -18,6 +18,8 @@ from tests.e2e.helpers import Platform, eventually, submit
 
 pytestmark = pytest.mark.timeout(300)
 
+NOTIFY_CONCURRENCY = 16  # SECMSG_NOTIFY_CONCURRENCY's default, what the platform fixture runs
+
 
 def _notifications(platform: Platform) -> collections.Counter[tuple[str, str]]:
     """(message id, recipient) -> how many notifications the SMTP sink captured."""
@@ -31,7 +33,11 @@ def _notifications(platform: Platform) -> collections.Counter[tuple[str, str]]:
 
 
 async def _assert_exactly_once(platform: Platform, expected: dict[str, list[str]],
-                               label: str, timeout: float = 120) -> None:
+                               label: str, timeout: float = 120,
+                               smtp_window: int = 0) -> None:
+    """Every recipient notified, none twice -- except, when notify itself was killed, the
+    documented window: the SMTP server accepted a notification and notify died before it
+    recorded that (at most one per send in flight, ``smtp_window``)."""
     want = {(mid, r.lower()) for mid, rcpts in expected.items() for r in rcpts}
 
     def done() -> bool:
@@ -49,34 +55,47 @@ async def _assert_exactly_once(platform: Platform, expected: dict[str, list[str]
     stored = await platform.db["messages"].count_documents({"_id": {"$in": list(expected)}})
     dupes = {k: v for k, v in seen.items() if k in want and v > 1}
     print(f"\n[{label}] accepted={len(expected)} stored={stored} "
-          f"notified={sum(1 for k in want if seen[k] >= 1)}/{len(want)} duplicates={len(dupes)}")
+          f"notified={sum(1 for k in want if seen[k] >= 1)}/{len(want)} duplicates={len(dupes)}"
+          f" (SMTP window allowed: {smtp_window})")
     assert stored == len(expected)
-    assert not dupes, f"recipients notified more than once: {dupes}"
+    assert len(dupes) <= smtp_window and all(v == 2 for v in dupes.values()), (
+        f"recipients notified more than once: {dupes}")
 
 
 async def _load(platform: Platform, n: int, tag: str, client: httpx.AsyncClient,
                 expected: dict[str, list[str]]) -> None:
+    """Submit ``n`` messages like a careful client: on any failure (503, a dropped
+    connection while ingest is down) retry with the same Idempotency-Key until accepted."""
     for i in range(n):
         rcpts = [f"{tag}-{i}-a@example.org", f"{tag}-{i}-b@example.org"]
-        mid = await submit(platform, sender="alice@acme.example", to=rcpts,
-                           subject=f"{tag} #{i}", text=f"body {i}", client=client)
+        for _ in range(300):
+            try:
+                mid = await submit(platform, sender="alice@acme.example", to=rcpts,
+                                   subject=f"{tag} #{i}", text=f"body {i}", client=client,
+                                   idempotency_key=f"{tag}-{i}")
+                break
+            except (AssertionError, httpx.HTTPError):
+                await asyncio.sleep(0.2)
+        else:
+            raise AssertionError(f"{tag} #{i} never accepted")
         expected[mid] = rcpts
         await asyncio.sleep(0.05)
 
 
-async def test_kill_9_store_and_notify_mid_load(platform: Platform) -> None:
+async def test_kill_9_each_service_in_turn_mid_load(platform: Platform) -> None:
     expected: dict[str, list[str]] = {}
     async with httpx.AsyncClient(timeout=60) as client:
-        load = asyncio.create_task(_load(platform, 30, "kill", client, expected))
-        await eventually(lambda: len(expected) >= 5, timeout=60, what="load started")
-        platform.procs["store"].kill()
-        await eventually(lambda: len(expected) >= 12, timeout=60, what="more accepted")
-        platform.procs["store"].start()
-        platform.procs["notify"].kill()
-        await eventually(lambda: len(expected) >= 20, timeout=60, what="more accepted")
-        platform.procs["notify"].start()
+        load = asyncio.create_task(_load(platform, 40, "kill", client, expected))
+        for name, after in (("store", 5), ("notify", 12), ("ingest", 20), ("retrieve", 28)):
+            await eventually(lambda a=after: len(expected) >= a, timeout=90,
+                             what=f"{after} accepted before killing {name}")
+            platform.procs[name].kill()
+            await asyncio.sleep(0.5)
+            platform.procs[name].start()
         await load
-    await _assert_exactly_once(platform, expected, "kill -9 store+notify")
+    # One kill of notify can catch at most its in-flight sends inside the SMTP window.
+    await _assert_exactly_once(platform, expected, "kill -9 each service",
+                               smtp_window=NOTIFY_CONCURRENCY)
 
 
 async def test_kill_9_retrieve_mid_download(platform: Platform) -> None:
