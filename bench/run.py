@@ -357,6 +357,51 @@ class Bench:
             "notify_ratio": rates[replica_counts[0]] / raw_rate,
         }
 
+    async def floors(self, n: int) -> None:
+        """Floors with no secmsg code in the way: JetStream publish and AES-GCM in-process."""
+        import nats
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        from secmsg.shared import crypto
+
+        progress(f"raw nats-py: {n} JetStream publishes, 8 in flight (floor for ingest)...")
+        nc = await nats.connect(self.settings.nats_url)
+        js = nc.jetstream()
+        await js.add_stream(name="BENCHFLOOR", subjects=["benchfloor.>"])
+        payload = b"x" * 600  # about the size of a message.received event
+        sem = asyncio.Semaphore(8)
+
+        async def pub(i: int) -> None:
+            async with sem:
+                await js.publish(f"benchfloor.{i % 16}", payload,
+                                 headers={"Nats-Msg-Id": f"floor-{i}"})
+
+        t = time.perf_counter()
+        await asyncio.gather(*(pub(i) for i in range(n)))
+        nats_rate = n / (time.perf_counter() - t)
+        await js.delete_stream("BENCHFLOOR")
+        await nc.close()
+
+        progress("AES-256-GCM in-process: raw one-shot vs secmsg's segmented stream...")
+        size = 256 << 20
+        data = os.urandom(1 << 20) * 256
+        key = crypto.new_data_key()
+        aead = AESGCM(key)
+        t = time.perf_counter()
+        for i in range(0, size, 1 << 20):
+            aead.encrypt(b"\0" * 12, data[i:i + (1 << 20)], None)
+        raw_s = time.perf_counter() - t
+        enc = crypto.SegmentEncryptor(key, "bench")
+        t = time.perf_counter()
+        for i in range(0, size, 64 << 10):  # ingest sees network-sized chunks
+            enc.update(data[i:i + (64 << 10)])
+        enc.finalize()
+        seg_s = time.perf_counter() - t
+        self.results["floors"] = {
+            "nats_publish_msgs_s": nats_rate,
+            "aesgcm_raw_mib_s": 256 / raw_s, "aesgcm_segmented_mib_s": 256 / seg_s,
+        }
+
     async def latency(self, n: int) -> None:
         progress(f"end-to-end latency: {n} messages submitted at a steady pace...")
         sent: dict[str, float] = {}
@@ -434,6 +479,18 @@ class Bench:
                 f"| ingest small messages/s (8 concurrent clients) | "
                 f"{nt['ingest_msgs_s']:.0f}/s | | | |",
             ]
+        if fl := r.get("floors"):
+            nt = r.get("notify_throughput", {})
+            lines += [
+                f"| ingest small messages/s vs raw JetStream publish | "
+                f"{nt.get('ingest_msgs_s', 0):.0f}/s | raw nats-py publish "
+                f"{fl['nats_publish_msgs_s']:.0f}/s | "
+                f"{nt.get('ingest_msgs_s', 0) / fl['nats_publish_msgs_s']:.2f} | |",
+                f"| encryption in-process (64 KiB segments) | "
+                f"{fl['aesgcm_segmented_mib_s']:.0f} MiB/s | raw AES-256-GCM "
+                f"{fl['aesgcm_raw_mib_s']:.0f} MiB/s | "
+                f"{fl['aesgcm_segmented_mib_s'] / fl['aesgcm_raw_mib_s']:.2f} | |",
+            ]
         if la := r.get("latency"):
             lines.append(f"| submit → SMTP accepted latency ({la['messages']} msgs) | "
                          f"p50 {la['p50_ms']:.0f} ms, p99 {la['p99_ms']:.0f} ms | | | |")
@@ -449,6 +506,7 @@ async def amain(args: argparse.Namespace) -> None:
         await bench.large_object(size)
         await bench.notify_throughput(100 if args.quick else 1000, (1, 2, 4))
         await bench.latency(50 if args.quick else 200)
+        await bench.floors(1000 if args.quick else 5000)
     finally:
         bench.teardown()
     out = ROOT / "bench" / "results"
