@@ -11,6 +11,7 @@ import pytest
 from secmsg.notify.compose import build_notification
 from secmsg.notify.ports import TenantBranding
 from secmsg.shared.errors import InvalidInput
+from secmsg.shared.events import MessageStored
 from tests.notify.conftest import DISCLAIMER, FOOTER, stored_event
 
 BRAND = TenantBranding("acme", "Acme Medical", FOOTER, (DISCLAIMER,))
@@ -98,3 +99,125 @@ def test_line_breaks_and_nul_in_any_header_value_are_refused(field: str, bad: st
 def test_invalid_address_is_refused() -> None:
     with pytest.raises(InvalidInput):
         build(event=stored_event(to=["not an address"]), recipient="not an address")
+
+
+# -- the hand-written MIME against what ``email.message.EmailMessage`` makes -----------------
+
+def reference(ev: MessageStored, branding: TenantBranding) -> bytes:
+    """The notification as ``EmailMessage`` (the former implementation) builds it."""
+    from email.headerregistry import Address
+    from email.message import EmailMessage
+
+    from secmsg.notify.compose import POLICY, message_url
+
+    def addr(a: str) -> Address:
+        return Address(addr_spec=a)
+
+    msg = EmailMessage(policy=POLICY)
+    msg["From"] = Address(display_name=f"{ev.sender} via {branding.display_name}",
+                          username="notifications", domain="secmsg.example")
+    msg["Reply-To"] = addr(ev.sender)
+    if to := [addr(r.address) for r in ev.recipients if r.kind == "to"]:
+        msg["To"] = to
+    if cc := [addr(r.address) for r in ev.recipients if r.kind == "cc"]:
+        msg["Cc"] = cc
+    msg["Subject"] = ev.subject
+    msg["X-Secure-Message-Id"] = ev.message_id
+    msg["X-Secure-Message-Url"] = message_url("https://secure.example/", ev.tenant_id,
+                                              ev.message_id)
+    msg.set_content("x", cte="quoted-printable")
+    return msg.as_bytes(policy=POLICY)
+
+
+COMPARED = ("From", "Reply-To", "To", "Cc", "Subject", "X-Secure-Message-Id",
+            "X-Secure-Message-Url")
+
+
+def header_lines(raw: bytes) -> dict[str, bytes]:
+    """Each compared header's raw (possibly folded) lines."""
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    out: dict[str, bytes] = {}
+    name = None
+    for line in head.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t") and name:
+            out[name] += b"\r\n" + line
+            continue
+        name = line.split(b":", 1)[0].decode()
+        out[name] = line
+    return {k: v for k, v in out.items() if k in COMPARED}
+
+
+def check_same_as_email(ev: MessageStored, branding: TenantBranding = BRAND) -> None:
+    note = build_notification(event=ev, recipient=ev.recipients[0].address, branding=branding,
+                              platform_from="notifications@secmsg.example",
+                              public_url="https://secure.example/", now=datetime.now(UTC))
+    raw = note.as_bytes()
+    assert raw.isascii()
+    assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
+    assert header_lines(raw) == header_lines(reference(ev, branding))
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert msg["Subject"] == email.message_from_bytes(
+        reference(ev, branding), policy=email.policy.default)["Subject"]
+    assert not msg.defects and all(not p.defects for p in msg.walk())
+    text = msg.get_body(("plain",)).get_content()
+    html = msg.get_body(("html",)).get_content()
+    assert ev.subject in text and branding.display_name in text
+    assert ev.message_id in text and ev.message_id in html
+
+
+@pytest.mark.parametrize("subject", [
+    "Lab results", "Re: Quarterly results (confidential) — ünïcode", "日本語の件名",
+    "two  spaces", " leading and trailing ", "=?utf-8?q?looks_encoded?=", "x" * 1200,
+    "word " * 300, "tab\there", "quotes \"and\" back\\slash", ""])
+def test_subject_written_as_email_writes_it(subject: str) -> None:
+    check_same_as_email(stored_event(to=["bob@example.org"], subject=subject))
+
+
+@pytest.mark.parametrize("display_name", [
+    "Acme Medical", "Ünïcode Klinik", 'Quote " and \\', "plain", "x" * 200,
+    "a.b (c)", "=?utf-8?q?x?="])
+def test_from_written_as_email_writes_it(display_name: str) -> None:
+    check_same_as_email(stored_event(to=["bob@example.org"]),
+                        TenantBranding("acme", display_name, FOOTER, (DISCLAIMER,)))
+
+
+@pytest.mark.parametrize("addresses", [
+    ["bob@example.org", "Carol@Example.org"], ['"odd local"@example.org'],
+    ["o'brien+tag@example.org", "a.b.c@sub.example.co.uk"],
+    [f"recipient{i}@example.org" for i in range(80)],  # longer than 998: folded
+    ["user@[192.0.2.1]"], ["bob@exämple.org"]])
+def test_recipient_lists_written_as_email_writes_them(addresses: list[str]) -> None:
+    check_same_as_email(stored_event(to=addresses, cc=addresses[:1]))
+
+
+def test_quoted_printable_lines_are_short_and_round_trip() -> None:
+    long_footer = "Footer " + "ü" * 300 + " end =  \ttrailing  "
+    branding = TenantBranding("acme", "Acme", long_footer, ("line one\nline two\r\nthree",))
+    msg = build(event=stored_event(to=["bob@example.org"]), branding=branding)
+    raw = msg.as_bytes()
+    body = raw.split(b"\n\n", 1)[1]
+    assert all(len(line.rstrip(b"\r")) <= 76 for line in body.split(b"\n"))
+    text = msg.get_body(("plain",)).get_content()
+    assert long_footer in text
+    assert "line one\r\nline two\r\nthree" in text
+
+
+def test_one_rendering_serves_every_recipient() -> None:
+    from secmsg.notify.compose import render_event
+
+    ev = stored_event(to=["bob@example.org", "carol@example.org"])
+    rendered = render_event(event=ev, branding=BRAND,
+                            platform_from="notifications@secmsg.example",
+                            public_url="https://secure.example/")
+    now = datetime.now(UTC)
+    a = rendered.for_recipient("bob@example.org", now=now)
+    b = rendered.for_recipient("Carol@example.org", now=now)
+    assert (a.recipient, b.recipient) == ("bob@example.org", "Carol@example.org")
+    ma = email.message_from_bytes(a.as_bytes(), policy=email.policy.default)
+    mb = email.message_from_bytes(b.as_bytes(), policy=email.policy.default)
+    assert ma["Message-ID"] != mb["Message-ID"]
+    assert ma["Message-ID"].endswith(f".{ev.message_id}@secmsg.example>")
+    del ma["Message-ID"], mb["Message-ID"]
+    assert ma.as_bytes() == mb.as_bytes()
+    with pytest.raises(InvalidInput):
+        rendered.for_recipient("eve@example.org\r\nBcc: x@example.org", now=now)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from hashlib import sha256
 
-from secmsg.notify.compose import build_notification
+from secmsg.notify.compose import RenderedEvent, render_event
 from secmsg.notify.metrics import NOTIFICATIONS, SMTP_SEND_SECONDS
 from secmsg.notify.ports import (
     Claim,
@@ -109,7 +109,7 @@ class _Later:
     smtp_down: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Ctx:
     event: MessageStored
     deliveries: DeliveryRepo
@@ -121,6 +121,21 @@ class _Ctx:
     platform_from: str
     public_url: str
     clock: Callable[[], datetime]
+    # The event's rendering, shared by its recipients; made at the first claimed recipient
+    # (a redelivery whose recipients are all final renders nothing).
+    rendered: RenderedEvent | InvalidInput | None = None
+
+    def render(self) -> RenderedEvent:
+        if self.rendered is None:
+            try:
+                self.rendered = render_event(event=self.event, branding=self.branding,
+                                             platform_from=self.platform_from,
+                                             public_url=self.public_url)
+            except InvalidInput as exc:
+                self.rendered = exc
+        if isinstance(self.rendered, InvalidInput):
+            raise InvalidInput(self.rendered.detail)
+        return self.rendered
 
 
 async def notify_recipients(*, event: MessageStored, deliveries: DeliveryRepo, mailer: Mailer,
@@ -169,9 +184,7 @@ async def _notify_one(ctx: _Ctx, address: str) -> _Later | None:
 
     attempt = claim.attempts
     try:
-        note = build_notification(event=ctx.event, recipient=address, branding=ctx.branding,
-                                  platform_from=ctx.platform_from, public_url=ctx.public_url,
-                                  now=now)
+        note = ctx.render().for_recipient(address, now=now)
         data = note.as_bytes()
     except InvalidInput as exc:
         await _fail(ctx, key, address, attempt, f"invalid notification data: {exc.detail}")
@@ -217,7 +230,7 @@ async def _record_sent(ctx: _Ctx, key: str, address: str, attempt: int) -> None:
                               "recipient_hash": recipient_hash(address), "attempt": attempt})
                 raise
             await asyncio.sleep(0.2 * n)
-    NOTIFICATIONS.labels(ctx.event.tenant_id, "sent").inc()
+    NOTIFICATIONS.labels(ctx.event.tenant_id, "sent", ctx.target.label).inc()
     log.info("notification sent", extra={"recipient_hash": recipient_hash(address),
                                          "attempt": attempt})
     ev = NotificationSent(tenant_id=ctx.event.tenant_id, message_id=ctx.event.message_id,
@@ -238,7 +251,7 @@ async def _defer(ctx: _Ctx, key: str, address: str, attempt: int, reason: str, *
     delay = backoff(attempt, base=ctx.policy.retry_base_s, cap=ctx.policy.retry_max_s)
     retry_at = now + timedelta(seconds=delay)
     await ctx.deliveries.mark_deferred(key, now=now, reason=reason, retry_at=retry_at)
-    NOTIFICATIONS.labels(ctx.event.tenant_id, "deferred").inc()
+    NOTIFICATIONS.labels(ctx.event.tenant_id, "deferred", ctx.target.label).inc()
     log.warning("notification deferred, retry in %.1fs: %s", delay, reason, extra={
         "recipient_hash": recipient_hash(address), "attempt": attempt})
     ev = NotificationDeferred(tenant_id=ctx.event.tenant_id, message_id=ctx.event.message_id,
@@ -250,7 +263,7 @@ async def _defer(ctx: _Ctx, key: str, address: str, attempt: int, reason: str, *
 
 async def _fail(ctx: _Ctx, key: str, address: str, attempt: int, reason: str) -> None:
     await ctx.deliveries.mark_failed(key, now=ctx.clock(), reason=reason)
-    NOTIFICATIONS.labels(ctx.event.tenant_id, "failed").inc()
+    NOTIFICATIONS.labels(ctx.event.tenant_id, "failed", ctx.target.label).inc()
     log.error("notification failed: %s", reason, extra={
         "recipient_hash": recipient_hash(address), "attempt": attempt})
     ev = NotificationFailed(tenant_id=ctx.event.tenant_id, message_id=ctx.event.message_id,
