@@ -12,6 +12,7 @@ import pytest
 
 from devstack.servers import free_port
 from devstack.smtp_sink import Faults, Sink
+from secmsg.notify.metrics import NOTIFICATIONS
 from tests.notify.conftest import (
     DISCLAIMER,
     FOOTER,
@@ -72,6 +73,8 @@ async def test_one_mail_per_recipient_with_headers_body_and_markers(
     claims = await all_claims(nbus.nc)
     assert sorted(claims) == sorted(claim_key(tenant, ev.message_id, r) for r in rcpts)
     assert {d["state"] for d in claims.values()} == {"sent"}
+    sent_to_sink = NOTIFICATIONS.labels(tenant, "sent", f"127.0.0.1:{sink.port}")._value.get()
+    assert sent_to_sink >= 3
 
 
 async def _n_events(nbus: Bus, kind: str, n: int) -> list[Any]:

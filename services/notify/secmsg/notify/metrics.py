@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
-NOTIFICATIONS = Counter("secmsg_notifications_total", "Notifications by outcome and tenant",
-                        ["tenant", "outcome"])
+# ``target`` is the SMTP target's host:port: one per platform relay or tenant relay, bounded.
+NOTIFICATIONS = Counter("secmsg_notifications_total",
+                        "Notifications by outcome, tenant and SMTP target",
+                        ["tenant", "outcome", "target"])
 SMTP_SEND_SECONDS = Histogram(
     "secmsg_notify_smtp_send_seconds", "Time to hand one notification to SMTP",
     ["target", "result"],
