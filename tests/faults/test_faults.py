@@ -21,14 +21,19 @@ pytestmark = pytest.mark.timeout(300)
 NOTIFY_CONCURRENCY = 16  # SECMSG_NOTIFY_CONCURRENCY's default, what the platform fixture runs
 
 
-def _notifications(platform: Platform) -> collections.Counter[tuple[str, str]]:
-    """(message id, recipient) -> how many notifications the SMTP sink captured."""
+def _notifications(platform: Platform, ids: dict[tuple[str, str], set[str]] | None = None
+                   ) -> collections.Counter[tuple[str, str]]:
+    """(message id, recipient) -> how many notifications the SMTP sink captured (and, into
+    ``ids``, the Message-IDs they carried)."""
     seen: collections.Counter[tuple[str, str]] = collections.Counter()
     for cap in list(platform.sink.handler.messages):
-        mid = cap.message["X-Secure-Message-Id"]
+        msg = cap.message
+        mid = msg["X-Secure-Message-Id"]
         if mid:
             for rcpt in cap.rcpt_tos:
                 seen[(str(mid), rcpt.lower())] += 1
+                if ids is not None:
+                    ids.setdefault((str(mid), rcpt.lower()), set()).add(str(msg["Message-ID"]))
     return seen
 
 
@@ -51,7 +56,8 @@ async def _assert_exactly_once(platform: Platform, expected: dict[str, list[str]
         raise AssertionError(f"{label}: {len(missing)} of {len(want)} recipients never "
                              f"notified ({stored}/{len(expected)} stored): {missing[:6]}") from None
     await asyncio.sleep(2.0)  # let any duplicate that is on its way arrive
-    seen = _notifications(platform)
+    message_ids: dict[tuple[str, str], set[str]] = {}
+    seen = _notifications(platform, message_ids)
     stored = await platform.db["messages"].count_documents({"_id": {"$in": list(expected)}})
     dupes = {k: v for k, v in seen.items() if k in want and v > 1}
     print(f"\n[{label}] accepted={len(expected)} stored={stored} "
@@ -60,6 +66,9 @@ async def _assert_exactly_once(platform: Platform, expected: dict[str, list[str]
     assert stored == len(expected)
     assert len(dupes) <= smtp_window and all(v == 2 for v in dupes.values()), (
         f"recipients notified more than once: {dupes}")
+    # A resend from the window is the same notification (same Message-ID), which mailbox
+    # stores de-duplicate -- never a second, different one.
+    assert all(len(message_ids[k]) == 1 for k in dupes), {k: message_ids[k] for k in dupes}
 
 
 async def _load(platform: Platform, n: int, tag: str, client: httpx.AsyncClient,

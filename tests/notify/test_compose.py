@@ -74,9 +74,16 @@ def test_html_is_escaped_text_is_not() -> None:
     assert "<script>alert(1)</script> & co" in text
 
 
-def test_message_ids_are_unique_per_notification() -> None:
-    ev = stored_event(to=["bob@example.org"])
-    assert build(event=ev)["Message-ID"] != build(event=ev)["Message-ID"]
+def test_message_id_is_one_per_message_and_recipient() -> None:
+    """Distinct per recipient and per message; the same for a resend of the same notification
+    (the SMTP window after a crash), so mailbox stores can de-duplicate it."""
+    ev = stored_event(to=["bob@example.org", "carol@example.org"])
+    other = stored_event(to=["bob@example.org"])
+    bob = build(event=ev, recipient="bob@example.org")["Message-ID"]
+    assert bob == build(event=ev, recipient="BOB@example.org")["Message-ID"]
+    assert bob != build(event=ev, recipient="carol@example.org")["Message-ID"]
+    assert other.message_id != ev.message_id
+    assert bob != build(event=other, recipient="bob@example.org")["Message-ID"]
 
 
 @pytest.mark.parametrize("field", ["subject", "sender", "recipient", "display_name"])

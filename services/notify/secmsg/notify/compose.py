@@ -23,10 +23,10 @@ Bodies are quoted-printable (RFC 2045, lines <= 76) by ``binascii``; the boundar
 from __future__ import annotations
 
 import binascii
+import hashlib
 import re
 import secrets
 import sys
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.errors import HeaderDefect
@@ -194,9 +194,13 @@ class RenderedEvent:
 
     def for_recipient(self, recipient: str, *, now: datetime) -> Notification:
         rcpt = parse_address("recipient", recipient)
+        # Deterministic per (message, recipient): if notify dies between the SMTP server's
+        # 250 and recording it (the one window left open), the resent copy carries the same
+        # Message-ID, which mailbox stores de-duplicate. Distinct for every recipient.
+        tag = hashlib.sha256(f"{self.message_id}|{rcpt.addr_spec.lower()}".encode()).hexdigest()
         # Both values are ours: a date, and hex + the checked message id + the checked domain.
         own = (f"Date: {format_datetime(now)}\r\n"
-               f"Message-ID: <{uuid.uuid4().hex}.{self.message_id}@{self.domain}>\r\n")
+               f"Message-ID: <{tag[:32]}.{self.message_id}@{self.domain}>\r\n")
         return Notification(data=b"".join((self.head, own.encode("ascii"), self.tail)),
                             envelope_from=self.envelope_from, recipient=rcpt.addr_spec)
 
