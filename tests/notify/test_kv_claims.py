@@ -195,3 +195,56 @@ async def test_nats_down_is_dependency_unavailable(nats_server: Server, nc: NATS
     await eventually(lambda: nc.is_connected, what="the client reconnected")
     again = await repo.claim(key, now=t(61), lease_until=t(120))
     assert (again.outcome, again.attempts) == ("claimed", 2)
+
+
+async def test_mark_after_own_claim_writes_without_reading(
+        nc: NATS, repo: KvDeliveryRepo, monkeypatch: pytest.MonkeyPatch) -> None:
+    gets: list[str] = []
+    real_get = repo._kv.get
+
+    async def counting_get(key: str, *args: Any, **kwargs: Any) -> Any:
+        gets.append(key)
+        return await real_get(key, *args, **kwargs)
+
+    monkeypatch.setattr(repo._kv, "get", counting_get)
+    for mark in ("sent", "deferred", "failed"):
+        mid, key = new_key()
+        await repo.claim(key, now=t(), lease_until=t(60))
+        if mark == "sent":
+            await repo.mark_sent(key, now=t(1), smtp_target="smtp:25")
+        elif mark == "deferred":
+            await repo.mark_deferred(key, now=t(1), reason="451", retry_at=t(31))
+        else:
+            await repo.mark_failed(key, now=t(1), reason="550")
+        doc = await read_claim(nc, "acme", mid, "bob@example.org")
+        assert doc is not None and doc["state"] == mark and doc["attempts"] == 1
+    assert gets == []
+
+
+async def test_mark_after_a_takeover_uses_the_current_entry(
+        env: dict[str, str], nc: NATS, repo: KvDeliveryRepo) -> None:
+    # Our lease ran out while SMTP was slow; another replica took the recipient over and
+    # failed it. Our late mark_sent must not write from the claim it remembers (attempts 1).
+    other_nc = await bus.connect(env["SECMSG_NATS_URL"], "kv-claims-tests-3")
+    try:
+        other = await KvDeliveryRepo.open(other_nc, ttl_s=TTL_S)
+        mid, key = new_key()
+        await repo.claim(key, now=t(), lease_until=t(60))
+        taken = await other.claim(key, now=t(61), lease_until=t(121))
+        assert (taken.outcome, taken.attempts) == ("claimed", 2)
+        await other.mark_failed(key, now=t(62), reason="550 no such user")
+        await repo.mark_sent(key, now=t(63), smtp_target="smtp:25")
+        doc = await read_claim(nc, "acme", mid, "bob@example.org")
+        assert doc is not None
+        assert (doc["state"], doc["attempts"], doc["smtp_target"]) == ("sent", 2, "smtp:25")
+
+        # A late mark_deferred after a takeover leaves the other replica's final state alone.
+        mid, key = new_key()
+        await repo.claim(key, now=t(), lease_until=t(60))
+        await other.claim(key, now=t(61), lease_until=t(121))
+        await other.mark_sent(key, now=t(62), smtp_target="smtp:25")
+        await repo.mark_deferred(key, now=t(63), reason="451", retry_at=t(90))
+        doc = await read_claim(nc, "acme", mid, "bob@example.org")
+        assert doc is not None and (doc["state"], doc["attempts"]) == ("sent", 2)
+    finally:
+        await other_nc.close()

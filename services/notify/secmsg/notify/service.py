@@ -13,8 +13,9 @@ For each recipient, in order:
 The one unavoidable duplicate window: the SMTP server has accepted the message (250 after
 DATA) but this process dies -- or the claims store refuses the write -- before step 3 stores
 ``sent``. The claim then stays ``sending`` until its lease ends and the recipient is notified a
-second time. The window is the KV read and compare-and-set between the 250 reply and ``sent``
-(plus a few quick retries of them); nothing else happens in between.
+second time. The window is one KV compare-and-set between the 250 reply and ``sent`` (against
+the revision our claim wrote; a read and another CAS only if someone wrote since, plus a few
+quick retries); nothing else happens in between.
 
 Temporary failures (4xx, connection trouble) leave the recipient ``deferred``; the caller
 raises :class:`RetryLater` so the whole event is redelivered after a back-off, and recipients

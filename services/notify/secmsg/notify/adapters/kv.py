@@ -50,6 +50,8 @@ KV_TIMEOUT_S = 5.0
 # Compare-and-set rounds before giving up on a key: each lost round means another writer got
 # in between, and only a handful of workers ever touch one recipient.
 _CAS_TRIES = 10
+# Claims taken but not yet resolved by a mark_*; only a cancelled send leaves one behind.
+_MAX_REMEMBERED = 10_000
 
 _Change = Callable[[dict[str, Any]], "dict[str, Any] | None"]
 
@@ -115,6 +117,10 @@ class KvDeliveryRepo:
     def __init__(self, nc: NATS, kv: KeyValue) -> None:
         self._nc = nc
         self._kv = kv
+        # The (revision, doc) this repo wrote when it claimed a key: the mark_* that follows
+        # tries its CAS against that revision directly, without reading the entry first. The
+        # server still decides; if anyone wrote in between, the usual read-and-CAS loop runs.
+        self._claimed: dict[str, tuple[int, dict[str, Any]]] = {}
 
     @classmethod
     async def open(cls, nc: NATS, *, ttl_s: float,
@@ -140,28 +146,34 @@ class KvDeliveryRepo:
             return None
         return entry.revision or 0, _decode(entry.value)
 
-    async def _create(self, k: str, doc: dict[str, Any]) -> bool:
+    async def _create(self, k: str, doc: dict[str, Any]) -> int | None:
+        """The new entry's revision, or None if the key exists."""
         try:
-            await self._kv.create(k, _encode(doc))
+            return await self._kv.create(k, _encode(doc))
         except KeyWrongLastSequenceError:
-            return False
-        return True
+            return None
 
-    async def _replace(self, k: str, doc: dict[str, Any], revision: int) -> bool:
+    async def _replace(self, k: str, doc: dict[str, Any], revision: int) -> int | None:
+        """The new revision, or None if the entry is no longer at ``revision``."""
         try:
-            await self._kv.update(k, _encode(doc), last=revision)
+            return await self._kv.update(k, _encode(doc), last=revision)
         except KeyWrongLastSequenceError:
-            return False
-        return True
+            return None
+
+    def _remember(self, k: str, revision: int, doc: dict[str, Any]) -> None:
+        if len(self._claimed) >= _MAX_REMEMBERED:
+            del self._claimed[next(iter(self._claimed))]  # the oldest: dicts keep order
+        self._claimed[k] = (revision, doc)
 
     async def claim(self, key: str, *, now: datetime, lease_until: datetime) -> Claim:
         self._check_connected()
         k = kv_key(key)
         async with _unavailable_as_503():
             for _ in range(_CAS_TRIES):
-                if await self._create(k, {"state": "sending", "attempts": 1,
-                                          "lease_until": _ts(lease_until),
-                                          "created_at": _ts(now), "updated_at": _ts(now)}):
+                fresh = {"state": "sending", "attempts": 1, "lease_until": _ts(lease_until),
+                         "created_at": _ts(now), "updated_at": _ts(now)}
+                if (rev := await self._create(k, fresh)) is not None:
+                    self._remember(k, rev, fresh)
                     return Claim("claimed", "sending", 1, lease_until)
                 got = await self._get(k)
                 if got is None:  # expired or deleted since our create: create again
@@ -178,7 +190,8 @@ class KvDeliveryRepo:
                     taken = {**doc, "state": "sending", "attempts": attempts + 1,
                              "lease_until": _ts(lease_until), "updated_at": _ts(now),
                              "retry_at": None}
-                    if await self._replace(k, taken, revision):
+                    if (rev := await self._replace(k, taken, revision)) is not None:
+                        self._remember(k, rev, taken)
                         return Claim("claimed", "sending", attempts + 1, lease_until)
                     continue  # someone else wrote first: look again
                 return Claim("busy", state, attempts,
@@ -190,16 +203,25 @@ class KvDeliveryRepo:
         """CAS loop: ``change(doc)`` returns the new doc, or None to leave the entry as is."""
         self._check_connected()
         k = kv_key(key)
+        claimed = self._claimed.pop(k, None)
         async with _unavailable_as_503():
+            if claimed is not None:
+                # Most likely nobody wrote since our claim: one round trip instead of two.
+                # A "leave it" answer from the remembered doc is not trusted (it may be stale);
+                # the loop below decides from what the server holds then.
+                revision, doc = claimed
+                new = change(doc)
+                if new is not None and await self._replace(k, new, revision) is not None:
+                    return
             for _ in range(_CAS_TRIES):
                 got = await self._get(k)
                 if got is None:
-                    if create is None or await self._create(k, create):
+                    if create is None or await self._create(k, create) is not None:
                         return
                     continue
                 revision, doc = got
                 new = change(doc)
-                if new is None or await self._replace(k, new, revision):
+                if new is None or await self._replace(k, new, revision) is not None:
                     return
         raise DependencyUnavailable("delivery claim kept changing under us; retrying later")
 
