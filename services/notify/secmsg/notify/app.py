@@ -22,7 +22,7 @@ from pymongo import AsyncMongoClient
 from secmsg.notify.adapters.kv import KvDeliveryRepo
 from secmsg.notify.adapters.mongo import MongoTenantDirectory
 from secmsg.notify.adapters.smtp import SmtpMailer
-from secmsg.notify.handlers import make_on_message_stored
+from secmsg.notify.handlers import make_on_message_stored, raw_message
 from secmsg.notify.ports import SmtpTarget
 from secmsg.notify.service import NotifyPolicy
 from secmsg.notify.settings import NotifySettings
@@ -70,7 +70,11 @@ class NotifyWorker:
                                  max_reconnect_attempts=-1, reconnect_time_wait=1,
                                  graceful_timeout=self.settings.graceful_timeout_s,
                                  logger=logging.getLogger("secmsg.notify.broker"),
-                                 log_level=logging.DEBUG)
+                                 log_level=logging.DEBUG,
+                                 # The handler takes the raw message (see handlers.py):
+                                 # no FastDepends resolution, which ran the Context lookup
+                                 # in a worker thread for every event.
+                                 apply_types=False)
         n = self.settings.concurrency
         self.broker.subscriber(
             subjects.any_tenant(subjects.MESSAGE_STORED),
@@ -79,6 +83,7 @@ class NotifyWorker:
             pull_sub=PullSub(batch_size=n, timeout=self.settings.fetch_timeout_s),
             ack_policy=AckPolicy.MANUAL,
             max_workers=n,
+            decoder=raw_message,
             config=ConsumerConfig(ack_wait=self.settings.ack_wait_s, max_deliver=-1,
                                   max_ack_pending=max(1000, n * 64)),
         )(make_on_message_stored(self))

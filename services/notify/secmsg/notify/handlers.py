@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from faststream.nats.annotations import NatsMessage
+from faststream.nats.message import NatsMessage
 
 from secmsg.notify import service
 from secmsg.shared import subjects, worker
@@ -13,6 +13,15 @@ from secmsg.shared.events import MessageStored
 
 if TYPE_CHECKING:
     from secmsg.notify.app import NotifyWorker
+
+
+async def raw_message(msg: NatsMessage) -> NatsMessage:
+    """The subscriber's decoder: the handler gets the message itself, not its parsed body.
+
+    With the broker's ``apply_types=False`` FastStream calls the handler with whatever the
+    decoder returns; ``worker.process`` decodes and validates the body once, itself.
+    """
+    return msg
 
 
 def make_on_message_stored(rt: NotifyWorker) -> Callable[..., Awaitable[None]]:

@@ -151,7 +151,9 @@ async def notify_recipients(*, event: MessageStored, deliveries: DeliveryRepo, m
     waiting: list[_Later] = []
     recipients = unique_recipients(event)
     for i, address in enumerate(recipients):
-        if heartbeat is not None:
+        if heartbeat is not None and i > 0:
+            # Extends the event's ack wait while a long recipient list is worked through; the
+            # first recipient starts right after the delivery, with the whole ack wait ahead.
             await heartbeat()
         later = await _notify_one(ctx, address)
         if later is None:
