@@ -36,7 +36,9 @@ def bin_cache() -> Path:
 
 
 def say(msg: str) -> None:
-    print(f"[devstack] {msg}", file=sys.stderr, flush=True)
+    # One write per line: builds run in threads and print() may split text and newline.
+    sys.stderr.write(f"[devstack] {msg}\n")
+    sys.stderr.flush()
 
 
 def _go(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
