@@ -183,7 +183,15 @@ class MongoSessionRepo:
 
 
 class MongoRateLimiter:
-    """Fixed-window counters, one document per (key, window), bumped with one findAndModify."""
+    """Fixed windows where each admitted hit claims a numbered slot by INSERT.
+
+    Slot ``n`` of (key, window) is a document with ``_id`` ``<hash>:<window_s>:<window>:<n>``;
+    a hit is admitted iff it inserts one of slots 1..limit. A unique insert is atomic on every
+    MongoDB-wire server, so at most ``limit`` hits per window get through however many
+    replicas race. (``$inc`` counters are not: FerretDB 1.x loses concurrent increments and let
+    40 of 40 concurrent hits through a limit of 10.) Refused hits write nothing, so a flood
+    stores at most ``limit`` documents per key and window.
+    """
 
     def __init__(self, db: AsyncDatabase[Doc]):
         self._col = db[mongo.RATE_LIMITS]
@@ -192,20 +200,19 @@ class MongoRateLimiter:
         window = int(now.timestamp()) // window_s
         window_end = datetime.fromtimestamp((window + 1) * window_s, UTC)
         # Hashed so the collection holds no addresses or IPs in clear.
-        doc_id = f"{hashlib.sha256(key.encode()).hexdigest()[:40]}:{window_s}:{window}"
-        doc: Doc | None = None
+        prefix = f"{hashlib.sha256(key.encode()).hexdigest()[:40]}:{window_s}:{window}:"
         async with mongo.unavailable_as_503():
-            for _ in range(3):  # concurrent first hits race on the upsert; the loser retries
+            # Slots are only ever added, so the count is a lower bound of the next free one:
+            # starting there skips the taken slots in one round trip instead of ``limit``.
+            taken = await self._col.count_documents(
+                {"_id": {"$gte": prefix, "$lt": prefix[:-1] + ";"}})
+            for n in range(taken + 1, limit + 1):
                 try:
-                    doc = await self._col.find_one_and_update(
-                        {"_id": doc_id},
-                        {"$inc": {"count": 1}, "$setOnInsert": {"expires_at": window_end}},
-                        upsert=True, return_document=ReturnDocument.AFTER)
-                    break
+                    await self._col.insert_one({"_id": f"{prefix}{n:06d}",
+                                                "expires_at": window_end})
+                    return None
                 except DuplicateKeyError:
-                    continue
-        if doc is None or int(doc["count"]) <= limit:
-            return None
+                    continue  # a concurrent hit took this slot; try the next
         return max(1.0, (window_end - now).total_seconds())
 
 
