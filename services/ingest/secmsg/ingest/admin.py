@@ -3,9 +3,12 @@
     python -m secmsg.ingest.admin create-tenant acme --name "Acme Medical" \\
         --max-recipients 50 --footer "Sent by Acme ..." --disclaimer "Confidential ..."
     python -m secmsg.ingest.admin create-api-key acme --label outlook-addin
+    python -m secmsg.ingest.admin create-api-key acme --label admin-console --admin
     python -m secmsg.ingest.admin revoke-api-key <key_id>
 
-An API key is ``smk_<key_id>_<secret>`` and is shown once; only its SHA-256 is stored.
+An API key is ``smk_<key_id>_<secret>`` and is shown once; only its SHA-256 is stored. Its
+``scopes`` say what it may do: ``send`` (submit messages, the default; also what a key without
+``scopes`` may do) and/or ``admin`` (the tenant's own admin API, e.g. templates).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from secmsg.ingest.adapters.mongo import ensure_indexes, hash_api_key
+from secmsg.ingest.ports import SCOPE_ADMIN, SCOPE_SEND
 from secmsg.ingest.tenants import DEFAULT_EXPIRY_DAYS, DEFAULT_LIMITS
 from secmsg.shared import mongo
 from secmsg.shared.errors import InvalidInput, NotFound
@@ -68,9 +72,15 @@ async def create_tenant(db: AsyncDatabase[Any], *, tenant_id: str, name: str,
         return dict(await db[mongo.TENANTS].find_one({"_id": tenant_id}) or {})
 
 
-async def create_api_key(db: AsyncDatabase[Any], *, tenant_id: str,
-                         label: str = "default") -> str:
+_SCOPES = (SCOPE_SEND, SCOPE_ADMIN)
+
+
+async def create_api_key(db: AsyncDatabase[Any], *, tenant_id: str, label: str = "default",
+                         scopes: tuple[str, ...] = (SCOPE_SEND,)) -> str:
     """Create an API key for the tenant and return it; it cannot be shown again."""
+    unknown = set(scopes) - set(_SCOPES)
+    if unknown or not scopes:
+        raise InvalidInput(f"scopes must be a non-empty subset of {', '.join(_SCOPES)}")
     async with mongo.unavailable_as_503():
         if await db[mongo.TENANTS].find_one({"_id": tenant_id}) is None:
             raise NotFound(f"tenant {tenant_id!r} does not exist")
@@ -78,7 +88,8 @@ async def create_api_key(db: AsyncDatabase[Any], *, tenant_id: str,
         key = f"{KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
         await db[mongo.API_KEYS].insert_one({
             "_id": hash_api_key(key), "tenant_id": tenant_id, "key_id": key_id,
-            "label": label, "created_at": datetime.now(UTC), "revoked_at": None})
+            "label": label, "scopes": [s for s in _SCOPES if s in scopes],
+            "created_at": datetime.now(UTC), "revoked_at": None})
     return key
 
 
@@ -105,6 +116,10 @@ def _parser() -> argparse.ArgumentParser:
     k = sub.add_parser("create-api-key", help="create an API key (printed once)")
     k.add_argument("tenant_id")
     k.add_argument("--label", default="default")
+    k.add_argument("--admin", action="store_true",
+                   help="an admin key (tenant admin API, e.g. templates) instead of a sending key")
+    k.add_argument("--send", action="store_true",
+                   help="with --admin: the key may also submit messages")
     r = sub.add_parser("revoke-api-key", help="revoke an API key by its key id")
     r.add_argument("key_id")
     return p
@@ -122,7 +137,10 @@ async def _run(args: argparse.Namespace) -> int:
             doc = await create_tenant(db, tenant_id=args.tenant_id, name=args.name, **policy)
             print(f"tenant {doc['_id']} ({doc['name']}) limits={doc['limits']}")
         elif args.command == "create-api-key":
-            print(await create_api_key(db, tenant_id=args.tenant_id, label=args.label))
+            scopes = ((SCOPE_ADMIN,) + ((SCOPE_SEND,) if args.send else ())
+                      if args.admin else (SCOPE_SEND,))
+            print(await create_api_key(db, tenant_id=args.tenant_id, label=args.label,
+                                       scopes=scopes))
         else:
             if not await revoke_api_key(db, key_id=args.key_id):
                 print(f"no active key {args.key_id}", file=sys.stderr)

@@ -20,11 +20,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from secmsg.ingest import metrics
 from secmsg.ingest.adapters.mongo import (
     MongoIdempotencyStore,
+    MongoTemplateStore,
     MongoTenantDirectory,
     ensure_indexes,
 )
 from secmsg.ingest.adapters.nats import NatsEventSink
 from secmsg.ingest.routes import router
+from secmsg.ingest.routes_admin import router as admin_router
 from secmsg.ingest.service import Options
 from secmsg.ingest.settings import IngestSettings
 from secmsg.ingest.wiring import Deps
@@ -108,7 +110,8 @@ def create_app(common: CommonSettings | None = None, cfg: IngestSettings | None 
             options=Options(segment_size=cfg.segment_size, queue_chunks=cfg.upload_queue_chunks,
                             heartbeat_s=cfg.idempotency_heartbeat_s,
                             stale_s=cfg.idempotency_stale_s),
-            uploads=asyncio.Semaphore(cfg.max_concurrent_uploads))
+            uploads=asyncio.Semaphore(cfg.max_concurrent_uploads),
+            templates=MongoTemplateStore(db))
         try:
             yield
         finally:
@@ -126,6 +129,7 @@ def create_app(common: CommonSettings | None = None, cfg: IngestSettings | None 
     )
     app.add_middleware(_Metrics)
     app.include_router(router)
+    app.include_router(admin_router)
     telemetry.instrument_fastapi(app, telemetry.setup_tracing("ingest", common))
 
     @app.exception_handler(SecmsgError)

@@ -10,8 +10,13 @@ from pydantic import BaseModel
 
 from secmsg.shared.blobstore import BlobStore
 
-__all__ = ["BlobStore", "Claim", "Credentials", "EventSink", "IdempotencyStore", "Tenant",
-           "TenantDirectory"]
+__all__ = ["BlobStore", "Claim", "Credentials", "EventSink", "IdempotencyStore",
+           "StoredTemplate", "TemplateStore", "Tenant", "TenantDirectory", "TenantProfile"]
+
+SCOPE_SEND = "send"
+SCOPE_ADMIN = "admin"
+# A key created before scopes existed has no ``scopes`` field: it may send, nothing else.
+DEFAULT_SCOPES = frozenset({SCOPE_SEND})
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,7 @@ class Credentials:
 
     tenant: Tenant
     key_id: str
+    scopes: frozenset[str] = DEFAULT_SCOPES
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,35 @@ class Claim:
 class TenantDirectory(Protocol):
     async def authenticate(self, api_key: str) -> Credentials | None: ...
     async def ping(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class StoredTemplate:
+    """A tenant's template as stored in ``tenants.templates.<kind>`` (always a valid one)."""
+
+    kind: str
+    source: str
+    version: int
+    updated_at: datetime | None
+    updated_by: str | None = None
+
+
+@dataclass(frozen=True)
+class TenantProfile:
+    """What the template preview shows of the tenant, and its stored templates."""
+
+    tenant_id: str
+    display_name: str
+    footer: str | None
+    disclaimers: tuple[str, ...]
+    templates: dict[str, StoredTemplate]
+
+
+class TemplateStore(Protocol):
+    async def profile(self, tenant_id: str) -> TenantProfile: ...
+    async def save(self, tenant_id: str, *, kind: str, source: str, key_id: str,
+                   now: datetime) -> StoredTemplate: ...
+    async def delete(self, tenant_id: str, *, kind: str) -> bool: ...
 
 
 class IdempotencyStore(Protocol):

@@ -7,18 +7,18 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
 
 from secmsg.ingest import metrics, service
+from secmsg.ingest.auth import authenticate, bearer
 from secmsg.ingest.envelope import ENVELOPE_EXAMPLE, Envelope
+from secmsg.ingest.ports import SCOPE_SEND
 from secmsg.ingest.wiring import Deps, get_deps
-from secmsg.shared import logs
-from secmsg.shared.errors import InvalidInput, TooManyRequests, Unauthorized
+from secmsg.shared.errors import InvalidInput, TooManyRequests
 
 router = APIRouter()
-bearer = HTTPBearer(auto_error=False, description="The tenant's API key: smk_<key_id>_<secret>")
 
 
 class MessageAccepted(BaseModel):
@@ -79,6 +79,7 @@ async def _counted(request: Request) -> AsyncIterator[bytes]:
     responses={
         400: _err("malformed multipart body, envelope or header value"),
         401: _err("missing, unknown or revoked API key"),
+        403: _err("the API key lacks the 'send' scope (an admin-only key)"),
         409: _err("a submission with this Idempotency-Key is in progress"),
         413: _err("over the tenant's size, recipient or attachment limit"),
         415: _err("the body is not multipart/form-data"),
@@ -95,12 +96,7 @@ async def submit_message(
         alias="Idempotency-Key", description="Makes retries safe (≤ 200 printable chars)",
         examples=["order-4711-attempt"])] = None,
 ) -> JSONResponse:
-    if auth is None or not auth.credentials:
-        raise Unauthorized("an API key is required: 'Authorization: Bearer <key>'")
-    creds = await deps.tenants.authenticate(auth.credentials)
-    if creds is None:
-        raise Unauthorized("the API key is unknown or revoked")
-    logs.tenant_id.set(creds.tenant.tenant_id)
+    creds = await authenticate(deps.tenants, auth, scope=SCOPE_SEND)
     if deps.uploads.locked():
         raise TooManyRequests("too many submissions in progress; retry shortly")
     length = request.headers.get("content-length")

@@ -7,7 +7,13 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from secmsg.ingest.ports import BlobStore, EventSink, IdempotencyStore, TenantDirectory
+from secmsg.ingest.ports import (
+    BlobStore,
+    EventSink,
+    IdempotencyStore,
+    TemplateStore,
+    TenantDirectory,
+)
 from secmsg.ingest.service import Options
 from secmsg.shared.crypto import KeyRing
 
@@ -21,6 +27,7 @@ class Deps:
     key_ring: KeyRing
     options: Options
     uploads: asyncio.Semaphore
+    templates: TemplateStore
 
 
 def get_deps(request: Request) -> Deps:

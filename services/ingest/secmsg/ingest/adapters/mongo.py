@@ -11,13 +11,20 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import ASCENDING
+from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
-from secmsg.ingest.ports import Claim, Credentials
+from secmsg.ingest.ports import (
+    DEFAULT_SCOPES,
+    Claim,
+    Credentials,
+    StoredTemplate,
+    TenantProfile,
+)
 from secmsg.ingest.tenants import tenant_from_doc
 from secmsg.shared import mongo
+from secmsg.shared.errors import NotFound
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -55,7 +62,10 @@ class MongoTenantDirectory:
             tenant = await self._db[mongo.TENANTS].find_one({"_id": key["tenant_id"]})
         if tenant is None or tenant.get("disabled_at") is not None:
             return None
-        return Credentials(tenant=tenant_from_doc(tenant), key_id=str(key.get("key_id", "")))
+        scopes = key.get("scopes")
+        return Credentials(tenant=tenant_from_doc(tenant), key_id=str(key.get("key_id", "")),
+                           scopes=DEFAULT_SCOPES if scopes is None
+                           else frozenset(str(s) for s in scopes))
 
     async def ping(self) -> None:
         async with mongo.unavailable_as_503():
@@ -122,3 +132,55 @@ class MongoIdempotencyStore:
             await self._col.update_one(
                 {"_id": doc_id, "attempt": attempt, "state": "pending"},
                 {"$set": {"heartbeat_at": _EPOCH, "attempt": None}})
+
+
+def _stored(kind: str, doc: Any) -> StoredTemplate | None:
+    if not isinstance(doc, dict) or not isinstance(doc.get("source"), str):
+        return None
+    updated = doc.get("updated_at")
+    return StoredTemplate(kind=kind, source=doc["source"], version=int(doc.get("version") or 1),
+                          updated_at=_aware(updated) if updated else None,
+                          updated_by=doc.get("updated_by"))
+
+
+class MongoTemplateStore:
+    """``tenants.templates.<kind> = {source, version, updated_at, updated_by}``; one
+    single-document update per change (only validated sources ever reach it)."""
+
+    def __init__(self, db: AsyncDatabase[Any]):
+        self._col = db[mongo.TENANTS]
+
+    async def profile(self, tenant_id: str) -> TenantProfile:
+        async with mongo.unavailable_as_503():
+            doc = await self._col.find_one({"_id": tenant_id}) or {}
+        templates = doc.get("templates") or {}
+        stored = {k: t for k, t in ((k, _stored(k, v)) for k, v in templates.items())
+                  if t is not None}
+        return TenantProfile(
+            tenant_id=tenant_id,
+            display_name=str(doc.get("display_name") or doc.get("name") or tenant_id),
+            footer=doc.get("footer") or None,
+            disclaimers=tuple(str(d) for d in doc.get("disclaimers") or () if d),
+            templates=stored)
+
+    async def save(self, tenant_id: str, *, kind: str, source: str, key_id: str,
+                   now: datetime) -> StoredTemplate:
+        field = f"templates.{kind}"
+        async with mongo.unavailable_as_503():
+            doc = await self._col.find_one_and_update(
+                {"_id": tenant_id},
+                {"$set": {f"{field}.source": source, f"{field}.updated_at": now,
+                          f"{field}.updated_by": key_id},
+                 "$inc": {f"{field}.version": 1}},
+                return_document=ReturnDocument.AFTER)
+        stored = _stored(kind, ((doc or {}).get("templates") or {}).get(kind))
+        if stored is None:
+            raise NotFound(f"tenant {tenant_id!r} does not exist")
+        return stored
+
+    async def delete(self, tenant_id: str, *, kind: str) -> bool:
+        async with mongo.unavailable_as_503():
+            res = await self._col.update_one(
+                {"_id": tenant_id, f"templates.{kind}": {"$exists": True}},
+                {"$unset": {f"templates.{kind}": ""}})
+        return res.modified_count == 1
