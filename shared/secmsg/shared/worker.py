@@ -10,11 +10,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from faststream.nats import NatsMessage
+from nats.aio.msg import Msg
 from prometheus_client import Counter
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -89,3 +90,51 @@ async def process(msg: NatsMessage, expected: type[E] | tuple[type, ...],
     finally:
         logs.correlation_id.reset(token_c)
         logs.tenant_id.reset(token_t)
+
+
+async def process_batch(msgs: Sequence[Msg], expected: type[E] | tuple[type, ...],
+                        handler: Callable[[list[E]], Awaitable[None]], *,
+                        db: AsyncDatabase[Any], service: str, consumer: str,
+                        backoff_fn: Callable[[int], float] = backoff) -> None:
+    """``process`` for a batch of raw JetStream messages with one handler call for all.
+
+    Each message is decoded alone: a poison one is dead-lettered and terminated on its own,
+    as ``process`` does. The handler gets the good events in stream order and must make them
+    all durable or raise; only then is each acked. Any failure naks every good message with
+    its own back-off (nothing was acked yet), so the whole batch comes again -- the handler
+    must be idempotent. A handler cannot pin a ``PermanentError`` on one event, so that too
+    naks the batch (and is logged as an error): handle per-event permanent failures inside.
+    """
+    good: list[Msg] = []
+    events: list[E] = []
+    for m in msgs:
+        try:
+            events.append(decode_event(m.data, expected))  # type: ignore[arg-type]
+        except PermanentError as exc:
+            log.error("poison event terminated: %s", exc.detail, extra={"subject": m.subject})
+            await record_dead_letter(db, service=service, subject=m.subject,
+                                     reason=exc.detail, body=m.data)
+            await m.term()
+            EVENTS.labels(service, consumer, "terminated").inc()
+        else:
+            good.append(m)
+    if not good:
+        return
+    try:
+        await handler(events)
+    except Exception as exc:
+        for m in good:
+            attempt = m.metadata.num_delivered or 1
+            await m.nak(delay=backoff_fn(attempt))
+        EVENTS.labels(service, consumer, "naked").inc(len(good))
+        first = good[0].metadata.num_delivered or 1
+        if isinstance(exc, TransientError):
+            log.warning("transient failure, batch of %d to retry in %.0fs: %s", len(good),
+                        backoff_fn(first), exc.detail, extra={"attempt": first})
+        else:
+            log.error("batch of %d failed, retry in %.0fs", len(good), backoff_fn(first),
+                      exc_info=True, extra={"attempt": first})
+        return
+    for m in good:
+        await m.ack()
+    EVENTS.labels(service, consumer, "acked").inc(len(good))
