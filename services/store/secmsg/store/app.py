@@ -96,7 +96,8 @@ def create_app(common: CommonSettings | None = None,
     rt = Runtime()
     broker = NatsBroker(common.nats_url, name="secmsg-store", max_reconnect_attempts=-1,
                         reconnect_time_wait=1, graceful_timeout=cfg.graceful_timeout_s,
-                        logger=logging.getLogger("secmsg.store.broker"))
+                        logger=logging.getLogger("secmsg.store.broker"),
+                        apply_types=False)  # handlers take the message itself (handlers.py)
     if (tracing := telemetry.nats_middleware(telemetry.setup_tracing("store", common))):
         broker.add_middleware(tracing)
     register(broker, rt.get_deps, cfg)

@@ -7,6 +7,7 @@ Mongo implementations live in ``adapters/mongo.py``; the object store is
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -43,10 +44,27 @@ class PurgeClaims(Protocol):
     async def release(self, message_id: str) -> None: ...
 
 
+@dataclass(frozen=True)
+class DeliveryUpdate:
+    """One recipient's delivery state as an event reported it."""
+
+    delivery_id: str
+    fields: Mapping[str, Any]
+    final: bool
+    attempt: int
+
+
 class DeliveryRepo(Protocol):
     async def record(self, *, delivery_id: str, fields: Mapping[str, Any], final: bool,
                      attempt: int) -> bool:
         """Apply one delivery state; False when a final state or a later attempt is on file."""
+        ...
+
+    async def record_many(self, updates: Sequence[DeliveryUpdate]) -> list[bool]:
+        """Apply several states (at most one per ``delivery_id``) in a few round trips.
+
+        Same rules as ``record``; returns, per update, whether it was applied.
+        """
         ...
 
 

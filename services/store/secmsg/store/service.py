@@ -10,6 +10,7 @@ import contextlib
 import logging
 import re
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,6 +32,7 @@ from secmsg.store.ports import (
     AuditRepo,
     BlobStore,
     DeliveryRepo,
+    DeliveryUpdate,
     Doc,
     MessageRepo,
     Publisher,
@@ -159,9 +161,7 @@ async def record_message(*, event: MessageReceived, messages: MessageRepo, blobs
 # --- notification.* -> delivery_status -------------------------------------------------------
 
 
-async def record_delivery(*, event: DeliveryEvent, deliveries: DeliveryRepo,
-                          now: datetime | None = None) -> bool:
-    """Apply a delivery state; ``sent``/``failed`` are final and a late ``deferred`` loses."""
+def delivery_update(event: DeliveryEvent, *, now: datetime) -> DeliveryUpdate:
     state = event.kind.removeprefix("notification.")
     fields: dict[str, Any] = {
         "tenant_id": event.tenant_id,
@@ -171,15 +171,66 @@ async def record_delivery(*, event: DeliveryEvent, deliveries: DeliveryRepo,
         "attempt": event.attempt,
         "reason": getattr(event, "reason", None),
         "occurred_at": event.occurred_at,
-        "updated_at": now or _now(),
+        "updated_at": now,
     }
     if isinstance(event, NotificationDeferred):
         fields["retry_at"] = event.retry_at
-    applied = await deliveries.record(
-        delivery_id=f"{event.message_id}:{event.recipient.lower()}", fields=fields,
-        final=state != "deferred", attempt=event.attempt)
+    return DeliveryUpdate(delivery_id=f"{event.message_id}:{event.recipient.lower()}",
+                          fields=fields, final=state != "deferred", attempt=event.attempt)
+
+
+async def record_delivery(*, event: DeliveryEvent, deliveries: DeliveryRepo,
+                          now: datetime | None = None) -> bool:
+    """Apply a delivery state; ``sent``/``failed`` are final and a late ``deferred`` loses."""
+    u = delivery_update(event, now=now or _now())
+    applied = await deliveries.record(delivery_id=u.delivery_id, fields=u.fields,
+                                      final=u.final, attempt=u.attempt)
     if not applied:
-        log.info("delivery state %s ignored: a final or newer state is on file", state)
+        log.info("delivery state %s ignored: a final or newer state is on file",
+                 u.fields["state"])
+    return applied
+
+
+def collapse_deliveries(updates: Sequence[DeliveryUpdate]) -> list[int]:
+    """The index of the one update that stands for each recipient of a batch, ascending.
+
+    The same rules as applying them one at a time in stream order: the first final state
+    wins; with none, the deferral of the highest attempt (the later one on a tie). The others
+    would not have been applied.
+    """
+    best: dict[str, int] = {}
+    for i, u in enumerate(updates):
+        j = best.get(u.delivery_id)
+        if j is None:
+            best[u.delivery_id] = i
+            continue
+        kept = updates[j]
+        if kept.final:
+            continue
+        if u.final or u.attempt >= kept.attempt:
+            best[u.delivery_id] = i
+    return sorted(best.values())
+
+
+async def record_deliveries(*, events: Sequence[DeliveryEvent], deliveries: DeliveryRepo,
+                            now: datetime | None = None) -> list[bool]:
+    """A batch of delivery states (in stream order) in a few round trips; per event, applied?
+
+    Several events for one recipient collapse first (see ``collapse_deliveries``), so the
+    repository sees one update per recipient and the batch ends where applying the events one
+    at a time would have.
+    """
+    at = now or _now()
+    updates = [delivery_update(e, now=at) for e in events]
+    survivors = collapse_deliveries(updates)
+    results = await deliveries.record_many([updates[i] for i in survivors])
+    applied = [False] * len(updates)
+    for i, ok in zip(survivors, results, strict=True):
+        applied[i] = ok
+    ignored = len(updates) - sum(applied)
+    if ignored:
+        log.info("%d of %d delivery states ignored: a final or newer state is on file",
+                 ignored, len(updates))
     return applied
 
 

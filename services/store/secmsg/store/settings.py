@@ -24,6 +24,11 @@ class StoreSettings(BaseSettings):
 
     batch_size: int = Field(default=16, gt=0, description="events fetched per pull request")
     fetch_timeout_s: float = Field(default=5.0, gt=0)
+    delivery_batch_size: int = Field(
+        default=100, gt=0, description="notification.* events recorded together (one batch)")
+    delivery_batch_wait_s: float = Field(
+        default=0.1, gt=0,
+        description="longest wait for a delivery batch to fill before handling what came")
     ack_wait_s: float = Field(default=30.0, gt=0)
     backoff_base_s: float = Field(default=1.0, gt=0)
     backoff_cap_s: float = Field(default=300.0, gt=0)

@@ -11,19 +11,61 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from secmsg.shared import mongo
 from secmsg.shared.mongo import unavailable_as_503
-from secmsg.store.ports import Doc
+from secmsg.store.ports import DeliveryUpdate, Doc
 
 # Not (yet) in secmsg.shared.mongo; the name is fixed by docs/design.md.
 DELIVERY_STATUS = mongo.DELIVERY_STATUS
 DELIVERY_FINAL = mongo.DELIVERY_FINAL
 PURGE_CLAIMS = mongo.PURGE_CLAIMS
 FINAL_DELIVERY_STATES = ("sent", "failed")
+DUPLICATE_KEY = 11000
+
+
+def _duplicates(exc: BulkWriteError) -> set[int]:
+    """Indexes of the operations that collided on ``_id``; any other write error re-raises."""
+    errors = exc.details.get("writeErrors", [])
+    if exc.details.get("writeConcernErrors") or any(
+            e.get("code") != DUPLICATE_KEY for e in errors):
+        raise exc
+    return {e["index"] for e in errors}
+
+
+async def _insert_new(col: AsyncCollection[Any], docs: list[Doc]) -> set[int]:
+    """Insert all (unordered, one round trip); the indexes of those already there."""
+    if not docs:
+        return set()
+    try:
+        async with unavailable_as_503():
+            await col.insert_many(docs, ordered=False)
+    except BulkWriteError as exc:
+        return _duplicates(exc)
+    return set()
+
+
+async def _put_many(col: AsyncCollection[Any], docs: Mapping[str, Mapping[str, Any]],
+                    filters: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    """Create or ``$set`` several documents (by ``_id``) in one or two round trips.
+
+    Not ``bulk_write`` of conditional upserts: FerretDB 1.x stops an update batch at its
+    first error even when unordered, and a conditional upsert that does not match an
+    existing document is such an error. So: insert all (unordered inserts do go on past a
+    collision), then update the ones that existed, under ``filters[_id]`` if given -- a
+    plain update never collides.
+    """
+    ids = list(docs)
+    existed = await _insert_new(col, [{"_id": i, **docs[i]} for i in ids])
+    ops = [UpdateOne({**(filters or {}).get(ids[n], {}), "_id": ids[n]},
+                     {"$set": dict(docs[ids[n]])}) for n in sorted(existed)]
+    if ops:
+        async with unavailable_as_503():
+            await col.bulk_write(ops, ordered=False)
 
 
 async def ensure_indexes(db: AsyncDatabase[Any]) -> None:
@@ -182,6 +224,42 @@ class MongoDeliveryRepo:
             # attempt is on file, and that one stands.
             return False
         return not await self._restore_final(delivery_id)
+
+    async def record_many(self, updates: Sequence[DeliveryUpdate]) -> list[bool]:
+        """``record`` for a batch in a handful of round trips instead of two or more per event.
+
+        The same steps in the same order as ``record``, each for the whole batch: the final
+        states into ``delivery_final`` (a collision means an earlier final won); the status
+        documents (finals unconditionally, deferrals only over a non-final state of no later
+        attempt); then, for the deferrals and the collided finals, the ``delivery_final``
+        records are read and put back on the status -- after the deferrals were written, so a
+        deferral that raced a final state on FerretDB still ends under it.
+
+        A deferral that updated an existing document is reported applied unless a final state
+        overrules it: an unordered bulk update does not say which of its filters matched.
+        """
+        ids = [u.delivery_id for u in updates]
+        if len(set(ids)) != len(ids):
+            raise ValueError("record_many takes at most one update per delivery id")
+        finals = [u for u in updates if u.final]
+        collided = {finals[k].delivery_id for k in await _insert_new(
+            self._final, [{"_id": u.delivery_id, **u.fields} for u in finals])}
+        writes = {u.delivery_id: u.fields for u in updates if u.delivery_id not in collided}
+        filters = {u.delivery_id: {"state": {"$nin": list(FINAL_DELIVERY_STATES)},
+                                   "attempt": {"$lte": u.attempt}}
+                   for u in updates if not u.final}
+        if writes:
+            await _put_many(self._col, writes, filters)
+        check = collided | set(filters)
+        overruled: set[str] = set(collided)
+        if check:
+            async with unavailable_as_503():
+                found = await self._final.find({"_id": {"$in": list(check)}}).to_list(None)
+            restore = {doc.pop("_id"): doc for doc in found}
+            overruled |= set(restore)
+            if restore:
+                await _put_many(self._col, restore)
+        return [i not in overruled for i in ids]
 
 
 class MongoAuditRepo:

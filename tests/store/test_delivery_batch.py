@@ -1,0 +1,236 @@
+"""notification.* consumed in batches: one batch's writes, poison on its own, outages retried."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from faststream.nats import TestApp
+from nats.aio.client import Client as NATS
+
+from devstack.servers import Stack
+from secmsg.shared import bus, mongo, subjects, worker
+from secmsg.shared.errors import DependencyUnavailable
+from secmsg.shared.events import (
+    NotificationDeferred,
+    NotificationFailed,
+    NotificationSent,
+    event_msg_id,
+)
+from secmsg.store import service
+from secmsg.store.adapters import mongo as mongo_adapter
+from secmsg.store.adapters.mongo import DELIVERY_FINAL, DELIVERY_STATUS, MongoDeliveryRepo
+from secmsg.store.app import create_app
+from tests.store.helpers import TENANT, drained, wait_for
+
+DELIVERY = (NotificationSent, NotificationDeferred, NotificationFailed)
+
+
+def _sent(mid: str, rcpt: str, attempt: int) -> NotificationSent:
+    return NotificationSent(tenant_id=TENANT, message_id=mid, recipient=rcpt, attempt=attempt,
+                            smtp_target="platform")
+
+
+def _deferred(mid: str, rcpt: str, attempt: int) -> NotificationDeferred:
+    return NotificationDeferred(tenant_id=TENANT, message_id=mid, recipient=rcpt,
+                                attempt=attempt, reason="451 try later",
+                                retry_at=datetime.now(UTC))
+
+
+def _failed(mid: str, rcpt: str, attempt: int) -> NotificationFailed:
+    return NotificationFailed(tenant_id=TENANT, message_id=mid, recipient=rcpt,
+                              attempt=attempt, reason="550 no such user")
+
+
+def mixed(mid: str) -> list[Any]:
+    """One batch's worth, in stream order; the expected outcome is in ``EXPECTED``."""
+    return [
+        _deferred(mid, "Bob@Example.org", 1), _sent(mid, "bob@example.org", 2),
+        _deferred(mid, "bob@example.org", 3),  # late: sent stands
+        _failed(mid, "carol@example.org", 1), _failed(mid, "carol@example.org", 1),  # dup
+        _sent(mid, "carol@example.org", 2),  # a second final: the first one stands
+        _deferred(mid, "dan@example.org", 2), _deferred(mid, "dan@example.org", 1),  # older
+        _sent(mid, "erin@example.org", 1), _sent(mid, "erin@example.org", 1),  # dup
+        _deferred(mid, "frank@example.org", 1),
+    ]
+
+
+EXPECTED = {"bob@example.org": ("sent", 2), "carol@example.org": ("failed", 1),
+            "dan@example.org": ("deferred", 2), "erin@example.org": ("sent", 1),
+            "frank@example.org": ("deferred", 1)}
+
+
+async def _states(db: Any, mid: str) -> dict[str, tuple[str, int]]:
+    docs = await db[DELIVERY_STATUS].find({"message_id": mid}).to_list(None)
+    return {d["recipient"]: (d["state"], d["attempt"]) for d in docs}
+
+
+@dataclass
+class FakeMsg:
+    """The parts of a nats-py JetStream message ``worker.process_batch`` uses."""
+
+    data: bytes
+    subject: str
+    delivered: int = 1
+    outcome: list[tuple[str, float | None]] = field(default_factory=list)
+
+    @property
+    def metadata(self) -> Any:
+        return type("Meta", (), {"num_delivered": self.delivered})()
+
+    async def ack(self) -> None:
+        self.outcome.append(("ack", None))
+
+    async def nak(self, delay: float | None = None) -> None:
+        self.outcome.append(("nak", delay))
+
+    async def term(self) -> None:
+        self.outcome.append(("term", None))
+
+
+def fake(ev: Any) -> FakeMsg:
+    return FakeMsg(ev.model_dump_json().encode(), subjects.subject_for(ev))
+
+
+POISON_SUBJECT = subjects.subject(TENANT, subjects.NOTIFICATION_SENT)
+
+
+def batch_handler(repo: MongoDeliveryRepo) -> Callable[[list[Any]], Any]:
+    async def handle(events: list[Any]) -> None:
+        await service.record_deliveries(events=events, deliveries=repo)
+    return handle
+
+
+async def test_mixed_batch_ends_in_the_per_event_state(mongo_db: Any) -> None:
+    mid = uuid.uuid4().hex
+    msgs = [fake(e) for e in mixed(mid)]
+    poison = FakeMsg(b'{"kind": "notification.sent", "nope": 1}', POISON_SUBJECT)
+    msgs.insert(4, poison)
+    await worker.process_batch(msgs, DELIVERY, batch_handler(MongoDeliveryRepo(mongo_db)),
+                               db=mongo_db, service="store", consumer=subjects.STORE_DELIVERY)
+
+    assert await _states(mongo_db, mid) == EXPECTED
+    assert poison.outcome == [("term", None)]
+    assert all(m.outcome == [("ack", None)] for m in msgs if m is not poison)
+    dead = await mongo_db[mongo.DEAD_LETTERS].find({}).to_list(None)
+    assert [(d["service"], d["subject"]) for d in dead] == [("store", POISON_SUBJECT)]
+    carol = await mongo_db[DELIVERY_STATUS].find_one({"_id": f"{mid}:carol@example.org"})
+    assert carol["reason"] == "550 no such user"
+    # Replaying the whole batch (a redelivery) changes nothing.
+    await service.record_deliveries(events=mixed(mid),
+                                    deliveries=MongoDeliveryRepo(mongo_db))
+    assert await _states(mongo_db, mid) == EXPECTED
+
+
+async def test_applied_flags_follow_stream_order(mongo_db: Any) -> None:
+    mid = uuid.uuid4().hex
+    applied = await service.record_deliveries(events=mixed(mid),
+                                              deliveries=MongoDeliveryRepo(mongo_db))
+    # Only the survivor of each recipient was applied.
+    assert applied == [False, True, False, True, False, False, True, False, True, False, True]
+    again = await service.record_deliveries(events=mixed(mid),
+                                            deliveries=MongoDeliveryRepo(mongo_db))
+    assert again[:6] == [False] * 6 and again[8:10] == [False, False]
+
+
+async def test_late_deferral_in_a_later_batch_stays_final(mongo_db: Any) -> None:
+    mid = uuid.uuid4().hex
+    repo = MongoDeliveryRepo(mongo_db)
+    assert await service.record_deliveries(
+        events=[_sent(mid, "bob@example.org", 1), _failed(mid, "carol@example.org", 1)],
+        deliveries=repo) == [True, True]
+    assert await service.record_deliveries(
+        events=[_deferred(mid, "bob@example.org", 2), _deferred(mid, "carol@example.org", 5),
+                _deferred(mid, "dan@example.org", 1)], deliveries=repo) == [False, False, True]
+    assert await _states(mongo_db, mid) == {"bob@example.org": ("sent", 1),
+                                            "carol@example.org": ("failed", 1),
+                                            "dan@example.org": ("deferred", 1)}
+
+
+async def test_final_recorded_but_status_not_yet_is_repaired_by_the_redelivery(
+        mongo_db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database goes away between the two writes: nak all, and the retry converges."""
+    mid = uuid.uuid4().hex
+    real = mongo_adapter._put_many
+    calls = 0
+
+    async def down_once(*args: Any, **kwargs: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise DependencyUnavailable("database unavailable (AutoReconnect)")
+        await real(*args, **kwargs)
+
+    monkeypatch.setattr(mongo_adapter, "_put_many", down_once)
+    events = [_sent(mid, "bob@example.org", 1), _deferred(mid, "carol@example.org", 1)]
+    msgs = [fake(e) for e in events]
+    handle = batch_handler(MongoDeliveryRepo(mongo_db))
+    await worker.process_batch(msgs, DELIVERY, handle, db=mongo_db, service="store",
+                               consumer=subjects.STORE_DELIVERY,
+                               backoff_fn=lambda n: 0.25 * n)
+    assert [m.outcome for m in msgs] == [[("nak", 0.25)], [("nak", 0.25)]]
+    assert await mongo_db[DELIVERY_FINAL].count_documents({}) == 1  # half-way
+    assert await _states(mongo_db, mid) == {}
+
+    for m in msgs:
+        m.delivered += 1
+    await worker.process_batch(msgs, DELIVERY, handle, db=mongo_db, service="store",
+                               consumer=subjects.STORE_DELIVERY)
+    assert [m.outcome[-1] for m in msgs] == [("ack", None), ("ack", None)]
+    assert await _states(mongo_db, mid) == {"bob@example.org": ("sent", 1),
+                                            "carol@example.org": ("deferred", 1)}
+
+
+async def _publish(publisher: bus.EventPublisher, ev: Any, copy: str = "") -> None:
+    await publisher.publish(ev, event_msg_id(ev, ev.recipient.lower(), str(ev.attempt), copy))
+
+
+async def test_worker_records_a_backlog_in_batches(
+        store_env: dict[str, str], publisher: bus.EventPublisher, nc: NATS,
+        mongo_db: Any) -> None:
+    """Published before the worker starts, so it fetches them as one batch."""
+    mid = uuid.uuid4().hex
+    for n, ev in enumerate(mixed(mid)):
+        await _publish(publisher, ev, str(n))  # distinct ids: duplicates really arrive twice
+    await nc.jetstream().publish(POISON_SUBJECT, b"not json",
+                                 headers={"Nats-Msg-Id": uuid.uuid4().hex})
+    acked = worker.EVENTS.labels("store", subjects.STORE_DELIVERY, "acked")
+    before = acked._value.get()
+    async with TestApp(create_app()):
+        await wait_for(lambda: drained(nc, subjects.STORE_DELIVERY))
+        assert await _states(mongo_db, mid) == EXPECTED
+    assert acked._value.get() - before == len(mixed(mid))
+    dead = await mongo_db[mongo.DEAD_LETTERS].find({}).to_list(None)
+    assert [d["subject"] for d in dead] == [POISON_SUBJECT]
+
+
+async def test_database_down_naks_the_batch_and_records_it_once_back(
+        store_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, stack: Stack,
+        publisher: bus.EventPublisher, nc: NATS, mongo_db: Any) -> None:
+    monkeypatch.setenv("SECMSG_MONGO_TIMEOUT_MS", "500")
+    mid = uuid.uuid4().hex
+    naked = worker.EVENTS.labels("store", subjects.STORE_DELIVERY, "naked")
+    async with TestApp(create_app()):
+        before = naked._value.get()
+        stack.mongo.stop()
+        try:
+            for n, ev in enumerate(mixed(mid)):
+                await _publish(publisher, ev, str(n))
+            await wait_for(lambda: _true(naked._value.get() >= before + 2 * len(mixed(mid))))
+            info = await nc.jetstream().consumer_info(subjects.STREAM, subjects.STORE_DELIVERY)
+            assert info.ack_floor.stream_seq == 0, "something was acked while the DB was down"
+            assert info.num_redelivered > 0
+        finally:
+            stack.mongo.start()
+        await wait_for(lambda: drained(nc, subjects.STORE_DELIVERY))
+        assert await _states(mongo_db, mid) == EXPECTED
+    assert await mongo_db[DELIVERY_FINAL].count_documents({}) == 3
+    assert await mongo_db[mongo.DEAD_LETTERS].count_documents({}) == 0
+
+
+async def _true(value: bool) -> bool:
+    return value
