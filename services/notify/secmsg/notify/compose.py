@@ -6,6 +6,14 @@ Reply-To, To/Cc (the original recipients) and markers are the same for every rec
 :meth:`RenderedEvent.for_recipient` then only validates the envelope recipient and splices in
 the two header lines this module owns: ``Date`` and a unique ``Message-ID``.
 
+The body text and HTML come from the tenant's templates (``tenants.templates``) when it has
+them, else the shipped defaults -- both rendered by ``secmsg.shared.templating`` (sandbox,
+limits). A stored template that nevertheless fails (e.g. real data larger than the sample made
+it exceed a limit) is replaced by the default for that event, with a warning. The toolbar
+markers are outside the tenant's reach: headers, and the frame (``templates/frame.*.j2``) that
+notify puts around the rendered body (marker lines; meta tags, data attributes and the hidden
+span in HTML).
+
 Every header value is checked for CR, LF and NUL before anything is built: a value that could
 inject a header is refused with ``InvalidInput`` (the notification then fails permanently),
 never cleaned up and sent.
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import binascii
 import hashlib
+import logging
 import re
 import secrets
 import sys
@@ -37,10 +46,14 @@ from functools import cache, lru_cache
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, Template, select_autoescape
+from markupsafe import Markup
 
 from secmsg.notify.ports import TenantBranding
+from secmsg.shared import templating
 from secmsg.shared.errors import InvalidInput
 from secmsg.shared.events import MessageStored
+
+log = logging.getLogger(__name__)
 
 _FORBIDDEN = ("\r", "\n", "\0")
 # Long header values stay on one line (RFC 5322 allows 998): folding a long URL would start
@@ -56,8 +69,15 @@ _SIMPLE_ADDRESS = re.compile(rf"({_ATEXT}(?:\.{_ATEXT})*)@([A-Za-z0-9-]+(?:\.[A-
 _SPECIALS = frozenset('()<>@,:;."[]')
 
 
+# The shipped defaults are ours: the limits there are only a safety net against huge data.
+_DEFAULT_LIMITS = templating.Limits(max_source_bytes=1 << 20, max_output_bytes=32 << 20,
+                                    render_timeout_s=10.0)
+_TEXT, _HTML = "notification_text", "notification_html"
+
+
 @cache
-def _templates() -> tuple[Template, Template]:
+def _frames() -> tuple[Template, Template]:
+    # notify's own frame around the (tenant's or default) body: the markers live here.
     # Only the HTML alternative is escaped; the text one must show "<" and "&" as written.
     # Loaded once: the package's templates do not change while the process runs.
     env = Environment(
@@ -69,7 +89,21 @@ def _templates() -> tuple[Template, Template]:
         keep_trailing_newline=True,
         auto_reload=False,
     )
-    return env.get_template("notification.txt.j2"), env.get_template("notification.html.j2")
+    return env.get_template("frame.txt.j2"), env.get_template("frame.html.j2")
+
+
+def _body(kind: str, branding: TenantBranding, context: dict[str, Any]) -> str:
+    source = branding.templates.get(kind)
+    if source is not None:
+        try:
+            return templating.render_limited(templating.compile_checked(kind, source), context)
+        except InvalidInput as exc:
+            # Only the error class: a message from the template could quote message data.
+            log.warning("tenant template %s failed at render (%s); the default is used",
+                        kind, exc.code, extra={"tenant_id": branding.tenant_id})
+    default = templating.compile_checked(kind, templating.KINDS[kind].default,
+                                         limits=_DEFAULT_LIMITS)
+    return templating.render_limited(default, context, limits=_DEFAULT_LIMITS)
 
 
 def message_url(public_url: str, tenant_id: str, message_id: str) -> str:
@@ -231,22 +265,26 @@ def render_event(*, event: MessageStored, branding: TenantBranding, platform_fro
         head.append(address_line("Cc", cc))
     head.append(header_line("Subject", subject))
 
-    context = {
+    context = {  # the variables documented in templating.KINDS
         "sender": sender.addr_spec,
         "tenant_name": display_name,
         "subject": subject,
         "attachment_count": event.attachment_count,
         "expires_at": _as_utc(event.expires_at),
-        "url": url,
+        "link": url,
         "message_id": message_id,
-        "tenant_id": event.tenant_id,
         "footer": branding.footer,
         "disclaimers": list(branding.disclaimers),
         "disclaimer": event.disclaimer,
     }
-    text_t, html_t = _templates()
+    text_frame, html_frame = _frames()
+    frame = {"message_id": message_id, "url": url, "subject": subject}
     try:
-        text, html = _qp(text_t.render(context)), _qp(html_t.render(context))
+        text_body = _body(_TEXT, branding, context).rstrip("\n") + "\n"
+        # The sandbox autoescaped every value; the template's own markup is the tenant's.
+        html_body = Markup(_body(_HTML, branding, context))  # noqa: S704
+        text = _qp(text_frame.render(frame, body=text_body))
+        html = _qp(html_frame.render(frame, body=html_body))
     except UnicodeEncodeError as exc:  # a lone surrogate escaped in the event's JSON
         raise InvalidInput("the notification text is not valid Unicode") from exc
     try:

@@ -9,6 +9,7 @@ Errors a ``Mailer`` raises:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
@@ -96,6 +97,9 @@ class TenantBranding:
     display_name: str
     footer: str | None = None
     disclaimers: tuple[str, ...] = ()
+    # Tenant-edited template sources by kind (``secmsg.shared.templating.KINDS``); a kind
+    # absent here uses the shipped default. Stored sources were validated at save.
+    templates: Mapping[str, str] = field(default_factory=dict)
 
 
 class TenantDirectory(Protocol):

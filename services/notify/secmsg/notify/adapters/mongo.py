@@ -1,4 +1,5 @@
-"""MongoDB adapter: tenant branding (read-only). The delivery claims live in NATS KV (kv.py)."""
+"""MongoDB adapter: tenant branding and templates (read-only). The delivery claims live in
+NATS KV (kv.py)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from secmsg.notify.ports import TenantBranding
-from secmsg.shared import mongo
+from secmsg.shared import mongo, templating
 from secmsg.shared.mongo import unavailable_as_503
 
 
 class MongoTenantDirectory:
-    """Tenant display name, footer and disclaimers, cached for ``ttl_s`` per tenant."""
+    """Tenant display name, footer, disclaimers and templates, cached for ``ttl_s`` per
+    tenant (a saved template reaches notify within that time)."""
 
     def __init__(self, db: AsyncDatabase[Any], *, ttl_s: float = 60.0) -> None:
         self._coll = db[mongo.TENANTS]
@@ -27,13 +29,22 @@ class MongoTenantDirectory:
         async with unavailable_as_503():
             doc = await self._coll.find_one(
                 {"_id": tenant_id}, {"name": 1, "display_name": 1, "footer": 1,
-                                     "disclaimers": 1})
+                                     "disclaimers": 1, "templates": 1})
         doc = doc or {}
         branding = TenantBranding(
             tenant_id=tenant_id,
             display_name=str(doc.get("display_name") or doc.get("name") or tenant_id),
             footer=doc.get("footer") or None,
             disclaimers=tuple(str(d) for d in doc.get("disclaimers") or () if d),
+            templates=_templates(doc.get("templates")),
         )
         self._cache[tenant_id] = (time.monotonic() + self._ttl, branding)
         return branding
+
+
+def _templates(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        return {}
+    return {kind: entry["source"] for kind, entry in value.items()
+            if kind in templating.KINDS and isinstance(entry, dict)
+            and isinstance(entry.get("source"), str)}
