@@ -49,6 +49,10 @@ async def test_api_key_is_shown_once_and_stored_hashed(mongo_db: Any) -> None:
     assert secret not in str(doc)
     with pytest.raises(NotFound):
         await create_api_key(mongo_db, tenant_id="nobody")
+    with pytest.raises(InvalidInput):
+        await create_api_key(mongo_db, tenant_id="clinic", scopes=("root",))
+    with pytest.raises(InvalidInput):
+        await create_api_key(mongo_db, tenant_id="clinic", scopes=())
 
 
 async def test_cli(env: dict[str, str], mongo_db: Any) -> None:
@@ -67,8 +71,17 @@ async def test_cli(env: dict[str, str], mongo_db: Any) -> None:
     assert r.returncode == 0, r.stderr
     key = r.stdout.strip()
     assert key.startswith("smk_")
-    assert await mongo_db["api_keys"].find_one(
-        {"_id": hashlib.sha256(key.encode()).hexdigest()}) is not None
+    doc = await mongo_db["api_keys"].find_one({"_id": hashlib.sha256(key.encode()).hexdigest()})
+    assert doc is not None and doc["scopes"] == ["send"]
+    r = cli("create-api-key", "cli-org", "--label", "console", "--admin")
+    assert r.returncode == 0, r.stderr
+    doc = await mongo_db["api_keys"].find_one(
+        {"_id": hashlib.sha256(r.stdout.strip().encode()).hexdigest()})
+    assert doc["scopes"] == ["admin"]
+    r = cli("create-api-key", "cli-org", "--admin", "--send")
+    doc = await mongo_db["api_keys"].find_one(
+        {"_id": hashlib.sha256(r.stdout.strip().encode()).hexdigest()})
+    assert doc["scopes"] == ["send", "admin"]
     assert cli("create-api-key", "missing-org").returncode != 0
     r = cli("revoke-api-key", key.split("_")[1])
     assert r.returncode == 0, r.stderr
