@@ -10,6 +10,8 @@
         │   ├── PayloadTooLarge           over a size or count limit (HTTP 413)
         │   └── UnsupportedMediaType      wrong Content-Type (HTTP 415)
         ├── Unauthorized              missing or unknown credentials (HTTP 401)
+        ├── Forbidden                 valid credentials without the needed scope, on the
+        │                             caller's own tenant's resource (HTTP 403)
         ├── NotFound                  absent, or not yours to see (HTTP 404, never 403)
         ├── Conflict                  state forbids it, e.g. idempotency key in flight (HTTP 409)
         ├── RangeNotSatisfiable       bad Range header (HTTP 416)
@@ -79,6 +81,14 @@ class UnsupportedMediaType(InvalidInput):
 class Unauthorized(PermanentError):
     code = "unauthorized"
     status = 401
+
+
+class Forbidden(PermanentError):
+    """Valid credentials lacking a scope. Only for the caller's own resources: anything of
+    another tenant or recipient is ``NotFound``, so its existence is never revealed."""
+
+    code = "forbidden"
+    status = 403
 
 
 class NotFound(PermanentError):

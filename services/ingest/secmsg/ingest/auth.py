@@ -6,17 +6,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from secmsg.ingest.ports import Credentials, TenantDirectory
 from secmsg.shared import logs
-from secmsg.shared.errors import PermanentError, Unauthorized
+from secmsg.shared.errors import Forbidden, Unauthorized
 
 bearer = HTTPBearer(auto_error=False, description="The tenant's API key: smk_<key_id>_<secret>")
-
-
-class Forbidden(PermanentError):
-    """A valid key without the scope the endpoint needs. 403 rather than 404: the resource is
-    the key's own tenant's, so there is nothing to hide from it."""
-
-    code = "forbidden"
-    status = 403
 
 
 async def authenticate(tenants: TenantDirectory, auth: HTTPAuthorizationCredentials | None,
