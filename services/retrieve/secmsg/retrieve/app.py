@@ -3,6 +3,7 @@ security headers, health, readiness and metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,11 +19,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from secmsg.retrieve import routes
+from secmsg.retrieve import routes, service
 from secmsg.retrieve.adapters.blobs import S3BlobReader
 from secmsg.retrieve.adapters.bus import NatsAuditPublisher
 from secmsg.retrieve.adapters.mongo import (
     MongoCodeRepo,
+    MongoJanitor,
     MongoMessageRepo,
     MongoRateLimiter,
     MongoSessionRepo,
@@ -178,7 +180,8 @@ async def build_deps(common: CommonSettings, settings: RetrieveSettings,
         settings=settings, keyring=common.key_ring, messages=MongoMessageRepo(db),
         tenants=MongoTenantRepo(db), codes=MongoCodeRepo(db), sessions=MongoSessionRepo(db),
         limiter=MongoRateLimiter(db), mailer=SmtpCodeMailer(common, templates),
-        audit=NatsAuditPublisher(publisher), blobs=S3BlobReader(blobs), templates=templates,
+        audit=NatsAuditPublisher(publisher), blobs=S3BlobReader(blobs), janitor=MongoJanitor(db),
+        templates=templates,
         readiness={"nats": publisher.ping, "mongodb": ping_mongo, "s3": ping_s3},
     )
 
@@ -192,7 +195,20 @@ def create_app(common: CommonSettings | None = None,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         closers: list[Callable[[], Awaitable[Any]]] = []
         try:
-            app.state.deps = await build_deps(common, settings, closers)
+            deps = app.state.deps = await build_deps(common, settings, closers)
+            # Reads deps.clock at each pass, so a test's shifted clock applies.
+            cleanup = asyncio.create_task(service.run_cleanup(
+                janitor=deps.janitor, settings=settings, clock=lambda: deps.clock()),
+                name="retrieve-cleanup")
+
+            async def stop_cleanup() -> None:
+                cleanup.cancel()
+                # Bounded: shutdown must not wait on a pass stuck in an unreachable database.
+                done, _ = await asyncio.wait([cleanup], timeout=5)
+                if not done:
+                    log.warning("expiry clean-up did not stop within 5 s")
+
+            closers.append(stop_cleanup)  # closers run in reverse: stopped before the clients
             yield
         finally:
             for close in reversed(closers):

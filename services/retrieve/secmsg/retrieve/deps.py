@@ -16,6 +16,7 @@ from secmsg.retrieve.ports import (
     BlobReader,
     CodeMailer,
     CodeRepo,
+    ExpiredCleaner,
     MessageRepo,
     RateLimiter,
     SessionRecord,
@@ -38,6 +39,7 @@ class Deps:
     mailer: CodeMailer
     audit: AuditPublisher
     blobs: BlobReader
+    janitor: ExpiredCleaner
     templates: Environment
     readiness: dict[str, Callable[[], Awaitable[None]]]
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)

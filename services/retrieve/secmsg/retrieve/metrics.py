@@ -13,3 +13,5 @@ DECRYPT_SECONDS = Counter("secmsg_retrieve_decrypt_seconds_total",
                           "Seconds spent decrypting content")
 CODES = Counter("secmsg_retrieve_codes_total", "Sign-in code requests, by outcome", ["outcome"])
 SIGNINS = Counter("secmsg_retrieve_signins_total", "Code verifications, by outcome", ["outcome"])
+CLEANUP_DELETED = Counter("secmsg_retrieve_cleanup_deleted_total",
+                          "Expired documents deleted by the periodic cleanup", ["collection"])

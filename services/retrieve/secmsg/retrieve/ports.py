@@ -83,6 +83,14 @@ class RateLimiter(Protocol):
         ...
 
 
+class ExpiredCleaner(Protocol):
+    async def delete_expired(self, *, now: datetime, session_idle_s: int) -> dict[str, int]:
+        """Delete expired codes, used-code markers, sessions and rate-limit windows.
+
+        Idempotent (replicas may run it at once); returns deleted counts by collection."""
+        ...
+
+
 class CodeMailer(Protocol):
     async def send_code(self, *, to: str, code: str, tenant_name: str,
                         ttl_minutes: int) -> None: ...

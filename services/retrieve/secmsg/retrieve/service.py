@@ -6,6 +6,7 @@ there, expired or purged" is the same ``NotFound``, so a probe learns nothing.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -15,16 +16,17 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from secmsg.retrieve.metrics import CODES, DECRYPT_SECONDS, SIGNINS
+from secmsg.retrieve.metrics import CLEANUP_DELETED, CODES, DECRYPT_SECONDS, SIGNINS
 from secmsg.retrieve.ports import (
     AuditPublisher,
     BlobReader,
     CodeMailer,
     CodeRepo,
+    ExpiredCleaner,
     MessageRecord,
     MessageRepo,
     RateLimiter,
@@ -211,6 +213,38 @@ async def authenticate(*, token: str | None, sessions: SessionRepo,
 async def logout(*, token: str | None, sessions: SessionRepo) -> None:
     if token:
         await sessions.delete(hash_token(token))
+
+
+# --- expiry clean-up -------------------------------------------------------------------------
+
+async def clean_expired(*, janitor: ExpiredCleaner, settings: RetrieveSettings,
+                        now: datetime) -> dict[str, int]:
+    """One pass deleting expired sign-in state; counts go to the log and the metric."""
+    counts = await janitor.delete_expired(now=now, session_idle_s=settings.session_idle_s)
+    for collection, n in counts.items():
+        CLEANUP_DELETED.labels(collection).inc(n)
+    if any(counts.values()):
+        log.info("expired documents deleted: %s",
+                 ", ".join(f"{c}={n}" for c, n in sorted(counts.items())))
+    return counts
+
+
+async def run_cleanup(*, janitor: ExpiredCleaner, settings: RetrieveSettings,
+                      clock: Callable[[], datetime]) -> None:
+    """Clean up every ``cleanup_interval_s`` until cancelled; a failed pass waits for the next.
+
+    Passes are jittered so replicas started together drift apart; overlapping would only
+    repeat work.
+    """
+    while True:
+        jitter = 1 + secrets.randbelow(1000) / 5000
+        await asyncio.sleep(settings.cleanup_interval_s * jitter)
+        try:
+            await clean_expired(janitor=janitor, settings=settings, now=clock())
+        except SecmsgError as exc:
+            log.warning("expiry clean-up failed: %s", exc.detail)
+        except Exception:
+            log.exception("expiry clean-up failed")
 
 
 # --- messages --------------------------------------------------------------------------------

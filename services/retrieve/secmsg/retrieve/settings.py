@@ -51,6 +51,10 @@ class RetrieveSettings(BaseSettings):
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1,
                                 description="Largest text/html body returned inline")
     publish_timeout_s: float = Field(default=5.0, gt=0)
+    cleanup_interval_s: float = Field(
+        default=300, gt=0,
+        description="Seconds between passes deleting expired codes, sessions and rate-limit "
+                    "slots (needed where the server has no TTL indexes, e.g. FerretDB)")
     shutdown_grace_s: int = Field(default=20, ge=1)
 
     @model_validator(mode="after")

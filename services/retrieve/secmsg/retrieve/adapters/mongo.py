@@ -216,12 +216,44 @@ class MongoRateLimiter:
         return max(1.0, (window_end - now).total_seconds())
 
 
+class MongoJanitor:
+    """Deletes expired sign-in state without relying on TTL indexes (FerretDB 1.x has none).
+
+    Each delete filters on one indexed time field with the same boundary the readers use
+    (live means ``expires_at > now`` and ``last_seen_at > now - idle``), and deleting is
+    idempotent, so replicas running it at once only repeat work. FerretDB deletes by ``_id``
+    after matching: a code re-issued for the same address in that instant could go too (the
+    recipient asks again); sessions, used-code markers and rate-limit slots never reuse an
+    ``_id``.
+    """
+
+    def __init__(self, db: AsyncDatabase[Doc]):
+        self._db = db
+
+    async def delete_expired(self, *, now: datetime, session_idle_s: int) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        async with mongo.unavailable_as_503():
+            for name in _EXPIRING:
+                res = await self._db[name].delete_many({"expires_at": {"$lte": now}})
+                counts[name] = res.deleted_count
+            idle = await self._db[mongo.SESSIONS].delete_many(
+                {"last_seen_at": {"$lte": now - timedelta(seconds=session_idle_s)}})
+            counts[mongo.SESSIONS] += idle.deleted_count
+        return counts
+
+
+_EXPIRING = (mongo.LOGIN_CODES, mongo.LOGIN_CODES + "_used", mongo.SESSIONS, mongo.RATE_LIMITS)
+
+
 async def ensure_indexes(db: AsyncDatabase[Doc]) -> None:
-    """Clean-up indexes; best effort, because not every MongoDB-wire server expires by TTL."""
-    for name in (mongo.LOGIN_CODES, mongo.LOGIN_CODES + "_used", mongo.SESSIONS,
-                 mongo.RATE_LIMITS):
+    """Indexes for the expiry clean-up: TTL where the server has it, else plain ones that the
+    periodic ``MongoJanitor`` pass uses."""
+    for name in _EXPIRING:
         try:
             await db[name].create_index([("expires_at", ASCENDING)], expireAfterSeconds=0,
                                         name="expires_at_ttl")
         except OperationFailure as exc:
-            log.info("no TTL index on %s (server said %s)", name, exc.code)
+            log.info("no TTL index on %s (server said %s); periodic clean-up only",
+                     name, exc.code)
+            await db[name].create_index([("expires_at", ASCENDING)], name="expires_at")
+    await db[mongo.SESSIONS].create_index([("last_seen_at", ASCENDING)], name="last_seen_at")
