@@ -79,6 +79,9 @@ async def _demo_tenant(env: dict[str, str], run_dir: Path) -> str:
 
 
 def main() -> None:
+    # Ctrl-C must stop everything even when started from a shell that ignores SIGINT for
+    # background jobs (Python then inherits SIG_IGN and never raises KeyboardInterrupt).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     ap = argparse.ArgumentParser(description="Run secmsg locally on loopback")
     ap.add_argument("--dir", type=Path, default=ROOT / ".run")
     args = ap.parse_args()

@@ -116,6 +116,11 @@ class Sink:
     def __init__(self, port: int, directory: Path | None = None, **smtp_kwargs: Any):
         self.port = port
         self.handler = SinkHandler(directory)
+        if directory is not None and directory.exists():
+            # Keep numbering after what earlier runs captured, so names sort in arrival order.
+            numbers = [int(p.name.split("-", 1)[0]) for p in directory.glob("*.eml")
+                       if p.name.split("-", 1)[0].isdigit()]
+            self.handler._seq = itertools.count(max(numbers, default=-1) + 1)
         self._kwargs = smtp_kwargs
         self._controller: Controller | None = None
 
