@@ -69,6 +69,15 @@ class CommonSettings(BaseSettings):
     smtp_timeout_s: float = Field(default=30.0, description="Per SMTP exchange")
     smtp_from: str = Field(default="notifications@secmsg.localhost",
                            description="Envelope sender and From address of platform mail")
+    smtp_allowed_targets: str = Field(
+        default="",
+        description="Comma-separated CIDRs, IPs or host names a tenant's own SMTP server may "
+                    "use although they are private, loopback, link-local or otherwise refused "
+                    "by the SSRF guard (e.g. an internal relay); empty: only public addresses")
+    smtp_ca_file: str | None = Field(
+        default=None,
+        description="PEM bundle of extra CAs trusted when verifying tenant and platform SMTP "
+                    "server certificates (default: the system trust store)")
 
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> CommonSettings:
