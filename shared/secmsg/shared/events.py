@@ -25,11 +25,12 @@ class _Model(BaseModel):
 
 
 class StoredObject(_Model):
-    """One encrypted object in the object store (a body or an attachment)."""
+    """One encrypted object in the object store (a body, an attachment, or -- for a message
+    submitted as RFC 5322 -- the ``original`` raw message, kept so it can be fetched back)."""
 
     object_id: str
     key: str
-    role: Literal["text", "html", "attachment"]
+    role: Literal["text", "html", "attachment", "original"]
     filename: str | None = None
     content_type: str
     size: int = Field(ge=0)

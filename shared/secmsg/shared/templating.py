@@ -480,3 +480,45 @@ def validate(kind: str, source: str, context: Mapping[str, Any] | None = None, *
         raise InvalidInput("the rendered template does not show {{ link }}: a notification "
                            "without the link to the message is useless")
     return output
+
+
+# The frame notify puts around a rendered notification body (``secmsg.notify`` keeps its own
+# copy in ``templates/frame.*.j2``): the toolbar markers live here, outside the tenant's reach.
+# Kept identical so a toolbar finds the same markers in a notification and in the placeholder
+# ingest answers for an RFC 5322 submission.
+_FRAME_TEXT = """{{ body }}
+Secure-Message-Id: {{ message_id }}
+Secure-Message-Url: {{ url }}
+"""
+_FRAME_HTML = """<!DOCTYPE html>
+<html>
+<head>
+<meta charset="utf-8">
+<meta name="secure-message-id" content="{{ message_id }}">
+<meta name="secure-message-url" content="{{ url }}">
+<title>{{ subject }}</title>
+</head>
+<body data-secure-message-id="{{ message_id }}" data-secure-message-url="{{ url }}">
+{{ body }}
+<span style="display:none" class="secure-message-marker">Secure-Message-Id: {{ message_id }}</span>
+</body>
+</html>
+"""
+
+
+def render_frames(*, text_body: str, html_body: str, message_id: str, url: str,
+                  subject: str) -> tuple[str, str]:
+    """(text, html) of a notification: the rendered bodies inside the marker frames.
+
+    ``html_body`` must already be safe HTML (a sandbox render autoescapes every value)."""
+    from jinja2 import Environment, StrictUndefined
+    from markupsafe import Markup
+
+    frame = {"message_id": message_id, "url": url, "subject": subject}
+    text_env = Environment(undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                           keep_trailing_newline=True, autoescape=False)  # noqa: S701 -- plain text
+    html_env = Environment(undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                           keep_trailing_newline=True, autoescape=True)
+    text = text_env.from_string(_FRAME_TEXT).render(frame, body=text_body)
+    html = html_env.from_string(_FRAME_HTML).render(frame, body=Markup(html_body))  # noqa: S704
+    return text, html

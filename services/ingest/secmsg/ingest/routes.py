@@ -6,17 +6,23 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
 
-from secmsg.ingest import metrics, service
+from secmsg.ingest import metrics, rfc822, service
 from secmsg.ingest.auth import authenticate, bearer
 from secmsg.ingest.envelope import ENVELOPE_EXAMPLE, Envelope
 from secmsg.ingest.ports import SCOPE_SEND
 from secmsg.ingest.wiring import Deps, get_deps
-from secmsg.shared.errors import InvalidInput, TooManyRequests
+from secmsg.shared.errors import (
+    InvalidInput,
+    PayloadTooLarge,
+    TooManyRequests,
+    UnsupportedMediaType,
+)
+from secmsg.shared.settings import CommonSettings
 
 router = APIRouter()
 
@@ -109,3 +115,72 @@ async def submit_message(
             opts=deps.options)
     headers = {} if accepted.created else {"Idempotent-Replayed": "true"}
     return JSONResponse({"message_id": accepted.message_id}, status_code=202, headers=headers)
+
+
+def _public_url() -> str:
+    # The link notify writes; read per request (Deps does not carry it yet).
+    return CommonSettings().retrieve_public_url
+
+
+@router.post(
+    "/v1/messages/rfc822", status_code=200,
+    response_class=Response,
+    summary="Submit a whole RFC 5322 message; get the placeholder message back",
+    description=(
+        "Body: a complete message (`Content-Type: message/rfc822`), as a mail server or "
+        "Outlook/Exchange transport rule would relay it. Its bodies, attachments and the raw "
+        "message are stored encrypted, like `POST /v1/messages`. The answer is the placeholder "
+        "to deliver instead: every original header byte for byte (except `MIME-Version`, "
+        "`Content-Type`, `Content-Transfer-Encoding` and any `X-Secure-Message-*`), plus "
+        "`X-Secure-Message-Id`/`-Url`, and the rendered notification as body. The whole "
+        "message is read into memory, capped at the tenant's message size."),
+    responses={
+        200: {"content": {"message/rfc822": {}}, "description": "the placeholder message"},
+        400: _err("malformed message: no header/body separator, no From, no recipients, "
+                  "broken MIME structure or a header value with CR, LF or NUL"),
+        401: _err("missing, unknown or revoked API key"),
+        403: _err("the API key lacks the 'send' scope (an admin-only key)"),
+        409: _err("a submission with this Idempotency-Key is in progress"),
+        413: _err("over the tenant's size, recipient or attachment limit"),
+        415: _err("the body is not message/rfc822"),
+        429: _err("too many submissions in progress on this instance"),
+        503: _err("object store, database or event bus unavailable; retry later"),
+    },
+    openapi_extra={"requestBody": {"required": True,
+                                   "content": {"message/rfc822": {"schema": {
+                                       "type": "string", "format": "binary"}}}}},
+)
+async def submit_rfc822(
+    request: Request,
+    deps: Annotated[Deps, Depends(get_deps)],
+    auth: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    idempotency_key: Annotated[str | None, Header(
+        alias="Idempotency-Key", description="Makes retries safe (≤ 200 printable chars)")
+    ] = None,
+) -> Response:
+    creds = await authenticate(deps.tenants, auth, scope=SCOPE_SEND)
+    ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if ctype != rfc822.CONTENT_TYPE:
+        raise UnsupportedMediaType("the body must be a whole message with Content-Type: "
+                                   "message/rfc822")
+    if deps.uploads.locked():
+        raise TooManyRequests("too many submissions in progress; retry shortly")
+    cap = creds.tenant.max_message_bytes
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > cap:
+        raise PayloadTooLarge(f"the message ({length} bytes) exceeds this tenant's message "
+                              f"size limit of {cap} bytes")
+    async with deps.uploads:
+        raw = await rfc822.read_capped(_counted(request), cap)
+        parsed = rfc822.parse(raw, creds.tenant)
+        accepted, expires_at = await rfc822.store(
+            creds=creds, parsed=parsed, idempotency_key=idempotency_key, blobs=deps.blobs,
+            idem=deps.idempotency, events=deps.events, key_ring=deps.key_ring,
+            opts=deps.options)
+    body = await rfc822.placeholder(parsed=parsed, creds=creds, message_id=accepted.message_id,
+                                    expires_at=expires_at, public_url=_public_url(),
+                                    templates=deps.templates)
+    headers = {"X-Secure-Message-Id": accepted.message_id}
+    if not accepted.created:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(body, status_code=200, media_type=rfc822.CONTENT_TYPE, headers=headers)

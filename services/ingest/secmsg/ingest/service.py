@@ -17,7 +17,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -72,6 +72,16 @@ def body_cap(creds: Credentials) -> int:
     """Largest request body that can still hold content within the tenant's limits."""
     t = creds.tenant
     return t.max_message_bytes + t.max_envelope_bytes + _PART_OVERHEAD * (t.max_attachments + 2)
+
+
+def new_upload(*, blobs: BlobStore, key_ring: KeyRing, tenant_id: str, message_id: str,
+               role: str, filename: str | None, content_type: str, opts: Options,
+               uploads: list[_Upload]) -> _Upload:
+    """Start one object's upload, registered in ``uploads`` so a failure deletes it."""
+    up = _Upload(blobs=blobs, key_ring=key_ring, tenant_id=tenant_id, message_id=message_id,
+                 role=role, filename=filename, content_type=content_type, opts=opts)
+    uploads.append(up)
+    return up
 
 
 class _Upload:
@@ -191,6 +201,24 @@ async def submit_message(*, creds: Credentials, content_type: str | None,
         raise PayloadTooLarge(f"the request body ({content_length} bytes) exceeds this tenant's "
                               f"message size limit of {tenant.max_message_bytes} bytes")
 
+    async def produce(message_id: str, now: datetime, uploads: list[_Upload]) -> MessageReceived:
+        return await _receive(creds=creds, message_id=message_id, now=now, boundary=boundary,
+                              cap=cap, body=body, blobs=blobs, key_ring=key_ring, opts=opts,
+                              uploads=uploads)
+
+    return await accept(creds=creds, idempotency_key=idempotency_key, produce=produce,
+                        blobs=blobs, idem=idem, events=events, opts=opts)
+
+
+Producer = Callable[[str, datetime, "list[_Upload]"], Awaitable[MessageReceived]]
+
+
+async def accept(*, creds: Credentials, idempotency_key: str | None, produce: Producer,
+                 blobs: BlobStore, idem: IdempotencyStore, events: EventSink,
+                 opts: Options) -> Accepted:
+    """The path every submission shares: Idempotency-Key claim, ``produce`` (which uploads the
+    objects and returns the event), publish, and deleting this attempt's objects on failure."""
+    tenant = creds.tenant
     now = datetime.now(UTC)
     attempt = uuid.uuid4().hex
     claim: Claim | None = None
@@ -214,9 +242,7 @@ async def submit_message(*, creds: Credentials, content_type: str | None,
                  else contextlib.nullcontext())
     try:
         async with heartbeat:
-            event = await _receive(
-                creds=creds, message_id=message_id, now=now, boundary=boundary, cap=cap,
-                body=body, blobs=blobs, key_ring=key_ring, opts=opts, uploads=uploads)
+            event = await produce(message_id, now, uploads)
             fresh = await events.publish(event, event_msg_id(event))
         if not fresh:
             # An earlier attempt with this id already published; its objects are the ones the
@@ -259,12 +285,10 @@ async def _receive(*, creds: Credentials, message_id: str, now: datetime, bounda
     stored: list[StoredObject] = []
     validated: tuple[Envelope, str, list[Recipient], datetime | None] | None = None
 
-    def new_upload(role: str, filename: str | None, ctype: str) -> _Upload:
-        up = _Upload(blobs=blobs, key_ring=key_ring, tenant_id=tenant.tenant_id,
-                     message_id=message_id, role=role, filename=filename, content_type=ctype,
-                     opts=opts)
-        uploads.append(up)
-        return up
+    def start(role: str, filename: str | None, ctype: str) -> _Upload:
+        return new_upload(blobs=blobs, key_ring=key_ring, tenant_id=tenant.tenant_id,
+                          message_id=message_id, role=role, filename=filename,
+                          content_type=ctype, opts=opts, uploads=uploads)
 
     def count(n: int) -> None:
         nonlocal total
@@ -286,7 +310,7 @@ async def _receive(*, creds: Credentials, message_id: str, now: datetime, bounda
                 attachments += 1
                 if attachments > tenant.max_attachments:
                     raise PayloadTooLarge(f"more than {tenant.max_attachments} attachments")
-                current = new_upload("attachment", sanitize_filename(ev.filename),
+                current = start("attachment", sanitize_filename(ev.filename),
                                      attachment_content_type(ev.content_type))
                 state = "attachment"
         elif isinstance(ev, PartEnd):
@@ -297,7 +321,7 @@ async def _receive(*, creds: Credentials, message_id: str, now: datetime, bounda
                     if text is not None:
                         data = text.encode()
                         count(len(data))
-                        up = new_upload(role, None, f"text/{'plain' if role == 'text' else role}"
+                        up = start(role, None, f"text/{'plain' if role == 'text' else role}"
                                         "; charset=utf-8")
                         await up.write(data)
                         stored.append(await up.finish())
