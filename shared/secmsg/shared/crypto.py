@@ -41,6 +41,7 @@ TAG_SIZE = 16
 DEFAULT_SEGMENT_SIZE = 64 * 1024
 _SEG_AAD = b"secmsg-seg-v1"
 _WRAP_AAD = b"secmsg-wrap-v1"
+_SECRET_AAD = b"secmsg-secret-v1"
 
 
 def new_data_key() -> bytes:
@@ -282,3 +283,24 @@ class KeyRing:
 
     def wrapped_version(self, wrapped: str) -> int:
         return int(wrapped.partition(".")[0])
+
+    def seal_secret(self, tenant_id: str, purpose: str, secret: str) -> str:
+        """Encrypt a small tenant secret (e.g. an SMTP password) for storage; same format as
+        ``wrap``, with its own AAD domain so a sealed secret never opens as a data key."""
+        nonce = os.urandom(12)
+        aad = b"|".join((_SECRET_AAD, tenant_id.encode(), purpose.encode()))
+        sealed = self._kek(tenant_id, self.active).encrypt(nonce, secret.encode(), aad)
+        return f"{self.active}.{base64.urlsafe_b64encode(nonce + sealed).decode()}"
+
+    def open_secret(self, tenant_id: str, purpose: str, sealed: str) -> str:
+        version_s, _, b64 = sealed.partition(".")
+        try:
+            version = int(version_s)
+            raw = base64.urlsafe_b64decode(b64)
+        except ValueError:
+            raise IntegrityError("sealed secret is malformed") from None
+        aad = b"|".join((_SECRET_AAD, tenant_id.encode(), purpose.encode()))
+        try:
+            return self._kek(tenant_id, version).decrypt(raw[:12], raw[12:], aad).decode()
+        except InvalidTag:
+            raise IntegrityError("sealed secret does not belong to this tenant/purpose") from None

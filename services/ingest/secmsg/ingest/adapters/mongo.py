@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +23,7 @@ from secmsg.ingest.ports import (
     StoredTemplate,
     TenantProfile,
 )
+from secmsg.ingest.tenant_smtp import SmtpConfig
 from secmsg.ingest.tenants import tenant_from_doc
 from secmsg.shared import mongo
 from secmsg.shared.errors import NotFound
@@ -184,3 +186,38 @@ class MongoTemplateStore:
                 {"_id": tenant_id, f"templates.{kind}": {"$exists": True}},
                 {"$unset": {f"templates.{kind}": ""}})
         return res.modified_count == 1
+
+
+class MongoSmtpConfigStore:
+    """``tenants.smtp``: the tenant's SMTP selection (see ``secmsg.ingest.tenant_smtp``)."""
+
+    def __init__(self, db: AsyncDatabase[Any]):
+        self._col = db[mongo.TENANTS]
+
+    @classmethod
+    def sharing(cls, templates: MongoTemplateStore) -> MongoSmtpConfigStore:
+        """One over the same database as the template store (until wiring carries its own)."""
+        store = cls.__new__(cls)
+        store._col = templates._col
+        return store
+
+    async def load(self, tenant_id: str) -> SmtpConfig:
+        async with mongo.unavailable_as_503():
+            doc = await self._col.find_one({"_id": tenant_id}, {"smtp": 1})
+        if doc is None:
+            raise NotFound(f"tenant {tenant_id!r} does not exist")
+        config = SmtpConfig.from_doc(doc.get("smtp"))
+        if config.updated_at is not None:
+            config = replace(config, updated_at=_aware(config.updated_at))
+        return config
+
+    async def save(self, tenant_id: str, config: SmtpConfig, *, key_id: str,
+                   now: datetime) -> SmtpConfig:
+        async with mongo.unavailable_as_503():
+            res = await self._col.update_one(
+                {"_id": tenant_id},
+                {"$set": {"smtp": {**config.to_doc(), "updated_at": now,
+                                   "updated_by": key_id}}})
+        if res.matched_count != 1:
+            raise NotFound(f"tenant {tenant_id!r} does not exist")
+        return replace(config, updated_at=now)
