@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo import AsyncMongoClient
 
 from secmsg.notify.adapters.kv import KvDeliveryRepo
-from secmsg.notify.adapters.mongo import MongoTenantDirectory
+from secmsg.notify.adapters.mongo import MongoTenantDirectory, TenantSmtpOptions
 from secmsg.notify.adapters.smtp import SmtpMailer
 from secmsg.notify.handlers import make_on_message_stored, raw_message
 from secmsg.notify.ports import SmtpTarget
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 def platform_smtp(common: CommonSettings) -> SmtpTarget:
     return SmtpTarget(host=common.smtp_host, port=common.smtp_port, tls=common.smtp_tls,
                       username=common.smtp_username, password=common.smtp_password,
-                      timeout_s=common.smtp_timeout_s)
+                      timeout_s=common.smtp_timeout_s, ca_file=common.smtp_ca_file)
 
 
 class NotifyWorker:
@@ -62,8 +62,17 @@ class NotifyWorker:
         self.mongo: AsyncMongoClient[Any] = make_client(self.common)
         self.db = self.mongo[self.common.mongo_db]
         self.deliveries: KvDeliveryRepo  # bound in start(): it needs the NATS connection
-        self.tenants = MongoTenantDirectory(self.db, ttl_s=self.settings.tenant_cache_s)
-        self.mailer = SmtpMailer(pool_size=self.settings.smtp_pool_size)
+        common = self.common
+        self.tenants = MongoTenantDirectory(
+            self.db, ttl_s=self.settings.tenant_cache_s,
+            smtp=TenantSmtpOptions(
+                allowed_targets=common.smtp_allowed_targets, ca_file=common.smtp_ca_file,
+                timeout_s=common.smtp_timeout_s,
+                # Lazy: the keyring is parsed only when a tenant's password must be opened.
+                open_secret=lambda t, p, s: common.key_ring.open_secret(t, p, s)))
+        self.mailer = SmtpMailer(pool_size=self.settings.smtp_pool_size,
+                                 rate_per_s=self.settings.target_rate_per_s,
+                                 saturated_wait_s=self.settings.target_saturated_wait_s)
         self.nc: NATS | None = None
         self.publisher: bus.EventPublisher
         self.broker = NatsBroker(self.common.nats_url, name="secmsg-notify",

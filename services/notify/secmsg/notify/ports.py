@@ -43,6 +43,11 @@ class SmtpTarget:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     timeout_s: float = 30.0
+    # A tenant's own server: resolved and SSRF-checked at every connect, the connection goes
+    # to the checked address and the host name is kept for TLS (SNI, certificate check).
+    checked: bool = False
+    allowed_targets: str = ""
+    ca_file: str | None = None
 
     @property
     def pool_key(self) -> tuple[str, int, str, str | None]:
@@ -100,6 +105,8 @@ class TenantBranding:
     # Tenant-edited template sources by kind (``secmsg.shared.templating.KINDS``); a kind
     # absent here uses the shipped default. Stored sources were validated at save.
     templates: Mapping[str, str] = field(default_factory=dict)
+    # The tenant's own SMTP server (``tenants.smtp`` mode "own"); None: the platform's.
+    smtp: SmtpTarget | None = None
 
 
 class TenantDirectory(Protocol):

@@ -145,8 +145,10 @@ async def notify_recipients(*, event: MessageStored, deliveries: DeliveryRepo, m
                             clock: Callable[[], datetime] = utcnow,
                             heartbeat: Callable[[], Awaitable[None]] | None = None) -> None:
     """Notify every recipient of ``event`` once; raise ``RetryLater`` if some must wait."""
+    branding = await tenants.branding(event.tenant_id)
+    # The tenant's own SMTP server when it chose one, else the platform's (``target``).
     ctx = _Ctx(event=event, deliveries=deliveries, mailer=mailer, publisher=publisher,
-               target=target, policy=policy, branding=await tenants.branding(event.tenant_id),
+               target=branding.smtp or target, policy=policy, branding=branding,
                platform_from=platform_from, public_url=public_url, clock=clock)
     waiting: list[_Later] = []
     recipients = unique_recipients(event)

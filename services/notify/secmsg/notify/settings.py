@@ -31,7 +31,15 @@ class NotifySettings(BaseSettings):
         default=30 * 24 * 3600.0, gt=0,
         description="how long a recipient's delivery claim is kept (KV bucket max_age); must "
                     "exceed GIVE_UP_AFTER_S, or a redelivered event could notify again")
-    smtp_pool_size: int = Field(default=4, ge=1, description="connections per SMTP target")
+    smtp_pool_size: int = Field(
+        default=4, ge=1, description="connections per SMTP target; also the most handlers one "
+                                     "target can hold, so keep it below CONCURRENCY")
+    target_rate_per_s: float = Field(
+        default=50.0, ge=0, description="messages per second per SMTP target (0: unlimited)")
+    target_saturated_wait_s: float = Field(
+        default=2.0, gt=0, description="a tenant's own SMTP target with every connection busy "
+                                       "this long: the notification is deferred instead of "
+                                       "holding a handler")
     tenant_cache_s: float = Field(default=60.0, ge=0)
     fetch_timeout_s: float = Field(default=5.0, gt=0)
     graceful_timeout_s: float = Field(
