@@ -199,6 +199,7 @@ async def test_corpus_is_stored_and_answered_with_a_placeholder(ingest: Ingest,
     assert stored["original"] == [(None, raw)]
     ev = (await ingest.events())[0]
     assert ev.message_id == message_id
+    assert ev.notify is False  # the organisation's server delivers the placeholder
 
     if build is outlook:
         assert "Gr\u00fc\u00dfe" in stored["text"][0][1].decode()

@@ -62,6 +62,9 @@ class MessageReceived(_Event):
     expires_at: datetime | None = None
     disclaimer: str | None = None
     submitted_by: str
+    # False when the sender's own mail server delivers the notification (the placeholder of
+    # an RFC 5322 submission): store records it as usual, notify sends nothing.
+    notify: bool = True
 
 
 class MessageStored(_Event):
@@ -75,6 +78,7 @@ class MessageStored(_Event):
     expires_at: datetime | None = None
     disclaimer: str | None = None
     received_at: datetime
+    notify: bool = True  # copied from MessageReceived.notify; False: notify sends nothing
 
 
 class NotificationSent(_Event):

@@ -257,7 +257,9 @@ async def store(*, creds: Credentials, parsed: Parsed, idempotency_key: str | No
         return MessageReceived(
             tenant_id=tenant.tenant_id, message_id=message_id, sender=parsed.sender,
             recipients=parsed.recipients, subject=parsed.subject, objects=stored,
-            expires_at=expires[0], submitted_by=f"api_key:{creds.key_id}")
+            expires_at=expires[0], submitted_by=f"api_key:{creds.key_id}",
+            # The organisation's server delivers the placeholder: no second notification.
+            notify=False)
 
     accepted = await service.accept(creds=creds, idempotency_key=idempotency_key,
                                     produce=produce, blobs=blobs, idem=idem, events=events,

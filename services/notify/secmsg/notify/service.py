@@ -145,10 +145,12 @@ async def notify_recipients(*, event: MessageStored, deliveries: DeliveryRepo, m
                             clock: Callable[[], datetime] = utcnow,
                             heartbeat: Callable[[], Awaitable[None]] | None = None) -> None:
     """Notify every recipient of ``event`` once; raise ``RetryLater`` if some must wait."""
-    branding = await tenants.branding(event.tenant_id)
-    # The tenant's own SMTP server when it chose one, else the platform's (``target``).
+    if not event.notify:
+        # The sender's own server delivered the placeholder (an RFC 5322 submission).
+        log.info("message.stored says notify=false; no notifications sent")
+        return
     ctx = _Ctx(event=event, deliveries=deliveries, mailer=mailer, publisher=publisher,
-               target=branding.smtp or target, policy=policy, branding=branding,
+               target=target, policy=policy, branding=await tenants.branding(event.tenant_id),
                platform_from=platform_from, public_url=public_url, clock=clock)
     waiting: list[_Later] = []
     recipients = unique_recipients(event)

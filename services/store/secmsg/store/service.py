@@ -114,6 +114,7 @@ def message_document(event: MessageReceived, *, stored_at: datetime) -> Doc:
         "stored_at": stored_at,
         "state": "stored",
         "purged_at": None,
+        "notify": event.notify,
     }
 
 
@@ -122,7 +123,8 @@ def stored_event(doc: Doc) -> MessageStored:
         tenant_id=doc["tenant_id"], message_id=doc["_id"], occurred_at=doc["stored_at"],
         sender=doc["sender"], recipients=doc["recipients"], subject=doc["subject"],
         attachment_count=doc["attachment_count"], expires_at=doc.get("expires_at"),
-        disclaimer=doc.get("disclaimer"), received_at=doc["received_at"])
+        disclaimer=doc.get("disclaimer"), received_at=doc["received_at"],
+        notify=doc.get("notify", True))
 
 
 async def record_message(*, event: MessageReceived, messages: MessageRepo, blobs: BlobStore,
