@@ -149,8 +149,10 @@ async def notify_recipients(*, event: MessageStored, deliveries: DeliveryRepo, m
         # The sender's own server delivered the placeholder (an RFC 5322 submission).
         log.info("message.stored says notify=false; no notifications sent")
         return
+    branding = await tenants.branding(event.tenant_id)
+    # The tenant's own SMTP server when it chose one, else the platform's (``target``).
     ctx = _Ctx(event=event, deliveries=deliveries, mailer=mailer, publisher=publisher,
-               target=target, policy=policy, branding=await tenants.branding(event.tenant_id),
+               target=branding.smtp or target, policy=policy, branding=branding,
                platform_from=platform_from, public_url=public_url, clock=clock)
     waiting: list[_Later] = []
     recipients = unique_recipients(event)
