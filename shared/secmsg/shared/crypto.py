@@ -38,6 +38,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from secmsg.shared.errors import IntegrityError, InvalidInput
 
 TAG_SIZE = 16
+# Purpose labels bound (as AAD) into tenant secrets sealed with KeyRing.seal_secret.
+SMTP_PASSWORD_PURPOSE = "smtp-password"  # noqa: S105 - a label, not a secret
 DEFAULT_SEGMENT_SIZE = 64 * 1024
 _SEG_AAD = b"secmsg-seg-v1"
 _WRAP_AAD = b"secmsg-wrap-v1"

@@ -87,8 +87,8 @@ class CommonSettings(BaseSettings):
 
     @cached_property
     def key_ring(self) -> KeyRing:
-        """The keyring; only services that encrypt or decrypt (ingest, retrieve) touch it, so
-        only they need ``SECMSG_KEYRING`` (least privilege for store and notify)."""
+        """The keyring. ingest and retrieve (content) need ``SECMSG_KEYRING``; notify only once
+        a tenant stores an SMTP password (sealed with it); store never does."""
         if self.environment == "production" and self.keyring == _DEV_KEYRING:
             raise ValueError("SECMSG_KEYRING must be set to a real keyring in production")
         return KeyRing.parse(self.keyring, self.keyring_active)

@@ -24,6 +24,7 @@ marker lines / hidden span in the body) are added by notify outside the tenant t
 from __future__ import annotations
 
 import contextvars
+import functools
 import time
 import types
 from collections.abc import Iterable, Iterator, Mapping
@@ -506,19 +507,27 @@ _FRAME_HTML = """<!DOCTYPE html>
 """
 
 
-def render_frames(*, text_body: str, html_body: str, message_id: str, url: str,
-                  subject: str) -> tuple[str, str]:
-    """(text, html) of a notification: the rendered bodies inside the marker frames.
-
-    ``html_body`` must already be safe HTML (a sandbox render autoescapes every value)."""
+@functools.cache
+def _frame_templates() -> tuple[Any, Any]:
     from jinja2 import Environment, StrictUndefined
-    from markupsafe import Markup
 
-    frame = {"message_id": message_id, "url": url, "subject": subject}
     text_env = Environment(undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                            keep_trailing_newline=True, autoescape=False)  # noqa: S701 -- plain text
     html_env = Environment(undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                            keep_trailing_newline=True, autoescape=True)
-    text = text_env.from_string(_FRAME_TEXT).render(frame, body=text_body)
-    html = html_env.from_string(_FRAME_HTML).render(frame, body=Markup(html_body))  # noqa: S704
+    return text_env.from_string(_FRAME_TEXT), html_env.from_string(_FRAME_HTML)
+
+
+def render_frames(*, text_body: str, html_body: str, message_id: str, url: str,
+                  subject: str) -> tuple[str, str]:
+    """(text, html) of a notification: the rendered bodies inside the marker frames -- the one
+    place the toolbar markers are written (notify's emails and ingest's placeholders).
+
+    ``html_body`` must already be safe HTML (a sandbox render autoescapes every value)."""
+    from markupsafe import Markup
+
+    text_frame, html_frame = _frame_templates()
+    frame = {"message_id": message_id, "url": url, "subject": subject}
+    text = text_frame.render(frame, body=text_body)
+    html = html_frame.render(frame, body=Markup(html_body))  # noqa: S704
     return text, html

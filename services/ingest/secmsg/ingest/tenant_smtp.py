@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+from secmsg.shared import crypto
 from secmsg.shared.crypto import KeyRing
 from secmsg.shared.errors import InvalidInput
 from secmsg.shared.ssrf import TargetRefused, TargetUnresolvable, resolve_checked
 
-SECRET_PURPOSE = "smtp-password"  # noqa: S105 - an AAD label, not a secret
+SECRET_PURPOSE = crypto.SMTP_PASSWORD_PURPOSE
 Mode = Literal["platform", "own"]
 Tls = Literal["starttls", "tls"]
 

@@ -10,7 +10,7 @@ The body text and HTML come from the tenant's templates (``tenants.templates``) 
 them, else the shipped defaults -- both rendered by ``secmsg.shared.templating`` (sandbox,
 limits). A stored template that nevertheless fails (e.g. real data larger than the sample made
 it exceed a limit) is replaced by the default for that event, with a warning. The toolbar
-markers are outside the tenant's reach: headers, and the frame (``templates/frame.*.j2``) that
+markers are outside the tenant's reach: headers, and the frame (``templating.render_frames``) that
 notify puts around the rendered body (marker lines; meta tags, data attributes and the hidden
 span in HTML).
 
@@ -42,11 +42,8 @@ from email.errors import HeaderDefect
 from email.headerregistry import Address
 from email.policy import SMTP
 from email.utils import format_datetime
-from functools import cache, lru_cache
+from functools import lru_cache
 from typing import Any
-
-from jinja2 import Environment, PackageLoader, StrictUndefined, Template, select_autoescape
-from markupsafe import Markup
 
 from secmsg.notify.ports import TenantBranding
 from secmsg.shared import templating
@@ -73,23 +70,6 @@ _SPECIALS = frozenset('()<>@,:;."[]')
 _DEFAULT_LIMITS = templating.Limits(max_source_bytes=1 << 20, max_output_bytes=32 << 20,
                                     render_timeout_s=10.0)
 _TEXT, _HTML = "notification_text", "notification_html"
-
-
-@cache
-def _frames() -> tuple[Template, Template]:
-    # notify's own frame around the (tenant's or default) body: the markers live here.
-    # Only the HTML alternative is escaped; the text one must show "<" and "&" as written.
-    # Loaded once: the package's templates do not change while the process runs.
-    env = Environment(
-        loader=PackageLoader("secmsg.notify", "templates"),
-        autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        auto_reload=False,
-    )
-    return env.get_template("frame.txt.j2"), env.get_template("frame.html.j2")
 
 
 def _body(kind: str, branding: TenantBranding, context: dict[str, Any]) -> str:
@@ -277,14 +257,14 @@ def render_event(*, event: MessageStored, branding: TenantBranding, platform_fro
         "disclaimers": list(branding.disclaimers),
         "disclaimer": event.disclaimer,
     }
-    text_frame, html_frame = _frames()
-    frame = {"message_id": message_id, "url": url, "subject": subject}
     try:
         text_body = _body(_TEXT, branding, context).rstrip("\n") + "\n"
         # The sandbox autoescaped every value; the template's own markup is the tenant's.
-        html_body = Markup(_body(_HTML, branding, context))  # noqa: S704
-        text = _qp(text_frame.render(frame, body=text_body))
-        html = _qp(html_frame.render(frame, body=html_body))
+        # The frames (shared with ingest's placeholders) add the toolbar markers.
+        text, html = templating.render_frames(
+            text_body=text_body, html_body=_body(_HTML, branding, context),
+            message_id=message_id, url=url, subject=subject)
+        text, html = _qp(text), _qp(html)
     except UnicodeEncodeError as exc:  # a lone surrogate escaped in the event's JSON
         raise InvalidInput("the notification text is not valid Unicode") from exc
     try:

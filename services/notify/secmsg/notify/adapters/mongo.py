@@ -12,14 +12,14 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from secmsg.notify.ports import SmtpTarget, TenantBranding
-from secmsg.shared import mongo, templating
+from secmsg.shared import crypto, mongo, templating
 from secmsg.shared.errors import SecmsgError
 from secmsg.shared.mongo import unavailable_as_503
 
 log = logging.getLogger(__name__)
 
 # Must match ``secmsg.ingest.tenant_smtp.SECRET_PURPOSE`` (the AAD the password is sealed with).
-SMTP_SECRET_PURPOSE = "smtp-password"  # noqa: S105 - an AAD label, not a secret
+SMTP_SECRET_PURPOSE = crypto.SMTP_PASSWORD_PURPOSE
 
 
 @dataclass(frozen=True)
