@@ -115,7 +115,8 @@ def reference(ev: MessageStored, branding: TenantBranding) -> bytes:
     from email.headerregistry import Address
     from email.message import EmailMessage
 
-    from secmsg.notify.compose import POLICY, message_url
+    from secmsg.notify.compose import POLICY
+    from secmsg.shared.templating import message_url
 
     def addr(a: str) -> Address:
         return Address(addr_spec=a)

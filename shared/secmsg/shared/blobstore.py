@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import queue
+import re
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
@@ -23,6 +24,19 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from secmsg.shared.errors import DependencyUnavailable, NotFound
 from secmsg.shared.settings import CommonSettings
+
+# The object-key layout every service agrees on: t/<tenant>/m/<message>/<object>.
+OBJECT_ROOT = "t/"
+OBJECT_KEY_RE = re.compile(r"^t/([a-z0-9][a-z0-9-]{0,39})/m/([0-9a-f]{32})/([0-9a-f]{32})$")
+
+
+def object_key(tenant_id: str, message_id: str, object_id: str) -> str:
+    return f"{OBJECT_ROOT}{tenant_id}/m/{message_id}/{object_id}"
+
+
+def message_prefix(tenant_id: str, message_id: str) -> str:
+    return f"{OBJECT_ROOT}{tenant_id}/m/{message_id}/"
+
 
 PART_SIZE = 8 * 1024 * 1024
 CHUNK = 4 * 1024 * 1024

@@ -507,6 +507,11 @@ _FRAME_HTML = """<!DOCTYPE html>
 """
 
 
+def message_url(public_url: str, tenant_id: str, message_id: str) -> str:
+    """The link in every notification and placeholder (it grants nothing by itself)."""
+    return f"{public_url.rstrip('/')}/m/{tenant_id}/{message_id}"
+
+
 @functools.cache
 def _frame_templates() -> tuple[Any, Any]:
     from jinja2 import Environment, StrictUndefined

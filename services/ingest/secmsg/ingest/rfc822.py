@@ -267,11 +267,6 @@ async def store(*, creds: Credentials, parsed: Parsed, idempotency_key: str | No
     return accepted, expires[0]
 
 
-def message_url(public_url: str, tenant_id: str, message_id: str) -> str:
-    # The same link notify puts in its notifications.
-    return f"{public_url.rstrip('/')}/m/{tenant_id}/{message_id}"
-
-
 def _body(kind: str, source: str | None, context: dict[str, Any]) -> str:
     if source is not None:
         try:
@@ -294,7 +289,7 @@ async def placeholder(*, parsed: Parsed, creds: Credentials, message_id: str,
                       templates: TemplateStore) -> bytes:
     tenant_id = creds.tenant.tenant_id
     profile = await templates.profile(tenant_id)
-    url = message_url(public_url, tenant_id, message_id)
+    url = templating.message_url(public_url, tenant_id, message_id)
     context = {
         "sender": parsed.sender, "tenant_name": profile.display_name,
         "subject": parsed.subject, "attachment_count": len(parsed.attachments),

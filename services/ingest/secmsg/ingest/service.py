@@ -32,6 +32,7 @@ from secmsg.ingest.envelope import (
 from secmsg.ingest.formdata import PartEnd, PartStart, boundary_of, iter_parts
 from secmsg.ingest.ports import BlobStore, Claim, Credentials, EventSink, IdempotencyStore
 from secmsg.shared import logs
+from secmsg.shared.blobstore import object_key
 from secmsg.shared.crypto import KeyRing, SegmentEncryptor, new_data_key
 from secmsg.shared.errors import (
     Conflict,
@@ -62,10 +63,6 @@ class Options:
 class Accepted:
     message_id: str
     created: bool  # False: an Idempotency-Key replay, nothing new was stored
-
-
-def object_key(tenant_id: str, message_id: str, object_id: str) -> str:
-    return f"t/{tenant_id}/m/{message_id}/{object_id}"
 
 
 def body_cap(creds: Credentials) -> int:

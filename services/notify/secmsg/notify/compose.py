@@ -86,10 +86,6 @@ def _body(kind: str, branding: TenantBranding, context: dict[str, Any]) -> str:
     return templating.render_limited(default, context, limits=_DEFAULT_LIMITS)
 
 
-def message_url(public_url: str, tenant_id: str, message_id: str) -> str:
-    return f"{public_url.rstrip('/')}/m/{tenant_id}/{message_id}"
-
-
 def check_header_value(name: str, value: str) -> str:
     if "\r" in value or "\n" in value or "\0" in value:
         raise InvalidInput(f"{name} contains a line break or NUL; refusing to build the header")
@@ -229,7 +225,7 @@ def render_event(*, event: MessageStored, branding: TenantBranding, platform_fro
     display_name = check_header_value("tenant display name", branding.display_name)
     to = [parse_address("to", r.address) for r in event.recipients if r.kind == "to"]
     cc = [parse_address("cc", r.address) for r in event.recipients if r.kind == "cc"]
-    url = check_header_value("message url", message_url(public_url, event.tenant_id,
+    url = check_header_value("message url", templating.message_url(public_url, event.tenant_id,
                                                           event.message_id))
     message_id = check_header_value("message id", event.message_id)
     domain = check_header_value("platform domain", platform.domain)

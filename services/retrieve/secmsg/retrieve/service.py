@@ -36,6 +36,7 @@ from secmsg.retrieve.ports import (
 )
 from secmsg.retrieve.settings import RetrieveSettings
 from secmsg.shared import crypto
+from secmsg.shared.blobstore import object_key
 from secmsg.shared.crypto import KeyRing
 from secmsg.shared.errors import (
     IntegrityError,
@@ -290,7 +291,7 @@ async def _get_mine(*, session: SessionRecord, message_id: str, messages: Messag
 
 def _check_key(record: MessageRecord, obj: StoredObject) -> None:
     # A record pointing outside its own prefix would be a way to read another tenant's bytes.
-    if obj.key != f"t/{record.tenant_id}/m/{record.message_id}/{obj.object_id}":
+    if obj.key != object_key(record.tenant_id, record.message_id, obj.object_id):
         raise IntegrityError(f"object {obj.object_id} has an unexpected storage key")
 
 

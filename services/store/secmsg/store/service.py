@@ -16,6 +16,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
+from secmsg.shared.blobstore import OBJECT_KEY_RE, OBJECT_ROOT, message_prefix, object_key
 from secmsg.shared.crypto import ciphertext_size
 from secmsg.shared.errors import IntegrityError, InvalidInput, NotFound, PermanentError
 from secmsg.shared.events import (
@@ -42,8 +43,6 @@ from secmsg.store.ports import (
 log = logging.getLogger(__name__)
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
-KEY_RE = re.compile(r"^t/([a-z0-9][a-z0-9-]{0,39})/m/([0-9a-f]{32})/([0-9a-f]{32})$")
-OBJECT_ROOT = "t/"
 
 STORED = Counter("secmsg_store_messages_stored_total", "Messages recorded (first time)")
 PURGED = Counter("secmsg_store_messages_purged_total", "Expired messages purged")
@@ -55,14 +54,6 @@ AuditEvent = MessageOpened | AttachmentDownloaded
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def object_key(tenant_id: str, message_id: str, object_id: str) -> str:
-    return f"t/{tenant_id}/m/{message_id}/{object_id}"
-
-
-def message_prefix(tenant_id: str, message_id: str) -> str:
-    return f"t/{tenant_id}/m/{message_id}/"
 
 
 # --- message.received -> messages doc + message.stored ------------------------------------
@@ -321,7 +312,7 @@ async def sweep_orphans(*, messages: MessageRepo, blobs: BlobStore, grace_s: flo
     by_message: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for key, modified in await blobs.list_keys(OBJECT_ROOT):
         counts["scanned"] += 1
-        m = KEY_RE.match(key)
+        m = OBJECT_KEY_RE.match(key)
         if m is None:
             counts["unknown"] += 1  # not our layout: leave it for a human
             continue
