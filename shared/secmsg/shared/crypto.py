@@ -264,24 +264,30 @@ class KeyRing:
                    info=b"secmsg-tenant-kek-v1|" + tenant_id.encode()).derive(master)
         return AESGCM(kek)
 
-    def wrap(self, tenant_id: str, object_id: str, data_key: bytes) -> str:
+    def _seal(self, tenant_id: str, aad: bytes, plaintext: bytes) -> str:
         nonce = os.urandom(12)
-        aad = b"|".join((_WRAP_AAD, tenant_id.encode(), object_id.encode()))
-        sealed = self._kek(tenant_id, self.active).encrypt(nonce, data_key, aad)
+        sealed = self._kek(tenant_id, self.active).encrypt(nonce, plaintext, aad)
         return f"{self.active}.{base64.urlsafe_b64encode(nonce + sealed).decode()}"
 
-    def unwrap(self, tenant_id: str, object_id: str, wrapped: str) -> bytes:
-        version_s, _, b64 = wrapped.partition(".")
+    def _open(self, tenant_id: str, aad: bytes, token: str, what: str) -> bytes:
+        version_s, _, b64 = token.partition(".")
         try:
             version = int(version_s)
             raw = base64.urlsafe_b64decode(b64)
         except ValueError:
-            raise IntegrityError("wrapped key is malformed") from None
-        aad = b"|".join((_WRAP_AAD, tenant_id.encode(), object_id.encode()))
+            raise IntegrityError(f"{what} is malformed") from None
         try:
             return self._kek(tenant_id, version).decrypt(raw[:12], raw[12:], aad)
         except InvalidTag:
-            raise IntegrityError("wrapped key does not belong to this tenant/object") from None
+            raise IntegrityError(f"{what} does not belong to this tenant") from None
+
+    def wrap(self, tenant_id: str, object_id: str, data_key: bytes) -> str:
+        return self._seal(tenant_id, b"|".join((_WRAP_AAD, tenant_id.encode(),
+                                                object_id.encode())), data_key)
+
+    def unwrap(self, tenant_id: str, object_id: str, wrapped: str) -> bytes:
+        aad = b"|".join((_WRAP_AAD, tenant_id.encode(), object_id.encode()))
+        return self._open(tenant_id, aad, wrapped, "wrapped key")
 
     def wrapped_version(self, wrapped: str) -> int:
         return int(wrapped.partition(".")[0])
@@ -289,20 +295,9 @@ class KeyRing:
     def seal_secret(self, tenant_id: str, purpose: str, secret: str) -> str:
         """Encrypt a small tenant secret (e.g. an SMTP password) for storage; same format as
         ``wrap``, with its own AAD domain so a sealed secret never opens as a data key."""
-        nonce = os.urandom(12)
         aad = b"|".join((_SECRET_AAD, tenant_id.encode(), purpose.encode()))
-        sealed = self._kek(tenant_id, self.active).encrypt(nonce, secret.encode(), aad)
-        return f"{self.active}.{base64.urlsafe_b64encode(nonce + sealed).decode()}"
+        return self._seal(tenant_id, aad, secret.encode())
 
     def open_secret(self, tenant_id: str, purpose: str, sealed: str) -> str:
-        version_s, _, b64 = sealed.partition(".")
-        try:
-            version = int(version_s)
-            raw = base64.urlsafe_b64decode(b64)
-        except ValueError:
-            raise IntegrityError("sealed secret is malformed") from None
         aad = b"|".join((_SECRET_AAD, tenant_id.encode(), purpose.encode()))
-        try:
-            return self._kek(tenant_id, version).decrypt(raw[:12], raw[12:], aad).decode()
-        except InvalidTag:
-            raise IntegrityError("sealed secret does not belong to this tenant/purpose") from None
+        return self._open(tenant_id, aad, sealed, "sealed secret").decode()

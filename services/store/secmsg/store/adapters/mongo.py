@@ -88,6 +88,16 @@ async def ping(db: AsyncDatabase[Any]) -> None:
         await db.command("ping")
 
 
+
+async def _insert_once(col: Any, doc: Mapping[str, Any]) -> bool:
+    """Insert by unique ``_id``; False when it is already there (the redelivery case)."""
+    try:
+        async with unavailable_as_503():
+            await col.insert_one(dict(doc))
+    except DuplicateKeyError:
+        return False
+    return True
+
 class MongoMessageRepo:
     def __init__(self, db: AsyncDatabase[Any]):
         self._col = db[mongo.MESSAGES]
@@ -97,12 +107,7 @@ class MongoMessageRepo:
             return await self._col.find_one({"_id": message_id})
 
     async def insert(self, doc: Mapping[str, Any]) -> bool:
-        try:
-            async with unavailable_as_503():
-                await self._col.insert_one(dict(doc))
-        except DuplicateKeyError:
-            return False
-        return True
+        return await _insert_once(self._col, doc)
 
     async def find_many(self, message_ids: Sequence[str]) -> list[Doc]:
         async with unavailable_as_503():
@@ -267,9 +272,4 @@ class MongoAuditRepo:
         self._col = db[mongo.AUDIT]
 
     async def insert(self, doc: Mapping[str, Any]) -> bool:
-        try:
-            async with unavailable_as_503():
-                await self._col.insert_one(dict(doc))
-        except DuplicateKeyError:
-            return False
-        return True
+        return await _insert_once(self._col, doc)
