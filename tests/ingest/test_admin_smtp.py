@@ -99,9 +99,14 @@ async def test_ssrf_hosts_refused_at_save(ingest: Ingest, admin_key: str, host: 
     assert await stored(ingest) is None
 
 
-async def test_allow_list_admits_loopback(ingest: Ingest, admin_key: str,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def loopback_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An operator setting, read once when the app starts: set it before the app exists.
     monkeypatch.setenv("SECMSG_SMTP_ALLOWED_TARGETS", "127.0.0.0/8")
+
+
+async def test_allow_list_admits_loopback(loopback_allowed: None, ingest: Ingest,
+                                          admin_key: str) -> None:
     r = await put(ingest, admin_key, mode="own", host="127.0.0.1", port=2525, tls="starttls")
     assert r.status_code == 200, r.text
     r = await put(ingest, admin_key, mode="own", host="169.254.169.254", port=25, tls="tls")

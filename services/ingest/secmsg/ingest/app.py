@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from secmsg.ingest import metrics
 from secmsg.ingest.adapters.mongo import (
     MongoIdempotencyStore,
+    MongoSmtpConfigStore,
     MongoTemplateStore,
     MongoTenantDirectory,
     ensure_indexes,
@@ -111,7 +112,9 @@ def create_app(common: CommonSettings | None = None, cfg: IngestSettings | None 
                             heartbeat_s=cfg.idempotency_heartbeat_s,
                             stale_s=cfg.idempotency_stale_s),
             uploads=asyncio.Semaphore(cfg.max_concurrent_uploads),
-            templates=MongoTemplateStore(db))
+            templates=MongoTemplateStore(db), smtp=MongoSmtpConfigStore(db),
+            public_url=common.retrieve_public_url,
+            smtp_allowed_targets=common.smtp_allowed_targets)
         try:
             yield
         finally:

@@ -22,7 +22,6 @@ from secmsg.shared.errors import (
     TooManyRequests,
     UnsupportedMediaType,
 )
-from secmsg.shared.settings import CommonSettings
 
 router = APIRouter()
 
@@ -117,11 +116,6 @@ async def submit_message(
     return JSONResponse({"message_id": accepted.message_id}, status_code=202, headers=headers)
 
 
-def _public_url() -> str:
-    # The link notify writes; read per request (Deps does not carry it yet).
-    return CommonSettings().retrieve_public_url
-
-
 @router.post(
     "/v1/messages/rfc822", status_code=200,
     response_class=Response,
@@ -178,7 +172,7 @@ async def submit_rfc822(
             idem=deps.idempotency, events=deps.events, key_ring=deps.key_ring,
             opts=deps.options)
     body = await rfc822.placeholder(parsed=parsed, creds=creds, message_id=accepted.message_id,
-                                    expires_at=expires_at, public_url=_public_url(),
+                                    expires_at=expires_at, public_url=deps.public_url,
                                     templates=deps.templates)
     headers = {"X-Secure-Message-Id": accepted.message_id}
     if not accepted.created:

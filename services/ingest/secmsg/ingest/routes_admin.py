@@ -11,14 +11,12 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.requests import ClientDisconnect
 
 from secmsg.ingest import tenant_smtp, tenant_templates
-from secmsg.ingest.adapters.mongo import MongoSmtpConfigStore, MongoTemplateStore
 from secmsg.ingest.auth import authenticate, bearer
 from secmsg.ingest.ports import SCOPE_ADMIN, Credentials
 from secmsg.ingest.routes import ErrorBody
 from secmsg.ingest.wiring import Deps, get_deps
 from secmsg.shared import templating
 from secmsg.shared.errors import InvalidInput, PayloadTooLarge
-from secmsg.shared.settings import CommonSettings
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
@@ -188,16 +186,6 @@ class SmtpOut(BaseModel):
     updated_at: datetime | None
 
 
-def _smtp_store(deps: Deps) -> tenant_smtp.SmtpConfigStore:
-    # The wiring has no SMTP store yet; share the template store's database.
-    if isinstance(deps.templates, MongoTemplateStore):
-        return MongoSmtpConfigStore.sharing(deps.templates)
-    store: tenant_smtp.SmtpConfigStore | None = getattr(deps, "smtp", None)
-    if store is None:
-        raise RuntimeError("no SMTP config store wired")
-    return store
-
-
 def _smtp_out(config: tenant_smtp.SmtpConfig) -> SmtpOut:
     return SmtpOut(mode=config.mode, host=config.host, port=config.port, tls=config.tls,
                    username=config.username, password_set=config.password_set,
@@ -208,7 +196,7 @@ def _smtp_out(config: tenant_smtp.SmtpConfig) -> SmtpOut:
             summary="The tenant's SMTP selection (the password is never returned)")
 async def get_smtp(creds: Admin, deps: Annotated[Deps, Depends(get_deps)]) -> SmtpOut:
     return _smtp_out(await tenant_smtp.get(tenant_id=creds.tenant.tenant_id,
-                                           store=_smtp_store(deps)))
+                                           store=deps.smtp))
 
 
 @router.put("/smtp", response_model=SmtpOut,
@@ -221,6 +209,6 @@ async def put_smtp(body: SmtpIn, creds: Admin,
     config = await tenant_smtp.save(
         tenant_id=creds.tenant.tenant_id, mode=body.mode, host=body.host, port=body.port,
         tls=body.tls, username=body.username, password=body.password, key_id=creds.key_id,
-        store=_smtp_store(deps), key_ring=deps.key_ring,
-        allowed_targets=CommonSettings().smtp_allowed_targets, now=datetime.now(UTC))
+        store=deps.smtp, key_ring=deps.key_ring,
+        allowed_targets=deps.smtp_allowed_targets, now=datetime.now(UTC))
     return _smtp_out(config)

@@ -15,6 +15,7 @@ from secmsg.ingest.ports import (
     TenantDirectory,
 )
 from secmsg.ingest.service import Options
+from secmsg.ingest.tenant_smtp import SmtpConfigStore
 from secmsg.shared.crypto import KeyRing
 
 
@@ -28,6 +29,9 @@ class Deps:
     options: Options
     uploads: asyncio.Semaphore
     templates: TemplateStore
+    smtp: SmtpConfigStore
+    public_url: str  # the link notify writes (SECMSG_RETRIEVE_PUBLIC_URL)
+    smtp_allowed_targets: str  # operator allow-list for tenant SMTP hosts
 
 
 def get_deps(request: Request) -> Deps:

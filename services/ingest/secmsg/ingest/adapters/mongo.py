@@ -194,13 +194,6 @@ class MongoSmtpConfigStore:
     def __init__(self, db: AsyncDatabase[Any]):
         self._col = db[mongo.TENANTS]
 
-    @classmethod
-    def sharing(cls, templates: MongoTemplateStore) -> MongoSmtpConfigStore:
-        """One over the same database as the template store (until wiring carries its own)."""
-        store = cls.__new__(cls)
-        store._col = templates._col
-        return store
-
     async def load(self, tenant_id: str) -> SmtpConfig:
         async with mongo.unavailable_as_503():
             doc = await self._col.find_one({"_id": tenant_id}, {"smtp": 1})
