@@ -129,3 +129,23 @@ def test_keyring_rejects_bad_config() -> None:
         KeyRing.parse("1:" + "QUJD")  # 3 bytes, not 32
     with pytest.raises(ValueError):
         KeyRing.parse(KeyRing.generate_spec(1), active=7)
+
+
+def test_tenant_key_generations_rotate_per_tenant_and_rewrap() -> None:
+    ring = KeyRing.parse(KeyRing.generate_spec(1))
+    dek = new_data_key()
+    old = ring.wrap("acme", "o1", dek)  # generation 0: the format before per-tenant rotation
+    assert old.startswith("1.") and ring.wrapped_generation(old) == 0
+    new = ring.wrap("acme", "o1", dek, generation=3)
+    assert new.startswith("1-3.") and ring.wrapped_generation(new) == 3
+    assert ring.wrapped_version(new) == 1
+    # Different generations are different keys: the same ciphertext part does not open
+    # under another generation's KEK.
+    forged = "1-2." + new.partition(".")[2]
+    with pytest.raises(IntegrityError):
+        ring.unwrap("acme", "o1", forged)
+    assert ring.unwrap("acme", "o1", old) == ring.unwrap("acme", "o1", new) == dek
+    moved = ring.rewrap("acme", "o1", old, 4)
+    assert ring.wrapped_generation(moved) == 4 and ring.unwrap("acme", "o1", moved) == dek
+    with pytest.raises(IntegrityError):
+        ring.unwrap("other", "o1", moved)

@@ -127,8 +127,16 @@ def test_good_template_renders_with_autoescape_in_html_only() -> None:
 def test_the_shipped_defaults_are_valid_templates() -> None:
     for kind, spec in templating.KINDS.items():
         out = templating.validate(kind, spec.default)
-        assert templating.SAMPLE_LINK in out
-        assert "alice@example.com" in out
+        if kind.startswith("code_email"):
+            assert "12345678" in out and "Example Clinic" in out
+        else:
+            assert templating.SAMPLE_LINK in out
+            assert "alice@example.com" in out
+
+
+def test_a_code_email_template_without_the_code_is_refused() -> None:
+    with pytest.raises(InvalidInput, match="code"):
+        templating.validate("code_email_text", "Hello from {{ tenant_name }}")
 
 
 def test_compiled_template_renders_other_data_within_limits() -> None:

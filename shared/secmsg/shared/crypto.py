@@ -20,6 +20,12 @@ Storage format (version 1) -- this fixes what lies in the object store:
   KEK for tenant *t* at version *v* is HKDF-SHA256(master_v, info="secmsg-tenant-kek-v1|t").
   A wrapped DEK is ``"<v>.<base64(nonce || AES-GCM(KEK, DEK, aad=tenant|object))>"``; a
   keyring keeps old versions so old objects still unwrap after a rotation.
+
+* Per-tenant rotation: a tenant key also has a *generation* ``g`` (``tenants.key_generation``,
+  0 until the tenant first rotates). Generation ``g > 0`` derives its KEK with
+  info ``"secmsg-tenant-kek-v1|t|g<g>"`` and marks wrapped values ``"<v>-<g>.<...>"``, so a
+  tenant can rotate on its own (new data keys wrap under the new generation, old ones still
+  unwrap) and a re-wrap job (``KeyRing.rewrap``) moves old data keys to the new generation.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ from secmsg.shared.errors import IntegrityError, InvalidInput
 TAG_SIZE = 16
 # Purpose labels bound (as AAD) into tenant secrets sealed with KeyRing.seal_secret.
 SMTP_PASSWORD_PURPOSE = "smtp-password"  # noqa: S105 - a label, not a secret
+DKIM_KEY_PURPOSE = "dkim-private-key"
+TOTP_SECRET_PURPOSE = "totp-secret"  # noqa: S105 - a label, not a secret
 DEFAULT_SEGMENT_SIZE = 64 * 1024
 _SEG_AAD = b"secmsg-seg-v1"
 _WRAP_AAD = b"secmsg-wrap-v1"
@@ -255,46 +263,68 @@ class KeyRing:
     def generate_spec(version: int = 1) -> str:
         return f"{version}:{base64.b64encode(os.urandom(32)).decode()}"
 
-    def _kek(self, tenant_id: str, version: int) -> AESGCM:
+    def _kek(self, tenant_id: str, version: int, generation: int = 0) -> AESGCM:
         try:
             master = self._keys[version]
         except KeyError:
             raise IntegrityError(f"key version {version} is not in the keyring") from None
-        kek = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                   info=b"secmsg-tenant-kek-v1|" + tenant_id.encode()).derive(master)
+        info = b"secmsg-tenant-kek-v1|" + tenant_id.encode()
+        if generation:
+            info += f"|g{generation}".encode()
+        kek = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(master)
         return AESGCM(kek)
 
-    def _seal(self, tenant_id: str, aad: bytes, plaintext: bytes) -> str:
+    def _seal(self, tenant_id: str, aad: bytes, plaintext: bytes, generation: int = 0) -> str:
+        if generation < 0:
+            raise ValueError("key generation must be >= 0")
         nonce = os.urandom(12)
-        sealed = self._kek(tenant_id, self.active).encrypt(nonce, plaintext, aad)
-        return f"{self.active}.{base64.urlsafe_b64encode(nonce + sealed).decode()}"
+        sealed = self._kek(tenant_id, self.active, generation).encrypt(nonce, plaintext, aad)
+        tag = f"{self.active}-{generation}" if generation else str(self.active)
+        return f"{tag}.{base64.urlsafe_b64encode(nonce + sealed).decode()}"
+
+    @staticmethod
+    def _parse_tag(token: str) -> tuple[int, int]:
+        tag = token.partition(".")[0]
+        version_s, _, generation_s = tag.partition("-")
+        return int(version_s), int(generation_s or 0)
 
     def _open(self, tenant_id: str, aad: bytes, token: str, what: str) -> bytes:
-        version_s, _, b64 = token.partition(".")
+        b64 = token.partition(".")[2]
         try:
-            version = int(version_s)
+            version, generation = self._parse_tag(token)
             raw = base64.urlsafe_b64decode(b64)
         except ValueError:
             raise IntegrityError(f"{what} is malformed") from None
         try:
-            return self._kek(tenant_id, version).decrypt(raw[:12], raw[12:], aad)
+            return self._kek(tenant_id, version, generation).decrypt(raw[:12], raw[12:], aad)
         except InvalidTag:
             raise IntegrityError(f"{what} does not belong to this tenant") from None
 
-    def wrap(self, tenant_id: str, object_id: str, data_key: bytes) -> str:
+    def wrap(self, tenant_id: str, object_id: str, data_key: bytes, generation: int = 0) -> str:
+        """Wrap a data key under the tenant's key of ``generation`` (``tenants.key_generation``)."""
         return self._seal(tenant_id, b"|".join((_WRAP_AAD, tenant_id.encode(),
-                                                object_id.encode())), data_key)
+                                                object_id.encode())), data_key, generation)
 
     def unwrap(self, tenant_id: str, object_id: str, wrapped: str) -> bytes:
         aad = b"|".join((_WRAP_AAD, tenant_id.encode(), object_id.encode()))
         return self._open(tenant_id, aad, wrapped, "wrapped key")
 
+    def rewrap(self, tenant_id: str, object_id: str, wrapped: str, generation: int) -> str:
+        """The same data key wrapped under the active master version and ``generation``
+        (the per-tenant re-wrap job); the object's ciphertext does not change."""
+        return self.wrap(tenant_id, object_id, self.unwrap(tenant_id, object_id, wrapped),
+                         generation)
+
     def wrapped_version(self, wrapped: str) -> int:
-        return int(wrapped.partition(".")[0])
+        return self._parse_tag(wrapped)[0]
+
+    def wrapped_generation(self, wrapped: str) -> int:
+        return self._parse_tag(wrapped)[1]
 
     def seal_secret(self, tenant_id: str, purpose: str, secret: str) -> str:
         """Encrypt a small tenant secret (e.g. an SMTP password) for storage; same format as
-        ``wrap``, with its own AAD domain so a sealed secret never opens as a data key."""
+        ``wrap``, with its own AAD domain so a sealed secret never opens as a data key.
+        Sealed secrets stay on generation 0 (they are re-sealed when edited, not re-wrapped)."""
         aad = b"|".join((_SECRET_AAD, tenant_id.encode(), purpose.encode()))
         return self._seal(tenant_id, aad, secret.encode())
 

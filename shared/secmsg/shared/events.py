@@ -40,8 +40,12 @@ class StoredObject(_Model):
 
 
 class Recipient(_Model):
+    """``bcc`` recipients are notified like the others but never appear in any header another
+    recipient sees (notify leaves them out of To/Cc; the placeholder keeps the sender's own
+    Bcc header only because the sender's own server strips it on sending)."""
+
     address: str
-    kind: Literal["to", "cc"]
+    kind: Literal["to", "cc", "bcc"]
 
 
 class _Event(_Model):
@@ -103,6 +107,72 @@ class NotificationFailed(_Event):
     reason: str
 
 
+class NotificationBounced(_Event):
+    """notify (bounce receiver) → store: a delivery status notification (RFC 3464) came back
+    for a notification that had been accepted. ``hard`` (5.x.x) marks the address undeliverable
+    for the tenant; soft (4.x.x) is recorded only."""
+
+    kind: Literal["notification.bounced"] = "notification.bounced"
+    recipient: str
+    status: str  # the DSN Status field, e.g. "5.1.1"
+    hard: bool
+    reason: str  # a fixed category (see docs/design.md "Delivery reasons"), never raw text
+
+
+class MessageRecalled(_Event):
+    """ingest → store: the sender (or a tenant admin) withdrew the message. ingest has already
+    recorded a ``revocations`` entry for all recipients (access stops at once); store purges
+    the content from the object store and marks the record ``recalled``."""
+
+    kind: Literal["message.recalled"] = "message.recalled"
+    recalled_by: str
+
+
+class MessageExpiryChanged(_Event):
+    """ingest → store: the sender (or a tenant admin) set a new expiry (None: never)."""
+
+    kind: Literal["message.expiry_changed"] = "message.expiry_changed"
+    expires_at: datetime | None
+    changed_by: str
+
+
+class KeyRotationRequested(_Event):
+    """ingest → store: the tenant moved to key ``generation``; re-wrap every data key of the
+    tenant under it, recording progress in ``key_rotations`` (``_id`` = ``rotation_id``).
+    ``message_id`` is the rotation id (events are keyed by message id)."""
+
+    kind: Literal["key.rotation_requested"] = "key.rotation_requested"
+    rotation_id: str
+    generation: int = Field(ge=1)
+    requested_by: str
+
+
+AuditAction = Literal[
+    "message.accepted", "message.revoked", "message.recalled", "message.expiry_changed",
+    "message.replied", "recipient.registered", "signin.succeeded", "signin.failed",
+    "password.reset", "totp.enabled", "token.issued", "token.revoked", "key.rotated",
+    "apikey.created", "apikey.revoked", "user.changed", "policy.changed", "signout.all",
+    "message.fetched", "message.acknowledged",
+]
+
+
+class AuditRecorded(_Event):
+    """any service → store (audit): an action that matters and is not one of the content
+    events above. ``message_id`` is ``""`` for actions about an account or the tenant;
+    ``actor`` is who did it (an address, ``key:<key_id>`` or ``system``); ``subject_address``
+    whom it concerns (e.g. the recipient whose access was revoked). ``detail`` holds short
+    fixed-vocabulary strings only -- never content, codes, passwords or tokens."""
+
+    kind: Literal["audit.recorded"] = "audit.recorded"
+    event_id: str
+    action: AuditAction
+    actor: str
+    subject_address: str | None = None
+    detail: dict[str, str] = Field(default_factory=dict)
+    client_ip: str | None = None
+    user_agent: str | None = None
+
+
 class MessageOpened(_Event):
     """retrieve → store (audit): a recipient read the message."""
 
@@ -130,7 +200,8 @@ T = TypeVar("T", bound=_Event)
 
 AnyEvent = Annotated[
     MessageReceived | MessageStored | NotificationSent | NotificationDeferred
-    | NotificationFailed | MessageOpened | AttachmentDownloaded,
+    | NotificationFailed | NotificationBounced | MessageRecalled | MessageExpiryChanged
+    | KeyRotationRequested | AuditRecorded | MessageOpened | AttachmentDownloaded,
     Field(discriminator="kind"),
 ]
 _ANY = TypeAdapter(AnyEvent)

@@ -35,6 +35,14 @@ DEAD_LETTERS = "dead_letters"  # any worker, append-only
 LOGIN_CODES = "login_codes"  # retrieve
 SESSIONS = "sessions"  # retrieve
 RATE_LIMITS = "rate_limits"  # retrieve
+ACCOUNTS = "accounts"  # retrieve (people: recipients and tenant users, password, TOTP)
+TOKENS = "tokens"  # retrieve issues (toolbar/device, webmail); ingest checks `send` scope
+DEVICE_CODES = "device_codes"  # retrieve (device authorization flow)
+TENANT_USERS = "tenant_users"  # ingest (admin): who at the tenant is a sender or an admin
+REVOCATIONS = "revocations"  # ingest (insert-only): revoked / recalled access, read by retrieve
+KEY_ROTATIONS = "key_rotations"  # store (re-wrap job progress); ingest creates the request
+UNDELIVERABLE = "undeliverable"  # store (hard bounces, per tenant); notify reads
+DNSBL_STATUS = "dnsbl_status"  # notify (deliverability monitor); ingest admin + notify read
 
 
 def make_client(s: CommonSettings) -> AsyncMongoClient:

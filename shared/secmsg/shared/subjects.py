@@ -23,8 +23,13 @@ MESSAGE_STORED = "message.stored"
 NOTIFICATION_SENT = "notification.sent"
 NOTIFICATION_DEFERRED = "notification.deferred"
 NOTIFICATION_FAILED = "notification.failed"
+NOTIFICATION_BOUNCED = "notification.bounced"
+MESSAGE_RECALLED = "control.message.recalled"
+MESSAGE_EXPIRY_CHANGED = "control.message.expiry_changed"
+KEY_ROTATION_REQUESTED = "control.key.rotation_requested"
 MESSAGE_OPENED = "audit.message.opened"
 ATTACHMENT_DOWNLOADED = "audit.attachment.downloaded"
+AUDIT_RECORDED = "audit.recorded"
 
 KIND_TO_SUFFIX = {
     "message.received": MESSAGE_RECEIVED,
@@ -32,8 +37,13 @@ KIND_TO_SUFFIX = {
     "notification.sent": NOTIFICATION_SENT,
     "notification.deferred": NOTIFICATION_DEFERRED,
     "notification.failed": NOTIFICATION_FAILED,
+    "notification.bounced": NOTIFICATION_BOUNCED,
+    "message.recalled": MESSAGE_RECALLED,
+    "message.expiry_changed": MESSAGE_EXPIRY_CHANGED,
+    "key.rotation_requested": KEY_ROTATION_REQUESTED,
     "message.opened": MESSAGE_OPENED,
     "attachment.downloaded": ATTACHMENT_DOWNLOADED,
+    "audit.recorded": AUDIT_RECORDED,
 }
 
 
@@ -57,3 +67,4 @@ STORE_RECEIVED = "store-received"
 STORE_DELIVERY = "store-delivery"
 STORE_AUDIT = "store-audit"
 NOTIFY_STORED = "notify-stored"
+STORE_CONTROL = "store-control"  # secmsg.*.control.> (recall, expiry change, key rotation)

@@ -128,10 +128,50 @@ _DEFAULT_HTML = """\
 """
 
 
+_CODE_VARIABLES: dict[str, str] = {
+    "code": "the one-time code (required)",
+    "purpose": "what the code is for: 'signin', 'register' or 'reset'",
+    "valid_minutes": "how long the code is valid (int)",
+    "tenant_name": "the tenant's display name",
+    "footer": "the tenant's footer, or none",
+    "disclaimers": "the tenant's legal disclaimers (list of strings)",
+}
+
+_DEFAULT_CODE_TEXT = """\
+Your {{ tenant_name }} secure message code is: {{ code }}
+
+It is valid for {{ valid_minutes }} minutes and can be used once.
+If you did not ask for it, ignore this email.
+{% if footer %}
+
+--
+{{ footer }}
+{% endif %}
+{% for d in disclaimers %}
+
+{{ d }}
+{% endfor %}
+"""
+
+_DEFAULT_CODE_HTML = """\
+<p>Your {{ tenant_name }} secure message code is:</p>
+<p style="font-size:1.6em;letter-spacing:0.15em"><strong>{{ code }}</strong></p>
+<p>It is valid for {{ valid_minutes }} minutes and can be used once.
+If you did not ask for it, ignore this email.</p>
+{% if footer %}
+<hr>
+<p class="footer">{{ footer }}</p>
+{% endif %}
+{% for d in disclaimers %}
+<p class="legal">{{ d }}</p>
+{% endfor %}
+"""
+
+
 @dataclass(frozen=True)
 class Kind:
-    """One editable template. ``code_text``/``code_html`` (the sign-in code mail) would be
-    two more entries with their own variables and ``required=("code",)``."""
+    """One editable template: its variables, and the ones whose value must show in the output
+    (a notification without its link, or a code mail without its code, is useless)."""
 
     name: str
     html: bool
@@ -145,6 +185,11 @@ KINDS: dict[str, Kind] = {
                               _NOTIFICATION_VARIABLES, ("link",)),
     "notification_html": Kind("notification_html", True, _DEFAULT_HTML,
                               _NOTIFICATION_VARIABLES, ("link",)),
+    # The one-time-code mail retrieve sends (sign-in, registration, password reset).
+    "code_email_text": Kind("code_email_text", False, _DEFAULT_CODE_TEXT,
+                            _CODE_VARIABLES, ("code",)),
+    "code_email_html": Kind("code_email_html", True, _DEFAULT_CODE_HTML,
+                            _CODE_VARIABLES, ("code",)),
 }
 
 SAMPLE_LINK = "https://secure.example/m/sample/0123456789abcdef0123456789abcdef"
@@ -156,7 +201,10 @@ def sample_context(kind: str, *, tenant_name: str = "Example Clinic",
                    ) -> dict[str, Any]:
     """What a preview renders; also the save-time check. The subject holds markup on purpose
     (it must come out escaped in HTML)."""
-    _kind(kind)
+    if _kind(kind).name.startswith("code_email"):
+        return {"code": "12345678", "purpose": "signin", "valid_minutes": 10,
+                "tenant_name": tenant_name, "footer": footer,
+                "disclaimers": list(disclaimers)}
     return {
         "sender": "alice@example.com",
         "subject": "Lab results <b>& more</b>",
@@ -477,9 +525,10 @@ def validate(kind: str, source: str, context: Mapping[str, Any] | None = None, *
     checked = compile_checked(kind, source, limits=limits)
     ctx = dict(context) if context is not None else sample_context(kind)
     output = render_limited(checked, ctx, limits=limits)
-    if "link" in KINDS[kind].required and str(ctx.get("link")) not in output:
-        raise InvalidInput("the rendered template does not show {{ link }}: a notification "
-                           "without the link to the message is useless")
+    for name in KINDS[kind].required:
+        if str(ctx.get(name)) not in output:
+            raise InvalidInput(f"the rendered template does not show {{{{ {name} }}}}: "
+                               f"without it the email is useless")
     return output
 
 

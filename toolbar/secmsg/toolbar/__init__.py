@@ -1,0 +1,1 @@
+"""Reference toolbar agent (see docs/toolbar.md)."""
