@@ -72,7 +72,8 @@ async def test_cleanup_deletes_exactly_the_expired(make_app: Any, mongo_db: Any)
     counts = await service.clean_expired(janitor=app.deps.janitor,
                                          settings=app.deps.settings, now=NOW)
 
-    assert counts == {mongo.LOGIN_CODES: 1, USED: 1, mongo.SESSIONS: 2, mongo.RATE_LIMITS: 1}
+    assert counts == {mongo.LOGIN_CODES: 1, USED: 1, mongo.SESSIONS: 2, mongo.RATE_LIMITS: 1,
+                      mongo.DEVICE_CODES: 0, "access_markers": 0}
     for name, ids in live.items():
         assert await _ids(mongo_db, name) == ids, name
         assert _metric(name) - before[name] == counts[name]

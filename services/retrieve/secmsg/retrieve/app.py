@@ -20,6 +20,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from secmsg.retrieve import routes, service
+from secmsg.retrieve.adapters.accounts import (
+    MongoAccountRepo,
+    MongoMarkerRepo,
+    MongoPolicyRepo,
+    MongoRevocationRepo,
+    MongoTokenRepo,
+)
 from secmsg.retrieve.adapters.blobs import S3BlobReader
 from secmsg.retrieve.adapters.bus import NatsAuditPublisher
 from secmsg.retrieve.adapters.mongo import (
@@ -181,7 +188,9 @@ async def build_deps(common: CommonSettings, settings: RetrieveSettings,
         tenants=MongoTenantRepo(db), codes=MongoCodeRepo(db), sessions=MongoSessionRepo(db),
         limiter=MongoRateLimiter(db), mailer=SmtpCodeMailer(common, templates),
         audit=NatsAuditPublisher(publisher), blobs=S3BlobReader(blobs), janitor=MongoJanitor(db),
-        templates=templates,
+        templates=templates, tokens=MongoTokenRepo(db), accounts=MongoAccountRepo(db),
+        markers=MongoMarkerRepo(db), revocations=MongoRevocationRepo(db),
+        policies=MongoPolicyRepo(db),
         readiness={"nats": publisher.ping, "mongodb": ping_mongo, "s3": ping_s3},
     )
 

@@ -12,16 +12,21 @@ from jinja2 import Environment
 
 from secmsg.retrieve import service
 from secmsg.retrieve.ports import (
+    AccountRepo,
     AuditPublisher,
     BlobReader,
     CodeMailer,
     CodeRepo,
     ExpiredCleaner,
+    MarkerRepo,
     MessageRepo,
+    PolicyRepo,
     RateLimiter,
+    RevocationRepo,
     SessionRecord,
     SessionRepo,
     TenantRepo,
+    TokenRepo,
 )
 from secmsg.retrieve.settings import RetrieveSettings
 from secmsg.shared.crypto import KeyRing
@@ -41,6 +46,11 @@ class Deps:
     blobs: BlobReader
     janitor: ExpiredCleaner
     templates: Environment
+    tokens: TokenRepo
+    accounts: AccountRepo
+    markers: MarkerRepo
+    revocations: RevocationRepo
+    policies: PolicyRepo
     readiness: dict[str, Callable[[], Awaitable[None]]]
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
@@ -74,10 +84,22 @@ TokenDep = Annotated[str | None, Depends(session_token)]
 
 
 async def require_session(deps: DepsDep, token: TokenDep) -> SessionRecord:
+    """A browser session, or a bearer ``smt_`` token with scope ``read`` (toolbar/webmail):
+    both give a record with ``tenant_id``, ``address``, ``scopes``, ``via``, ``token_id``."""
     return await service.authenticate(token=token, sessions=deps.sessions,
-                                      settings=deps.settings, now=deps.clock())
+                                      settings=deps.settings, now=deps.clock(),
+                                      tokens=deps.tokens, accounts=deps.accounts)
+
+
+async def require_browser_session(deps: DepsDep, token: TokenDep) -> SessionRecord:
+    """Only a signed-in session (account management: never a toolbar's token)."""
+    return await service.authenticate(token=token, sessions=deps.sessions,
+                                      settings=deps.settings, now=deps.clock(),
+                                      tokens=deps.tokens, accounts=deps.accounts,
+                                      session_only=True)
 
 
 SessionDep = Annotated[SessionRecord, Depends(require_session)]
+BrowserSessionDep = Annotated[SessionRecord, Depends(require_browser_session)]
 ClientIpDep = Annotated[str, Depends(client_ip)]
 UserAgentDep = Annotated[str | None, Depends(user_agent)]

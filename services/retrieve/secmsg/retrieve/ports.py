@@ -9,9 +9,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
-from secmsg.shared.events import AttachmentDownloaded, MessageOpened, Recipient, StoredObject
+from secmsg.shared.events import (
+    AttachmentDownloaded,
+    AuditRecorded,
+    MessageOpened,
+    Recipient,
+    StoredObject,
+)
 
 
 @dataclass(frozen=True)
@@ -31,10 +37,50 @@ class MessageRecord:
 
 @dataclass(frozen=True)
 class SessionRecord:
+    """Who is calling: a browser session or a bearer token (``smt_...``), same shape.
+
+    ``address`` is the lower-cased email; ``scopes`` what the credential may do (a session
+    may do everything its person may); ``token_id`` only for ``via == "token"``."""
+
     token_hash: str
     tenant_id: str
     address: str
-    expires_at: datetime
+    expires_at: datetime | None
+    scopes: tuple[str, ...] = ("read", "send")
+    via: Literal["session", "token"] = "session"
+    token_id: str | None = None
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    token_hash: str
+    token_id: str
+    tenant_id: str
+    email: str
+    scopes: tuple[str, ...]
+    client: str
+    label: str
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class AccountRecord:
+    tenant_id: str
+    email: str
+    password_hash: str | None
+    totp_secret_sealed: str | None
+    sessions_valid_after: datetime | None
+    registered_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Revocation:
+    kind: Literal["revoked", "recalled"]
+    recipient: str  # address lower, or "*"
 
 
 class MessageRepo(Protocol):
@@ -47,6 +93,10 @@ class MessageRepo(Protocol):
 
     async def get_live(self, *, tenant_id: str, message_id: str, address: str,
                        now: datetime) -> MessageRecord | None: ...
+
+    async def addressed(self, *, tenant_id: str, message_id: str, address: str) -> bool:
+        """Whether the message, in any state, was addressed to ``address``."""
+        ...
 
 
 class TenantRepo(Protocol):
@@ -67,7 +117,10 @@ class CodeRepo(Protocol):
 
 class SessionRepo(Protocol):
     async def create(self, *, token_hash: str, tenant_id: str, address: str, now: datetime,
-                     expires_at: datetime) -> None: ...
+                     expires_at: datetime, idle_s: int | None = None) -> None:
+        """``idle_s`` (the tenant's idle timeout) is kept with the session; None: the
+        platform default passed to ``touch``."""
+        ...
 
     async def touch(self, *, token_hash: str, now: datetime,
                     idle_s: int) -> SessionRecord | None:
@@ -75,6 +128,69 @@ class SessionRepo(Protocol):
         ...
 
     async def delete(self, token_hash: str) -> None: ...
+
+    async def delete_all(self, *, tenant_id: str, address: str) -> int: ...
+
+
+class TokenRepo(Protocol):
+    async def insert(self, record: TokenRecord) -> None: ...
+
+    async def get(self, token_hash: str) -> TokenRecord | None: ...
+
+    async def list_for(self, *, tenant_id: str, email: str) -> list[TokenRecord]: ...
+
+    async def revoke(self, *, tenant_id: str, email: str, token_id: str,
+                     now: datetime) -> bool:
+        """Mark one live token of this person revoked; False if none such."""
+        ...
+
+    async def revoke_all(self, *, tenant_id: str, email: str, now: datetime) -> int: ...
+
+    async def touch(self, token_hash: str, now: datetime) -> None: ...
+
+
+class AccountRepo(Protocol):
+    async def get(self, *, tenant_id: str, email: str) -> AccountRecord | None: ...
+
+    async def create(self, *, tenant_id: str, email: str, password_hash: str | None,
+                     now: datetime) -> bool:
+        """Insert the account; False if it already exists (the insert decides, once)."""
+        ...
+
+    async def set_password(self, *, tenant_id: str, email: str, password_hash: str,
+                           now: datetime) -> None: ...
+
+    async def set_totp(self, *, tenant_id: str, email: str, sealed: str | None) -> None: ...
+
+    async def set_sessions_valid_after(self, *, tenant_id: str, email: str,
+                                       at: datetime) -> None: ...
+
+    async def tenant_role(self, *, tenant_id: str, email: str) -> str | None:
+        """``"sender"`` or ``"admin"`` for a ``tenant_users`` entry, else None."""
+        ...
+
+
+class MarkerRepo(Protocol):
+    async def claim(self, key: str, *, expires_at: datetime) -> bool:
+        """Insert a single-use marker; False if ``key`` was already claimed (e.g. a TOTP
+        step, a device code's redemption)."""
+        ...
+
+
+class RevocationRepo(Protocol):
+    async def find(self, *, message_id: str, address: str) -> Revocation | None:
+        """The entry that stops ``address`` reading ``message_id`` (its own or ``*``)."""
+        ...
+
+    async def revoked_ids(self, *, message_ids: list[str], address: str) -> set[str]: ...
+
+
+class PolicyRepo(Protocol):
+    async def policy(self, tenant_id: str) -> dict[str, Any]:
+        """``tenants.policy`` (may be empty) plus ``templates`` sources by kind, footer and
+        disclaimers, as one dict: ``{"policy": {...}, "templates": {...}, "footer": ...,
+        "disclaimers": [...], "display_name": ...}``."""
+        ...
 
 
 class RateLimiter(Protocol):
@@ -97,7 +213,8 @@ class CodeMailer(Protocol):
 
 
 class AuditPublisher(Protocol):
-    async def publish(self, event: MessageOpened | AttachmentDownloaded) -> None:
+    async def publish(self, event: MessageOpened | AttachmentDownloaded | AuditRecorded
+                      ) -> None:
         """Durably publish, or raise ``DependencyUnavailable``."""
         ...
 

@@ -20,8 +20,10 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from secmsg.retrieve import tokens as tokens_mod
 from secmsg.retrieve.metrics import CLEANUP_DELETED, CODES, DECRYPT_SECONDS, SIGNINS
 from secmsg.retrieve.ports import (
+    AccountRepo,
     AuditPublisher,
     BlobReader,
     CodeMailer,
@@ -33,6 +35,7 @@ from secmsg.retrieve.ports import (
     SessionRecord,
     SessionRepo,
     TenantRepo,
+    TokenRepo,
 )
 from secmsg.retrieve.settings import RetrieveSettings
 from secmsg.shared import crypto
@@ -201,13 +204,29 @@ async def open_session(*, tenant_id: str, address: str, sessions: SessionRepo,
 
 
 async def authenticate(*, token: str | None, sessions: SessionRepo,
-                       settings: RetrieveSettings, now: datetime) -> SessionRecord:
+                       settings: RetrieveSettings, now: datetime,
+                       tokens: TokenRepo | None = None, accounts: AccountRepo | None = None,
+                       scope: str = "read", session_only: bool = False) -> SessionRecord:
+    """The caller behind a session token or a bearer ``smt_`` token (with ``scope``).
+
+    ``session_only``: account management (approving devices, listing tokens, sign out
+    everywhere) needs the person at a browser, not a toolbar's token."""
     if not token:
         raise Unauthorized("sign-in required")
+    if tokens_mod.looks_like_token(token):
+        if tokens is None or accounts is None or session_only:
+            raise Unauthorized("this needs a signed-in session, not an access token")
+        return await tokens_mod.verify_token(token=token, tokens=tokens, accounts=accounts,
+                                             now=now, scope=scope)
     session = await sessions.touch(token_hash=hash_token(token), now=now,
                                    idle_s=settings.session_idle_s)
     if session is None:
         raise Unauthorized("the session is unknown or has expired; sign in again")
+    if accounts is not None and session.created_at is not None:
+        account = await accounts.get(tenant_id=session.tenant_id, email=session.address)
+        if (account is not None and account.sessions_valid_after is not None
+                and session.created_at < account.sessions_valid_after):
+            raise Unauthorized("the session is unknown or has expired; sign in again")
     return session
 
 

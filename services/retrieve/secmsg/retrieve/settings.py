@@ -46,6 +46,11 @@ class RetrieveSettings(BaseSettings):
     verify_attempts_per_address: int = Field(default=10, ge=1)
     verify_attempts_per_ip: int = Field(default=60, ge=1)
 
+    ingest_url: str = Field(
+        default="http://127.0.0.1:8080",
+        description="ingest's base URL; the webmail sends replies there with a short-lived "
+                    "send token")
+
     page_size_default: int = Field(default=50, ge=1)
     page_size_max: int = Field(default=200, ge=1)
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1,

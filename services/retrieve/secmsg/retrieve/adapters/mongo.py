@@ -12,7 +12,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
@@ -97,6 +97,15 @@ class MongoMessageRepo:
         return _record(doc) if doc is not None else None
 
 
+    async def addressed(self, *, tenant_id: str, message_id: str, address: str) -> bool:
+        """Whether the message (in any state: revoked and recalled ones too) names them."""
+        async with mongo.unavailable_as_503():
+            doc = await self._col.find_one({"_id": message_id, "tenant_id": tenant_id,
+                                            "recipient_addresses": address},
+                                           projection={"_id": 1})
+        return doc is not None
+
+
 class MongoTenantRepo:
     def __init__(self, db: AsyncDatabase[Doc]):
         self._col = db[mongo.TENANTS]
@@ -152,34 +161,48 @@ class MongoCodeRepo:
 
 
 class MongoSessionRepo:
+    """Sessions by token hash. Each keeps its own idle timeout (the tenant policy's at sign-in)
+    and ``idle_until``, the instant it dies unless used, so the janitor needs no policy."""
+
     def __init__(self, db: AsyncDatabase[Doc]):
         self._col = db[mongo.SESSIONS]
 
     async def create(self, *, token_hash: str, tenant_id: str, address: str, now: datetime,
-                     expires_at: datetime) -> None:
+                     expires_at: datetime, idle_s: int | None = None) -> None:
+        doc: Doc = {"_id": token_hash, "tenant_id": tenant_id, "address": address,
+                    "created_at": now, "last_seen_at": now, "expires_at": expires_at}
+        if idle_s is not None:
+            doc["idle_s"] = idle_s
+            doc["idle_until"] = now + timedelta(seconds=idle_s)
         async with mongo.unavailable_as_503():
-            await self._col.insert_one({"_id": token_hash, "tenant_id": tenant_id,
-                                        "address": address, "created_at": now,
-                                        "last_seen_at": now, "expires_at": expires_at})
+            await self._col.insert_one(doc)
 
     async def touch(self, *, token_hash: str, now: datetime,
                     idle_s: int) -> SessionRecord | None:
         async with mongo.unavailable_as_503():
-            doc = await self._col.find_one_and_update(
-                {"_id": token_hash, "expires_at": {"$gt": now},
-                 "last_seen_at": {"$gt": now - timedelta(seconds=idle_s)}},
-                {"$set": {"last_seen_at": now}},
-                return_document=ReturnDocument.AFTER,
-            )
-        if doc is None:
-            return None
+            doc = await self._col.find_one({"_id": token_hash, "expires_at": {"$gt": now}})
+            if doc is None:
+                return None
+            idle = int(doc.get("idle_s") or idle_s)
+            last = _aware(doc.get("last_seen_at")) or now
+            if last <= now - timedelta(seconds=idle):
+                return None
+            # Not conditional: two requests touching at once both extend the same session.
+            await self._col.update_one({"_id": token_hash}, {"$set": {
+                "last_seen_at": now, "idle_until": now + timedelta(seconds=idle)}})
         return SessionRecord(token_hash=doc["_id"], tenant_id=doc["tenant_id"],
                              address=doc["address"],
-                             expires_at=_aware(doc["expires_at"]) or now)
+                             expires_at=_aware(doc["expires_at"]) or now,
+                             created_at=_aware(doc.get("created_at")))
 
     async def delete(self, token_hash: str) -> None:
         async with mongo.unavailable_as_503():
             await self._col.delete_one({"_id": token_hash})
+
+    async def delete_all(self, *, tenant_id: str, address: str) -> int:
+        async with mongo.unavailable_as_503():
+            res = await self._col.delete_many({"tenant_id": tenant_id, "address": address})
+        return res.deleted_count
 
 
 class MongoRateLimiter:
@@ -236,13 +259,21 @@ class MongoJanitor:
             for name in _EXPIRING:
                 res = await self._db[name].delete_many({"expires_at": {"$lte": now}})
                 counts[name] = res.deleted_count
+            # Sessions with their own idle timeout carry idle_until; older ones use the default.
             idle = await self._db[mongo.SESSIONS].delete_many(
-                {"last_seen_at": {"$lte": now - timedelta(seconds=session_idle_s)}})
-            counts[mongo.SESSIONS] += idle.deleted_count
+                {"idle_s": None,
+                 "last_seen_at": {"$lte": now - timedelta(seconds=session_idle_s)}})
+            own = await self._db[mongo.SESSIONS].delete_many({"idle_until": {"$lte": now}})
+            counts[mongo.SESSIONS] += idle.deleted_count + own.deleted_count
+            for name in _EXPIRING_OTHERS:
+                res = await self._db[name].delete_many({"expires_at": {"$lte": now}})
+                counts[name] = res.deleted_count
         return counts
 
 
 _EXPIRING = (mongo.LOGIN_CODES, mongo.LOGIN_CODES + "_used", mongo.SESSIONS, mongo.RATE_LIMITS)
+# Expired device codes and single-use markers (TOTP steps, redeemed device codes).
+_EXPIRING_OTHERS = (mongo.DEVICE_CODES, "access_markers")
 
 
 async def ensure_indexes(db: AsyncDatabase[Doc]) -> None:
@@ -257,3 +288,9 @@ async def ensure_indexes(db: AsyncDatabase[Doc]) -> None:
                      name, exc.code)
             await db[name].create_index([("expires_at", ASCENDING)], name="expires_at")
     await db[mongo.SESSIONS].create_index([("last_seen_at", ASCENDING)], name="last_seen_at")
+    await db[mongo.SESSIONS].create_index([("idle_until", ASCENDING)], name="idle_until")
+    await db[mongo.SESSIONS].create_index([("tenant_id", ASCENDING), ("address", ASCENDING)],
+                                          name="tenant_address")
+    await db[mongo.TOKENS].create_index([("tenant_id", ASCENDING), ("email", ASCENDING)],
+                                        name="tenant_email")
+    await db[mongo.DEVICE_CODES].create_index([("user_code", ASCENDING)], name="user_code")

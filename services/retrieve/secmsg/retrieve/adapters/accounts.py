@@ -1,0 +1,196 @@
+"""MongoDB repositories for accounts, tokens, single-use markers, revocations and policy.
+
+Owns ``accounts``, ``tokens`` and ``device_codes`` (and the insert-only ``access_markers``);
+reads ingest's ``revocations``, ``tenant_users`` and ``tenants``. Exactly-once decisions are
+inserts with a unique ``_id`` (see docs/design.md "Atomicity").
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from secmsg.retrieve.adapters.mongo import _aware
+from secmsg.retrieve.ports import AccountRecord, Revocation, TokenRecord
+from secmsg.shared import mongo
+
+Doc = dict[str, Any]
+MARKERS = "access_markers"  # retrieve, insert-only: used TOTP steps, redeemed device codes
+
+
+def _token(doc: Doc) -> TokenRecord:
+    return TokenRecord(
+        token_hash=doc["_id"], token_id=doc["token_id"], tenant_id=doc["tenant_id"],
+        email=doc["email"], scopes=tuple(doc.get("scopes") or ()),
+        client=doc.get("client", ""), label=doc.get("label", ""),
+        created_at=_aware(doc["created_at"]) or doc["created_at"],
+        expires_at=_aware(doc.get("expires_at")), last_used_at=_aware(doc.get("last_used_at")),
+        revoked_at=_aware(doc.get("revoked_at")))
+
+
+class MongoTokenRepo:
+    def __init__(self, db: AsyncDatabase[Doc]):
+        self._col = db[mongo.TOKENS]
+
+    async def insert(self, record: TokenRecord) -> None:
+        async with mongo.unavailable_as_503():
+            await self._col.insert_one({
+                "_id": record.token_hash, "token_id": record.token_id,
+                "tenant_id": record.tenant_id, "email": record.email,
+                "scopes": list(record.scopes), "client": record.client, "label": record.label,
+                "created_at": record.created_at, "expires_at": record.expires_at,
+                "last_used_at": None, "revoked_at": None})
+
+    async def get(self, token_hash: str) -> TokenRecord | None:
+        async with mongo.unavailable_as_503():
+            doc = await self._col.find_one({"_id": token_hash})
+        return _token(doc) if doc else None
+
+    async def list_for(self, *, tenant_id: str, email: str) -> list[TokenRecord]:
+        async with mongo.unavailable_as_503():
+            cursor = self._col.find({"tenant_id": tenant_id, "email": email}).sort(
+                "created_at", -1).limit(500)
+            return [_token(d) async for d in cursor]
+
+    async def revoke(self, *, tenant_id: str, email: str, token_id: str,
+                     now: datetime) -> bool:
+        async with mongo.unavailable_as_503():
+            res = await self._col.update_one(
+                {"tenant_id": tenant_id, "email": email, "token_id": token_id,
+                 "revoked_at": None}, {"$set": {"revoked_at": now}})
+        return res.matched_count > 0
+
+    async def revoke_all(self, *, tenant_id: str, email: str, now: datetime) -> int:
+        async with mongo.unavailable_as_503():
+            res = await self._col.update_many(
+                {"tenant_id": tenant_id, "email": email, "revoked_at": None},
+                {"$set": {"revoked_at": now}})
+        return res.modified_count
+
+    async def touch(self, token_hash: str, now: datetime) -> None:
+        async with mongo.unavailable_as_503():
+            await self._col.update_one({"_id": token_hash}, {"$set": {"last_used_at": now}})
+
+
+def _account_id(tenant_id: str, email: str) -> str:
+    return f"{tenant_id}:{email}"
+
+
+class MongoAccountRepo:
+    def __init__(self, db: AsyncDatabase[Doc]):
+        self._col = db[mongo.ACCOUNTS]
+        self._users = db[mongo.TENANT_USERS]
+
+    async def get(self, *, tenant_id: str, email: str) -> AccountRecord | None:
+        async with mongo.unavailable_as_503():
+            doc = await self._col.find_one({"_id": _account_id(tenant_id, email)})
+        if doc is None:
+            return None
+        return AccountRecord(
+            tenant_id=doc["tenant_id"], email=doc["email_lower"],
+            password_hash=doc.get("password_hash"),
+            totp_secret_sealed=doc.get("totp_secret_sealed"),
+            sessions_valid_after=_aware(doc.get("sessions_valid_after")),
+            registered_at=_aware(doc.get("registered_at")))
+
+    async def create(self, *, tenant_id: str, email: str, password_hash: str | None,
+                     now: datetime) -> bool:
+        try:
+            async with mongo.unavailable_as_503():
+                await self._col.insert_one({
+                    "_id": _account_id(tenant_id, email), "tenant_id": tenant_id,
+                    "email": email, "email_lower": email, "password_hash": password_hash,
+                    "password_changed_at": now if password_hash else None,
+                    "totp_secret_sealed": None, "created_at": now,
+                    "registered_at": now if password_hash else None,
+                    "sessions_valid_after": None})
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def set_password(self, *, tenant_id: str, email: str, password_hash: str,
+                           now: datetime) -> None:
+        async with mongo.unavailable_as_503():
+            doc = await self._col.find_one({"_id": _account_id(tenant_id, email)},
+                                           projection={"registered_at": 1})
+            update: Doc = {"password_hash": password_hash, "password_changed_at": now}
+            if doc is not None and doc.get("registered_at") is None:
+                update["registered_at"] = now
+            await self._col.update_one({"_id": _account_id(tenant_id, email)},
+                                       {"$set": update})
+
+    async def set_totp(self, *, tenant_id: str, email: str, sealed: str | None) -> None:
+        async with mongo.unavailable_as_503():
+            await self._col.update_one({"_id": _account_id(tenant_id, email)},
+                                       {"$set": {"totp_secret_sealed": sealed}})
+
+    async def set_sessions_valid_after(self, *, tenant_id: str, email: str,
+                                       at: datetime) -> None:
+        async with mongo.unavailable_as_503():
+            await self._col.update_one({"_id": _account_id(tenant_id, email)},
+                                       {"$set": {"sessions_valid_after": at}})
+
+    async def tenant_role(self, *, tenant_id: str, email: str) -> str | None:
+        async with mongo.unavailable_as_503():
+            doc = await self._users.find_one({"_id": _account_id(tenant_id, email)},
+                                             projection={"role": 1})
+        return str(doc.get("role") or "sender") if doc is not None else None
+
+
+class MongoMarkerRepo:
+    def __init__(self, db: AsyncDatabase[Doc]):
+        self._col = db[MARKERS]
+
+    async def claim(self, key: str, *, expires_at: datetime) -> bool:
+        try:
+            async with mongo.unavailable_as_503():
+                await self._col.insert_one({"_id": key, "expires_at": expires_at})
+        except DuplicateKeyError:
+            return False
+        return True
+
+
+class MongoRevocationRepo:
+    def __init__(self, db: AsyncDatabase[Doc]):
+        self._col = db[mongo.REVOCATIONS]
+
+    async def find(self, *, message_id: str, address: str) -> Revocation | None:
+        async with mongo.unavailable_as_503():
+            docs = [d async for d in self._col.find(
+                {"_id": {"$in": [f"{message_id}:*", f"{message_id}:{address}"]}})]
+        if not docs:
+            return None
+        # A recall (everyone) outranks a per-recipient revocation in what the page says.
+        docs.sort(key=lambda d: d.get("kind") != "recalled")
+        kind = "recalled" if docs[0].get("kind") == "recalled" else "revoked"
+        return Revocation(kind=kind, recipient=str(docs[0].get("recipient", "*")))
+
+    async def revoked_ids(self, *, message_ids: list[str], address: str) -> set[str]:
+        if not message_ids:
+            return set()
+        keys = [f"{m}:{who}" for m in message_ids for who in ("*", address)]
+        async with mongo.unavailable_as_503():
+            return {str(d.get("message_id") or d["_id"].partition(":")[0])
+                    async for d in self._col.find({"_id": {"$in": keys}},
+                                                  projection={"message_id": 1})}
+
+
+class MongoPolicyRepo:
+    def __init__(self, db: AsyncDatabase[Doc]):
+        self._col = db[mongo.TENANTS]
+
+    async def policy(self, tenant_id: str) -> dict[str, Any]:
+        async with mongo.unavailable_as_503():
+            doc = await self._col.find_one(
+                {"_id": tenant_id}, projection={"policy": 1, "templates": 1, "footer": 1,
+                                                "disclaimers": 1, "display_name": 1,
+                                                "name": 1})
+        doc = doc or {}
+        templates = {k: v.get("source") for k, v in (doc.get("templates") or {}).items()
+                     if isinstance(v, dict) and isinstance(v.get("source"), str)}
+        return {"policy": doc.get("policy") or {}, "templates": templates,
+                "footer": doc.get("footer"), "disclaimers": list(doc.get("disclaimers") or []),
+                "display_name": doc.get("display_name") or doc.get("name") or tenant_id}
