@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from secmsg.retrieve import routes, service
+from secmsg.retrieve.access import GuardedMessageRepo
 from secmsg.retrieve.adapters.accounts import (
     MongoAccountRepo,
     MongoMarkerRepo,
@@ -183,13 +184,16 @@ async def build_deps(common: CommonSettings, settings: RetrieveSettings,
         await blobs.ping()
 
     templates = make_templates()
+    revocations = MongoRevocationRepo(db)
     return Deps(
-        settings=settings, keyring=common.key_ring, messages=MongoMessageRepo(db),
+        settings=settings, keyring=common.key_ring,
+        # Every reader goes through the guard: revoked/recalled is 410 or 404 everywhere.
+        messages=GuardedMessageRepo(MongoMessageRepo(db), revocations),
         tenants=MongoTenantRepo(db), codes=MongoCodeRepo(db), sessions=MongoSessionRepo(db),
         limiter=MongoRateLimiter(db), mailer=SmtpCodeMailer(common, templates),
         audit=NatsAuditPublisher(publisher), blobs=S3BlobReader(blobs), janitor=MongoJanitor(db),
         templates=templates, tokens=MongoTokenRepo(db), accounts=MongoAccountRepo(db),
-        markers=MongoMarkerRepo(db), revocations=MongoRevocationRepo(db),
+        markers=MongoMarkerRepo(db), revocations=revocations,
         policies=MongoPolicyRepo(db),
         readiness={"nats": publisher.ping, "mongodb": ping_mongo, "s3": ping_s3},
     )

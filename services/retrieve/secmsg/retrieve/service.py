@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from secmsg.retrieve import tokens as tokens_mod
+from secmsg.retrieve.access import GuardedMessageRepo, RevocationGuard
 from secmsg.retrieve.metrics import CLEANUP_DELETED, CODES, DECRYPT_SECONDS, SIGNINS
 from secmsg.retrieve.ports import (
     AccountRepo,
@@ -428,6 +429,7 @@ class Download:
     end: int  # inclusive; -1 for an empty object
     partial: bool
     etag: str
+    guard: RevocationGuard | None = None
 
     @property
     def length(self) -> int:
@@ -453,11 +455,17 @@ async def plan_download(*, session: SessionRecord, message_id: str, object_id: s
         tenant_id=record.tenant_id, message_id=record.message_id, event_id=uuid.uuid4().hex,
         recipient=session.address, object_id=obj.object_id, range_start=start,
         range_end=end, client_ip=client_ip, user_agent=_clip(user_agent), occurred_at=now))
-    return Download(record, obj, start, end, wanted is not None, etag)
+    guard = (RevocationGuard(messages, tenant_id=record.tenant_id,
+                             message_id=record.message_id, address=session.address)
+             if isinstance(messages, GuardedMessageRepo) else None)
+    return Download(record, obj, start, end, wanted is not None, etag, guard)
 
 
 def stream_download(*, download: Download, blobs: BlobReader,
                     keyring: KeyRing) -> AsyncIterator[bytes]:
+    """The plaintext of the planned range; with a guard, a revocation or recall that lands
+    while it streams stops it (``Gone`` raised between segments: the connection is cut)."""
     d = download
-    return decrypt_stream(blobs=blobs, keyring=keyring, tenant_id=d.record.tenant_id,
-                          obj=d.obj, start=max(d.start, 0), end=max(d.end, 0))
+    chunks = decrypt_stream(blobs=blobs, keyring=keyring, tenant_id=d.record.tenant_id,
+                            obj=d.obj, start=max(d.start, 0), end=max(d.end, 0))
+    return d.guard.wrap(chunks) if d.guard is not None else chunks
