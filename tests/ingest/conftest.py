@@ -90,6 +90,7 @@ class Ingest:
         return [k for k, _ in await self.blobs.list_keys("")]
 
     async def events(self) -> list[MessageReceived]:
+        """The ``message.received`` events published (audit and control events left out)."""
         nc = await nats.connect(self.settings.nats_url)
         try:
             js = nc.jetstream()
@@ -101,7 +102,8 @@ class Ingest:
             if info.state.messages:
                 for seq in range(info.state.first_seq, info.state.last_seq + 1):
                     msg = await js.get_msg(subjects.STREAM, seq)
-                    out.append(decode_event(msg.data, MessageReceived))
+                    if msg.subject and msg.subject.endswith(f".{subjects.MESSAGE_RECEIVED}"):
+                        out.append(decode_event(msg.data, MessageReceived))
             return out
         finally:
             await nc.close()

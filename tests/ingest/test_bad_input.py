@@ -44,7 +44,7 @@ CASES: dict[str, tuple[list[Part] | bytes, int, str]] = {
                         "invalid_input"),
     "invalid JSON": ([env_part(b"{not json")], 400, "invalid_input"),
     "JSON not an object": ([env_part(b"[1, 2]")], 400, "invalid_input"),
-    "unknown field": ([env_part(envelope(bcc=["x@example.org"]))], 400, "invalid_input"),
+    "unknown field": ([env_part(envelope(reply_to=["x@example.org"]))], 400, "invalid_input"),
     "to not a list": ([env_part(envelope(to="bob@example.org"))], 400, "invalid_input"),
     "expires_at in the past": ([env_part(envelope(expires_at=PAST))], 400, "invalid_input"),
     "two expiries": ([env_part(envelope(expires_at=FUTURE, expires_in_days=3))], 400,

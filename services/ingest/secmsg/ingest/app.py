@@ -25,6 +25,7 @@ from secmsg.ingest.adapters.mongo import (
     MongoTenantDirectory,
     ensure_indexes,
 )
+from secmsg.ingest.adapters.mongo_admin import MongoAccessRepo, MongoMessageRepo
 from secmsg.ingest.adapters.nats import NatsEventSink
 from secmsg.ingest.routes import router
 from secmsg.ingest.routes_admin import router as admin_router
@@ -114,7 +115,8 @@ def create_app(common: CommonSettings | None = None, cfg: IngestSettings | None 
             uploads=asyncio.Semaphore(cfg.max_concurrent_uploads),
             templates=MongoTemplateStore(db), smtp=MongoSmtpConfigStore(db),
             public_url=common.retrieve_public_url,
-            smtp_allowed_targets=common.smtp_allowed_targets)
+            smtp_allowed_targets=common.smtp_allowed_targets,
+            messages=MongoMessageRepo(db), access=MongoAccessRepo(db))
         try:
             yield
         finally:

@@ -35,6 +35,12 @@ class Envelope(BaseModel):
     sender: StrictStr = Field(alias="from", description="Sender's email address")
     to: list[StrictStr] = Field(default_factory=list)
     cc: list[StrictStr] = Field(default_factory=list)
+    bcc: list[StrictStr] = Field(
+        default_factory=list,
+        description="notified like the others, never shown to another recipient")
+    in_reply_to: StrictStr | None = Field(
+        default=None, description="the message id this one answers (audited as a reply)",
+        examples=["3f2b9c1e8d7a4b6f9e0d1c2b3a495867"])
     subject: StrictStr = Field(default="", max_length=MAX_SUBJECT_CHARS)
     text: StrictStr | None = None
     html: StrictStr | None = None
@@ -83,12 +89,12 @@ def parse_envelope(raw: bytes) -> Envelope:
 
 
 def recipients_of(env: Envelope, tenant: Tenant) -> list[Recipient]:
-    """Validated recipients, to before cc, each address once (case-insensitive)."""
-    if not env.to and not env.cc:
-        raise InvalidInput("the message has no recipients (to and cc are empty)")
+    """Validated recipients, to before cc before bcc, each address once (case-insensitive)."""
+    if not env.to and not env.cc and not env.bcc:
+        raise InvalidInput("the message has no recipients (to, cc and bcc are empty)")
     seen: set[str] = set()
     out: list[Recipient] = []
-    for kind, addrs in (("to", env.to), ("cc", env.cc)):
+    for kind, addrs in (("to", env.to), ("cc", env.cc), ("bcc", env.bcc)):
         for i, addr in enumerate(addrs):
             value = _check_address(f"{kind}[{i}]", addr)
             if value.lower() not in seen:

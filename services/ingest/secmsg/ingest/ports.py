@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
 from secmsg.shared.blobstore import BlobStore
 
-__all__ = ["BlobStore", "Claim", "Credentials", "EventSink", "IdempotencyStore",
-           "StoredTemplate", "TemplateStore", "Tenant", "TenantDirectory", "TenantProfile"]
+__all__ = ["AccessRepo", "BlobStore", "Claim", "Credentials", "EventSink", "IdempotencyStore",
+           "MessageRecord", "MessageRepo", "Origin", "StoredTemplate", "TemplateStore",
+           "Tenant", "TenantDirectory", "TenantProfile"]
 
 SCOPE_SEND = "send"
 SCOPE_ADMIN = "admin"
@@ -28,15 +29,40 @@ class Tenant:
     max_attachments: int
     max_envelope_bytes: int
     default_expiry_days: int | None
+    key_generation: int = 0  # tenants.key_generation: new data keys are wrapped under it
 
 
 @dataclass(frozen=True)
 class Credentials:
-    """Who is submitting: the tenant and the API key (by its public id, never the secret)."""
+    """Who is calling: the tenant and either an API key (by its public id, never the secret)
+    or a user token (``email`` set: the signed-in address, lower-cased).
+
+    ``scopes`` are the effective ones: a token's ``admin`` scope counts only while its email
+    is a ``tenant_users`` admin (``role``).
+    """
 
     tenant: Tenant
     key_id: str
     scopes: frozenset[str] = DEFAULT_SCOPES
+    email: str | None = None
+    token_id: str | None = None
+    role: str | None = None  # tenant_users role of ``email``; None: not a tenant user
+    token_scopes: frozenset[str] = frozenset()  # as issued, before the role check
+
+    @property
+    def is_token(self) -> bool:
+        return self.email is not None
+
+    @property
+    def actor(self) -> str:
+        """Who did it, for the audit trail: the token's address or ``key:<key_id>``."""
+        return self.email if self.email is not None else f"key:{self.key_id}"
+
+    @property
+    def submitted_by(self) -> str:
+        """``messages.submitted_by``: ``api_key:<key_id>`` (the existing contract) or the
+        token's address."""
+        return self.email if self.email is not None else f"api_key:{self.key_id}"
 
 
 @dataclass(frozen=True)
@@ -53,7 +79,8 @@ class Claim:
 
 
 class TenantDirectory(Protocol):
-    async def authenticate(self, api_key: str) -> Credentials | None: ...
+    async def authenticate(self, secret: str) -> Credentials | None:
+        """An API key (``smk_...``) or a user token (``smt_...``); None if unknown or dead."""
     async def ping(self) -> None: ...
 
 
@@ -96,3 +123,60 @@ class IdempotencyStore(Protocol):
 
 class EventSink(Protocol):
     async def publish(self, event: BaseModel, msg_id: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class MessageRecord:
+    """What the sender side needs of a ``messages`` document (store writes it)."""
+
+    message_id: str
+    tenant_id: str
+    sender: str
+    recipients: tuple[tuple[str, str], ...]  # (address as given, kind)
+    submitted_by: str
+    state: str
+    expires_at: datetime | None
+    received_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a request came from, for the audit trail."""
+
+    client_ip: str | None = None
+    user_agent: str | None = None
+
+
+class MessageRepo(Protocol):
+    async def get(self, tenant_id: str, message_id: str) -> MessageRecord | None: ...
+    async def received_from(self, tenant_id: str, recipient: str,
+                            senders: list[str]) -> set[str]:
+        """Which of ``senders`` (lower-cased) sent ``recipient`` a message of the tenant."""
+    async def revocations(self, tenant_id: str, message_id: str) -> list[dict[str, Any]]: ...
+    async def revoke(self, doc: dict[str, Any]) -> bool:
+        """Insert a ``revocations`` entry; False if it was already there."""
+    async def restore(self, tenant_id: str, message_id: str, address: str) -> str | None:
+        """Delete a ``revoked`` entry; returns the kind found (None: nothing to restore)."""
+    async def delivery(self, tenant_id: str, message_id: str) -> list[dict[str, Any]]: ...
+    async def access_events(self, tenant_id: str, message_id: str) -> list[dict[str, Any]]: ...
+
+
+class AccessRepo(Protocol):
+    """API keys, tenant users, user tokens and the tenant policy."""
+
+    async def list_keys(self, tenant_id: str) -> list[dict[str, Any]]: ...
+    async def create_key(self, tenant_id: str, *, label: str,
+                         scopes: tuple[str, ...]) -> str: ...
+    async def revoke_key(self, tenant_id: str, key_id: str, *, now: datetime) -> bool | None:
+        """True: revoked now; False: was already; None: no such key of the tenant."""
+    async def users(self, tenant_id: str, emails: list[str] | None = None
+                    ) -> list[dict[str, Any]]: ...
+    async def put_user(self, tenant_id: str, *, email: str, role: str, by: str,
+                       now: datetime) -> dict[str, Any]: ...
+    async def delete_user(self, tenant_id: str, email: str) -> bool: ...
+    async def tokens(self, tenant_id: str, email: str | None) -> list[dict[str, Any]]: ...
+    async def revoke_token(self, tenant_id: str, token_id: str, *,
+                           now: datetime) -> bool | None: ...
+    async def tenant(self, tenant_id: str) -> dict[str, Any]: ...
+    async def set_fields(self, tenant_id: str, fields: dict[str, Any],
+                         unset: tuple[str, ...] = ()) -> None: ...

@@ -175,8 +175,7 @@ def parse(raw: bytes, tenant: Tenant) -> Parsed:
         raise InvalidInput("the message needs exactly one From address")
     seen: set[str] = set()
     recipients: list[Recipient] = []
-    # Recipient.kind has no "bcc": Bcc recipients are recorded as cc (see README).
-    for name, kind in (("To", "to"), ("Cc", "cc"), ("Bcc", "cc")):
+    for name, kind in (("To", "to"), ("Cc", "cc"), ("Bcc", "bcc")):
         for addr in _addresses(msg, name):
             if addr.lower() not in seen:
                 seen.add(addr.lower())
@@ -239,7 +238,8 @@ async def store(*, creds: Credentials, parsed: Parsed, idempotency_key: str | No
         async def put(role: str, filename: str | None, ctype: str, data: bytes) -> None:
             up = service.new_upload(blobs=blobs, key_ring=key_ring, tenant_id=tenant.tenant_id,
                                     message_id=message_id, role=role, filename=filename,
-                                    content_type=ctype, opts=opts, uploads=uploads)
+                                    content_type=ctype, opts=opts, uploads=uploads,
+                                    generation=tenant.key_generation)
             await up.write(data)
             stored.append(await up.finish())
 
@@ -257,7 +257,7 @@ async def store(*, creds: Credentials, parsed: Parsed, idempotency_key: str | No
         return MessageReceived(
             tenant_id=tenant.tenant_id, message_id=message_id, sender=parsed.sender,
             recipients=parsed.recipients, subject=parsed.subject, objects=stored,
-            expires_at=expires[0], submitted_by=f"api_key:{creds.key_id}",
+            expires_at=expires[0], submitted_by=creds.submitted_by,
             # The organisation's server delivers the placeholder: no second notification.
             notify=False)
 

@@ -11,10 +11,11 @@ from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
 
-from secmsg.ingest import metrics, rfc822, service
+from secmsg.ingest import audit, metrics, rfc822, service
+from secmsg.ingest.access import SendGuard
 from secmsg.ingest.auth import authenticate, bearer
 from secmsg.ingest.envelope import ENVELOPE_EXAMPLE, Envelope
-from secmsg.ingest.ports import SCOPE_SEND
+from secmsg.ingest.ports import SCOPE_SEND, Origin
 from secmsg.ingest.wiring import Deps, get_deps
 from secmsg.shared.errors import (
     InvalidInput,
@@ -38,6 +39,11 @@ class ErrorBody(BaseModel):
 
 def _err(description: str) -> dict[str, Any]:
     return {"model": ErrorBody, "description": description}
+
+
+def origin(request: Request) -> Origin:
+    return Origin(client_ip=request.client.host if request.client else None,
+                  user_agent=(request.headers.get("user-agent") or "")[:256] or None)
 
 
 _REQUEST_BODY = {
@@ -80,11 +86,19 @@ async def _counted(request: Request) -> AsyncIterator[bytes]:
         "`attachment` file parts. Nothing is stored if the request is refused.\n\n"
         "`Idempotency-Key` (optional, up to 200 printable characters): a retry with the same "
         "key returns the same `message_id` and creates nothing new; 409 while the first "
-        "attempt is still running."),
+        "attempt is still running.\n\n"
+        "Credentials: a tenant API key with the `send` scope (any `from` of the tenant), or a "
+        "user token `smt_...` with the `send` scope: `from` must be the token's address, and "
+        "if that address is not a tenant user (an external recipient replying) every "
+        "recipient must be a tenant user or someone who sent this address a message through "
+        "the tenant. `in_reply_to` names the message answered (recorded as `message.replied` "
+        "in its audit trail); `bcc` recipients are notified but never shown to the others."),
     responses={
-        400: _err("malformed multipart body, envelope or header value"),
-        401: _err("missing, unknown or revoked API key"),
-        403: _err("the API key lacks the 'send' scope (an admin-only key)"),
+        400: _err("malformed multipart body, envelope or header value; an in_reply_to that "
+                  "names no message the caller may answer"),
+        401: _err("missing, unknown, expired or revoked API key or token"),
+        403: _err("the credentials lack the 'send' scope; a token sending from another "
+                  "address; an external replier writing to someone not allowed (named)"),
         409: _err("a submission with this Idempotency-Key is in progress"),
         413: _err("over the tenant's size, recipient or attachment limit"),
         415: _err("the body is not multipart/form-data"),
@@ -105,13 +119,18 @@ async def submit_message(
     if deps.uploads.locked():
         raise TooManyRequests("too many submissions in progress; retry shortly")
     length = request.headers.get("content-length")
+    guard = SendGuard(creds=creds, messages=deps.messages, access=deps.access)
     async with deps.uploads:
         accepted = await service.submit_message(
             creds=creds, content_type=request.headers.get("content-type"),
             content_length=int(length) if length and length.isdigit() else None,
             idempotency_key=idempotency_key, body=_counted(request), blobs=deps.blobs,
             idem=deps.idempotency, events=deps.events, key_ring=deps.key_ring,
-            opts=deps.options)
+            opts=deps.options, check=guard)
+    if accepted.created and guard.in_reply_to is not None:
+        await audit.record(events=deps.events, creds=creds, action="message.replied",
+                           origin=origin(request), message_id=guard.in_reply_to,
+                           detail={"reply_id": accepted.message_id})
     headers = {} if accepted.created else {"Idempotent-Replayed": "true"}
     return JSONResponse({"message_id": accepted.message_id}, status_code=202, headers=headers)
 
@@ -167,6 +186,8 @@ async def submit_rfc822(
     async with deps.uploads:
         raw = await rfc822.read_capped(_counted(request), cap)
         parsed = rfc822.parse(raw, creds.tenant)
+        await SendGuard(creds=creds, messages=deps.messages, access=deps.access)(
+            parsed.sender, parsed.recipients, None)
         accepted, expires_at = await rfc822.store(
             creds=creds, parsed=parsed, idempotency_key=idempotency_key, blobs=deps.blobs,
             idem=deps.idempotency, events=deps.events, key_ring=deps.key_ring,

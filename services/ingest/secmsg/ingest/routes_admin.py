@@ -139,7 +139,7 @@ async def put_template(kind: Kind, request: Request, creds: Admin,
                        deps: Annotated[Deps, Depends(get_deps)]) -> Template:
     source = await _source(request)
     view = await tenant_templates.save(tenant_id=creds.tenant.tenant_id, kind=kind,
-                                       source=source, key_id=creds.key_id,
+                                       source=source, key_id=creds.actor,
                                        store=deps.templates, now=datetime.now(UTC))
     return _model(view)
 
@@ -208,7 +208,7 @@ async def put_smtp(body: SmtpIn, creds: Admin,
                    deps: Annotated[Deps, Depends(get_deps)]) -> SmtpOut:
     config = await tenant_smtp.save(
         tenant_id=creds.tenant.tenant_id, mode=body.mode, host=body.host, port=body.port,
-        tls=body.tls, username=body.username, password=body.password, key_id=creds.key_id,
+        tls=body.tls, username=body.username, password=body.password, key_id=creds.actor,
         store=deps.smtp, key_ring=deps.key_ring,
         allowed_targets=deps.smtp_allowed_targets, now=datetime.now(UTC))
     return _smtp_out(config)

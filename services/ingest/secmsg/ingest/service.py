@@ -59,6 +59,11 @@ class Options:
     stale_s: float
 
 
+# Called once the envelope is validated, before any content is stored: (sender, recipients,
+# in_reply_to). Raises to refuse the submission (see ``secmsg.ingest.access.SendGuard``).
+SendCheck = Callable[[str, "list[Recipient]", "str | None"], Awaitable[None]]
+
+
 @dataclass(frozen=True)
 class Accepted:
     message_id: str
@@ -73,10 +78,12 @@ def body_cap(creds: Credentials) -> int:
 
 def new_upload(*, blobs: BlobStore, key_ring: KeyRing, tenant_id: str, message_id: str,
                role: str, filename: str | None, content_type: str, opts: Options,
-               uploads: list[_Upload]) -> _Upload:
-    """Start one object's upload, registered in ``uploads`` so a failure deletes it."""
+               uploads: list[_Upload], generation: int = 0) -> _Upload:
+    """Start one object's upload, registered in ``uploads`` so a failure deletes it.
+    ``generation``: the tenant's key generation the data key is wrapped under."""
     up = _Upload(blobs=blobs, key_ring=key_ring, tenant_id=tenant_id, message_id=message_id,
-                 role=role, filename=filename, content_type=content_type, opts=opts)
+                 role=role, filename=filename, content_type=content_type, opts=opts,
+                 generation=generation)
     uploads.append(up)
     return up
 
@@ -85,7 +92,8 @@ class _Upload:
     """One object: plaintext in, encrypted segments streamed to the object store."""
 
     def __init__(self, *, blobs: BlobStore, key_ring: KeyRing, tenant_id: str, message_id: str,
-                 role: str, filename: str | None, content_type: str, opts: Options):
+                 role: str, filename: str | None, content_type: str, opts: Options,
+                 generation: int = 0):
         self.object_id = uuid.uuid4().hex
         self.key = object_key(tenant_id, message_id, self.object_id)
         self.role = role
@@ -93,7 +101,8 @@ class _Upload:
         self.content_type = content_type
         self._segment_size = opts.segment_size
         data_key = new_data_key()
-        self._wrapped = key_ring.wrap(tenant_id, self.object_id, data_key)
+        self._wrapped = key_ring.wrap(tenant_id, self.object_id, data_key,
+                                      generation=generation)
         self._enc = SegmentEncryptor(data_key, self.object_id, opts.segment_size)
         self._sha = hashlib.sha256()
         self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=opts.queue_chunks)
@@ -188,7 +197,8 @@ def check_idempotency_key(value: str) -> None:
 async def submit_message(*, creds: Credentials, content_type: str | None,
                          content_length: int | None, idempotency_key: str | None,
                          body: AsyncIterator[bytes], blobs: BlobStore, idem: IdempotencyStore,
-                         events: EventSink, key_ring: KeyRing, opts: Options) -> Accepted:
+                         events: EventSink, key_ring: KeyRing, opts: Options,
+                         check: SendCheck | None = None) -> Accepted:
     tenant = creds.tenant
     boundary = boundary_of(content_type)
     if idempotency_key is not None:
@@ -201,7 +211,7 @@ async def submit_message(*, creds: Credentials, content_type: str | None,
     async def produce(message_id: str, now: datetime, uploads: list[_Upload]) -> MessageReceived:
         return await _receive(creds=creds, message_id=message_id, now=now, boundary=boundary,
                               cap=cap, body=body, blobs=blobs, key_ring=key_ring, opts=opts,
-                              uploads=uploads)
+                              uploads=uploads, check=check)
 
     return await accept(creds=creds, idempotency_key=idempotency_key, produce=produce,
                         blobs=blobs, idem=idem, events=events, opts=opts)
@@ -271,7 +281,8 @@ async def accept(*, creds: Credentials, idempotency_key: str | None, produce: Pr
 
 async def _receive(*, creds: Credentials, message_id: str, now: datetime, boundary: bytes,
                    cap: int, body: AsyncIterator[bytes], blobs: BlobStore, key_ring: KeyRing,
-                   opts: Options, uploads: list[_Upload]) -> MessageReceived:
+                   opts: Options, uploads: list[_Upload],
+                   check: SendCheck | None = None) -> MessageReceived:
     """Walk the parts: envelope first, then attachments, each streamed as it arrives."""
     tenant = creds.tenant
     state = "expect_envelope"
@@ -285,7 +296,8 @@ async def _receive(*, creds: Credentials, message_id: str, now: datetime, bounda
     def start(role: str, filename: str | None, ctype: str) -> _Upload:
         return new_upload(blobs=blobs, key_ring=key_ring, tenant_id=tenant.tenant_id,
                           message_id=message_id, role=role, filename=filename,
-                          content_type=ctype, opts=opts, uploads=uploads)
+                          content_type=ctype, opts=opts, uploads=uploads,
+                          generation=tenant.key_generation)
 
     def count(n: int) -> None:
         nonlocal total
@@ -314,6 +326,8 @@ async def _receive(*, creds: Credentials, message_id: str, now: datetime, bounda
             if state == "envelope":
                 env = parse_envelope(bytes(envelope))
                 validated = (env, *validate_envelope(env, tenant, now))
+                if check is not None:
+                    await check(validated[1], validated[2], env.in_reply_to)
                 for role, text in (("text", env.text), ("html", env.html)):
                     if text is not None:
                         data = text.encode()
@@ -341,4 +355,4 @@ async def _receive(*, creds: Credentials, message_id: str, now: datetime, bounda
     return MessageReceived(
         tenant_id=tenant.tenant_id, message_id=message_id, sender=sender,
         recipients=recipients, subject=env.subject, objects=stored, expires_at=expires_at,
-        disclaimer=env.disclaimer, submitted_by=f"api_key:{creds.key_id}")
+        disclaimer=env.disclaimer, submitted_by=creds.submitted_by)

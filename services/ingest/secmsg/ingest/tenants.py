@@ -26,4 +26,5 @@ def tenant_from_doc(doc: dict[str, Any]) -> Tenant:
         max_attachments=int(limits["max_attachments"]),
         max_envelope_bytes=int(limits["max_envelope_bytes"]),
         default_expiry_days=doc.get("default_expiry_days", DEFAULT_EXPIRY_DAYS),
+        key_generation=int(doc.get("key_generation") or 0),
     )

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from secmsg.ingest.ports import (
+    AccessRepo,
     BlobStore,
     EventSink,
     IdempotencyStore,
+    MessageRepo,
     TemplateStore,
     TenantDirectory,
 )
@@ -32,6 +34,8 @@ class Deps:
     smtp: SmtpConfigStore
     public_url: str  # the link notify writes (SECMSG_RETRIEVE_PUBLIC_URL)
     smtp_allowed_targets: str  # operator allow-list for tenant SMTP hosts
+    messages: MessageRepo
+    access: AccessRepo
 
 
 def get_deps(request: Request) -> Deps:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, ReturnDocument
@@ -18,6 +18,7 @@ from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from secmsg.ingest.ports import (
     DEFAULT_SCOPES,
+    SCOPE_ADMIN,
     Claim,
     Credentials,
     StoredTemplate,
@@ -29,6 +30,11 @@ from secmsg.shared import mongo
 from secmsg.shared.errors import NotFound
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+TOKEN_PREFIX = "smt_"  # noqa: S105 - a prefix, not a secret
+TOKEN_SCOPES = frozenset({"read", "send", "admin"})
+# last_used_at is written at most this often per token: a busy toolbar must not turn every
+# request into a database write.
+LAST_USED_EVERY = timedelta(minutes=1)
 
 
 def hash_api_key(api_key: str) -> str:
@@ -56,7 +62,10 @@ class MongoTenantDirectory:
     def __init__(self, db: AsyncDatabase[Any]):
         self._db = db
 
-    async def authenticate(self, api_key: str) -> Credentials | None:
+    async def authenticate(self, secret: str) -> Credentials | None:
+        if secret.startswith(TOKEN_PREFIX):
+            return await self._token(secret)
+        api_key = secret
         async with mongo.unavailable_as_503():
             key = await self._db[mongo.API_KEYS].find_one({"_id": hash_api_key(api_key)})
             if key is None or key.get("revoked_at") is not None:
@@ -68,6 +77,42 @@ class MongoTenantDirectory:
         return Credentials(tenant=tenant_from_doc(tenant), key_id=str(key.get("key_id", "")),
                            scopes=DEFAULT_SCOPES if scopes is None
                            else frozenset(str(s) for s in scopes))
+
+    async def _token(self, token: str) -> Credentials | None:
+        """A user token is dead when revoked, expired, or issued before the account's
+        ``sessions_valid_after`` ("sign out everywhere")."""
+        now = datetime.now(UTC)
+        async with mongo.unavailable_as_503():
+            doc = await self._db[mongo.TOKENS].find_one({"_id": hash_api_key(token)})
+            if doc is None or doc.get("revoked_at") is not None:
+                return None
+            expires = doc.get("expires_at")
+            if expires is not None and _aware(expires) <= now:
+                return None
+            tenant_id = str(doc.get("tenant_id", ""))
+            email = str(doc.get("email", "")).lower()
+            if not tenant_id or not email:
+                return None
+            tenant = await self._db[mongo.TENANTS].find_one({"_id": tenant_id})
+            if tenant is None or tenant.get("disabled_at") is not None:
+                return None
+            account = await self._db[mongo.ACCOUNTS].find_one({"_id": f"{tenant_id}:{email}"},
+                                                               {"sessions_valid_after": 1})
+            valid_after = (account or {}).get("sessions_valid_after")
+            if valid_after is not None and _aware(doc.get("created_at")) < _aware(valid_after):
+                return None
+            user = await self._db[mongo.TENANT_USERS].find_one({"_id": f"{tenant_id}:{email}"},
+                                                               {"role": 1})
+            last = doc.get("last_used_at")
+            if last is None or _aware(last) <= now - LAST_USED_EVERY:
+                await self._db[mongo.TOKENS].update_one({"_id": doc["_id"]},
+                                                        {"$set": {"last_used_at": now}})
+        role = str(user["role"]) if user and user.get("role") in ("sender", "admin") else None
+        issued = frozenset(str(s) for s in doc.get("scopes") or ()) & TOKEN_SCOPES
+        effective = issued if role == "admin" else issued - {SCOPE_ADMIN}
+        return Credentials(tenant=tenant_from_doc(tenant), key_id="", scopes=effective,
+                           email=email, token_id=str(doc.get("token_id", "")), role=role,
+                           token_scopes=issued)
 
     async def ping(self) -> None:
         async with mongo.unavailable_as_503():

@@ -1,0 +1,202 @@
+"""MongoDB adapters of the sender and tenant-admin surfaces: messages and revocations,
+API keys, tenant users, user tokens and the tenant document's admin fields.
+
+Inserts with a unique ``_id`` carry every exactly-once decision (revocations, rotations);
+the remaining updates are single-document ``$set``s whose repetition changes nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from secmsg.ingest import admin
+from secmsg.ingest.ports import MessageRecord
+from secmsg.shared import mongo
+from secmsg.shared.errors import NotFound
+
+_NO_SECRETS = {"_id": 0}
+
+
+def _aware(value: Any) -> Any:
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _clean(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: _aware(v) for k, v in doc.items()}
+
+
+class MongoMessageRepo:
+    def __init__(self, db: AsyncDatabase[Any]):
+        self._db = db
+
+    async def get(self, tenant_id: str, message_id: str) -> MessageRecord | None:
+        async with mongo.unavailable_as_503():
+            doc = await self._db[mongo.MESSAGES].find_one(
+                {"_id": message_id, "tenant_id": tenant_id},
+                {"objects": 0})
+        if doc is None:
+            return None
+        recipients = tuple((str(r.get("address", "")), str(r.get("kind", "to")))
+                           for r in doc.get("recipients") or () if isinstance(r, dict))
+        return MessageRecord(
+            message_id=doc["_id"], tenant_id=tenant_id, sender=str(doc.get("sender", "")),
+            recipients=recipients, submitted_by=str(doc.get("submitted_by", "")),
+            state=str(doc.get("state", "stored")), expires_at=_aware(doc.get("expires_at")),
+            received_at=_aware(doc.get("received_at")))
+
+    async def received_from(self, tenant_id: str, recipient: str,
+                            senders: list[str]) -> set[str]:
+        found: set[str] = set()
+        async with mongo.unavailable_as_503():
+            for sender in senders:
+                # Senders are stored as given; the comparison is case-insensitive.
+                doc = await self._db[mongo.MESSAGES].find_one(
+                    {"tenant_id": tenant_id, "recipient_addresses": recipient.lower(),
+                     "sender": {"$regex": f"^{re.escape(sender)}$", "$options": "i"}},
+                    {"_id": 1})
+                if doc is not None:
+                    found.add(sender.lower())
+        return found
+
+    async def revocations(self, tenant_id: str, message_id: str) -> list[dict[str, Any]]:
+        async with mongo.unavailable_as_503():
+            cursor = self._db[mongo.REVOCATIONS].find(
+                {"tenant_id": tenant_id, "message_id": message_id})
+            return [_clean(d) async for d in cursor]
+
+    async def revoke(self, doc: dict[str, Any]) -> bool:
+        async with mongo.unavailable_as_503():
+            try:
+                await self._db[mongo.REVOCATIONS].insert_one(doc)
+            except DuplicateKeyError:
+                return False
+        return True
+
+    async def restore(self, tenant_id: str, message_id: str, address: str) -> str | None:
+        key = {"_id": f"{message_id}:{address}", "tenant_id": tenant_id}
+        async with mongo.unavailable_as_503():
+            doc = await self._db[mongo.REVOCATIONS].find_one(key)
+            if doc is None:
+                return None
+            if doc.get("kind") == "revoked":
+                await self._db[mongo.REVOCATIONS].delete_one({**key, "kind": "revoked"})
+        return str(doc.get("kind"))
+
+    async def delivery(self, tenant_id: str, message_id: str) -> list[dict[str, Any]]:
+        async with mongo.unavailable_as_503():
+            cursor = self._db[mongo.DELIVERY_STATUS].find(
+                {"tenant_id": tenant_id, "message_id": message_id})
+            return [_clean(d) async for d in cursor]
+
+    async def access_events(self, tenant_id: str, message_id: str) -> list[dict[str, Any]]:
+        async with mongo.unavailable_as_503():
+            cursor = self._db[mongo.AUDIT].find(
+                {"tenant_id": tenant_id, "message_id": message_id,
+                 "kind": {"$in": ["message.opened", "attachment.downloaded"]}}
+            ).sort("at", ASCENDING).limit(10_000)
+            return [_clean(d) async for d in cursor]
+
+
+class MongoAccessRepo:
+    def __init__(self, db: AsyncDatabase[Any]):
+        self._db = db
+
+    async def list_keys(self, tenant_id: str) -> list[dict[str, Any]]:
+        async with mongo.unavailable_as_503():
+            cursor = self._db[mongo.API_KEYS].find({"tenant_id": tenant_id}, _NO_SECRETS
+                                                   ).sort("created_at", ASCENDING)
+            return [_clean(d) async for d in cursor]
+
+    async def create_key(self, tenant_id: str, *, label: str, scopes: tuple[str, ...]) -> str:
+        return await admin.create_api_key(self._db, tenant_id=tenant_id, label=label,
+                                          scopes=scopes)
+
+    async def revoke_key(self, tenant_id: str, key_id: str, *, now: datetime) -> bool | None:
+        col = self._db[mongo.API_KEYS]
+        async with mongo.unavailable_as_503():
+            doc = await col.find_one({"key_id": key_id, "tenant_id": tenant_id})
+            if doc is None:
+                return None
+            if doc.get("revoked_at") is not None:
+                return False
+            await col.update_one({"_id": doc["_id"]}, {"$set": {"revoked_at": now}})
+        return True
+
+    async def users(self, tenant_id: str, emails: list[str] | None = None
+                    ) -> list[dict[str, Any]]:
+        query: dict[str, Any] = {"tenant_id": tenant_id}
+        if emails is not None:
+            query["_id"] = {"$in": [f"{tenant_id}:{e.lower()}" for e in emails]}
+        async with mongo.unavailable_as_503():
+            cursor = self._db[mongo.TENANT_USERS].find(query).sort("_id", ASCENDING)
+            return [_clean(d) async for d in cursor]
+
+    async def put_user(self, tenant_id: str, *, email: str, role: str, by: str,
+                       now: datetime) -> dict[str, Any]:
+        doc_id = f"{tenant_id}:{email.lower()}"
+        col = self._db[mongo.TENANT_USERS]
+        async with mongo.unavailable_as_503():
+            await col.update_one(
+                {"_id": doc_id},
+                {"$set": {"role": role, "updated_at": now, "updated_by": by},
+                 "$setOnInsert": {"tenant_id": tenant_id, "email": email,
+                                  "created_at": now, "created_by": by}},
+                upsert=True)
+            doc = await col.find_one({"_id": doc_id})
+        return _clean(doc or {})
+
+    async def delete_user(self, tenant_id: str, email: str) -> bool:
+        async with mongo.unavailable_as_503():
+            res = await self._db[mongo.TENANT_USERS].delete_one(
+                {"_id": f"{tenant_id}:{email.lower()}", "tenant_id": tenant_id})
+        return res.deleted_count == 1
+
+    async def tokens(self, tenant_id: str, email: str | None) -> list[dict[str, Any]]:
+        query: dict[str, Any] = {"tenant_id": tenant_id}
+        if email:
+            query["email"] = email.lower()
+        async with mongo.unavailable_as_503():
+            cursor = self._db[mongo.TOKENS].find(query, _NO_SECRETS
+                                                 ).sort("created_at", DESCENDING).limit(1000)
+            return [_clean(d) async for d in cursor]
+
+    async def revoke_token(self, tenant_id: str, token_id: str, *,
+                           now: datetime) -> bool | None:
+        col = self._db[mongo.TOKENS]
+        async with mongo.unavailable_as_503():
+            doc = await col.find_one({"token_id": token_id, "tenant_id": tenant_id})
+            if doc is None:
+                return None
+            if doc.get("revoked_at") is not None:
+                return False
+            await col.update_one({"_id": doc["_id"]}, {"$set": {"revoked_at": now}})
+        return True
+
+    async def tenant(self, tenant_id: str) -> dict[str, Any]:
+        async with mongo.unavailable_as_503():
+            doc = await self._db[mongo.TENANTS].find_one({"_id": tenant_id})
+        if doc is None:
+            raise NotFound(f"tenant {tenant_id!r} does not exist")
+        return _clean(doc)
+
+    async def set_fields(self, tenant_id: str, fields: dict[str, Any],
+                         unset: tuple[str, ...] = ()) -> None:
+        update: dict[str, Any] = {}
+        if fields:
+            update["$set"] = fields
+        if unset:
+            update["$unset"] = dict.fromkeys(unset, "")
+        if not update:
+            return
+        async with mongo.unavailable_as_503():
+            res = await self._db[mongo.TENANTS].update_one({"_id": tenant_id}, update)
+        if res.matched_count != 1:
+            raise NotFound(f"tenant {tenant_id!r} does not exist")
