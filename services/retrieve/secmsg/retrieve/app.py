@@ -17,9 +17,10 @@ from fastapi.responses import JSONResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from secmsg.retrieve import routes, service
+from secmsg.retrieve import routes, service, web
 from secmsg.retrieve.access import GuardedMessageRepo
 from secmsg.retrieve.adapters.accounts import (
     MongoAccountRepo,
@@ -244,6 +245,9 @@ def create_app(common: CommonSettings | None = None,
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected)
     app.include_router(routes.api)
+    # Before routes.pages: the webmail serves the notification link page /m/{tenant}/{id}.
+    app.include_router(web.router)
+    app.mount("/web/static", StaticFiles(directory=web.STATIC_DIR), name="web-static")
     app.include_router(routes.pages)
     telemetry.instrument_fastapi(app, telemetry.setup_tracing("retrieve", common))
 

@@ -1,0 +1,333 @@
+"""The Secure Message Center: server-rendered pages over ``secmsg.retrieve.service``.
+
+Thin like the API routes: decode the form, check CSRF, call the service, render. No page needs
+JavaScript; every form posts back here (CSP ``form-action 'self'``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Annotated, Any
+from urllib.parse import quote, urlsplit
+
+from fastapi import APIRouter, BackgroundTasks, Form, Path, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from secmsg.retrieve import service
+from secmsg.retrieve.deps import ClientIpDep, DepsDep, UserAgentDep
+from secmsg.retrieve.ports import MessageRecord, SessionRecord
+from secmsg.retrieve.web import csrf
+from secmsg.retrieve.web.context import WebDep, brand_of, lifespan
+from secmsg.retrieve.web.sanitize import clean_html
+from secmsg.shared.errors import InvalidInput, NotFound, SecmsgError, Unauthorized
+from secmsg.shared.subjects import TENANT_ID_RE
+
+log = logging.getLogger(__name__)
+ID = r"^[0-9a-f]{32}$"
+TenantPath = Annotated[str, Path(pattern=TENANT_ID_RE.pattern)]
+MessagePath = Annotated[str, Path(pattern=ID)]
+_NEXT_RE = re.compile(r"^/web/[A-Za-z0-9/_.=&?-]{0,200}$")
+CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+       "frame-ancestors 'none'; base-uri 'none'")
+# Only for a message whose sender's images the user chose to load.
+CSP_REMOTE_IMAGES = CSP.replace("img-src 'self' data:", "img-src 'self' data: https:")
+GONE_STATES = ("expired", "revoked", "recalled")
+
+router = APIRouter(include_in_schema=False, lifespan=lifespan)
+
+
+# --- page plumbing ---------------------------------------------------------------------------
+
+class Ctx:
+    """One request's view of the user: the session (if any), its raw token and the tenant."""
+
+    def __init__(self, request: Request, deps: DepsDep, web: WebDep):
+        self.request, self.deps, self.web = request, deps, web
+        self.token: str | None = request.cookies.get(deps.settings.cookie_name) or None
+        self.session: SessionRecord | None = None
+        self.role: str | None = None
+
+    async def load_session(self) -> SessionRecord | None:
+        if self.token:
+            try:
+                # Browser sessions only: a toolbar's bearer token never opens webmail pages.
+                self.session = await service.authenticate(
+                    token=self.token, sessions=self.deps.sessions,
+                    settings=self.deps.settings, now=self.deps.clock(),
+                    tokens=self.deps.tokens, accounts=self.deps.accounts, session_only=True)
+                self.role = await self.web.queries.role(self.session.tenant_id,
+                                                        self.session.address)
+            except Unauthorized:
+                self.session = None
+        return self.session
+
+    def csrf_ok(self, token: object) -> bool:
+        return csrf.valid(self.request, self.web.csrf_key,
+                          self.token if self.session else None, token)
+
+    async def page(self, name: str, *, tenant_id: str | None = None, status: int = 200,
+                   csp: str = CSP, **values: Any) -> HTMLResponse:
+        tenant_id = tenant_id or (self.session.tenant_id if self.session else None)
+        brand = brand_of(await self.web.queries.tenant(tenant_id) if tenant_id else None)
+        token, fresh = csrf.issue(self.request, self.web.csrf_key,
+                                  self.token if self.session else None)
+        html = self.web.templates.get_template(name).render(
+            brand=brand, session=self.session, role=self.role, csrf=token,
+            csrf_field=csrf.FIELD, **values)
+        response = HTMLResponse(html, status_code=status, headers={
+            "Cache-Control": "no-store", "Content-Security-Policy": csp,
+            "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"})
+        csrf.set_cookie(response, fresh)
+        return response
+
+    async def csrf_refused(self) -> HTMLResponse:
+        return await self.page("problem.html", status=403, title="This form has expired",
+                               text="For your security the form could not be accepted. Go "
+                                    "back, reload the page and try again.")
+
+
+def _signin_redirect(tenant_id: str | None, next_path: str) -> RedirectResponse:
+    if tenant_id is None:
+        return RedirectResponse("/web/signed-out", status_code=303)
+    return RedirectResponse(f"/web/{tenant_id}/signin?next={quote(next_path, safe='/')}",
+                            status_code=303)
+
+
+def _safe_next(value: str | None) -> str:
+    return value if value and _NEXT_RE.match(value) and "//" not in value else "/web/inbox"
+
+
+async def _signed_in(ctx: Ctx, here: str) -> SessionRecord | RedirectResponse:
+    session = await ctx.load_session()
+    if session is None:
+        # The tenant of an expired session is unknown; the sign-in page needs one.
+        return RedirectResponse("/web/signed-out", status_code=303)
+    return session
+
+
+# --- sign-in ---------------------------------------------------------------------------------
+
+@router.get("/m/{tenant_id}/{message_id}", response_class=HTMLResponse)
+async def link_page(tenant_id: TenantPath, message_id: MessagePath, request: Request,
+                    deps: DepsDep, web: WebDep) -> Response:
+    # Mail scanners open this link: it reads and changes nothing, it only shows a form.
+    ctx = Ctx(request, deps, web)
+    target = f"/web/messages/{message_id}"
+    session = await ctx.load_session()
+    if session is not None and session.tenant_id == tenant_id:
+        return RedirectResponse(target, status_code=303)
+    return await ctx.page("signin.html", tenant_id=tenant_id, next=target,
+                          action=f"/web/{tenant_id}/signin", from_link=True)
+
+
+@router.get("/web/{tenant_id}/signin", response_class=HTMLResponse)
+async def signin_page(tenant_id: TenantPath, request: Request, deps: DepsDep, web: WebDep,
+                      next: Annotated[str | None, Query(max_length=300)] = None) -> Response:
+    ctx = Ctx(request, deps, web)
+    return await ctx.page("signin.html", tenant_id=tenant_id, next=_safe_next(next),
+                          action=f"/web/{tenant_id}/signin", from_link=False)
+
+
+@router.post("/web/{tenant_id}/signin", response_class=HTMLResponse)
+async def signin_submit(tenant_id: TenantPath, request: Request, deps: DepsDep, web: WebDep,
+                        background: BackgroundTasks, ip: ClientIpDep,
+                        email: Annotated[str, Form(max_length=320)],
+                        csrf_token: Annotated[str, Form(alias="csrf", max_length=128)] = "",
+                        next: Annotated[str, Form(max_length=300)] = "") -> Response:
+    ctx = Ctx(request, deps, web)
+    if not ctx.csrf_ok(csrf_token):
+        return await ctx.csrf_refused()
+    nxt = _safe_next(next)
+    try:
+        req = await service.request_code(tenant_id=tenant_id, email=email, client_ip=ip,
+                                         limiter=deps.limiter, settings=deps.settings,
+                                         now=deps.clock())
+    except SecmsgError as exc:
+        return await ctx.page("signin.html", tenant_id=tenant_id, next=nxt, status=exc.status,
+                              action=f"/web/{tenant_id}/signin", error=exc.detail,
+                              email=email, from_link=False)
+    background.add_task(service.send_code_if_known, request=req, messages=deps.messages,
+                        tenants=deps.tenants, codes=deps.codes, mailer=deps.mailer,
+                        settings=deps.settings, now=deps.clock())
+    return await ctx.page("code.html", tenant_id=tenant_id, next=nxt, email=req.address,
+                          action=f"/web/{tenant_id}/verify",
+                          ttl_minutes=max(1, deps.settings.code_ttl_s // 60))
+
+
+@router.post("/web/{tenant_id}/verify", response_class=HTMLResponse)
+async def verify_submit(tenant_id: TenantPath, request: Request, deps: DepsDep, web: WebDep,
+                        ip: ClientIpDep, email: Annotated[str, Form(max_length=320)],
+                        code: Annotated[str, Form(max_length=32)],
+                        csrf_token: Annotated[str, Form(alias="csrf", max_length=128)] = "",
+                        next: Annotated[str, Form(max_length=300)] = "") -> Response:
+    ctx = Ctx(request, deps, web)
+    if not ctx.csrf_ok(csrf_token):
+        return await ctx.csrf_refused()
+    nxt = _safe_next(next)
+    try:
+        new = await service.verify_code(tenant_id=tenant_id, email=email, code=code,
+                                        client_ip=ip, codes=deps.codes, sessions=deps.sessions,
+                                        limiter=deps.limiter, settings=deps.settings,
+                                        now=deps.clock())
+    except SecmsgError as exc:
+        return await ctx.page("code.html", tenant_id=tenant_id, next=nxt, email=email,
+                              status=exc.status, error=exc.detail,
+                              action=f"/web/{tenant_id}/verify",
+                              ttl_minutes=max(1, deps.settings.code_ttl_s // 60))
+    response = RedirectResponse(nxt, status_code=303)
+    response.set_cookie(deps.settings.cookie_name, new.token, max_age=deps.settings.session_max_s,
+                        path="/", secure=True, httponly=True, samesite="strict")
+    return response
+
+
+@router.post("/web/signout", response_class=HTMLResponse)
+async def signout(request: Request, deps: DepsDep, web: WebDep,
+                  csrf_token: Annotated[str, Form(alias="csrf", max_length=128)] = "") -> Response:
+    ctx = Ctx(request, deps, web)
+    session = await ctx.load_session()
+    if not ctx.csrf_ok(csrf_token):
+        return await ctx.csrf_refused()
+    await service.logout(token=ctx.token, sessions=deps.sessions)
+    target = f"/web/{session.tenant_id}/signin" if session else "/web/signed-out"
+    response = RedirectResponse(target, status_code=303)
+    response.delete_cookie(deps.settings.cookie_name, path="/", secure=True, httponly=True,
+                           samesite="strict")
+    return response
+
+
+@router.get("/web/signed-out", response_class=HTMLResponse)
+async def signed_out(request: Request, deps: DepsDep, web: WebDep) -> Response:
+    return await Ctx(request, deps, web).page(
+        "problem.html", title="You are signed out",
+        text="Open the link in your notification email again to sign in.")
+
+
+# --- inbox and message -----------------------------------------------------------------------
+
+def _matches(r: MessageRecord, q: str) -> bool:
+    return q in r.sender.lower() or q in r.subject.lower()
+
+
+async def _search(*, session: SessionRecord, deps: DepsDep, q: str, cursor: str | None,
+                  limit: int) -> tuple[list[MessageRecord], str | None]:
+    """One page of matches: the service's pages, filtered, scanning at most 1000 messages
+    per request (the next-page cursor resumes where the scan stopped)."""
+    if not q:
+        return await service.list_messages(session=session, messages=deps.messages,
+                                           limit=limit, cursor=cursor, now=deps.clock())
+    found: list[MessageRecord] = []
+    scanned = 0
+    while True:
+        page, nxt = await service.list_messages(session=session, messages=deps.messages,
+                                                limit=200, cursor=cursor, now=deps.clock())
+        for r in page:
+            scanned += 1
+            if _matches(r, q):
+                found.append(r)
+                if len(found) == limit:
+                    more = r is not page[-1] or nxt is not None
+                    return found, service.encode_cursor(r) if more else None
+        if nxt is None:
+            return found, None
+        cursor = nxt
+        if scanned >= 1000:
+            return found, cursor
+
+
+@router.get("/web/inbox", response_class=HTMLResponse)
+async def inbox(request: Request, deps: DepsDep, web: WebDep,
+                q: Annotated[str, Query(max_length=200)] = "",
+                cursor: Annotated[str | None, Query(max_length=200)] = None) -> Response:
+    ctx = Ctx(request, deps, web)
+    session = await _signed_in(ctx, "/web/inbox")
+    if isinstance(session, Response):
+        return session
+    query = q.strip().lower()
+    try:
+        page, nxt = await _search(session=session, deps=deps, q=query, cursor=cursor,
+                                  limit=web.settings.web_page_size)
+    except InvalidInput:
+        return RedirectResponse("/web/inbox", status_code=303)
+    opened = await web.queries.opened(session.tenant_id, session.address,
+                                      [r.message_id for r in page])
+    next_url = None
+    if nxt:
+        next_url = "/web/inbox?" + (f"q={quote(q.strip())}&" if query else "") + \
+            f"cursor={quote(nxt)}"
+    return await ctx.page("inbox.html", messages=page, opened=opened, q=q.strip(),
+                          next_url=next_url, first_page=cursor is None)
+
+
+def _visible_recipients(r: MessageRecord, me: str) -> list[Any]:
+    # Nobody learns who else was blind-copied; a bcc recipient sees only themselves as such.
+    return [x for x in r.recipients if x.kind != "bcc" or x.address.lower() == me]
+
+
+async def _gone_page(ctx: Ctx, session: SessionRecord, message_id: str,
+                     reason: str | None = None) -> Response:
+    reason = reason or await ctx.web.queries.why_gone(session.tenant_id, session.address,
+                                                      message_id, ctx.deps.clock())
+    if reason in GONE_STATES:
+        return await ctx.page("gone.html", status=410, reason=reason)
+    return await ctx.page("problem.html", status=404, title="Message not found",
+                          text="There is no message here for the address you signed in with.")
+
+
+def _gone_reason(exc: SecmsgError) -> str | None:
+    """The reason carried by retrieve's 410 (revoked / recalled), whatever its exact class."""
+    if exc.status != 410:
+        return None
+    for word in GONE_STATES:
+        if word in (exc.code, *str(exc.detail).split()):
+            return word
+    return "revoked"
+
+
+@router.get("/web/messages/{message_id}", response_class=HTMLResponse)
+async def message_page(message_id: MessagePath, request: Request, deps: DepsDep, web: WebDep,
+                       ip: ClientIpDep, ua: UserAgentDep,
+                       images: Annotated[int, Query(ge=0, le=1)] = 0) -> Response:
+    ctx = Ctx(request, deps, web)
+    session = await ctx.load_session()
+    if session is None:
+        return RedirectResponse("/web/signed-out", status_code=303)
+    try:
+        view = await service.read_message(session=session, message_id=message_id,
+                                          messages=deps.messages, blobs=deps.blobs,
+                                          keyring=deps.keyring, audit=deps.audit,
+                                          client_ip=ip, user_agent=ua, now=deps.clock(),
+                                          max_body_bytes=deps.settings.max_body_bytes)
+    except NotFound:
+        return await _gone_page(ctx, session, message_id)
+    except SecmsgError as exc:
+        if (reason := _gone_reason(exc)) is not None:
+            return await _gone_page(ctx, session, message_id, reason)
+        raise
+    r = view.record
+    body = clean_html(view.html, allow_remote_images=bool(images)) if view.html else None
+    return await ctx.page(
+        "message.html", csp=CSP_REMOTE_IMAGES if images and body else CSP, m=r,
+        recipients=_visible_recipients(r, session.address), html=body.html if body else None,
+        blocked_images=body.blocked_images if body else 0, text=view.text,
+        attachments=[o for o in r.objects if o.role == "attachment"])
+
+
+@router.get("/web/out", response_class=HTMLResponse)
+async def outbound(request: Request, deps: DepsDep, web: WebDep,
+                   u: Annotated[str, Query(max_length=4000)] = "") -> Response:
+    ctx = Ctx(request, deps, web)
+    await ctx.load_session()
+    parts = urlsplit(u)
+    ok = parts.scheme.lower() in ("http", "https", "mailto") and not any(
+        ord(c) < 32 for c in u)
+    return await ctx.page("out.html", status=200 if ok else 400, target=u if ok else None,
+                          host=parts.hostname or "")
+
+
+@router.get("/web/brand/{tenant_id}.css")
+async def brand_css(tenant_id: TenantPath, web: WebDep) -> Response:
+    brand = brand_of(await web.queries.tenant(tenant_id))
+    css = f":root {{ --brand: {brand['color']}; }}\n" if brand["color"] else ""
+    return Response(css, media_type="text/css",
+                    headers={"Cache-Control": "private, max-age=300"})
