@@ -19,11 +19,18 @@ from nats.js.api import ConsumerConfig
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo import AsyncMongoClient
 
+from secmsg.notify.adapters.dkim_signer import DkimSigner, check_key
 from secmsg.notify.adapters.kv import KvDeliveryRepo
-from secmsg.notify.adapters.mongo import MongoTenantDirectory, TenantSmtpOptions
+from secmsg.notify.adapters.mongo import (
+    MongoRelayChooser,
+    MongoTenantDirectory,
+    MongoUndeliverableList,
+    TenantSmtpOptions,
+)
 from secmsg.notify.adapters.smtp import SmtpMailer
+from secmsg.notify.bounce_address import bounce_address
 from secmsg.notify.handlers import make_on_message_stored, raw_message
-from secmsg.notify.ports import SmtpTarget
+from secmsg.notify.ports import DkimKey, SmtpTarget
 from secmsg.notify.service import NotifyPolicy
 from secmsg.notify.settings import NotifySettings
 from secmsg.shared import bus, subjects
@@ -38,6 +45,31 @@ def platform_smtp(common: CommonSettings) -> SmtpTarget:
     return SmtpTarget(host=common.smtp_host, port=common.smtp_port, tls=common.smtp_tls,
                       username=common.smtp_username, password=common.smtp_password,
                       timeout_s=common.smtp_timeout_s, ca_file=common.smtp_ca_file)
+
+
+def standby_smtp(common: CommonSettings, settings: NotifySettings) -> SmtpTarget | None:
+    if not settings.standby_smtp_host:
+        return None
+    password = settings.standby_smtp_password
+    return SmtpTarget(host=settings.standby_smtp_host, port=settings.standby_smtp_port,
+                      tls=settings.standby_smtp_tls, username=settings.standby_smtp_username,
+                      password=password.get_secret_value() if password else None,
+                      timeout_s=common.smtp_timeout_s, ca_file=common.smtp_ca_file)
+
+
+def platform_dkim(settings: NotifySettings) -> DkimKey | None:
+    """The platform's DKIM key, read and checked once; None (and a warning) when unset."""
+    if not (settings.dkim_domain and settings.dkim_selector
+            and settings.dkim_private_key_file):
+        log.warning("no platform DKIM key (SECMSG_NOTIFY_DKIM_DOMAIN/_SELECTOR/"
+                    "_PRIVATE_KEY_FILE): notifications without a tenant key go out unsigned",
+                    extra={"event": "startup"})
+        return None
+    with open(settings.dkim_private_key_file, "rb") as f:
+        key = DkimKey(domain=settings.dkim_domain, selector=settings.dkim_selector,
+                      private_key_pem=f.read())
+    check_key(key)  # a broken key stops the start, not every notification
+    return key
 
 
 class NotifyWorker:
@@ -59,8 +91,18 @@ class NotifyWorker:
                                    retry_max_s=self.settings.retry_max_s,
                                    give_up_after_s=self.settings.give_up_after_s)
         self.smtp_target = platform_smtp(self.common)
+        self.platform_dkim = platform_dkim(self.settings)
+        self.signer = DkimSigner()
+        self.bounce_base = self.settings.bounce_address or None
+        if self.bounce_base:
+            # Refuse a base that cannot carry the tag at start, not at every notification.
+            bounce_address(self.bounce_base, tenant_id="t", message_id="0", address="a@b")
         self.mongo: AsyncMongoClient[Any] = make_client(self.common)
         self.db = self.mongo[self.common.mongo_db]
+        self.undeliverable = MongoUndeliverableList(self.db)
+        self.relay = MongoRelayChooser(self.db, primary=self.smtp_target,
+                                       standby=standby_smtp(self.common, self.settings),
+                                       check_s=self.settings.relay_check_s)
         self.deliveries: KvDeliveryRepo  # bound in start(): it needs the NATS connection
         common = self.common
         self.tenants = MongoTenantDirectory(
@@ -72,7 +114,9 @@ class NotifyWorker:
                 open_secret=lambda t, p, s: common.key_ring.open_secret(t, p, s)))
         self.mailer = SmtpMailer(pool_size=self.settings.smtp_pool_size,
                                  rate_per_s=self.settings.target_rate_per_s,
-                                 saturated_wait_s=self.settings.target_saturated_wait_s)
+                                 saturated_wait_s=self.settings.target_saturated_wait_s,
+                                 max_waiting=self.settings.target_max_waiting,
+                                 reuse=self.settings.smtp_reuse)
         self.nc: NATS | None = None
         self.publisher: bus.EventPublisher
         self.broker = NatsBroker(self.common.nats_url, name="secmsg-notify",

@@ -45,6 +45,7 @@ from email.utils import format_datetime
 from functools import lru_cache
 from typing import Any
 
+from secmsg.notify.bounce_address import bounce_address
 from secmsg.notify.ports import TenantBranding
 from secmsg.shared import templating
 from secmsg.shared.errors import InvalidInput
@@ -201,6 +202,9 @@ class RenderedEvent:
     message_id: str
     domain: str
     envelope_from: str
+    tenant_id: str = ""
+    # SECMSG_NOTIFY_BOUNCE_ADDRESS: the envelope sender gets a per-recipient tag (VERP).
+    bounce_base: str | None = None
 
     def for_recipient(self, recipient: str, *, now: datetime) -> Notification:
         rcpt = parse_address("recipient", recipient)
@@ -211,14 +215,23 @@ class RenderedEvent:
         # Both values are ours: a date, and hex + the checked message id + the checked domain.
         own = (f"Date: {format_datetime(now)}\r\n"
                f"Message-ID: <{tag[:32]}.{self.message_id}@{self.domain}>\r\n")
+        envelope_from = self.envelope_from
+        if self.bounce_base:
+            envelope_from = bounce_address(self.bounce_base, tenant_id=self.tenant_id,
+                                           message_id=self.message_id, address=rcpt.addr_spec)
         return Notification(data=b"".join((self.head, own.encode("ascii"), self.tail)),
-                            envelope_from=self.envelope_from, recipient=rcpt.addr_spec)
+                            envelope_from=envelope_from, recipient=rcpt.addr_spec)
 
 
 def render_event(*, event: MessageStored, branding: TenantBranding, platform_from: str,
-                 public_url: str) -> RenderedEvent:
+                 public_url: str, bounce_base: str | None = None) -> RenderedEvent:
     """What every recipient's notification shares: headers as the sender wrote them, a link,
-    no content. Raises ``InvalidInput`` for a value that cannot go into a header."""
+    no content. Raises ``InvalidInput`` for a value that cannot go into a header.
+
+    Bcc recipients are notified like the others but appear in no header: To and Cc list only
+    the sender's To and Cc (a message with neither gets ``To: undisclosed-recipients:;``).
+    With a tenant DKIM key carrying a ``from_address`` the From address is that one (aligned
+    with the signature's ``d=``), with the same display name."""
     subject = check_header_value("subject", event.subject)
     sender = parse_address("sender", event.sender)
     platform = _platform_address(platform_from)
@@ -232,11 +245,18 @@ def render_event(*, event: MessageStored, branding: TenantBranding, platform_fro
     if not domain.isascii():
         raise InvalidInput("the platform sender's domain must be ASCII (it ends each Message-ID)")
 
+    from_addr = platform
+    if branding.dkim is not None and branding.dkim.from_address:
+        from_addr = parse_address("tenant DKIM from address", branding.dkim.from_address)
     head = [address_line("From", [Address(display_name=f"{sender.addr_spec} via {display_name}",
-                                          username=platform.username, domain=platform.domain)]),
+                                          username=from_addr.username,
+                                          domain=from_addr.domain)]),
             address_line("Reply-To", [sender])]
     if to:
         head.append(address_line("To", to))
+    elif not cc:
+        # Only Bcc recipients: RFC 5322's empty group, so no address is disclosed.
+        head.append("To: undisclosed-recipients:;\r\n")
     if cc:
         head.append(address_line("Cc", cc))
     head.append(header_line("Subject", subject))
@@ -287,8 +307,16 @@ def render_event(*, event: MessageStored, branding: TenantBranding, platform_fro
         html,
         b"\r\n--", boundary, b"--\r\n",
     ))
+    if bounce_base:
+        # Fails here, once, rather than at every recipient, if the ids cannot be tagged.
+        try:
+            bounce_address(bounce_base, tenant_id=event.tenant_id, message_id=message_id,
+                           address="x@x")
+        except ValueError as exc:
+            raise InvalidInput("the ids cannot be carried in the bounce address") from exc
     return RenderedEvent(head=head_bytes, tail=tail, message_id=message_id,
-                         domain=domain, envelope_from=platform.addr_spec)
+                         domain=domain, envelope_from=platform.addr_spec,
+                         tenant_id=event.tenant_id, bounce_base=bounce_base)
 
 
 def build_notification(*, event: MessageStored, recipient: str, branding: TenantBranding,

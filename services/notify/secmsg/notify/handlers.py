@@ -34,9 +34,12 @@ def make_on_message_stored(rt: NotifyWorker) -> Callable[..., Awaitable[None]]:
             try:
                 await service.notify_recipients(
                     event=event, deliveries=rt.deliveries, mailer=rt.mailer,
-                    tenants=rt.tenants, publisher=rt.publisher, target=rt.smtp_target,
+                    tenants=rt.tenants, publisher=rt.publisher,
+                    target=await rt.relay.platform_target(),
                     policy=rt.policy, platform_from=rt.common.smtp_from,
-                    public_url=rt.common.retrieve_public_url, heartbeat=msg.in_progress)
+                    public_url=rt.common.retrieve_public_url, heartbeat=msg.in_progress,
+                    signer=rt.signer, platform_dkim=rt.platform_dkim,
+                    undeliverable=rt.undeliverable, bounce_base=rt.bounce_base)
             except service.RetryLater as exc:
                 retry_in.append(exc.delay)
                 raise

@@ -14,3 +14,8 @@ SMTP_SEND_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
 SMTP_CONNECTIONS = Counter("secmsg_notify_smtp_connections_total",
                            "SMTP connections opened, by target", ["target"])
+DELIVERY_PROBLEMS = Counter(
+    "secmsg_notify_delivery_problems_total",
+    "Deferred or failed notifications by SMTP target and reason (secmsg.notify.reasons), "
+    "plus 'busy': events sent back because the target's connections or rate were used up",
+    ["target", "reason"])

@@ -9,7 +9,8 @@ Errors a ``Mailer`` raises:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
@@ -22,15 +23,38 @@ from secmsg.shared.errors import PermanentError, TransientError
 class SmtpTemporaryFailure(TransientError):
     code = "smtp_temporary_failure"
 
+    def __init__(self, detail: str, *, reason: str = "temporary_rejection") -> None:
+        super().__init__(detail)
+        self.reason = reason  # one word of secmsg.notify.reasons, safe to publish and log
+
 
 class SmtpUnavailable(SmtpTemporaryFailure):
     """The server could not be reached or went away: other recipients would fare no better."""
 
     code = "smtp_unavailable"
 
+    def __init__(self, detail: str, *, reason: str = "connection_lost") -> None:
+        super().__init__(detail, reason=reason)
+
+
+class TargetBusy(SmtpUnavailable):
+    """Every connection to the target is taken (or its rate is used up) and the wait would be
+    long: raised before anything was claimed or sent, so the event can simply come back in
+    ``retry_in`` seconds without holding a handler meanwhile."""
+
+    code = "smtp_target_busy"
+
+    def __init__(self, detail: str, *, retry_in: float) -> None:
+        super().__init__(detail, reason="timeout")
+        self.retry_in = retry_in
+
 
 class SmtpPermanentFailure(PermanentError):
     code = "smtp_permanent_failure"
+
+    def __init__(self, detail: str, *, reason: str = "permanent_rejection") -> None:
+        super().__init__(detail)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -48,6 +72,8 @@ class SmtpTarget:
     checked: bool = False
     allowed_targets: str = ""
     ca_file: str | None = None
+    # A tenant's own lower limit (``tenants.smtp.rate_per_s``); None: the worker's default.
+    rate_per_s: float | None = None
 
     @property
     def pool_key(self) -> tuple[str, int, str, str | None]:
@@ -60,10 +86,22 @@ class SmtpTarget:
         return f"{self.host}:{self.port}"
 
 
+class Lane(Protocol):
+    """One reserved place in a target's send queue (a connection slot and a rate token)."""
+
+    async def send(self, *, envelope_from: str, recipient: str, message: bytes) -> None:
+        """Deliver ``message`` to exactly one envelope recipient; raise on failure."""
+        ...
+
+
 class Mailer(Protocol):
+    def reserve(self, target: SmtpTarget) -> AbstractAsyncContextManager[Lane]:
+        """A lane to ``target``; raises ``TargetBusy`` at entry instead of waiting long."""
+        ...
+
     async def send(self, target: SmtpTarget, *, envelope_from: str, recipient: str,
                    message: bytes) -> None:
-        """Deliver ``message`` to exactly one envelope recipient; raise on failure."""
+        """``reserve`` + ``Lane.send`` in one."""
         ...
 
     async def aclose(self) -> None: ...
@@ -97,6 +135,33 @@ class DeliveryRepo(Protocol):
 
 
 @dataclass(frozen=True)
+class DkimKey:
+    domain: str
+    selector: str
+    private_key_pem: bytes = field(repr=False)
+    # The notification's From address when this key signs (aligned with ``domain``).
+    from_address: str | None = None
+
+
+class Signer(Protocol):
+    def sign(self, message: bytes, key: DkimKey) -> bytes:
+        """``message`` with a DKIM-Signature header line in front."""
+        ...
+
+
+class UndeliverableList(Protocol):
+    async def blocked(self, tenant_id: str, addresses: Sequence[str]) -> set[str]:
+        """The lower-cased addresses among ``addresses`` that hard-bounced for this tenant."""
+        ...
+
+
+class RelayChooser(Protocol):
+    async def platform_target(self) -> SmtpTarget:
+        """The platform's SMTP service now: the primary relay or, when switched, the standby."""
+        ...
+
+
+@dataclass(frozen=True)
 class TenantBranding:
     tenant_id: str
     display_name: str
@@ -107,6 +172,8 @@ class TenantBranding:
     templates: Mapping[str, str] = field(default_factory=dict)
     # The tenant's own SMTP server (``tenants.smtp`` mode "own"); None: the platform's.
     smtp: SmtpTarget | None = None
+    # The tenant's DKIM key (``tenants.dkim``); None: the platform signs, From is the platform's.
+    dkim: DkimKey | None = None
 
 
 class TenantDirectory(Protocol):

@@ -17,6 +17,15 @@ second time. The window is one KV compare-and-set between the 250 reply and ``se
 the revision our claim wrote; a read and another CAS only if someone wrote since, plus a few
 quick retries); nothing else happens in between.
 
+Before the claim, the recipient's lane to the SMTP target is reserved
+(``Mailer.reserve``): a target whose connections are all busy, or whose rate is used up,
+answers ``TargetBusy`` at once and the event comes back shortly -- nothing claimed, no
+handler parked on one slow server. An address on the tenant's ``undeliverable`` list (hard
+bounces, one query per event) is failed with reason ``undeliverable`` instead of sent. Every
+notification is DKIM-signed: the tenant's key when it has one, else the platform's.
+
+Reasons (events, claims, logs, metrics) are the fixed words of ``secmsg.notify.reasons``.
+
 Temporary failures (4xx, connection trouble) leave the recipient ``deferred``; the caller
 raises :class:`RetryLater` so the whole event is redelivered after a back-off, and recipients
 already ``sent`` are skipped then. A temporary failure past ``give_up_after_s`` (counted from
@@ -34,19 +43,25 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from hashlib import sha256
 
+from secmsg.notify import reasons
 from secmsg.notify.compose import RenderedEvent, render_event
-from secmsg.notify.metrics import NOTIFICATIONS, SMTP_SEND_SECONDS
+from secmsg.notify.metrics import DELIVERY_PROBLEMS, NOTIFICATIONS, SMTP_SEND_SECONDS
 from secmsg.notify.ports import (
     Claim,
     DeliveryRepo,
+    DkimKey,
+    Lane,
     Mailer,
     Publisher,
+    Signer,
     SmtpPermanentFailure,
     SmtpTarget,
     SmtpTemporaryFailure,
     SmtpUnavailable,
+    TargetBusy,
     TenantBranding,
     TenantDirectory,
+    UndeliverableList,
 )
 from secmsg.shared.errors import DependencyUnavailable, InvalidInput, TransientError
 from secmsg.shared.events import (
@@ -122,6 +137,10 @@ class _Ctx:
     platform_from: str
     public_url: str
     clock: Callable[[], datetime]
+    signer: Signer | None = None
+    platform_dkim: DkimKey | None = None
+    bounce_base: str | None = None
+    blocked: frozenset[str] = frozenset()
     # The event's rendering, shared by its recipients; made at the first claimed recipient
     # (a redelivery whose recipients are all final renders nothing).
     rendered: RenderedEvent | InvalidInput | None = None
@@ -131,19 +150,36 @@ class _Ctx:
             try:
                 self.rendered = render_event(event=self.event, branding=self.branding,
                                              platform_from=self.platform_from,
-                                             public_url=self.public_url)
+                                             public_url=self.public_url,
+                                             bounce_base=self.bounce_base)
             except InvalidInput as exc:
                 self.rendered = exc
         if isinstance(self.rendered, InvalidInput):
             raise InvalidInput(self.rendered.detail)
         return self.rendered
 
+    def sign(self, data: bytes) -> bytes:
+        key = self.branding.dkim or self.platform_dkim
+        if self.signer is None or key is None:
+            return data
+        try:
+            return self.signer.sign(data, key)
+        except Exception as exc:
+            # A key that cannot sign (e.g. a tenant stored a broken one) must not stop the
+            # notification: it goes out unsigned, and the operator hears about it.
+            log.warning("DKIM signing failed (%s); sent unsigned", type(exc).__name__,
+                        extra={"tenant_id": self.event.tenant_id})
+            return data
+
 
 async def notify_recipients(*, event: MessageStored, deliveries: DeliveryRepo, mailer: Mailer,
                             tenants: TenantDirectory, publisher: Publisher, target: SmtpTarget,
                             policy: NotifyPolicy, platform_from: str, public_url: str,
                             clock: Callable[[], datetime] = utcnow,
-                            heartbeat: Callable[[], Awaitable[None]] | None = None) -> None:
+                            heartbeat: Callable[[], Awaitable[None]] | None = None,
+                            signer: Signer | None = None, platform_dkim: DkimKey | None = None,
+                            undeliverable: UndeliverableList | None = None,
+                            bounce_base: str | None = None) -> None:
     """Notify every recipient of ``event`` once; raise ``RetryLater`` if some must wait."""
     if not event.notify:
         # The sender's own server delivered the placeholder (an RFC 5322 submission).
@@ -151,11 +187,15 @@ async def notify_recipients(*, event: MessageStored, deliveries: DeliveryRepo, m
         return
     branding = await tenants.branding(event.tenant_id)
     # The tenant's own SMTP server when it chose one, else the platform's (``target``).
+    recipients = unique_recipients(event)
+    blocked = (await undeliverable.blocked(event.tenant_id, recipients)
+               if undeliverable is not None else set())
     ctx = _Ctx(event=event, deliveries=deliveries, mailer=mailer, publisher=publisher,
                target=branding.smtp or target, policy=policy, branding=branding,
-               platform_from=platform_from, public_url=public_url, clock=clock)
+               platform_from=platform_from, public_url=public_url, clock=clock,
+               signer=signer, platform_dkim=platform_dkim, bounce_base=bounce_base,
+               blocked=frozenset(blocked))
     waiting: list[_Later] = []
-    recipients = unique_recipients(event)
     for i, address in enumerate(recipients):
         if heartbeat is not None and i > 0:
             # Extends the event's ack wait while a long recipient list is worked through; the
@@ -166,9 +206,9 @@ async def notify_recipients(*, event: MessageStored, deliveries: DeliveryRepo, m
             continue
         waiting.append(later)
         if later.smtp_down:
-            # The server is unreachable: the others would only wait for the same timeout.
+            # The server is unreachable or saturated: the others would only wait the same.
             # They are not claimed, so the redelivery simply tries them then.
-            log.info("SMTP unavailable; %d recipient(s) left for the retry",
+            log.info("SMTP unavailable or busy; %d recipient(s) left for the retry",
                      len(recipients) - i - 1)
             break
     if waiting:
@@ -177,6 +217,20 @@ async def notify_recipients(*, event: MessageStored, deliveries: DeliveryRepo, m
 
 
 async def _notify_one(ctx: _Ctx, address: str) -> _Later | None:
+    if address.lower() in ctx.blocked:
+        return await _claim_and_send(ctx, address, None)
+    try:
+        async with ctx.mailer.reserve(ctx.target) as lane:
+            return await _claim_and_send(ctx, address, lane)
+    except TargetBusy as exc:
+        # Nothing claimed: the event simply comes back. Not a deferral of the recipient.
+        DELIVERY_PROBLEMS.labels(ctx.target.label, "busy").inc()
+        log.info("SMTP target busy; event back in %.1fs", exc.retry_in,
+                 extra={"recipient_hash": recipient_hash(address)})
+        return _Later(delay=max(0.05, exc.retry_in), smtp_down=True)
+
+
+async def _claim_and_send(ctx: _Ctx, address: str, lane: Lane | None) -> _Later | None:
     now = ctx.clock()
     key = delivery_key(ctx.event.tenant_id, ctx.event.message_id, address)
     claim = await ctx.deliveries.claim(
@@ -192,30 +246,34 @@ async def _notify_one(ctx: _Ctx, address: str) -> _Later | None:
         return _Later(delay=max(0.1, remaining) + 0.1)
 
     attempt = claim.attempts
+    if lane is None:  # the address hard-bounced before
+        await _fail(ctx, key, address, attempt, reasons.UNDELIVERABLE)
+        return None
     try:
         note = ctx.render().for_recipient(address, now=now)
-        data = note.as_bytes()
+        data = ctx.sign(note.as_bytes())
     except InvalidInput as exc:
-        await _fail(ctx, key, address, attempt, f"invalid notification data: {exc.detail}")
+        log.warning("notification not built: %s", exc.code,
+                    extra={"recipient_hash": recipient_hash(address)})
+        await _fail(ctx, key, address, attempt, reasons.INVALID_MESSAGE)
         return None
 
     started = time.perf_counter()
     try:
         async with asyncio.timeout(ctx.policy.lease_s * _SEND_SHARE_OF_LEASE):
-            await ctx.mailer.send(ctx.target, envelope_from=note.envelope_from,
-                                  recipient=note.recipient, message=data)
+            await lane.send(envelope_from=note.envelope_from, recipient=note.recipient,
+                            message=data)
     except SmtpPermanentFailure as exc:
         _observe_send(ctx, started, "permanent")
-        await _fail(ctx, key, address, attempt, exc.detail)
+        await _fail(ctx, key, address, attempt, exc.reason)
         return None
     except SmtpTemporaryFailure as exc:
         _observe_send(ctx, started, "temporary")
-        return await _defer(ctx, key, address, attempt, exc.detail,
+        return await _defer(ctx, key, address, attempt, exc.reason,
                             smtp_down=isinstance(exc, SmtpUnavailable))
     except TimeoutError:
         _observe_send(ctx, started, "temporary")
-        return await _defer(ctx, key, address, attempt, "SMTP send took longer than allowed",
-                            smtp_down=True)
+        return await _defer(ctx, key, address, attempt, reasons.TIMEOUT, smtp_down=True)
     _observe_send(ctx, started, "accepted")
     await _record_sent(ctx, key, address, attempt)
     return None
@@ -254,13 +312,15 @@ async def _defer(ctx: _Ctx, key: str, address: str, attempt: int, reason: str, *
     if received.tzinfo is None:
         received = received.replace(tzinfo=UTC)
     if (now - received).total_seconds() >= ctx.policy.give_up_after_s:
-        await _fail(ctx, key, address, attempt,
-                    f"gave up after {ctx.policy.give_up_after_s:.0f}s: {reason}")
+        log.info("giving up after %.0fs (last: %s)", ctx.policy.give_up_after_s, reason,
+                 extra={"recipient_hash": recipient_hash(address), "attempt": attempt})
+        await _fail(ctx, key, address, attempt, reasons.GAVE_UP)
         return None
     delay = backoff(attempt, base=ctx.policy.retry_base_s, cap=ctx.policy.retry_max_s)
     retry_at = now + timedelta(seconds=delay)
     await ctx.deliveries.mark_deferred(key, now=now, reason=reason, retry_at=retry_at)
     NOTIFICATIONS.labels(ctx.event.tenant_id, "deferred", ctx.target.label).inc()
+    DELIVERY_PROBLEMS.labels(ctx.target.label, reason).inc()
     log.warning("notification deferred, retry in %.1fs: %s", delay, reason, extra={
         "recipient_hash": recipient_hash(address), "attempt": attempt})
     ev = NotificationDeferred(tenant_id=ctx.event.tenant_id, message_id=ctx.event.message_id,
@@ -273,6 +333,7 @@ async def _defer(ctx: _Ctx, key: str, address: str, attempt: int, reason: str, *
 async def _fail(ctx: _Ctx, key: str, address: str, attempt: int, reason: str) -> None:
     await ctx.deliveries.mark_failed(key, now=ctx.clock(), reason=reason)
     NOTIFICATIONS.labels(ctx.event.tenant_id, "failed", ctx.target.label).inc()
+    DELIVERY_PROBLEMS.labels(ctx.target.label, reason).inc()
     log.error("notification failed: %s", reason, extra={
         "recipient_hash": recipient_hash(address), "attempt": attempt})
     ev = NotificationFailed(tenant_id=ctx.event.tenant_id, message_id=ctx.event.message_id,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -40,6 +42,36 @@ class NotifySettings(BaseSettings):
         default=2.0, gt=0, description="a tenant's own SMTP target with every connection busy "
                                        "this long: the notification is deferred instead of "
                                        "holding a handler")
+    target_max_waiting: int = Field(
+        default=8, ge=0, description="handlers that may wait for a busy SMTP target's "
+                                     "connection; more get the event sent back shortly, so "
+                                     "one slow target cannot take every handler")
+    smtp_reuse: bool = Field(
+        default=True, description="keep SMTP connections open for the next notification; "
+                                  "false: one connection per message (benchmarks)")
+    dkim_domain: str | None = Field(
+        default=None, description="d= of the platform's DKIM signature (the platform "
+                                  "sender's domain); with SELECTOR and PRIVATE_KEY_FILE")
+    dkim_selector: str | None = None
+    dkim_private_key_file: str | None = Field(
+        default=None, description="PEM RSA private key of the platform's DKIM signature; "
+                                  "unset: notifications of tenants without their own key "
+                                  "go out unsigned (warned at start)")
+    bounce_address: str | None = Field(
+        default=None, description="envelope sender base, e.g. bounces@notify.example: each "
+                                  "notification's MAIL FROM becomes "
+                                  "bounces+<tenant>.<message>.<hash>@notify.example; unset: "
+                                  "the platform sender (SECMSG_SMTP_FROM)")
+    standby_smtp_host: str | None = Field(
+        default=None, description="standby relay for the platform's own sending, used while "
+                                  "dnsbl_status says relay=standby")
+    standby_smtp_port: int = 25
+    standby_smtp_tls: Literal["none", "starttls", "tls"] = "none"
+    standby_smtp_username: str | None = None
+    standby_smtp_password: SecretStr | None = None
+    relay_check_s: float = Field(
+        default=30.0, gt=0, description="re-read the relay choice (dnsbl_status) at most "
+                                        "this often")
     tenant_cache_s: float = Field(default=60.0, ge=0)
     fetch_timeout_s: float = Field(default=5.0, gt=0)
     graceful_timeout_s: float = Field(

@@ -1,17 +1,18 @@
-"""MongoDB adapter: tenant branding and templates (read-only). The delivery claims live in
-NATS KV (kv.py)."""
+"""MongoDB adapter (read-only): tenant branding, templates, SMTP and DKIM settings; the
+``undeliverable`` list; the platform relay choice in ``dnsbl_status``. The delivery claims
+live in NATS KV (kv.py)."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from secmsg.notify.ports import SmtpTarget, TenantBranding
+from secmsg.notify.ports import DkimKey, SmtpTarget, TenantBranding
 from secmsg.shared import crypto, mongo, templating
 from secmsg.shared.errors import SecmsgError
 from secmsg.shared.mongo import unavailable_as_503
@@ -53,7 +54,7 @@ class MongoTenantDirectory:
             doc = await self._coll.find_one(
                 {"_id": tenant_id}, {"name": 1, "display_name": 1, "footer": 1,
                                      "disclaimers": 1, "templates": 1,
-                                     "smtp": 1})
+                                     "smtp": 1, "dkim": 1})
         doc = doc or {}
         branding = TenantBranding(
             tenant_id=tenant_id,
@@ -62,10 +63,28 @@ class MongoTenantDirectory:
             disclaimers=tuple(str(d) for d in doc.get("disclaimers") or () if d),
             templates=_templates(doc.get("templates")),
             smtp=self._tenant_smtp(tenant_id, doc.get("smtp")),
+            dkim=self._tenant_dkim(tenant_id, doc.get("dkim")),
         )
         self._cache[tenant_id] = (time.monotonic() + self._ttl, branding)
         return branding
 
+    def _tenant_dkim(self, tenant_id: str, value: Any) -> DkimKey | None:
+        if not isinstance(value, dict):
+            return None
+        domain, selector = value.get("domain"), value.get("selector")
+        sealed, from_address = value.get("private_key_sealed"), value.get("from_address")
+        if not (isinstance(domain, str) and isinstance(selector, str) and domain and selector
+                and isinstance(sealed, str) and self._smtp.open_secret is not None):
+            return None
+        try:
+            pem = self._smtp.open_secret(tenant_id, crypto.DKIM_KEY_PURPOSE, sealed)
+        except (SecmsgError, ValueError):
+            # The platform key signs instead (and From stays the platform's): still delivered.
+            log.warning("tenant DKIM key does not open", extra={"tenant_id": tenant_id})
+            return None
+        return DkimKey(domain=domain, selector=selector, private_key_pem=pem.encode(),
+                       from_address=from_address if isinstance(from_address, str)
+                       and from_address else None)
 
     def _tenant_smtp(self, tenant_id: str, value: Any) -> SmtpTarget | None:
         if not isinstance(value, dict) or value.get("mode") != "own":
@@ -86,9 +105,12 @@ class MongoTenantDirectory:
                 password = self._smtp.open_secret(tenant_id, SMTP_SECRET_PURPOSE, sealed)
             except (SecmsgError, ValueError):
                 log.warning("tenant SMTP password does not open", extra={"tenant_id": tenant_id})
+        rate = value.get("rate_per_s")
         return SmtpTarget(host=host, port=port, tls=tls, username=username, password=password,
                           timeout_s=self._smtp.timeout_s, checked=True,
-                          allowed_targets=self._smtp.allowed_targets, ca_file=self._smtp.ca_file)
+                          allowed_targets=self._smtp.allowed_targets, ca_file=self._smtp.ca_file,
+                          rate_per_s=float(rate) if isinstance(rate, int | float)
+                          and not isinstance(rate, bool) and rate > 0 else None)
 
 
 def _templates(value: Any) -> dict[str, str]:
@@ -97,3 +119,56 @@ def _templates(value: Any) -> dict[str, str]:
     return {kind: entry["source"] for kind, entry in value.items()
             if kind in templating.KINDS and isinstance(entry, dict)
             and isinstance(entry.get("source"), str)}
+
+
+class MongoUndeliverableList:
+    """Addresses that hard-bounced, per tenant (``undeliverable``, written by store): one
+    ``$in`` query per event."""
+
+    def __init__(self, db: AsyncDatabase[Any]) -> None:
+        self._coll = db[mongo.UNDELIVERABLE]
+
+    async def blocked(self, tenant_id: str, addresses: Sequence[str]) -> set[str]:
+        ids = list(dict.fromkeys(f"{tenant_id}:{a.lower()}" for a in addresses))
+        if not ids:
+            return set()
+        async with unavailable_as_503():
+            docs = await self._coll.find({"_id": {"$in": ids}}, {"_id": 1}).to_list(None)
+        prefix = len(tenant_id) + 1
+        return {str(d["_id"])[prefix:] for d in docs}
+
+
+class MongoRelayChooser:
+    """The platform relay: the primary, or the standby while ``dnsbl_status`` (``_id:
+    "platform"``) says ``relay: "standby"`` and a standby is configured. The document is read
+    at most every ``check_s``; if it cannot be read the last answer stands."""
+
+    def __init__(self, db: AsyncDatabase[Any], *, primary: SmtpTarget,
+                 standby: SmtpTarget | None, check_s: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._coll = db[mongo.DNSBL_STATUS]
+        self._primary, self._standby = primary, standby
+        self._check_s = check_s
+        self._clock = clock
+        self._current = primary
+        self._next_check = 0.0
+
+    async def platform_target(self) -> SmtpTarget:
+        if self._standby is None:
+            return self._primary
+        now = self._clock()
+        if now >= self._next_check:
+            self._next_check = now + self._check_s
+            try:
+                doc = await self._coll.find_one({"_id": "platform"}, {"relay": 1})
+            except Exception as exc:
+                log.warning("relay status unreadable (%s); keeping %s", type(exc).__name__,
+                            self._current.label)
+                return self._current
+            chosen = self._standby if (doc or {}).get("relay") == "standby" else self._primary
+            if chosen is not self._current:
+                log.warning("platform relay switched to %s",
+                            "standby" if chosen is self._standby else "primary",
+                            extra={"event": "relay_switch"})
+            self._current = chosen
+        return self._current

@@ -27,26 +27,29 @@ from aiosmtplib import (
     SMTPTimeoutError,
 )
 
+from secmsg.notify import reasons
+from secmsg.notify.adapters.smtp_reasons import classify
 from secmsg.notify.metrics import SMTP_CONNECTIONS
 from secmsg.notify.ports import (
     SmtpPermanentFailure,
     SmtpTarget,
     SmtpTemporaryFailure,
     SmtpUnavailable,
+    TargetBusy,
 )
 from secmsg.shared.ssrf import TargetRefused, TargetUnresolvable, resolve_checked
 
 log = logging.getLogger(__name__)
 
 
-def _classify(exc: SMTPResponseException,
-              stage: str) -> SmtpTemporaryFailure | SmtpPermanentFailure:
-    detail = f"SMTP {stage} refused: {exc.code} {exc.message}"[:300]
-    if 400 <= exc.code < 500:
-        return SmtpTemporaryFailure(detail)
+def _reply_error(exc: SMTPResponseException,
+                 stage: str) -> SmtpTemporaryFailure | SmtpPermanentFailure:
+    # Only the code and our stage name: the server's text never leaves this adapter.
+    reason = classify(exc)
+    detail = f"SMTP {stage} answered {exc.code}"
     if exc.code >= 500:
-        return SmtpPermanentFailure(detail)
-    return SmtpTemporaryFailure(f"unexpected SMTP reply at {stage}: {exc.code}")
+        return SmtpPermanentFailure(detail, reason=reason)
+    return SmtpTemporaryFailure(detail, reason=reason)
 
 
 class _NameContext(ssl.SSLContext):
@@ -73,54 +76,80 @@ class _NameContext(ssl.SSLContext):
 
 
 class _TokenBucket:
-    """``rate`` sends per second per target, bursts up to one second's worth; 0: unlimited."""
+    """``rate`` sends per second per target, bursts up to one second's worth; 0: unlimited.
+
+    A token is reserved at once (the balance may go negative) and the caller sleeps until its
+    turn, so waiters are served in order without polling; a turn further away than
+    ``max_wait`` is refused instead (the event comes back later, no handler is held).
+    """
 
     def __init__(self, rate: float) -> None:
-        self._rate = rate
+        self.rate = rate
         self._capacity = max(1.0, rate)
         self._tokens = self._capacity
         self._at = time.monotonic()
 
-    async def take(self) -> None:
-        if self._rate <= 0:
+    async def take(self, max_wait: float) -> None:
+        if self.rate <= 0:
             return
-        while True:
-            now = time.monotonic()
-            self._tokens = min(self._capacity, self._tokens + (now - self._at) * self._rate)
-            self._at = now
-            if self._tokens >= 1:
-                self._tokens -= 1
-                return
-            await asyncio.sleep((1 - self._tokens) / self._rate)
+        now = time.monotonic()
+        self._tokens = min(self._capacity, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        wait = (1 - self._tokens) / self.rate if self._tokens < 1 else 0.0
+        if wait > max_wait:
+            raise TargetBusy("SMTP target rate used up", retry_in=wait)
+        self._tokens -= 1
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+
+def _rate(default: float, own: float | None) -> float:
+    """The tenant's own limit may only lower the worker's (0 means unlimited on either side)."""
+    if own is None or own <= 0:
+        return default
+    return own if default <= 0 else min(default, own)
 
 
 class _Pool:
     """Up to ``size`` connections to one target; idle ones wait in a LIFO list.
 
     The slots are per target, so a hanging server holds at most ``size`` of the worker's
-    handlers; a tenant's own target whose slots are all busy is reported as unavailable after
-    ``saturated_wait_s`` (the event is retried later) instead of parking more handlers on it.
+    handlers, plus at most ``max_waiting`` waiting for a slot; anyone beyond that, anyone who
+    waited ``saturated_wait_s`` (a tenant's own target) and anyone whose rate turn is further
+    off than that gets ``TargetBusy`` at once -- the event comes back shortly, and the worker's
+    handlers stay free for other targets.
     """
 
     def __init__(self, target: SmtpTarget, size: int, local_hostname: str, *,
-                 rate_per_s: float = 0.0, saturated_wait_s: float = 2.0) -> None:
+                 rate_per_s: float = 0.0, saturated_wait_s: float = 2.0,
+                 max_waiting: int = 8, reuse: bool = True) -> None:
         self.target = target
         self._slots = asyncio.Semaphore(size)
+        self._waiting = 0
+        self._max_waiting = max_waiting
         self._idle: list[aiosmtplib.SMTP] = []
         self._local_hostname = local_hostname
-        self._bucket = _TokenBucket(rate_per_s)
+        self._bucket = _TokenBucket(_rate(rate_per_s, target.rate_per_s))
+        self._saturated_wait_s = saturated_wait_s
         self._wait_s = min(target.timeout_s, saturated_wait_s) if target.checked \
             else target.timeout_s
+        self.reuse = reuse
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
+        if self._slots.locked() and self._waiting >= self._max_waiting:
+            raise TargetBusy("all SMTP connections busy", retry_in=self._saturated_wait_s)
+        self._waiting += 1
         try:
             async with asyncio.timeout(self._wait_s):
                 await self._slots.acquire()
         except TimeoutError:
-            raise SmtpUnavailable("all SMTP connections stayed busy") from None
+            raise TargetBusy("all SMTP connections stayed busy",
+                             retry_in=self._saturated_wait_s) from None
+        finally:
+            self._waiting -= 1
         try:
-            await self._bucket.take()
+            await self._bucket.take(self._saturated_wait_s)
             yield
         finally:
             self._slots.release()
@@ -132,9 +161,17 @@ class _Pool:
                 return client
         return None
 
-    def give_back(self, client: aiosmtplib.SMTP) -> None:
-        if client.is_connected:
+    async def give_back(self, client: aiosmtplib.SMTP) -> None:
+        if not client.is_connected:
+            return
+        if self.reuse:
             self._idle.append(client)
+            return
+        # One connection per message (SECMSG_NOTIFY_SMTP_REUSE=false): end it politely.
+        try:
+            await client.quit(timeout=2)
+        except Exception:
+            client.close()
 
     def _checked_client(self, address: str) -> aiosmtplib.SMTP:
         t = self.target
@@ -149,13 +186,16 @@ class _Pool:
     async def _checked_addresses(self) -> list[str]:
         t = self.target
         if t.username and not t.password:
-            raise SmtpPermanentFailure("SMTP auth_failed: the stored password is unusable")
+            raise SmtpPermanentFailure("SMTP auth_failed: the stored password is unusable",
+                                       reason=reasons.AUTH_FAILED)
         try:
             addrs = await resolve_checked(t.host, t.port, allow=t.allowed_targets)
         except TargetRefused as exc:
-            raise SmtpPermanentFailure("SMTP target refused: not a permitted address") from exc
+            raise SmtpPermanentFailure("SMTP target refused: not a permitted address",
+                                       reason=reasons.BLOCKED_TARGET) from exc
         except TargetUnresolvable as exc:
-            raise SmtpUnavailable("SMTP target unreachable: host does not resolve") from exc
+            raise SmtpUnavailable("SMTP target unreachable: host does not resolve",
+                                  reason=classify(exc)) from exc
         return [str(a) for a in addrs]
 
     async def connect(self) -> aiosmtplib.SMTP:
@@ -179,7 +219,7 @@ class _Pool:
                     continue  # refused at TCP level: try the next checked address
                 raise
             return client
-        raise SmtpUnavailable("SMTP target unreachable")
+        raise SmtpUnavailable("SMTP target unreachable", reason=reasons.CONNECTION_REFUSED)
 
     async def _open(self, client: aiosmtplib.SMTP) -> None:
         t = self.target
@@ -187,17 +227,17 @@ class _Pool:
             await client.connect()
         except SMTPResponseException as exc:
             client.close()
+            reason = classify(exc)
             if exc.code >= 500 and exc.code != 554:
-                raise SmtpPermanentFailure(f"SMTP refused the session: {exc.code}") from exc
-            raise SmtpUnavailable(f"SMTP refused the session: {exc.code}") from exc
+                raise SmtpPermanentFailure(f"SMTP refused the session: {exc.code}",
+                                           reason=reason) from exc
+            raise SmtpUnavailable(f"SMTP refused the session: {exc.code}", reason=reason) \
+                from exc
         except (SMTPException, OSError) as exc:
             client.close()
-            if "STARTTLS" in str(exc) or isinstance(exc, ssl.SSLError) or \
-                    isinstance(exc.__cause__, ssl.SSLError):
-                # No plaintext fallback: TLS was required and did not happen.
-                raise SmtpUnavailable(f"SMTP tls_failed at {t.label}") from exc
-            raise SmtpUnavailable(f"cannot connect to SMTP {t.label} ({type(exc).__name__})") \
-                from exc
+            # No plaintext fallback: TLS required and not offered or failed is a failure.
+            reason = classify(exc)
+            raise SmtpUnavailable(f"SMTP {reason} at {t.label}", reason=reason) from exc
         except BaseException:
             client.close()  # cancelled mid-handshake: free the connection
             raise
@@ -211,65 +251,89 @@ class _Pool:
             client.close()
 
 
+class _Lane:
+    def __init__(self, mailer: SmtpMailer, pool: _Pool) -> None:
+        self._mailer = mailer
+        self._pool = pool
+
+    async def send(self, *, envelope_from: str, recipient: str, message: bytes) -> None:
+        await self._mailer._send_in_slot(self._pool, envelope_from=envelope_from,
+                                         recipient=recipient, message=message)
+
+
 class SmtpMailer:
     def __init__(self, *, pool_size: int = 4, local_hostname: str | None = None,
-                 rate_per_s: float = 0.0, saturated_wait_s: float = 2.0) -> None:
+                 rate_per_s: float = 0.0, saturated_wait_s: float = 2.0,
+                 max_waiting: int = 8, reuse: bool = True) -> None:
         self._pool_size = pool_size
         self._rate = rate_per_s
         self._saturated_wait_s = saturated_wait_s
+        self._max_waiting = max_waiting
+        self._reuse = reuse
         self._pools: dict[tuple[str, int, str, str | None], _Pool] = {}
         self._local_hostname = local_hostname or socket.gethostname() or "localhost"
 
     def _pool(self, target: SmtpTarget) -> _Pool:
         pool = self._pools.get(target.pool_key)
         if pool is None or pool.target != target:
-            # Same account, changed password or timeout: start over with the new settings.
+            # Same account, changed password, timeout or rate: start over with the new settings.
             pool = self._pools[target.pool_key] = _Pool(
                 target, self._pool_size, self._local_hostname, rate_per_s=self._rate,
-                saturated_wait_s=self._saturated_wait_s)
+                saturated_wait_s=self._saturated_wait_s, max_waiting=self._max_waiting,
+                reuse=self._reuse)
         return pool
+
+    @contextlib.asynccontextmanager
+    async def reserve(self, target: SmtpTarget) -> AsyncIterator[_Lane]:
+        pool = self._pool(target)
+        async with pool.slot():
+            yield _Lane(self, pool)
 
     async def send(self, target: SmtpTarget, *, envelope_from: str, recipient: str,
                    message: bytes) -> None:
-        pool = self._pool(target)
-        async with pool.slot():
-            client = pool.take_idle()
-            reused = client is not None
-            stage = "MAIL"
+        async with self.reserve(target) as lane:
+            await lane.send(envelope_from=envelope_from, recipient=recipient, message=message)
+
+    async def _send_in_slot(self, pool: _Pool, *, envelope_from: str, recipient: str,
+                            message: bytes) -> None:
+        client = pool.take_idle()
+        reused = client is not None
+        stage = "MAIL"
+        try:
+            if client is None:
+                client = await pool.connect()
             try:
-                if client is None:
-                    client = await pool.connect()
-                try:
-                    await client.mail(envelope_from)
-                except SMTPServerDisconnected:
-                    client.close()
-                    if not reused:
-                        raise
-                    # An idle connection the server had closed: nothing was sent, start afresh.
-                    client = await pool.connect()
-                    await client.mail(envelope_from)
-                stage = "RCPT"
-                await client.rcpt(recipient)
-                stage = "DATA"
-                await client.data(message)
-            except (SMTPServerDisconnected, SMTPTimeoutError, OSError) as exc:
-                if client is not None:
-                    client.close()
-                raise SmtpUnavailable(
-                    f"SMTP connection lost or timed out ({type(exc).__name__})") from exc
-            except SMTPResponseException as exc:
-                await self._reset_and_keep(pool, client)
-                raise _classify(exc, stage) from exc
-            except SMTPException as exc:
-                if client is not None:
-                    client.close()
-                raise SmtpUnavailable(f"SMTP error ({type(exc).__name__})") from exc
-            except BaseException:
-                # Cancelled or a bug mid-conversation: the session state is unknown.
-                if client is not None:
-                    client.close()
-                raise
-            pool.give_back(client)
+                await client.mail(envelope_from)
+            except SMTPServerDisconnected:
+                client.close()
+                if not reused:
+                    raise
+                # An idle connection the server had closed: nothing was sent, start afresh.
+                client = await pool.connect()
+                await client.mail(envelope_from)
+            stage = "RCPT"
+            await client.rcpt(recipient)
+            stage = "DATA"
+            await client.data(message)
+        except (SMTPServerDisconnected, SMTPTimeoutError, OSError) as exc:
+            if client is not None:
+                client.close()
+            reason = classify(exc)
+            raise SmtpUnavailable(f"SMTP {reason} at {stage}", reason=reason) from exc
+        except SMTPResponseException as exc:
+            await self._reset_and_keep(pool, client)
+            raise _reply_error(exc, stage) from exc
+        except SMTPException as exc:
+            if client is not None:
+                client.close()
+            reason = classify(exc)
+            raise SmtpUnavailable(f"SMTP {reason} at {stage}", reason=reason) from exc
+        except BaseException:
+            # Cancelled or a bug mid-conversation: the session state is unknown.
+            if client is not None:
+                client.close()
+            raise
+        await pool.give_back(client)
 
     @staticmethod
     async def _reset_and_keep(pool: _Pool, client: aiosmtplib.SMTP | None) -> None:
@@ -280,7 +344,7 @@ class SmtpMailer:
         except Exception:
             client.close()
             return
-        pool.give_back(client)
+        await pool.give_back(client)
 
     async def aclose(self) -> None:
         pools, self._pools = list(self._pools.values()), {}
