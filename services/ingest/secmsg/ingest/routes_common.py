@@ -1,0 +1,48 @@
+"""What the sender and admin routes share: the error bodies for OpenAPI and the callers."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends
+from fastapi.security import HTTPAuthorizationCredentials
+
+from secmsg.ingest.auth import authenticate, bearer
+from secmsg.ingest.ports import SCOPE_ADMIN, SCOPE_SEND, Credentials
+from secmsg.ingest.routes import ErrorBody
+from secmsg.ingest.wiring import Deps, get_deps
+
+
+def err(description: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description}
+
+
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: err("missing, unknown, expired or revoked API key or token"),
+    403: err("the credentials lack the 'admin' scope, or the token's user is not a tenant "
+             "admin"),
+    503: err("database or event bus unavailable; retry later"),
+}
+SENDER_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: err("missing, unknown, expired or revoked API key or token"),
+    403: err("the credentials have neither the 'send' nor the 'admin' scope"),
+    404: err("no such message, another tenant's, or not one this caller sent"),
+    503: err("database or event bus unavailable; retry later"),
+}
+
+
+async def _admin(deps: Annotated[Deps, Depends(get_deps)],
+                 auth: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+                 ) -> Credentials:
+    return await authenticate(deps.tenants, auth, scope=SCOPE_ADMIN)
+
+
+async def _sender(deps: Annotated[Deps, Depends(get_deps)],
+                  auth: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+                  ) -> Credentials:
+    return await authenticate(deps.tenants, auth, scope=(SCOPE_SEND, SCOPE_ADMIN))
+
+
+Admin = Annotated[Credentials, Depends(_admin)]
+Sender = Annotated[Credentials, Depends(_sender)]
+DepsDep = Annotated[Deps, Depends(get_deps)]
