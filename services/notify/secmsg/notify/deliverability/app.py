@@ -1,0 +1,142 @@
+"""Wiring of the deliverability process: NATS (publisher), MongoDB (status document, message
+lookups), the bounce receiver's SMTP server, the DNSBL monitor task, and the small HTTP app
+for /healthz, /readyz (NATS + MongoDB), /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pymongo import AsyncMongoClient
+
+from secmsg.notify.deliverability import dnsbl
+from secmsg.notify.deliverability.adapters.mongo import MongoMessageDirectory, MongoStatusRepo
+from secmsg.notify.deliverability.adapters.resolver import DnsBlocklistResolver
+from secmsg.notify.deliverability.adapters.smtp import BounceHandler, BounceServer
+from secmsg.notify.deliverability.settings import DeliverabilitySettings
+from secmsg.shared import bus
+from secmsg.shared.errors import DependencyUnavailable
+from secmsg.shared.mongo import make_client
+from secmsg.shared.settings import CommonSettings
+
+log = logging.getLogger(__name__)
+
+
+class Deliverability:
+    """The running process; ``start()``/``stop()`` bracket its life."""
+
+    def __init__(self, common: CommonSettings | None = None,
+                 settings: DeliverabilitySettings | None = None) -> None:
+        self.common = common or CommonSettings()
+        self.settings = settings or DeliverabilitySettings()
+        s = self.settings
+        if s.dnsbl_auto_standby and not s.standby_smtp_host:
+            log.warning("SECMSG_NOTIFY_DNSBL_AUTO_STANDBY is on but "
+                        "SECMSG_NOTIFY_STANDBY_SMTP_HOST is unset: listings are only alerted",
+                        extra={"event": "config"})
+        self.mongo: AsyncMongoClient[Any] = make_client(self.common)
+        self.db = self.mongo[self.common.mongo_db]
+        self.checks = dnsbl.targets(ips=s.ip_targets, ip_zones=s.ip_zones,
+                                    domains=s.domain_targets, domain_zones=s.domain_zones)
+        self.nc: NATS | None = None
+        self.publisher: bus.EventPublisher | None = None
+        self.bounces: BounceServer | None = None
+        self._stop = asyncio.Event()
+        self._monitor: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        self.nc = await bus.connect(self.common.nats_url, "secmsg-notify-deliverability")
+        await bus.ensure_stream(self.nc)
+        self.publisher = bus.EventPublisher(self.nc)
+        if s.bounce_address:
+            handler = BounceHandler(bounce_address=s.bounce_address, publisher=self.publisher,
+                                    messages=MongoMessageDirectory(self.db))
+            self.bounces = BounceServer(handler, host=s.bounce_host, port=s.bounce_port,
+                                        max_bytes=s.bounce_max_bytes)
+            await self.bounces.start()
+        else:
+            log.info("bounce receiver off: SECMSG_NOTIFY_BOUNCE_ADDRESS is unset",
+                     extra={"event": "bounce_receiver_off"})
+        self._monitor = asyncio.create_task(dnsbl.run_monitor(
+            checks=self.checks,
+            resolver=DnsBlocklistResolver(nameserver=s.dnsbl_nameserver,
+                                          timeout_s=s.dnsbl_timeout_s),
+            repo=MongoStatusRepo(self.db),
+            policy=dnsbl.MonitorPolicy(clear_checks=s.dnsbl_clear_checks,
+                                       standby_possible=s.standby_possible),
+            interval_s=s.dnsbl_interval_s, stop=self._stop))
+        log.info("notify-deliverability started", extra={"event": "startup"})
+
+    async def stop(self) -> None:
+        self._stop.set()
+        try:
+            if self.bounces is not None:
+                await self.bounces.stop(self.settings.graceful_timeout_s)
+            if self._monitor is not None:
+                # A check in progress is waiting on DNS or MongoDB: not worth waiting for.
+                self._monitor.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._monitor
+        finally:
+            if self.nc is not None:
+                await self.nc.close()
+            await self.mongo.close()
+        log.info("notify-deliverability stopped", extra={"event": "shutdown"})
+
+    async def readiness(self) -> dict[str, str]:
+        problems: dict[str, str] = {}
+        try:
+            if self.publisher is None:
+                raise DependencyUnavailable("not connected yet")
+            await self.publisher.ping()
+        except DependencyUnavailable as exc:
+            problems["nats"] = exc.detail
+        try:
+            await self.db.command("ping")
+        except Exception as exc:
+            problems["mongodb"] = f"unreachable ({type(exc).__name__})"
+        return problems
+
+
+def make_http_app(rt: Deliverability) -> Any:
+    """A bare ASGI app: /healthz (alive), /readyz (NATS + MongoDB), /metrics (Prometheus)."""
+
+    async def respond(send: Any, status: int, body: bytes, content_type: str) -> None:
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", content_type.encode()),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    def as_json(data: object) -> bytes:
+        return json.dumps(data).encode()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        path, method = scope["path"], scope["method"]
+        if method not in ("GET", "HEAD"):
+            await respond(send, 405, as_json({"error": "method_not_allowed",
+                                              "detail": "Only GET is supported."}),
+                          "application/json")
+        elif path == "/healthz":
+            await respond(send, 200, as_json({"status": "ok"}), "application/json")
+        elif path == "/readyz":
+            problems = await rt.readiness()
+            if problems:
+                await respond(send, 503, as_json({"status": "unavailable",
+                                                  "reasons": problems}), "application/json")
+            else:
+                await respond(send, 200, as_json({"status": "ready"}), "application/json")
+        elif path == "/metrics":
+            await respond(send, 200, generate_latest(), CONTENT_TYPE_LATEST)
+        else:
+            await respond(send, 404, as_json({"error": "not_found", "detail": "No such path."}),
+                          "application/json")
+
+    return app
