@@ -114,7 +114,10 @@ def create_app(common: CommonSettings | None = None,
                        claims=mongo_adapter.MongoPurgeClaims(db),
                        deliveries=mongo_adapter.MongoDeliveryRepo(db),
                        audit=mongo_adapter.MongoAuditRepo(db), blobs=blobs,
-                       publisher=bus.EventPublisher(rt.nc))
+                       publisher=bus.EventPublisher(rt.nc),
+                       undeliverable=mongo_adapter.MongoUndeliverableRepo(db),
+                       rotations=mongo_adapter.MongoRotationRepo(db),
+                       keyring=common.key_ring, owner=rt.owner)
         log.info("store started (owner %s)", rt.owner)
 
     async def start_loops() -> None:
@@ -131,7 +134,7 @@ def create_app(common: CommonSettings | None = None,
         if rt.nc is not None:
             rt.tasks.append(asyncio.create_task(telemetry.watch_consumer_lag(
                 rt.nc.jetstream(), [subjects.STORE_RECEIVED, subjects.STORE_DELIVERY,
-                                    subjects.STORE_AUDIT])))
+                                    subjects.STORE_AUDIT, subjects.STORE_CONTROL])))
 
     async def stop_loops() -> None:
         for task in rt.tasks:

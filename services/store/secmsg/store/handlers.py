@@ -1,6 +1,6 @@
 """Thin JetStream subscribers: decode, call the service, ack/nak/terminate via worker.process.
 
-All three use durable pull consumers on the ``SECMSG`` stream; replicas share the durable, so
+All four use durable pull consumers on the ``SECMSG`` stream; replicas share the durable, so
 JetStream hands each event to one of them. Delivery states come in batches
 (``worker.process_batch``): recording them one at a time cost more CPU than sending the mail.
 
@@ -10,7 +10,9 @@ FastStream message itself and ``worker`` parses the body once (no FastDepends pe
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,15 +22,21 @@ from faststream.nats.message import NatsBatchMessage, NatsMessage
 from pymongo.asynchronous.database import AsyncDatabase
 
 from secmsg.shared import subjects, worker
+from secmsg.shared.crypto import KeyRing
 from secmsg.shared.events import (
     AttachmentDownloaded,
+    AuditRecorded,
+    KeyRotationRequested,
+    MessageExpiryChanged,
     MessageOpened,
+    MessageRecalled,
     MessageReceived,
+    NotificationBounced,
     NotificationDeferred,
     NotificationFailed,
     NotificationSent,
 )
-from secmsg.store import service
+from secmsg.store import control, rewrap, service
 from secmsg.store.ports import (
     AuditRepo,
     BlobStore,
@@ -36,6 +44,8 @@ from secmsg.store.ports import (
     MessageRepo,
     Publisher,
     PurgeClaims,
+    RotationRepo,
+    UndeliverableRepo,
 )
 from secmsg.store.settings import StoreSettings
 
@@ -53,6 +63,30 @@ class Deps:
     audit: AuditRepo
     blobs: BlobStore
     publisher: Publisher
+    undeliverable: UndeliverableRepo
+    rotations: RotationRepo
+    keyring: KeyRing
+    owner: str
+
+
+@contextlib.asynccontextmanager
+async def kept_alive(msg: NatsMessage, every_s: float) -> AsyncIterator[None]:
+    """Tell JetStream "still working" (``+WPI``, restarts ``ack_wait``) while a long job runs,
+    so the event is not redelivered to another replica mid-job."""
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            with contextlib.suppress(Exception):  # a missed beat only risks a redelivery
+                await msg.in_progress()
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def as_is(msg: Any) -> Any:
@@ -90,7 +124,8 @@ def register(broker: NatsBroker, get_deps: Callable[[], Deps], cfg: StoreSetting
         d = get_deps()
         await run(msg, MessageReceived, subjects.STORE_RECEIVED,
                   lambda e: service.record_message(event=e, messages=d.messages,
-                                                   blobs=d.blobs, publisher=d.publisher))
+                                                   blobs=d.blobs, publisher=d.publisher,
+                                                   audit=d.audit))
 
     # A partial batch is handled after ``delivery_batch_wait_s``, so the wait bounds the added
     # latency; under load the batch fills first.
@@ -101,15 +136,46 @@ def register(broker: NatsBroker, get_deps: Callable[[], Deps], cfg: StoreSetting
         d = get_deps()
 
         async def handle(events: list[service.DeliveryEvent]) -> None:
-            await service.record_deliveries(events=events, deliveries=d.deliveries)
+            await service.record_deliveries(events=events, deliveries=d.deliveries,
+                                            audit=d.audit, undeliverable=d.undeliverable)
 
         await worker.process_batch(
-            batch.raw_message, (NotificationSent, NotificationDeferred, NotificationFailed),
+            batch.raw_message,
+            (NotificationSent, NotificationDeferred, NotificationFailed, NotificationBounced),
             handle, db=d.db, service=SERVICE, consumer=subjects.STORE_DELIVERY,
             backoff_fn=backoff)
 
     @subscribe(subjects.any_tenant("audit.>"), subjects.STORE_AUDIT)
     async def on_audit_event(msg: NatsMessage) -> None:
         d = get_deps()
-        await run(msg, (MessageOpened, AttachmentDownloaded), subjects.STORE_AUDIT,
-                  lambda e: service.record_audit(event=e, audit=d.audit))
+        await run(msg, (MessageOpened, AttachmentDownloaded, AuditRecorded),
+                  subjects.STORE_AUDIT, lambda e: service.record_audit(event=e, audit=d.audit))
+
+    # One event per fetch: a key rotation can run for minutes, and events fetched behind it
+    # would sit out their ack_wait and be redelivered.
+    @subscribe(subjects.any_tenant("control.>"), subjects.STORE_CONTROL,
+               PullSub(batch_size=1, timeout=cfg.fetch_timeout_s))
+    async def on_control_event(msg: NatsMessage) -> None:
+        d = get_deps()
+        attempt = msg.raw_message.metadata.num_delivered or 1
+
+        async def handle(e: Any) -> None:
+            if isinstance(e, MessageRecalled):
+                await control.recall_message(event=e, messages=d.messages, claims=d.claims,
+                                             blobs=d.blobs, audit=d.audit, owner=d.owner,
+                                             lease_s=cfg.purge_lease_s)
+            elif isinstance(e, MessageExpiryChanged):
+                await control.change_expiry(event=e, messages=d.messages, claims=d.claims,
+                                            audit=d.audit, owner=d.owner,
+                                            lease_s=cfg.purge_lease_s, attempt=attempt,
+                                            missing_retries=cfg.control_missing_retries)
+            else:
+                async with kept_alive(msg, cfg.ack_wait_s / 3):
+                    await rewrap.rotate_keys(
+                        event=e, messages=d.messages, claims=d.claims, rotations=d.rotations,
+                        audit=d.audit, keyring=d.keyring, owner=d.owner,
+                        lease_s=cfg.purge_lease_s, page_size=cfg.rewrap_page_size,
+                        progress_every=cfg.rewrap_progress_every, pause_s=cfg.rewrap_pause_s)
+
+        await run(msg, (MessageRecalled, MessageExpiryChanged, KeyRotationRequested),
+                  subjects.STORE_CONTROL, handle)

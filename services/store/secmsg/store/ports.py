@@ -34,6 +34,27 @@ class MessageRepo(Protocol):
 
     async def mark_purged(self, message_id: str, *, now: datetime) -> None: ...
 
+    async def mark_recalled(self, message_id: str, *, at: datetime, by: str) -> None:
+        """``state: "recalled"`` with ``recalled_at``/``recalled_by`` (objects already gone)."""
+        ...
+
+    async def set_expiry(self, message_id: str, *, expires_at: datetime | None,
+                         changed_at: datetime) -> bool:
+        """Set ``expires_at`` of a stored message unless a later change is on file."""
+        ...
+
+    async def count_stored(self, tenant_id: str) -> int: ...
+
+    async def stored_page(self, tenant_id: str, *, after: str | None,
+                          limit: int) -> list[Doc]:
+        """Stored messages of a tenant with ``_id > after``, ascending by ``_id``."""
+        ...
+
+    async def set_wrapped_keys(self, message_id: str,
+                               changes: Mapping[int, tuple[str, str]]) -> bool:
+        """Replace ``objects[i].wrapped_key`` (old -> new) where it is still the old value."""
+        ...
+
 
 class PurgeClaims(Protocol):
     async def claim(self, message_id: str, *, owner: str, now: datetime,
@@ -54,16 +75,29 @@ class DeliveryUpdate:
     attempt: int
 
 
+@dataclass(frozen=True)
+class BounceUpdate:
+    """A bounce report for one recipient: it overrides the state on file (see
+    ``DeliveryRepo.record_many``)."""
+
+    delivery_id: str
+    fields: Mapping[str, Any]
+    hard: bool
+
+
 class DeliveryRepo(Protocol):
     async def record(self, *, delivery_id: str, fields: Mapping[str, Any], final: bool,
                      attempt: int) -> bool:
         """Apply one delivery state; False when a final state or a later attempt is on file."""
         ...
 
-    async def record_many(self, updates: Sequence[DeliveryUpdate]) -> list[bool]:
+    async def record_many(self, updates: Sequence[DeliveryUpdate],
+                          bounces: Sequence[BounceUpdate] = ()) -> list[bool]:
         """Apply several states (at most one per ``delivery_id``) in a few round trips.
 
-        Same rules as ``record``; returns, per update, whether it was applied.
+        Same rules as ``record``; returns, per update, whether it was applied. A bounce
+        (at most one per ``delivery_id`` and severity) overrides every other state: a hard
+        bounce over a soft one, the first of each severity wins.
         """
         ...
 
@@ -72,6 +106,26 @@ class AuditRepo(Protocol):
     async def insert(self, doc: Mapping[str, Any]) -> bool:
         """Append an audit record; False when that event id is already recorded."""
         ...
+
+    async def insert_many(self, docs: Sequence[Mapping[str, Any]]) -> int:
+        """Append several (one round trip); how many were new."""
+        ...
+
+
+class UndeliverableRepo(Protocol):
+    async def add_many(self, docs: Sequence[Mapping[str, Any]]) -> int:
+        """Insert ``undeliverable`` entries; the first per ``_id`` wins. How many were new."""
+        ...
+
+
+class RotationRepo(Protocol):
+    async def get(self, rotation_id: str) -> Doc | None: ...
+
+    async def create(self, doc: Mapping[str, Any]) -> bool:
+        """Insert the request if ingest's insert is missing; False when it exists."""
+        ...
+
+    async def update(self, rotation_id: str, fields: Mapping[str, Any]) -> None: ...
 
 
 class BlobStore(Protocol):

@@ -21,23 +21,28 @@ from secmsg.shared.crypto import ciphertext_size
 from secmsg.shared.errors import IntegrityError, InvalidInput, NotFound, PermanentError
 from secmsg.shared.events import (
     AttachmentDownloaded,
+    AuditRecorded,
     MessageOpened,
     MessageReceived,
     MessageStored,
+    NotificationBounced,
     NotificationDeferred,
     NotificationFailed,
     NotificationSent,
     event_msg_id,
 )
+from secmsg.store import audit as audit_docs
 from secmsg.store.ports import (
     AuditRepo,
     BlobStore,
+    BounceUpdate,
     DeliveryRepo,
     DeliveryUpdate,
     Doc,
     MessageRepo,
     Publisher,
     PurgeClaims,
+    UndeliverableRepo,
 )
 
 log = logging.getLogger(__name__)
@@ -47,9 +52,13 @@ HEX32 = re.compile(r"^[0-9a-f]{32}$")
 STORED = Counter("secmsg_store_messages_stored_total", "Messages recorded (first time)")
 PURGED = Counter("secmsg_store_messages_purged_total", "Expired messages purged")
 ORPHANS = Counter("secmsg_store_orphans_deleted_total", "Orphaned objects deleted")
+DELIVERIES = Counter("secmsg_store_deliveries_total",
+                     "Delivery states recorded (first time each), by tenant and state",
+                     ["tenant", "state"])
 
-DeliveryEvent = NotificationSent | NotificationDeferred | NotificationFailed
-AuditEvent = MessageOpened | AttachmentDownloaded
+StatusEvent = NotificationSent | NotificationDeferred | NotificationFailed
+DeliveryEvent = StatusEvent | NotificationBounced
+AuditEvent = MessageOpened | AttachmentDownloaded | AuditRecorded
 
 
 def _now() -> datetime:
@@ -119,12 +128,16 @@ def stored_event(doc: Doc) -> MessageStored:
 
 
 async def record_message(*, event: MessageReceived, messages: MessageRepo, blobs: BlobStore,
-                         publisher: Publisher, now: datetime | None = None) -> bool:
+                         publisher: Publisher, audit: AuditRepo | None = None,
+                         now: datetime | None = None) -> bool:
     """Commit and record a received message, then announce it. True if newly recorded.
 
     Redelivery after any crash converges: the doc is found (or the insert collides) and the
     ``message.stored`` publish repeats with the same Nats-Msg-Id, which the server drops if
-    the first one got through.
+    the first one got through. A message recalled meanwhile (``state: "recalled"``, also
+    when the recall came first and left a tombstone) is never announced again. The audit row
+    ``message.accepted`` is written on every path (insert-once), so a crash after the insert
+    still leaves it; ``audit`` may be left out only by tests of the record itself.
     """
     doc = await messages.get(event.message_id)
     created = False
@@ -138,6 +151,8 @@ async def record_message(*, event: MessageReceived, messages: MessageRepo, blobs
                 raise PermanentError("message vanished right after a duplicate insert")
     if doc["tenant_id"] != event.tenant_id:
         raise PermanentError("message id already recorded for another tenant")
+    if audit is not None:
+        await audit.insert(audit_docs.accepted(event))
     if doc.get("state") != "stored":
         log.info("message already %s; not announcing it again", doc.get("state"))
         return False
@@ -154,7 +169,7 @@ async def record_message(*, event: MessageReceived, messages: MessageRepo, blobs
 # --- notification.* -> delivery_status -------------------------------------------------------
 
 
-def delivery_update(event: DeliveryEvent, *, now: datetime) -> DeliveryUpdate:
+def delivery_update(event: StatusEvent, *, now: datetime) -> DeliveryUpdate:
     state = event.kind.removeprefix("notification.")
     fields: dict[str, Any] = {
         "tenant_id": event.tenant_id,
@@ -172,9 +187,35 @@ def delivery_update(event: DeliveryEvent, *, now: datetime) -> DeliveryUpdate:
                           fields=fields, final=state != "deferred", attempt=event.attempt)
 
 
+def bounce_update(event: NotificationBounced, *, now: datetime) -> BounceUpdate:
+    # No ``attempt``: the status keeps the one of the delivery that bounced.
+    fields: dict[str, Any] = {
+        "tenant_id": event.tenant_id,
+        "message_id": event.message_id,
+        "recipient": event.recipient.lower(),
+        "state": "bounced",
+        "reason": event.reason,
+        "bounce_status": event.status,
+        "hard": event.hard,
+        "occurred_at": event.occurred_at,
+        "updated_at": now,
+    }
+    return BounceUpdate(delivery_id=f"{event.message_id}:{event.recipient.lower()}",
+                        fields=fields, hard=event.hard)
+
+
+def undeliverable_doc(event: NotificationBounced) -> Doc:
+    address = event.recipient.lower()
+    return {"_id": f"{event.tenant_id}:{address}", "tenant_id": event.tenant_id,
+            "address": address, "status": event.status, "message_id": event.message_id,
+            "at": event.occurred_at}
+
+
 async def record_delivery(*, event: DeliveryEvent, deliveries: DeliveryRepo,
                           now: datetime | None = None) -> bool:
     """Apply a delivery state; ``sent``/``failed`` are final and a late ``deferred`` loses."""
+    if isinstance(event, NotificationBounced):
+        return (await record_deliveries(events=[event], deliveries=deliveries, now=now))[0]
     u = delivery_update(event, now=now or _now())
     applied = await deliveries.record(delivery_id=u.delivery_id, fields=u.fields,
                                       final=u.final, attempt=u.attempt)
@@ -206,24 +247,49 @@ def collapse_deliveries(updates: Sequence[DeliveryUpdate]) -> list[int]:
 
 
 async def record_deliveries(*, events: Sequence[DeliveryEvent], deliveries: DeliveryRepo,
+                            audit: AuditRepo | None = None,
+                            undeliverable: UndeliverableRepo | None = None,
                             now: datetime | None = None) -> list[bool]:
     """A batch of delivery states (in stream order) in a few round trips; per event, applied?
 
     Several events for one recipient collapse first (see ``collapse_deliveries``), so the
     repository sees one update per recipient and the batch ends where applying the events one
-    at a time would have.
+    at a time would have. Bounces override the state on file (``DeliveryRepo.record_many``);
+    a hard one also marks the address undeliverable for the tenant (first report wins). Every
+    event, applied or not, is an audit fact: one unordered insert for the batch, deterministic
+    ids, so a redelivered batch adds nothing. ``audit`` and ``undeliverable`` may be left out
+    only by tests of the state rules alone.
     """
     at = now or _now()
-    updates = [delivery_update(e, now=at) for e in events]
+    status_idx = [i for i, e in enumerate(events) if not isinstance(e, NotificationBounced)]
+    updates = [delivery_update(events[i], now=at) for i in status_idx]  # type: ignore[arg-type]
+    bounce_idx: list[int] = []
+    seen: set[tuple[str, bool]] = set()
+    for i, e in enumerate(events):
+        if isinstance(e, NotificationBounced):
+            key = (f"{e.message_id}:{e.recipient.lower()}", e.hard)
+            if key not in seen:  # the first report of each severity is the one kept
+                seen.add(key)
+                bounce_idx.append(i)
+    bounces = [bounce_update(events[i], now=at) for i in bounce_idx]  # type: ignore[arg-type]
     survivors = collapse_deliveries(updates)
-    results = await deliveries.record_many([updates[i] for i in survivors])
-    applied = [False] * len(updates)
-    for i, ok in zip(survivors, results, strict=True):
+    results = await deliveries.record_many([updates[i] for i in survivors], bounces)
+    applied = [False] * len(events)
+    for i, ok in zip([status_idx[k] for k in survivors] + bounce_idx, results, strict=True):
         applied[i] = ok
-    ignored = len(updates) - sum(applied)
+    hard = [undeliverable_doc(e) for e in events
+            if isinstance(e, NotificationBounced) and e.hard]
+    if undeliverable is not None and hard:
+        await undeliverable.add_many(hard)
+    if audit is not None and events:
+        await audit.insert_many([audit_docs.notification(e) for e in events])
+    for e, ok in zip(events, applied, strict=True):
+        if ok:
+            DELIVERIES.labels(e.tenant_id, e.kind.removeprefix("notification.")).inc()
+    ignored = len(events) - sum(applied)
     if ignored:
         log.info("%d of %d delivery states ignored: a final or newer state is on file",
-                 ignored, len(updates))
+                 ignored, len(events))
     return applied
 
 
@@ -231,20 +297,10 @@ async def record_deliveries(*, events: Sequence[DeliveryEvent], deliveries: Deli
 
 
 async def record_audit(*, event: AuditEvent, audit: AuditRepo) -> bool:
-    doc: Doc = {
-        "_id": event.event_id,
-        "tenant_id": event.tenant_id,
-        "message_id": event.message_id,
-        "kind": event.kind,
-        "recipient": event.recipient.lower(),
-        "client_ip": event.client_ip,
-        "user_agent": event.user_agent,
-        "at": event.occurred_at,
-    }
-    if isinstance(event, AttachmentDownloaded):
-        doc.update(object_id=event.object_id, range_start=event.range_start,
-                   range_end=event.range_end)
-    return await audit.insert(doc)
+    """Content access (opened/downloaded) and every ``audit.recorded`` action, insert-once."""
+    if isinstance(event, AuditRecorded):
+        return await audit.insert(audit_docs.recorded(event))
+    return await audit.insert(audit_docs.content_access(event))
 
 
 # --- expiry and purge ------------------------------------------------------------------------
@@ -253,6 +309,13 @@ async def record_audit(*, event: AuditEvent, audit: AuditRepo) -> bool:
 async def _delete_quietly(blobs: BlobStore, key: str) -> None:
     with contextlib.suppress(NotFound):
         await blobs.delete(key)
+
+
+async def delete_objects(doc: Doc, blobs: BlobStore) -> None:
+    """Every object of a message, and anything else left in its folder (a retried upload)."""
+    for obj in doc.get("objects", []):
+        await _delete_quietly(blobs, obj["key"])
+    await blobs.delete_prefix(message_prefix(doc["tenant_id"], doc["_id"]))
 
 
 async def purge_expired(*, messages: MessageRepo, claims: PurgeClaims, blobs: BlobStore,
@@ -279,10 +342,7 @@ async def purge_expired(*, messages: MessageRepo, claims: PurgeClaims, blobs: Bl
                 await claims.release(mid)
                 continue
             await messages.mark_purging(mid, owner=owner, lease_until=lease_until)
-            for obj in doc.get("objects", []):
-                await _delete_quietly(blobs, obj["key"])
-            # Anything else left in the message's folder (e.g. a retried upload) goes too.
-            await blobs.delete_prefix(message_prefix(doc["tenant_id"], mid))
+            await delete_objects(doc, blobs)
             await messages.mark_purged(mid, now=at)
             await claims.release(mid)
             purged += 1

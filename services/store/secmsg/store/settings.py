@@ -32,6 +32,17 @@ class StoreSettings(BaseSettings):
     ack_wait_s: float = Field(default=30.0, gt=0)
     backoff_base_s: float = Field(default=1.0, gt=0)
     backoff_cap_s: float = Field(default=300.0, gt=0)
+    control_missing_retries: int = Field(
+        default=5, ge=0,
+        description="deliveries of an expiry change for a message not on record yet before "
+                    "it is dead-lettered")
+    rewrap_page_size: int = Field(default=200, gt=0,
+                                  description="messages read per page by the key re-wrap job")
+    rewrap_progress_every: int = Field(
+        default=50, gt=0, description="the re-wrap job saves its progress every N messages")
+    rewrap_pause_s: float = Field(
+        default=0.0, ge=0,
+        description="pause after each message of the re-wrap job (spares live traffic)")
     graceful_timeout_s: float = Field(
         default=20.0, gt=0,
         description="on SIGTERM, wait this long for in-flight events (k8s grace is 30 s)")

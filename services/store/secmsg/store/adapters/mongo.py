@@ -18,13 +18,15 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from secmsg.shared import mongo
 from secmsg.shared.mongo import unavailable_as_503
-from secmsg.store.ports import DeliveryUpdate, Doc
+from secmsg.store.ports import BounceUpdate, DeliveryUpdate, Doc
 
 # Not (yet) in secmsg.shared.mongo; the name is fixed by docs/design.md.
 DELIVERY_STATUS = mongo.DELIVERY_STATUS
 DELIVERY_FINAL = mongo.DELIVERY_FINAL
 PURGE_CLAIMS = mongo.PURGE_CLAIMS
-FINAL_DELIVERY_STATES = ("sent", "failed")
+# A deferral never replaces these. ``bounced`` is not first-wins like the other two: it
+# overrides ``sent`` (see ``MongoDeliveryRepo``).
+FINAL_DELIVERY_STATES = ("sent", "failed", "bounced")
 DUPLICATE_KEY = 11000
 
 
@@ -138,6 +140,48 @@ class MongoMessageRepo:
                 {"$set": {"state": "purged", "purged_at": now},
                  "$unset": {"lease_until": "", "purge_owner": ""}})
 
+    async def mark_recalled(self, message_id: str, *, at: datetime, by: str) -> None:
+        async with unavailable_as_503():
+            await self._col.update_one(
+                {"_id": message_id},
+                {"$set": {"state": "recalled", "recalled_at": at, "recalled_by": by},
+                 "$unset": {"lease_until": "", "purge_owner": ""}})
+
+    async def set_expiry(self, message_id: str, *, expires_at: datetime | None,
+                         changed_at: datetime) -> bool:
+        async with unavailable_as_503():
+            res = await self._col.update_one(
+                {"_id": message_id, "state": "stored",
+                 "$or": [{"expiry_changed_at": None},
+                         {"expiry_changed_at": {"$lte": changed_at}}]},
+                {"$set": {"expires_at": expires_at, "expiry_changed_at": changed_at}})
+        return res.matched_count > 0
+
+    async def count_stored(self, tenant_id: str) -> int:
+        async with unavailable_as_503():
+            return await self._col.count_documents({"tenant_id": tenant_id, "state": "stored"})
+
+    async def stored_page(self, tenant_id: str, *, after: str | None,
+                          limit: int) -> list[Doc]:
+        flt: dict[str, Any] = {"tenant_id": tenant_id, "state": "stored"}
+        if after is not None:
+            flt["_id"] = {"$gt": after}
+        async with unavailable_as_503():
+            cursor = self._col.find(flt, {"objects.object_id": 1, "objects.wrapped_key": 1},
+                                    sort=[("_id", ASCENDING)], limit=limit)
+            return [d async for d in cursor]
+
+    async def set_wrapped_keys(self, message_id: str,
+                               changes: Mapping[int, tuple[str, str]]) -> bool:
+        flt: dict[str, Any] = {"_id": message_id, "state": "stored"}
+        new: dict[str, str] = {}
+        for i, (old, replacement) in changes.items():
+            flt[f"objects.{i}.wrapped_key"] = old
+            new[f"objects.{i}.wrapped_key"] = replacement
+        async with unavailable_as_503():
+            res = await self._col.update_one(flt, {"$set": new})
+        return res.matched_count > 0
+
 
 class MongoPurgeClaims:
     """Purge claims as insert-only documents ``<message_id>:<generation>``.
@@ -186,6 +230,22 @@ class MongoDeliveryRepo:
         self._col = db[DELIVERY_STATUS]
         self._final = db[DELIVERY_FINAL]
 
+    async def _standing(self, delivery_ids: Sequence[str]) -> dict[str, Doc]:
+        """The state that stands per recipient, from the insert-only records: a hard bounce,
+        else a soft one, else the first final state; recipients with none are left out."""
+        ids = list(delivery_ids)
+        lookup = ids + [bounce_record_id(i, hard=h) for i in ids for h in (True, False)]
+        async with unavailable_as_503():
+            found = {d.pop("_id"): d for d in
+                     await self._final.find({"_id": {"$in": lookup}}).to_list(None)}
+        out: dict[str, Doc] = {}
+        for i in ids:
+            rec = (found.get(bounce_record_id(i, hard=True))
+                   or found.get(bounce_record_id(i, hard=False)) or found.get(i))
+            if rec is not None:
+                out[i] = rec
+        return out
+
     async def _write(self, delivery_id: str, fields: Mapping[str, Any]) -> None:
         try:
             async with unavailable_as_503():
@@ -196,11 +256,9 @@ class MongoDeliveryRepo:
                 await self._col.update_one({"_id": delivery_id}, {"$set": dict(fields)})
 
     async def _restore_final(self, delivery_id: str) -> bool:
-        async with unavailable_as_503():
-            final = await self._final.find_one({"_id": delivery_id})
+        final = (await self._standing([delivery_id])).get(delivery_id)
         if final is None:
             return False
-        final.pop("_id")
         await self._write(delivery_id, final)
         return True
 
@@ -230,41 +288,62 @@ class MongoDeliveryRepo:
             return False
         return not await self._restore_final(delivery_id)
 
-    async def record_many(self, updates: Sequence[DeliveryUpdate]) -> list[bool]:
+    async def record_many(self, updates: Sequence[DeliveryUpdate],
+                          bounces: Sequence[BounceUpdate] = ()) -> list[bool]:
         """``record`` for a batch in a handful of round trips instead of two or more per event.
 
         The same steps in the same order as ``record``, each for the whole batch: the final
         states into ``delivery_final`` (a collision means an earlier final won); the status
         documents (finals unconditionally, deferrals only over a non-final state of no later
-        attempt); then, for the deferrals and the collided finals, the ``delivery_final``
+        attempt); then, for the deferrals, the collided finals and the bounces, the standing
         records are read and put back on the status -- after the deferrals were written, so a
         deferral that raced a final state on FerretDB still ends under it.
 
+        Bounces break "first final wins" on purpose: a bounce report arrives after the server
+        accepted the notification (``sent``) and is the truer state. Each bounce is kept
+        insert-only as ``bounce:<hard|soft>:<delivery id>`` (first of each severity wins) and
+        also offered to ``delivery_final`` under the plain delivery id, so that a ``sent``
+        arriving after its bounce (notify republishing after a crash) collides, is checked,
+        and ends under the bounce. The standing state is a hard bounce, else a soft one, else
+        the first final state.
+
         A deferral that updated an existing document is reported applied unless a final state
         overrules it: an unordered bulk update does not say which of its filters matched.
+        Returns one flag per update, then one per bounce (True: its record is new).
         """
         ids = [u.delivery_id for u in updates]
         if len(set(ids)) != len(ids):
             raise ValueError("record_many takes at most one update per delivery id")
+        bounce_ids = [bounce_record_id(b.delivery_id, hard=b.hard) for b in bounces]
+        if len(set(bounce_ids)) != len(bounce_ids):
+            raise ValueError("record_many takes at most one bounce per recipient and severity")
         finals = [u for u in updates if u.final]
-        collided = {finals[k].delivery_id for k in await _insert_new(
-            self._final, [{"_id": u.delivery_id, **u.fields} for u in finals])}
+        records = ([{"_id": u.delivery_id, **u.fields} for u in finals]
+                   + [{"_id": r, **b.fields} for r, b in zip(bounce_ids, bounces, strict=True)]
+                   + [{"_id": b.delivery_id, **b.fields} for b in bounces])
+        clashes = await _insert_new(self._final, records)
+        collided = {finals[k].delivery_id for k in clashes if k < len(finals)}
+        new_bounces = [len(finals) + k not in clashes for k in range(len(bounces))]
         writes = {u.delivery_id: u.fields for u in updates if u.delivery_id not in collided}
         filters = {u.delivery_id: {"state": {"$nin": list(FINAL_DELIVERY_STATES)},
                                    "attempt": {"$lte": u.attempt}}
                    for u in updates if not u.final}
         if writes:
             await _put_many(self._col, writes, filters)
-        check = collided | set(filters)
+        check = collided | set(filters) | {b.delivery_id for b in bounces}
         overruled: set[str] = set(collided)
         if check:
-            async with unavailable_as_503():
-                found = await self._final.find({"_id": {"$in": list(check)}}).to_list(None)
-            restore = {doc.pop("_id"): doc for doc in found}
-            overruled |= set(restore)
+            restore = await self._standing(sorted(check))
+            overruled |= {i for i, rec in restore.items()
+                          if i in collided or i in filters or rec.get("state") == "bounced"}
             if restore:
                 await _put_many(self._col, restore)
-        return [i not in overruled for i in ids]
+        return [i not in overruled for i in ids] + new_bounces
+
+
+def bounce_record_id(delivery_id: str, *, hard: bool) -> str:
+    # The prefix keeps these apart from the plain ``<message_id>:<address>`` records.
+    return f"bounce:{'hard' if hard else 'soft'}:{delivery_id}"
 
 
 class MongoAuditRepo:
@@ -273,3 +352,32 @@ class MongoAuditRepo:
 
     async def insert(self, doc: Mapping[str, Any]) -> bool:
         return await _insert_once(self._col, doc)
+
+    async def insert_many(self, docs: Sequence[Mapping[str, Any]]) -> int:
+        return len(docs) - len(await _insert_new(self._col, [dict(d) for d in docs]))
+
+
+class MongoUndeliverableRepo:
+    def __init__(self, db: AsyncDatabase[Any]):
+        self._col = db[mongo.UNDELIVERABLE]
+
+    async def add_many(self, docs: Sequence[Mapping[str, Any]]) -> int:
+        return len(docs) - len(await _insert_new(self._col, [dict(d) for d in docs]))
+
+
+class MongoRotationRepo:
+    """``key_rotations``: ingest inserts the request, the re-wrap job alone updates it."""
+
+    def __init__(self, db: AsyncDatabase[Any]):
+        self._col = db[mongo.KEY_ROTATIONS]
+
+    async def get(self, rotation_id: str) -> Doc | None:
+        async with unavailable_as_503():
+            return await self._col.find_one({"_id": rotation_id})
+
+    async def create(self, doc: Mapping[str, Any]) -> bool:
+        return await _insert_once(self._col, doc)
+
+    async def update(self, rotation_id: str, fields: Mapping[str, Any]) -> None:
+        async with unavailable_as_503():
+            await self._col.update_one({"_id": rotation_id}, {"$set": dict(fields)})
