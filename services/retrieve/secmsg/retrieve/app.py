@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from secmsg.retrieve import routes, service, web
+from secmsg.retrieve import routes, routes_toolbar, service, web
 from secmsg.retrieve.access import GuardedMessageRepo
 from secmsg.retrieve.adapters.accounts import (
     MongoAccountRepo,
@@ -249,6 +249,7 @@ def create_app(common: CommonSettings | None = None,
     app.include_router(web.router)
     app.mount("/web/static", StaticFiles(directory=web.STATIC_DIR), name="web-static")
     app.include_router(routes.pages)
+    app.include_router(routes_toolbar.router)
     telemetry.instrument_fastapi(app, telemetry.setup_tracing("retrieve", common))
 
     @app.get("/healthz", include_in_schema=False)
