@@ -29,6 +29,7 @@ from secmsg.ingest.adapters.mongo_admin import MongoAccessRepo, MongoMessageRepo
 from secmsg.ingest.adapters.nats import NatsEventSink
 from secmsg.ingest.routes import router
 from secmsg.ingest.routes_admin import router as admin_router
+from secmsg.ingest.routes_admin_access import router as access_router
 from secmsg.ingest.routes_messages_manage import router as messages_router
 from secmsg.ingest.service import Options
 from secmsg.ingest.settings import IngestSettings
@@ -137,6 +138,7 @@ def create_app(common: CommonSettings | None = None, cfg: IngestSettings | None 
     app.include_router(router)
     app.include_router(admin_router)
     app.include_router(messages_router)
+    app.include_router(access_router)
     telemetry.instrument_fastapi(app, telemetry.setup_tracing("ingest", common))
 
     @app.exception_handler(SecmsgError)
