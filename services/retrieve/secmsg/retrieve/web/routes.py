@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, BackgroundTasks, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.datastructures import UploadFile
 
-from secmsg.retrieve import service
+from secmsg.retrieve import service, tokens
 from secmsg.retrieve.deps import ClientIpDep, DepsDep, UserAgentDep
 from secmsg.retrieve.ports import MessageRecord, SessionRecord
 from secmsg.retrieve.web import csrf
+from secmsg.retrieve.web import ingest as ingest_api
 from secmsg.retrieve.web.context import WebDep, brand_of, lifespan
+from secmsg.retrieve.web.filters import when
 from secmsg.retrieve.web.sanitize import clean_html
 from secmsg.shared.errors import InvalidInput, NotFound, SecmsgError, Unauthorized
 from secmsg.shared.subjects import TENANT_ID_RE
@@ -331,3 +335,185 @@ async def brand_css(tenant_id: TenantPath, web: WebDep) -> Response:
     css = f":root {{ --brand: {brand['color']}; }}\n" if brand["color"] else ""
     return Response(css, media_type="text/css",
                     headers={"Cache-Control": "private, max-age=300"})
+
+
+# --- compose, reply, send --------------------------------------------------------------------
+
+_SPLIT = re.compile(r"[,;\s]+")
+MAX_FORM_PART = 4 * 1024 * 1024  # ingest's envelope limit; larger text would be refused there
+
+
+def _addresses(value: object) -> list[str]:
+    return [a for a in _SPLIT.split(value if isinstance(value, str) else "") if a][:100]
+
+
+def _re(subject: str) -> str:
+    return subject if subject[:3].lower() == "re:" else f"Re: {subject}".strip()
+
+
+def _quote(text: str | None, sender: str, at: str) -> str:
+    if not text:
+        return ""
+    quoted = "\n".join("> " + line for line in text[:20000].splitlines())
+    return f"\n\nOn {at}, {sender} wrote:\n{quoted}\n"
+
+
+async def _compose_page(ctx: Ctx, session: SessionRecord, *, status: int = 200,
+                        **values: Any) -> HTMLResponse:
+    # Someone who is not a tenant user may only write to people at the tenant who wrote to
+    # them (ingest enforces it); offer those addresses.
+    suggestions: list[str] = []
+    if ctx.role is None:
+        page, _ = await service.list_messages(session=session, messages=ctx.deps.messages,
+                                              limit=200, cursor=None, now=ctx.deps.clock())
+        suggestions = sorted({r.sender for r in page})
+    form = {"to": "", "cc": "", "bcc": "", "subject": "", "text": "", "in_reply_to": "",
+            **values.pop("form", {})}
+    return await ctx.page("compose.html", status=status, form=form, suggestions=suggestions,
+                          max_attachments=ctx.web.settings.web_max_attachments, **values)
+
+
+@router.get("/web/compose", response_class=HTMLResponse)
+async def compose(request: Request, deps: DepsDep, web: WebDep) -> Response:
+    ctx = Ctx(request, deps, web)
+    session = await _signed_in(ctx, "/web/compose")
+    if isinstance(session, Response):
+        return session
+    return await _compose_page(ctx, session, heading="New secure message")
+
+
+@router.get("/web/messages/{message_id}/reply", response_class=HTMLResponse)
+async def reply(message_id: MessagePath, request: Request, deps: DepsDep, web: WebDep,
+                ip: ClientIpDep, ua: UserAgentDep,
+                all: Annotated[int, Query(ge=0, le=1)] = 0) -> Response:
+    ctx = Ctx(request, deps, web)
+    session = await _signed_in(ctx, f"/web/messages/{message_id}")
+    if isinstance(session, Response):
+        return session
+    try:
+        view = await service.read_message(session=session, message_id=message_id,
+                                          messages=deps.messages, blobs=deps.blobs,
+                                          keyring=deps.keyring, audit=deps.audit,
+                                          client_ip=ip, user_agent=ua, now=deps.clock(),
+                                          max_body_bytes=deps.settings.max_body_bytes)
+    except NotFound:
+        return await _gone_page(ctx, session, message_id)
+    except SecmsgError as exc:
+        if (reason := _gone_reason(exc)) is not None:
+            return await _gone_page(ctx, session, message_id, reason)
+        raise
+    r = view.record
+    me = session.address
+    cc: list[str] = []
+    if all:
+        cc = [x.address for x in r.recipients
+              if x.kind in ("to", "cc") and x.address.lower() not in (me, r.sender.lower())]
+    return await _compose_page(
+        ctx, session, heading="Reply all" if all else "Reply", replying_to=r,
+        form={"to": r.sender, "cc": ", ".join(cc), "subject": _re(r.subject),
+              "text": _quote(view.text, r.sender, when(r.received_at)),
+              "in_reply_to": r.message_id})
+
+
+@router.post("/web/send", response_class=HTMLResponse)
+async def send(request: Request, deps: DepsDep, web: WebDep, ip: ClientIpDep,
+               ua: UserAgentDep) -> Response:
+    ctx = Ctx(request, deps, web)
+    session = await _signed_in(ctx, "/web/compose")
+    if isinstance(session, Response):
+        return session
+    # File parts are spooled to disk by Starlette beyond 1 MiB; ingest.submit streams them.
+    async with request.form(max_files=web.settings.web_max_attachments, max_fields=20,
+                            max_part_size=MAX_FORM_PART) as form:
+        if not ctx.csrf_ok(form.get(csrf.FIELD)):
+            return await ctx.csrf_refused()
+        fields = {k: str(form.get(k) or "") for k in
+                  ("to", "cc", "bcc", "subject", "text", "in_reply_to")}
+        files = [f for f in form.getlist("attachment")
+                 if isinstance(f, UploadFile) and (f.filename or f.size)]
+        envelope: dict[str, Any] = {
+            "from": session.address, "to": _addresses(fields["to"]),
+            "cc": _addresses(fields["cc"]), "subject": fields["subject"].strip(),
+            "text": fields["text"]}
+        if ctx.role is not None and fields["bcc"]:
+            envelope["bcc"] = _addresses(fields["bcc"])
+        if re.fullmatch(ID, fields["in_reply_to"]):
+            envelope["in_reply_to"] = fields["in_reply_to"]
+        try:
+            issued = await tokens.issue_webmail_send_token(
+                tokens=deps.tokens, accounts=deps.accounts, audit=deps.audit,
+                session=session, now=deps.clock(), client_ip=ip, user_agent=ua)
+            message_id = await ingest_api.submit(
+                http=web.http, ingest_url=deps.settings.ingest_url, token=issued.token,
+                envelope=envelope, files=files)
+        except ingest_api.IngestRefused as exc:
+            status = exc.status if 400 <= exc.status < 600 else 502
+            return await _compose_page(ctx, session, status=status, form=fields,
+                                       heading="Your message was not sent", error=exc.detail,
+                                       files_lost=bool(files))
+    log.info("webmail message submitted", extra={"event": "webmail.sent"})
+    return await ctx.page("sent_ok.html", message_id=message_id,
+                          recipients=envelope["to"] + envelope["cc"])
+
+
+# --- what I sent: list and delivery slip -----------------------------------------------------
+
+@router.get("/web/sent", response_class=HTMLResponse)
+async def sent_list(request: Request, deps: DepsDep, web: WebDep) -> Response:
+    ctx = Ctx(request, deps, web)
+    session = await _signed_in(ctx, "/web/sent")
+    if isinstance(session, Response):
+        return session
+    docs = await web.queries.sent(session.tenant_id, session.address, 100)
+    return await ctx.page("sent.html", messages=docs)
+
+
+@router.get("/web/sent/{message_id}", response_class=HTMLResponse)
+async def sent_slip(message_id: MessagePath, request: Request, deps: DepsDep, web: WebDep,
+                    ip: ClientIpDep, ua: UserAgentDep) -> Response:
+    ctx = Ctx(request, deps, web)
+    session = await _signed_in(ctx, "/web/sent")
+    if isinstance(session, Response):
+        return session
+    doc = await web.queries.sent_one(session.tenant_id, session.address, message_id)
+    if doc is None:
+        return await ctx.page("problem.html", status=404, title="Message not found",
+                              text="You did not send a message with this link.")
+    slip: dict[str, Any] | None = None
+    slip_error = None
+    try:
+        issued = await tokens.issue_webmail_send_token(
+            tokens=deps.tokens, accounts=deps.accounts, audit=deps.audit, session=session,
+            now=deps.clock(), client_ip=ip, user_agent=ua)
+        slip = await ingest_api.slip(http=web.http, ingest_url=deps.settings.ingest_url,
+                                     token=issued.token, message_id=message_id)
+    except ingest_api.IngestRefused as exc:
+        slip_error = exc.detail
+    return await ctx.page("slip.html", m=doc, slip=slip, slip_error=slip_error,
+                          rows=_slip_rows(slip))
+
+
+def _at(value: object) -> str | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return when(datetime.fromisoformat(value.replace("Z", "+00:00")))
+    except ValueError:
+        return None
+
+
+def _slip_rows(slip: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """ingest's slip (``GET /v1/messages/{id}/slip``) as table rows, times formatted."""
+    rows = []
+    for r in (slip or {}).get("recipients") or []:
+        if not isinstance(r, dict):
+            continue
+        downloads = [d for d in r.get("downloads") or [] if isinstance(d, dict)]
+        rows.append({
+            "address": str(r.get("address", "")), "kind": str(r.get("kind", "")),
+            "state": r.get("notification_state"), "at": _at(r.get("notification_at")),
+            "reason": r.get("notification_reason"), "opened": _at(r.get("first_opened_at")),
+            "downloads": len(downloads),
+            "last_download": _at(downloads[-1].get("at")) if downloads else None,
+            "access": r.get("access") or "open"})
+    return rows

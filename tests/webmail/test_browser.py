@@ -1,0 +1,175 @@
+"""The webmail in a real browser (headless Chromium via Playwright) against the real platform.
+
+One journey, as people would walk it: a recipient opens the link from the notification mail,
+signs in with the emailed code, reads the message, downloads the attachment and sends a secure
+reply with an attachment; the reply reaches ingest and its notification reaches the sender, who
+signs in from it, composes a new message and reads the delivery slip of the first one. A
+screenshot of every step lands in test-artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from devstack.services import ServiceProc
+from secmsg.shared import mongo
+from tests.e2e.helpers import Platform, code_from_mail, eventually, submit
+
+pytestmark = pytest.mark.timeout(280)
+
+SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+DOCTOR = "doctor@acme.example"
+BOB = "bob@example.org"
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield b
+        await b.close()
+
+
+async def shot(page: Page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def notifications(platform: Platform, address: str) -> list[Any]:
+    return [c.message for c in platform.sink.handler.for_recipient(address)
+            if c.message["X-Secure-Message-Id"]]
+
+
+async def notification_for(platform: Platform, address: str, message_id: str) -> Any:
+    found = await eventually(
+        lambda: [m for m in notifications(platform, address)
+                 if m["X-Secure-Message-Id"] == message_id],
+        timeout=60, what=f"notification of {message_id} to {address}")
+    return found[0]
+
+
+async def sign_in_with_code(platform: Platform, page: Page, address: str,
+                            prefix: str) -> None:
+    before = len(platform._code_mails(address))
+    await page.get_by_label("Your email address").fill(address)
+    await shot(page, f"{prefix}-1-link-page")
+    await page.get_by_role("button", name="Email me a code").click()
+    await expect(page.get_by_role("heading", name="Check your email")).to_be_visible()
+    mails = await eventually(lambda: platform._code_mails(address)[before:], timeout=30,
+                             what=f"sign-in code for {address}")
+    code = code_from_mail(mails[-1])
+    assert code
+    await page.get_by_label("8-digit code").fill(code)
+    await shot(page, f"{prefix}-2-code")
+    await page.get_by_role("button", name="Sign in").click()
+
+
+async def test_recipient_reads_downloads_replies_and_sender_sees_slip(
+        platform: Platform, browser: Browser, tmp_path: Path) -> None:
+    # The platform fixture starts retrieve before ingest; this retrieve knows ingest's URL.
+    web: ServiceProc = platform.start_service(
+        "retrieve", SECMSG_RETRIEVE_INGEST_URL=platform.ingest_url)
+    await platform.db[mongo.TENANT_USERS].insert_one(
+        {"_id": f"acme:{DOCTOR}", "tenant_id": "acme", "email": DOCTOR, "role": "sender",
+         "created_at": datetime.now(UTC), "created_by": "test"})
+    await platform.db[mongo.TENANTS].update_one(
+        {"_id": "acme"}, {"$set": {"branding": {"primary_color": "#0b6e4f"}}})
+    report = b"%PDF-1.4 lab report " + bytes(range(256)) * 40
+    first = await submit(platform, sender=DOCTOR, to=[BOB], subject="Your lab results",
+                         text="Dear Bob, your results are attached.",
+                         html='<p>Dear <b>Bob</b>, your results are attached.</p>'
+                              '<img src="https://tracker.example/pixel.gif" alt="">'
+                              '<script>document.title="owned"</script>',
+                         attachments={"results.pdf": report})
+
+    # 1. The link from the notification mail (its path, on this retrieve).
+    mail = await notification_for(platform, BOB, first)
+    link = web.base_url + urlsplit(mail["X-Secure-Message-Url"]).path
+    bob = await browser.new_context(ignore_https_errors=True, accept_downloads=True)
+    page = await bob.new_page()
+    await page.goto(link)
+    await expect(page.get_by_role("heading", name="You have a secure message")).to_be_visible()
+    await expect(page.get_by_text("Acme Medical").first).to_be_visible()
+    await sign_in_with_code(platform, page, BOB, "recipient")
+
+    # 2. The message opens directly, sanitised, remote image held back.
+    await expect(page.get_by_role("heading", name="Your lab results")).to_be_visible()
+    await expect(page.get_by_text("remote image not shown")).to_be_visible()
+    assert await page.title() != "owned"
+    assert await page.locator("img[src^='https://']").count() == 0
+    await shot(page, "recipient-3-message")
+
+    # 3. Download the attachment through the streamed download.
+    async with page.expect_download() as info:
+        await page.get_by_role("link", name="Download results.pdf").click()
+    download = await info.value
+    target = tmp_path / "results.pdf"
+    await download.save_as(target)
+    assert target.read_bytes() == report
+
+    # 4. Inbox shows it (read).
+    await page.get_by_role("link", name="Inbox").click()
+    await expect(page.get_by_role("link", name="Your lab results")).to_be_visible()
+    await shot(page, "recipient-4-inbox")
+
+    # 5. Secure reply with an attachment.
+    await page.get_by_role("link", name="Your lab results").click()
+    await page.get_by_role("link", name="Reply", exact=True).click()
+    await expect(page.get_by_label("To")).to_have_value(DOCTOR)
+    await expect(page.get_by_label("Subject")).to_have_value("Re: Your lab results")
+    await page.get_by_label("Message").fill("Thank you, doctor. My questions are attached.")
+    questions = tmp_path / "questions.txt"
+    questions.write_bytes(b"1. What does this value mean?\n" * 100)
+    await page.get_by_label("Attachments").set_input_files(str(questions))
+    await shot(page, "recipient-5-reply")
+    await page.get_by_role("button", name="Send securely").click()
+    await expect(page.get_by_role("heading", name="Your secure message was sent")).to_be_visible()
+    await shot(page, "recipient-6-sent")
+    slip_href = await page.get_by_role("link", name="Delivery slip").get_attribute("href")
+    assert slip_href
+    reply_id = slip_href.rsplit("/", 1)[-1]
+
+    # The reply went through ingest (stored as Bob's message) and notified the doctor.
+    reply_mail = await notification_for(platform, DOCTOR, reply_id)
+    assert reply_mail["Subject"] == "Re: Your lab results"
+    stored = await eventually(lambda: platform.db[mongo.MESSAGES].find_one({"_id": reply_id}),
+                              timeout=30, what="the reply stored")
+    assert stored["sender"].lower() == BOB and stored["attachment_count"] == 1
+    await bob.close()
+
+    # 6. The doctor signs in from the reply's notification, composes, and reads the slip.
+    doc = await browser.new_context(ignore_https_errors=True)
+    page = await doc.new_page()
+    await page.goto(web.base_url + urlsplit(reply_mail["X-Secure-Message-Url"]).path)
+    await sign_in_with_code(platform, page, DOCTOR, "sender")
+    await expect(page.get_by_role("heading", name="Re: Your lab results")).to_be_visible()
+    await expect(page.get_by_text("My questions are attached")).to_be_visible()
+
+    await page.get_by_role("link", name="Compose").click()
+    await page.get_by_label("To").fill("carol@example.org")
+    await page.get_by_label("Subject").fill("Appointment")
+    await page.get_by_label("Message").fill("Please come in on Monday.")
+    await page.get_by_role("button", name="Send securely").click()
+    await expect(page.get_by_role("heading", name="Your secure message was sent")).to_be_visible()
+    href = await page.get_by_role("link", name="Delivery slip").get_attribute("href")
+    assert href
+    await notification_for(platform, "carol@example.org", href.rsplit("/", 1)[-1])
+
+    await page.get_by_role("link", name="Sent").click()
+    await page.get_by_role("link", name="Your lab results").click()
+    await expect(page.get_by_role("heading", name="Delivery slip")).to_be_visible()
+    row = page.get_by_role("row").filter(has_text=BOB)
+    await expect(row).to_contain_text("sent")
+    await expect(row).not_to_contain_text("not yet")  # Bob opened it
+    await shot(page, "sender-3-slip")
+    await doc.close()
