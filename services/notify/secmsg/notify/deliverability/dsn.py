@@ -8,9 +8,11 @@ text is never kept: it is the remote server's words and may quote anything.
 
 from __future__ import annotations
 
+import base64
 import email
 import email.parser
 import email.policy
+import quopri
 import re
 from dataclasses import dataclass, field
 from email.message import Message
@@ -74,12 +76,18 @@ def _status(value: str | None) -> str | None:
 def _field_blocks(part: Message) -> list[Message]:
     """The blank-line separated field groups of a ``message/delivery-status`` part."""
     payload = part.get_payload()
-    if isinstance(payload, list):  # the usual case: the parser split the groups already
-        return [p for p in payload if isinstance(p, Message)]
-    # Encoded (base64 / quoted-printable) parts arrive as one string: split them here.
-    raw = part.get_payload(decode=True)
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(payload)
-    text = text.replace("\r\n", "\n")
+    cte = str(part.get("Content-Transfer-Encoding") or "").strip().lower()
+    if isinstance(payload, list) and cte not in ("base64", "quoted-printable"):
+        return [p for p in payload if isinstance(p, Message)]  # split by the parser already
+    # Encoded: the parser split the undecoded text; put it back together and decode it here.
+    body = ("\n".join(p.as_string() for p in payload if isinstance(p, Message))
+            if isinstance(payload, list) else str(payload))
+    try:
+        raw = (base64.b64decode(body) if cte == "base64"
+               else quopri.decodestring(body.encode("ascii", "replace")))
+    except ValueError:
+        return []
+    text = raw.decode("utf-8", "replace").replace("\r\n", "\n")
     parser = email.parser.HeaderParser()
     return [parser.parsestr(block.strip() + "\n") for block in re.split(r"\n\s*\n", text)
             if block.strip()]
