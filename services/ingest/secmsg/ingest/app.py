@@ -26,10 +26,12 @@ from secmsg.ingest.adapters.mongo import (
     ensure_indexes,
 )
 from secmsg.ingest.adapters.mongo_admin import MongoAccessRepo, MongoMessageRepo
+from secmsg.ingest.adapters.mongo_reports import MongoReports
 from secmsg.ingest.adapters.nats import NatsEventSink
 from secmsg.ingest.routes import router
 from secmsg.ingest.routes_admin import router as admin_router
 from secmsg.ingest.routes_admin_access import router as access_router
+from secmsg.ingest.routes_admin_delivery import router as delivery_router
 from secmsg.ingest.routes_messages_manage import router as messages_router
 from secmsg.ingest.service import Options
 from secmsg.ingest.settings import IngestSettings
@@ -118,7 +120,8 @@ def create_app(common: CommonSettings | None = None, cfg: IngestSettings | None 
             templates=MongoTemplateStore(db), smtp=MongoSmtpConfigStore(db),
             public_url=common.retrieve_public_url,
             smtp_allowed_targets=common.smtp_allowed_targets,
-            messages=MongoMessageRepo(db), access=MongoAccessRepo(db))
+            messages=MongoMessageRepo(db), access=MongoAccessRepo(db),
+            reports=MongoReports(db))
         try:
             yield
         finally:
@@ -139,6 +142,7 @@ def create_app(common: CommonSettings | None = None, cfg: IngestSettings | None 
     app.include_router(admin_router)
     app.include_router(messages_router)
     app.include_router(access_router)
+    app.include_router(delivery_router)
     telemetry.instrument_fastapi(app, telemetry.setup_tracing("ingest", common))
 
     @app.exception_handler(SecmsgError)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -11,7 +12,7 @@ from pydantic import BaseModel
 from secmsg.shared.blobstore import BlobStore
 
 __all__ = ["AccessRepo", "BlobStore", "Claim", "Credentials", "EventSink", "IdempotencyStore",
-           "MessageRecord", "MessageRepo", "Origin", "StoredTemplate", "TemplateStore",
+           "MessageRecord", "MessageRepo", "Origin", "Reports", "StoredTemplate", "TemplateStore",
            "Tenant", "TenantDirectory", "TenantProfile"]
 
 SCOPE_SEND = "send"
@@ -180,3 +181,17 @@ class AccessRepo(Protocol):
     async def tenant(self, tenant_id: str) -> dict[str, Any]: ...
     async def set_fields(self, tenant_id: str, fields: dict[str, Any],
                          unset: tuple[str, ...] = ()) -> None: ...
+
+
+class Reports(Protocol):
+    def audit(self, tenant_id: str, *, since: datetime | None, until: datetime | None,
+              message_id: str | None) -> AsyncIterator[dict[str, Any]]: ...
+    async def delivery_counts(self, tenant_id: str, *, since: datetime | None,
+                              until: datetime | None) -> dict[str, int]: ...
+    async def dnsbl(self) -> dict[str, Any] | None: ...
+    async def undeliverable(self, tenant_id: str) -> list[dict[str, Any]]: ...
+    async def clear_undeliverable(self, tenant_id: str, address: str) -> bool: ...
+    async def active_rotation(self, tenant_id: str) -> dict[str, Any] | None: ...
+    async def insert_rotation(self, doc: dict[str, Any]) -> bool:
+        """Insert a ``key_rotations`` request; False if that ``_id`` exists already."""
+    async def rotation(self, tenant_id: str, rotation_id: str) -> dict[str, Any] | None: ...

@@ -13,6 +13,7 @@ from secmsg.ingest.ports import (
     EventSink,
     IdempotencyStore,
     MessageRepo,
+    Reports,
     TemplateStore,
     TenantDirectory,
 )
@@ -36,6 +37,7 @@ class Deps:
     smtp_allowed_targets: str  # operator allow-list for tenant SMTP hosts
     messages: MessageRepo
     access: AccessRepo
+    reports: Reports
 
 
 def get_deps(request: Request) -> Deps:

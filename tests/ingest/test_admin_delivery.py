@@ -1,0 +1,130 @@
+"""Admin reports: the audit export (JSON Lines, tenant-scoped, filtered), delivery figures,
+deliverability, undeliverable addresses, key rotation (one at a time, new keys wrapped under
+the new generation)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from secmsg.ingest.admin import create_api_key, create_tenant
+from secmsg.shared import mongo
+from tests.ingest.access_helpers import audits, auth, published
+from tests.ingest.conftest import TENANT, Ingest, env_part, envelope
+
+T0 = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+async def admin_key(ingest: Ingest) -> str:
+    return await create_api_key(ingest.db, tenant_id=TENANT, label="console", scopes=("admin",))
+
+
+async def test_audit_export(ingest: Ingest, admin_key: str) -> None:
+    await create_tenant(ingest.db, tenant_id="other", name="Other")
+    mid = "a" * 32
+    await ingest.db[mongo.AUDIT].insert_many([
+        {"_id": f"e{i}", "tenant_id": TENANT, "message_id": mid if i % 2 else "",
+         "kind": "message.opened", "recipient": "bob@example.org", "actor": "x",
+         "at": T0 + timedelta(hours=i), "client_ip": "192.0.2.1"} for i in range(6)]
+        + [{"_id": "foreign", "tenant_id": "other", "message_id": mid, "kind": "message.opened",
+            "at": T0}])
+    r = await ingest.client.get("/v1/admin/audit", headers=auth(admin_key))
+    assert r.status_code == 200 and r.headers["content-type"] == "application/x-ndjson"
+    rows = [json.loads(line) for line in r.text.splitlines()]
+    assert [x["event_id"] for x in rows] == [f"e{i}" for i in range(6)]
+    assert rows[0]["at"].startswith("2030-01-01T00:00:00")
+
+    r = await ingest.client.get("/v1/admin/audit", headers=auth(admin_key), params={
+        "since": (T0 + timedelta(hours=1)).isoformat(),
+        "until": (T0 + timedelta(hours=5)).isoformat(), "message_id": mid})
+    assert [json.loads(x)["event_id"] for x in r.text.splitlines()] == ["e1", "e3"]
+    r = await ingest.client.get("/v1/admin/audit", headers=auth(admin_key), params={
+        "since": T0.isoformat(), "until": T0.isoformat()})
+    assert r.status_code == 400
+    r = await ingest.client.get("/v1/admin/audit", headers=auth(admin_key),
+                                params={"since": "yesterday"})
+    assert r.status_code == 422
+    assert (await ingest.client.get("/v1/admin/audit",
+                                    headers=auth(ingest.api_key))).status_code == 403
+
+
+async def test_delivery_stats_deliverability_undeliverable(ingest: Ingest,
+                                                           admin_key: str) -> None:
+    states = ["sent"] * 6 + ["bounced", "failed", "deferred"]
+    await ingest.db[mongo.DELIVERY_STATUS].insert_many([
+        {"_id": f"m:{i}", "tenant_id": TENANT, "message_id": "m", "recipient": f"{i}@x.org",
+         "state": s, "updated_at": T0 + timedelta(minutes=i)} for i, s in enumerate(states)]
+        + [{"_id": "o:1", "tenant_id": "other", "state": "failed", "updated_at": T0}])
+    r = await ingest.client.get("/v1/admin/delivery-stats", headers=auth(admin_key))
+    assert r.json() == {"sent": 6, "deferred": 1, "bounced": 1, "failed": 1, "final": 8,
+                        "delivery_rate": 0.75}
+    r = await ingest.client.get("/v1/admin/delivery-stats", headers=auth(admin_key),
+                                params={"since": (T0 + timedelta(minutes=6)).isoformat()})
+    assert r.json()["sent"] == 0 and r.json()["final"] == 2
+
+    r = await ingest.client.get("/v1/admin/deliverability", headers=auth(admin_key))
+    assert r.json()["checked"] is False
+    await ingest.db[mongo.DNSBL_STATUS].insert_one({
+        "_id": "platform", "listed": True, "checked_at": T0, "relay": "standby",
+        "listings": [{"target": "198.51.100.7", "zone": "zen.example", "answer": "127.0.0.2"}]})
+    body = (await ingest.client.get("/v1/admin/deliverability", headers=auth(admin_key))).json()
+    assert body["checked"] and body["listed"] and body["relay"] == "standby"
+    assert body["listings"][0]["zone"] == "zen.example"
+
+    await ingest.db[mongo.UNDELIVERABLE].insert_many([
+        {"_id": f"{TENANT}:gone@example.org", "tenant_id": TENANT, "address": "gone@example.org",
+         "status": "5.1.1", "message_id": "m", "at": T0},
+        {"_id": "other:gone@example.org", "tenant_id": "other", "address": "gone@example.org",
+         "status": "5.1.1", "message_id": "m", "at": T0}])
+    r = await ingest.client.get("/v1/admin/undeliverable", headers=auth(admin_key))
+    assert [a["address"] for a in r.json()["addresses"]] == ["gone@example.org"]
+    r = await ingest.client.delete("/v1/admin/undeliverable/Gone@example.org",
+                                   headers=auth(admin_key))
+    assert r.status_code == 204
+    r = await ingest.client.delete("/v1/admin/undeliverable/gone@example.org",
+                                   headers=auth(admin_key))
+    assert r.status_code == 404
+    assert await ingest.db[mongo.UNDELIVERABLE].count_documents({}) == 1  # other tenant's
+    ev = await audits(ingest.settings, "policy.changed")
+    assert ev[0].detail == {"setting": "undeliverable", "change": "cleared"}
+
+
+async def test_key_rotation(ingest: Ingest, admin_key: str) -> None:
+    r = await ingest.client.post("/v1/admin/keys/rotate", headers=auth(admin_key))
+    assert r.status_code == 202, r.text
+    rotation_id, generation = r.json()["rotation_id"], r.json()["generation"]
+    assert generation == 1
+    tenant = await ingest.db[mongo.TENANTS].find_one({"_id": TENANT})
+    assert tenant["key_generation"] == 1
+    r = await ingest.client.post("/v1/admin/keys/rotate", headers=auth(admin_key))
+    assert r.status_code == 409 and rotation_id in r.json()["detail"]
+    requested = [e for e in await published(ingest.settings)
+                 if e.kind == "key.rotation_requested"]
+    assert [(e.rotation_id, e.generation) for e in requested] == [(rotation_id, 1)]
+    assert len(await audits(ingest.settings, "key.rotated")) == 1
+
+    r = await ingest.client.get(f"/v1/admin/keys/rotations/{rotation_id}",
+                                headers=auth(admin_key))
+    assert r.json()["state"] == "requested" and r.json()["generation"] == 1
+
+    # New content is wrapped under generation 1.
+    r = await ingest.post([env_part(envelope())])
+    assert r.status_code == 202
+    ring = ingest.settings.key_ring
+    event = (await ingest.events())[-1]
+    assert {ring.wrapped_generation(o.wrapped_key) for o in event.objects} == {1}
+
+    # Once store finished, the next rotation goes to generation 2.
+    await ingest.db[mongo.KEY_ROTATIONS].update_one({"_id": rotation_id},
+                                                    {"$set": {"state": "done"}})
+    r = await ingest.client.post("/v1/admin/keys/rotate", headers=auth(admin_key))
+    assert r.status_code == 202 and r.json()["generation"] == 2
+    assert r.json()["rotation_id"] != rotation_id
+
+    await create_tenant(ingest.db, tenant_id="other", name="Other")
+    other = await create_api_key(ingest.db, tenant_id="other", scopes=("admin",))
+    r = await ingest.client.get(f"/v1/admin/keys/rotations/{rotation_id}", headers=auth(other))
+    assert r.status_code == 404
