@@ -23,7 +23,8 @@ from tests.retrieve.helpers import (
     sign_in,
 )
 
-WRONG = {"error": "unauthorized", "detail": "the code is wrong, expired or already used"}
+WRONG = {"error": "unauthorized",
+         "detail": "the sign-in details are wrong, expired or already used"}
 
 
 async def ask_code(app: Running, email: str = BOB, tenant_id: str = TENANT) -> Any:

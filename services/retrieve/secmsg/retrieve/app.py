@@ -20,10 +20,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from secmsg.retrieve import routes, routes_toolbar, service, web
+from secmsg.retrieve import routes, routes_accounts, routes_tokens, routes_toolbar, service, web
 from secmsg.retrieve.access import GuardedMessageRepo
 from secmsg.retrieve.adapters.accounts import (
     MongoAccountRepo,
+    MongoDeviceRepo,
     MongoMarkerRepo,
     MongoPolicyRepo,
     MongoRevocationRepo,
@@ -191,11 +192,12 @@ async def build_deps(common: CommonSettings, settings: RetrieveSettings,
         # Every reader goes through the guard: revoked/recalled is 410 or 404 everywhere.
         messages=GuardedMessageRepo(MongoMessageRepo(db), revocations),
         tenants=MongoTenantRepo(db), codes=MongoCodeRepo(db), sessions=MongoSessionRepo(db),
-        limiter=MongoRateLimiter(db), mailer=SmtpCodeMailer(common, templates),
+        limiter=MongoRateLimiter(db), mailer=SmtpCodeMailer(common, templates, MongoPolicyRepo(db)),
         audit=NatsAuditPublisher(publisher), blobs=S3BlobReader(blobs), janitor=MongoJanitor(db),
         templates=templates, tokens=MongoTokenRepo(db), accounts=MongoAccountRepo(db),
         markers=MongoMarkerRepo(db), revocations=revocations,
-        policies=MongoPolicyRepo(db),
+        policies=MongoPolicyRepo(db), devices=MongoDeviceRepo(db),
+        public_url=common.retrieve_public_url,
         readiness={"nats": publisher.ping, "mongodb": ping_mongo, "s3": ping_s3},
     )
 
@@ -245,6 +247,8 @@ def create_app(common: CommonSettings | None = None,
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected)
     app.include_router(routes.api)
+    app.include_router(routes_accounts.router)
+    app.include_router(routes_tokens.router)
     # Before routes.pages: the webmail serves the notification link page /m/{tenant}/{id}.
     app.include_router(web.router)
     app.mount("/web/static", StaticFiles(directory=web.STATIC_DIR), name="web-static")

@@ -11,12 +11,14 @@ from fastapi import Depends, Request
 from jinja2 import Environment
 
 from secmsg.retrieve import service
+from secmsg.retrieve.accounts import AccountPorts
 from secmsg.retrieve.ports import (
     AccountRepo,
     AuditPublisher,
     BlobReader,
     CodeMailer,
     CodeRepo,
+    DeviceRepo,
     ExpiredCleaner,
     MarkerRepo,
     MessageRepo,
@@ -51,8 +53,17 @@ class Deps:
     markers: MarkerRepo
     revocations: RevocationRepo
     policies: PolicyRepo
+    devices: DeviceRepo
     readiness: dict[str, Callable[[], Awaitable[None]]]
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    public_url: str = "https://localhost:8443"  # SECMSG_RETRIEVE_PUBLIC_URL (links, device)
+
+
+def account_ports(deps: Deps) -> AccountPorts:
+    return AccountPorts(settings=deps.settings, keyring=deps.keyring, codes=deps.codes,
+                        sessions=deps.sessions, accounts=deps.accounts, tokens=deps.tokens,
+                        markers=deps.markers, limiter=deps.limiter, policies=deps.policies,
+                        audit=deps.audit)
 
 
 def get_deps(request: Request) -> Deps:

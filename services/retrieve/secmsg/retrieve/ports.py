@@ -75,6 +75,7 @@ class AccountRecord:
     totp_secret_sealed: str | None
     sessions_valid_after: datetime | None
     registered_at: datetime | None
+    totp_pending_sealed: str | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,11 @@ class AccountRepo(Protocol):
 
     async def set_totp(self, *, tenant_id: str, email: str, sealed: str | None) -> None: ...
 
+    async def set_totp_pending(self, *, tenant_id: str, email: str,
+                               sealed: str | None) -> None:
+        """An enrolment waiting for its first code (not yet required at sign-in)."""
+        ...
+
     async def set_sessions_valid_after(self, *, tenant_id: str, email: str,
                                        at: datetime) -> None: ...
 
@@ -175,6 +181,36 @@ class MarkerRepo(Protocol):
         """Insert a single-use marker; False if ``key`` was already claimed (e.g. a TOTP
         step, a device code's redemption)."""
         ...
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    device_hash: str
+    tenant_id: str
+    user_code: str
+    client_name: str
+    scopes: tuple[str, ...]
+    status: Literal["pending", "approved", "denied"]
+    email: str | None  # who approved or denied
+    created_at: datetime
+    expires_at: datetime
+    last_poll_at: datetime | None
+
+
+class DeviceRepo(Protocol):
+    async def insert(self, record: DeviceRecord) -> bool:
+        """False if the user code is taken by a live request (the caller draws again)."""
+        ...
+
+    async def get(self, device_hash: str) -> DeviceRecord | None: ...
+
+    async def by_user_code(self, user_code: str) -> DeviceRecord | None: ...
+
+    async def decide(self, device_hash: str, *, status: str, email: str) -> None: ...
+
+    async def polled(self, device_hash: str, now: datetime) -> None: ...
+
+    async def delete(self, device_hash: str) -> None: ...
 
 
 class RevocationRepo(Protocol):
@@ -208,8 +244,10 @@ class ExpiredCleaner(Protocol):
 
 
 class CodeMailer(Protocol):
-    async def send_code(self, *, to: str, code: str, tenant_name: str,
-                        ttl_minutes: int) -> None: ...
+    async def send_code(self, *, to: str, code: str, tenant_name: str, ttl_minutes: int,
+                        tenant_id: str | None = None, purpose: str = "signin") -> None:
+        """With ``tenant_id``, the body uses that tenant's code templates."""
+        ...
 
 
 class AuditPublisher(Protocol):

@@ -8,11 +8,18 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Form, Header, Path, Query, Response
-from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from secmsg.retrieve import service
-from secmsg.retrieve.deps import ClientIpDep, DepsDep, SessionDep, TokenDep, UserAgentDep
+from secmsg.retrieve import accounts, service
+from secmsg.retrieve.deps import (
+    ClientIpDep,
+    DepsDep,
+    SessionDep,
+    TokenDep,
+    UserAgentDep,
+    account_ports,
+)
 from secmsg.retrieve.headers import content_disposition, safe_content_type
 from secmsg.retrieve.ports import MessageRecord
 from secmsg.retrieve.service import CodeRequest, NewSession
@@ -45,6 +52,11 @@ class CodeIn(BaseModel):
         "examples": [{"tenant_id": "abc-medical", "email": "pat@example.org"}]})
     tenant_id: str = Field(pattern=TENANT_PATTERN, description="The tenant that sent the message")
     email: str = Field(min_length=3, max_length=320, description="The recipient's address")
+
+
+class CodeRequestIn(CodeIn):
+    purpose: Literal["signin", "register", "reset"] = Field(
+        default="signin", description="What the emailed code is for (changes the wording)")
 
 
 class CodeAccepted(BaseModel):
@@ -125,7 +137,7 @@ def _set_cookie(response: Response, deps: DepsDep, new: NewSession) -> None:
 def _schedule_code(background: BackgroundTasks, deps: DepsDep, req: CodeRequest) -> None:
     background.add_task(service.send_code_if_known, request=req, messages=deps.messages,
                         tenants=deps.tenants, codes=deps.codes, mailer=deps.mailer,
-                        settings=deps.settings, now=deps.clock())
+                        settings=deps.settings, now=deps.clock(), accounts=deps.accounts)
 
 
 @api.post("/auth/code", status_code=202, response_model=CodeAccepted, tags=["auth"],
@@ -134,28 +146,34 @@ def _schedule_code(background: BackgroundTasks, deps: DepsDep, req: CodeRequest)
                       "messages; the code is emailed only if the tenant has a live message "
                       "for it. Rate-limited per address and per client IP.",
           responses=_errors(422, 429, 503))
-async def request_code(body: CodeIn, background: BackgroundTasks, deps: DepsDep,
+async def request_code(body: CodeRequestIn, background: BackgroundTasks, deps: DepsDep,
                        ip: ClientIpDep) -> CodeAccepted:
     req = await service.request_code(tenant_id=body.tenant_id, email=body.email, client_ip=ip,
                                      limiter=deps.limiter, settings=deps.settings,
-                                     now=deps.clock())
+                                     now=deps.clock(), purpose=body.purpose)
     _schedule_code(background, deps, req)
     return CodeAccepted()
 
 
 @api.post("/auth/session", response_model=SessionOut, tags=["auth"],
           summary="Exchange a code for a session",
-          description="Wrong, expired, reused or dead codes all get the same 401. Sets a "
-                      "Secure, HttpOnly, SameSite=Strict cookie with the same token.",
+          description="Wrong, expired, reused or dead codes all get the same 401 (so does a "
+                      "code alone under the tenant policy `password+code`; use "
+                      "/v1/auth/signin). With an authenticator enrolled: 202 and a ticket "
+                      "for /v1/auth/totp. Sets a Secure, HttpOnly, SameSite=Strict cookie "
+                      "with the same token.",
           responses=_errors(401, 422, 429, 503))
 async def create_session(body: SessionIn, response: Response, deps: DepsDep,
-                         ip: ClientIpDep) -> SessionOut:
-    new = await service.verify_code(tenant_id=body.tenant_id, email=body.email, code=body.code,
-                                    client_ip=ip, codes=deps.codes, sessions=deps.sessions,
-                                    limiter=deps.limiter, settings=deps.settings,
+                         ip: ClientIpDep, ua: UserAgentDep) -> Response | SessionOut:
+    result = await accounts.sign_in(account_ports(deps), tenant_id=body.tenant_id,
+                                    email=body.email, code=body.code, password=None,
+                                    totp_code=None, client=accounts.Client(ip, ua),
                                     now=deps.clock())
-    _set_cookie(response, deps, new)
-    return SessionOut(token=new.token, expires_at=new.expires_at)
+    if result.session is None:
+        return JSONResponse({"status": "totp_required", "mfa_ticket": result.mfa_ticket},
+                            status_code=202)
+    _set_cookie(response, deps, result.session)
+    return SessionOut(token=result.session.token, expires_at=result.session.expires_at)
 
 
 @api.post("/auth/logout", status_code=204, tags=["auth"], summary="End the session",
@@ -289,12 +307,16 @@ async def link_code(tenant_id: TenantPath, message_id: MessagePath,
 async def link_session(tenant_id: TenantPath, message_id: MessagePath,
                        email: Annotated[str, Form(max_length=320)],
                        code: Annotated[str, Form(max_length=32)], deps: DepsDep,
-                       ip: ClientIpDep) -> Response:
+                       ip: ClientIpDep, ua: UserAgentDep) -> Response:
     try:
-        new = await service.verify_code(tenant_id=tenant_id, email=email, code=code,
-                                        client_ip=ip, codes=deps.codes, sessions=deps.sessions,
-                                        limiter=deps.limiter, settings=deps.settings,
+        result = await accounts.sign_in(account_ports(deps), tenant_id=tenant_id,
+                                        email=email, code=code, password=None,
+                                        totp_code=None, client=accounts.Client(ip, ua),
                                         now=deps.clock())
+        if result.session is None:
+            raise Unauthorized("this account needs its authenticator code: sign in from the "
+                               "Secure Message Center")
+        new = result.session
     except Unauthorized as exc:
         return _page(deps, "code_page.html", status=401, email=email, error=exc.detail,
                      ttl_minutes=max(1, deps.settings.code_ttl_s // 60),

@@ -116,10 +116,12 @@ async def _limit(limiter: RateLimiter, checks: list[tuple[str, int]], *, window_
 class CodeRequest:
     tenant_id: str
     address: str
+    purpose: str = "signin"  # what the mail says it is for: signin | register | reset
 
 
 async def request_code(*, tenant_id: str, email: str, client_ip: str, limiter: RateLimiter,
-                       settings: RetrieveSettings, now: datetime) -> CodeRequest:
+                       settings: RetrieveSettings, now: datetime,
+                       purpose: str = "signin") -> CodeRequest:
     """Admit a code request (rate limits) -- identical work whatever the address.
 
     The lookup and the email happen afterwards in ``send_code_if_known``, off the response
@@ -134,16 +136,31 @@ async def request_code(*, tenant_id: str, email: str, client_ip: str, limiter: R
     except RateLimited:
         CODES.labels("rate_limited").inc()
         raise
-    return CodeRequest(tenant_id, address)
+    return CodeRequest(tenant_id, address, purpose)
+
+
+async def _known(*, request: CodeRequest, messages: MessageRepo,
+                 accounts: AccountRepo | None, now: datetime) -> bool:
+    if await messages.has_live(tenant_id=request.tenant_id, address=request.address, now=now):
+        return True
+    if accounts is None:
+        return False
+    # A registered person (their messages may all have expired) or a tenant user.
+    account = await accounts.get(tenant_id=request.tenant_id, email=request.address)
+    if account is not None and account.password_hash is not None:
+        return True
+    return await accounts.tenant_role(tenant_id=request.tenant_id,
+                                      email=request.address) is not None
 
 
 async def send_code_if_known(*, request: CodeRequest, messages: MessageRepo,
                              tenants: TenantRepo, codes: CodeRepo, mailer: CodeMailer,
-                             settings: RetrieveSettings, now: datetime) -> bool:
-    """Send a code only if the tenant has a live message for the address. Never raises."""
+                             settings: RetrieveSettings, now: datetime,
+                             accounts: AccountRepo | None = None) -> bool:
+    """Send a code only if the address is known to the tenant (a live message for it; with
+    ``accounts``, also a registered account or a tenant user). Never raises."""
     try:
-        if not await messages.has_live(tenant_id=request.tenant_id, address=request.address,
-                                       now=now):
+        if not await _known(request=request, messages=messages, accounts=accounts, now=now):
             CODES.labels("unknown").inc()
             return False
         name = await tenants.display_name(request.tenant_id) or request.tenant_id
@@ -153,7 +170,8 @@ async def send_code_if_known(*, request: CodeRequest, messages: MessageRepo,
                                                 request.address, code),
                             expires_at=now + timedelta(seconds=settings.code_ttl_s), now=now)
         await mailer.send_code(to=request.address, code=code, tenant_name=name,
-                               ttl_minutes=max(1, settings.code_ttl_s // 60))
+                               ttl_minutes=max(1, settings.code_ttl_s // 60),
+                               tenant_id=request.tenant_id, purpose=request.purpose)
     except SecmsgError as exc:
         CODES.labels("failed").inc()
         log.warning("sign-in code not sent: %s", exc.detail)

@@ -51,6 +51,22 @@ class RetrieveSettings(BaseSettings):
         description="ingest's base URL; the webmail sends replies there with a short-lived "
                     "send token")
 
+    password_attempts_per_account: int = Field(
+        default=50, ge=1,
+        description="Password tries per account per window from all IPs together; over it "
+                    "answers 429 (the emailed-code path stays open)")
+    pwned_range_url: str | None = Field(
+        default=None,
+        description="Optional k-anonymity breached-password range API (Have I Been Pwned "
+                    "shape, e.g. https://api.pwnedpasswords.com/range); off by default")
+    mfa_ticket_ttl_s: int = Field(default=300, ge=30, le=900,
+                                  description="Time to enter the TOTP code after the first "
+                                              "factor")
+    device_code_ttl_s: int = Field(default=600, ge=60, le=1800)
+    device_poll_interval_s: int = Field(default=5, ge=1, le=60)
+    device_token_ttl_days: int | None = Field(
+        default=180, ge=1, description="Lifetime of toolbar tokens; empty: no expiry")
+
     page_size_default: int = Field(default=50, ge=1)
     page_size_max: int = Field(default=200, ge=1)
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1,

@@ -7,6 +7,7 @@ inserts with a unique ``_id`` (see docs/design.md "Atomicity").
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Any
 
@@ -14,7 +15,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from secmsg.retrieve.adapters.mongo import _aware
-from secmsg.retrieve.ports import AccountRecord, Revocation, TokenRecord
+from secmsg.retrieve.ports import AccountRecord, DeviceRecord, Revocation, TokenRecord
 from secmsg.shared import mongo
 
 Doc = dict[str, Any]
@@ -94,7 +95,8 @@ class MongoAccountRepo:
             password_hash=doc.get("password_hash"),
             totp_secret_sealed=doc.get("totp_secret_sealed"),
             sessions_valid_after=_aware(doc.get("sessions_valid_after")),
-            registered_at=_aware(doc.get("registered_at")))
+            registered_at=_aware(doc.get("registered_at")),
+            totp_pending_sealed=doc.get("totp_pending_sealed"))
 
     async def create(self, *, tenant_id: str, email: str, password_hash: str | None,
                      now: datetime) -> bool:
@@ -125,7 +127,14 @@ class MongoAccountRepo:
     async def set_totp(self, *, tenant_id: str, email: str, sealed: str | None) -> None:
         async with mongo.unavailable_as_503():
             await self._col.update_one({"_id": _account_id(tenant_id, email)},
-                                       {"$set": {"totp_secret_sealed": sealed}})
+                                       {"$set": {"totp_secret_sealed": sealed,
+                                                 "totp_pending_sealed": None}})
+
+    async def set_totp_pending(self, *, tenant_id: str, email: str,
+                               sealed: str | None) -> None:
+        async with mongo.unavailable_as_503():
+            await self._col.update_one({"_id": _account_id(tenant_id, email)},
+                                       {"$set": {"totp_pending_sealed": sealed}})
 
     async def set_sessions_valid_after(self, *, tenant_id: str, email: str,
                                        at: datetime) -> None:
@@ -145,9 +154,11 @@ class MongoMarkerRepo:
         self._col = db[MARKERS]
 
     async def claim(self, key: str, *, expires_at: datetime) -> bool:
+        # Hashed: keys name addresses, and this collection need not hold them in clear.
+        marker = hashlib.sha256(key.encode()).hexdigest()
         try:
             async with mongo.unavailable_as_503():
-                await self._col.insert_one({"_id": key, "expires_at": expires_at})
+                await self._col.insert_one({"_id": marker, "expires_at": expires_at})
         except DuplicateKeyError:
             return False
         return True
@@ -194,3 +205,66 @@ class MongoPolicyRepo:
         return {"policy": doc.get("policy") or {}, "templates": templates,
                 "footer": doc.get("footer"), "disclaimers": list(doc.get("disclaimers") or []),
                 "display_name": doc.get("display_name") or doc.get("name") or tenant_id}
+
+
+class MongoDeviceRepo:
+    """``device_codes``: ``_id`` is sha256(device_code); the user code is unique among live
+    requests through a companion insert (``_id`` = ``user:<code>``) in the same collection."""
+
+    def __init__(self, db: AsyncDatabase[Doc]):
+        self._col = db[mongo.DEVICE_CODES]
+
+    async def insert(self, record: DeviceRecord) -> bool:
+        async with mongo.unavailable_as_503():
+            try:
+                await self._col.insert_one({"_id": f"user:{record.user_code}",
+                                            "device_hash": record.device_hash,
+                                            "expires_at": record.expires_at})
+            except DuplicateKeyError:
+                return False
+            await self._col.insert_one({
+                "_id": record.device_hash, "tenant_id": record.tenant_id,
+                "user_code": record.user_code, "client_name": record.client_name,
+                "scopes": list(record.scopes), "status": record.status, "email": None,
+                "created_at": record.created_at, "expires_at": record.expires_at,
+                "last_poll_at": None})
+        return True
+
+    @staticmethod
+    def _record(doc: Doc) -> DeviceRecord:
+        return DeviceRecord(
+            device_hash=doc["_id"], tenant_id=doc["tenant_id"], user_code=doc["user_code"],
+            client_name=doc.get("client_name", ""), scopes=tuple(doc.get("scopes") or ()),
+            status=doc.get("status", "pending"), email=doc.get("email"),
+            created_at=_aware(doc["created_at"]) or doc["created_at"],
+            expires_at=_aware(doc["expires_at"]) or doc["expires_at"],
+            last_poll_at=_aware(doc.get("last_poll_at")))
+
+    async def get(self, device_hash: str) -> DeviceRecord | None:
+        async with mongo.unavailable_as_503():
+            doc = await self._col.find_one({"_id": device_hash, "tenant_id": {"$exists": True}})
+        return self._record(doc) if doc else None
+
+    async def by_user_code(self, user_code: str) -> DeviceRecord | None:
+        async with mongo.unavailable_as_503():
+            link = await self._col.find_one({"_id": f"user:{user_code}"})
+            if link is None:
+                return None
+            doc = await self._col.find_one({"_id": link["device_hash"]})
+        return self._record(doc) if doc else None
+
+    async def decide(self, device_hash: str, *, status: str, email: str) -> None:
+        async with mongo.unavailable_as_503():
+            await self._col.update_one({"_id": device_hash},
+                                       {"$set": {"status": status, "email": email}})
+
+    async def polled(self, device_hash: str, now: datetime) -> None:
+        async with mongo.unavailable_as_503():
+            await self._col.update_one({"_id": device_hash}, {"$set": {"last_poll_at": now}})
+
+    async def delete(self, device_hash: str) -> None:
+        async with mongo.unavailable_as_503():
+            doc = await self._col.find_one({"_id": device_hash}, projection={"user_code": 1})
+            await self._col.delete_one({"_id": device_hash})
+            if doc and doc.get("user_code"):
+                await self._col.delete_one({"_id": f"user:{doc['user_code']}"})

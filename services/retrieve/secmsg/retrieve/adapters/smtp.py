@@ -1,4 +1,5 @@
-"""Sign-in codes by email through the platform SMTP service (aiosmtplib), Jinja2 templates."""
+"""Sign-in codes by email through the platform SMTP service (aiosmtplib); bodies from the
+tenant's code templates (``codemail``) when a policy repository is wired, else the local ones."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from email.utils import make_msgid
 import aiosmtplib
 from jinja2 import Environment
 
+from secmsg.retrieve import codemail
+from secmsg.retrieve.ports import PolicyRepo
 from secmsg.shared.errors import DependencyUnavailable, PermanentError
 from secmsg.shared.settings import CommonSettings
 
@@ -15,11 +18,26 @@ SUBJECT = "Your sign-in code"
 
 
 class SmtpCodeMailer:
-    def __init__(self, settings: CommonSettings, templates: Environment):
+    def __init__(self, settings: CommonSettings, templates: Environment,
+                 policies: PolicyRepo | None = None):
         self._s = settings
         self._templates = templates
+        self._policies = policies
 
-    def build(self, *, to: str, code: str, tenant_name: str, ttl_minutes: int) -> EmailMessage:
+    async def _bodies(self, *, tenant_id: str | None, code: str, tenant_name: str,
+                      ttl_minutes: int, purpose: str) -> tuple[str, str]:
+        if tenant_id is None or self._policies is None:
+            ctx = {"code": code, "tenant_name": tenant_name, "ttl_minutes": ttl_minutes}
+            return (self._templates.get_template("code_email.txt").render(ctx),
+                    self._templates.get_template("code_email.html").render(ctx))
+        info = await self._policies.policy(tenant_id)
+        return codemail.render(code=code, purpose=purpose, valid_minutes=ttl_minutes,
+                               tenant_name=tenant_name, footer=info.get("footer"),
+                               disclaimers=list(info.get("disclaimers") or []),
+                               sources=info.get("templates") or {})
+
+    def build(self, *, to: str, code: str, tenant_name: str, ttl_minutes: int,
+              text: str | None = None, html: str | None = None) -> EmailMessage:
         ctx = {"code": code, "tenant_name": tenant_name, "ttl_minutes": ttl_minutes}
         msg = EmailMessage()
         msg["From"] = self._s.smtp_from
@@ -27,15 +45,22 @@ class SmtpCodeMailer:
         msg["Subject"] = SUBJECT
         msg["Message-ID"] = make_msgid(domain=self._s.smtp_from.rpartition("@")[2] or None)
         msg["Auto-Submitted"] = "auto-generated"
-        msg.set_content(self._templates.get_template("code_email.txt").render(ctx))
-        msg.add_alternative(self._templates.get_template("code_email.html").render(ctx),
+        msg.set_content(text if text is not None
+                        else self._templates.get_template("code_email.txt").render(ctx))
+        msg.add_alternative(html if html is not None
+                            else self._templates.get_template("code_email.html").render(ctx),
                             subtype="html")
         return msg
 
-    async def send_code(self, *, to: str, code: str, tenant_name: str, ttl_minutes: int) -> None:
+    async def send_code(self, *, to: str, code: str, tenant_name: str, ttl_minutes: int,
+                        tenant_id: str | None = None, purpose: str = "signin") -> None:
         if any(c in to for c in "\r\n\0"):
             raise PermanentError("recipient address contains a line break")
-        msg = self.build(to=to, code=code, tenant_name=tenant_name, ttl_minutes=ttl_minutes)
+        text, html = await self._bodies(tenant_id=tenant_id, code=code,
+                                        tenant_name=tenant_name, ttl_minutes=ttl_minutes,
+                                        purpose=purpose)
+        msg = self.build(to=to, code=code, tenant_name=tenant_name, ttl_minutes=ttl_minutes,
+                         text=text, html=html)
         s = self._s
         try:
             await aiosmtplib.send(
