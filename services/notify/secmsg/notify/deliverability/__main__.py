@@ -1,7 +1,7 @@
 """``python -m secmsg.notify.deliverability``: bounce receiver + DNSBL monitor + health/metrics.
 
 SIGTERM (or SIGINT) stops the HTTP server, closes the SMTP listener, lets reports being
-recorded finish (``SECMSG_NOTIFY_GRACEFUL_TIMEOUT_S``), cancels a DNSBL check in progress,
+recorded finish (``SECMSG_NOTIFY_DELIVERABILITY_GRACEFUL_S``), cancels a DNSBL check in progress,
 and the process exits 0.
 """
 

@@ -77,7 +77,7 @@ class Deliverability:
         self._stop.set()
         try:
             if self.bounces is not None:
-                await self.bounces.stop(self.settings.graceful_timeout_s)
+                await self.bounces.stop(self.settings.deliverability_graceful_s)
             if self._monitor is not None:
                 # A check in progress is waiting on DNS or MongoDB: not worth waiting for.
                 self._monitor.cancel()

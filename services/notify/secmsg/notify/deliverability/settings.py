@@ -26,9 +26,10 @@ class DeliverabilitySettings(BaseSettings):
                                      description="listen address of /healthz, /readyz, /metrics")
     deliverability_port: int = Field(default=8083, description="port of /healthz, /readyz, "
                                                                "/metrics")
-    graceful_timeout_s: float = Field(
-        default=5.0, gt=0, description="on SIGTERM, how long an SMTP session in progress may "
-                                       "take to finish")
+    # Not GRACEFUL_TIMEOUT_S: that one is the workers' (same prefix), with a longer default.
+    deliverability_graceful_s: float = Field(
+        default=5.0, gt=0, description="on SIGTERM, how long a bounce report being recorded "
+                                       "may take to finish")
 
     bounce_host: str = Field(default="0.0.0.0", description="bounce receiver listen address")
     bounce_port: int = Field(default=2525, description="bounce receiver SMTP port")
