@@ -308,8 +308,10 @@ class MongoDeliveryRepo:
         the first final state.
 
         A deferral that updated an existing document is reported applied unless a final state
-        overrules it: an unordered bulk update does not say which of its filters matched.
-        Returns one flag per update, then one per bounce (True: its record is new).
+        overrules it: an unordered bulk update does not say which of its filters matched. A
+        final state is applied when it is the recipient's first one (even if a bounce then
+        stands over it). Returns one flag per update, then one per bounce (True: its record
+        is new).
         """
         ids = [u.delivery_id for u in updates]
         if len(set(ids)) != len(ids):
@@ -334,8 +336,9 @@ class MongoDeliveryRepo:
         overruled: set[str] = set(collided)
         if check:
             restore = await self._standing(sorted(check))
-            overruled |= {i for i, rec in restore.items()
-                          if i in collided or i in filters or rec.get("state") == "bounced"}
+            # A final state that was new stays "applied" even under a bounce: it was the
+            # recipient's first final state (the delivery figures count it as sent).
+            overruled |= {i for i in restore if i in filters}
             if restore:
                 await _put_many(self._col, restore)
         return [i not in overruled for i in ids] + new_bounces
