@@ -145,6 +145,16 @@ async def test_recipient_reads_downloads_replies_and_sender_sees_slip(
     stored = await eventually(lambda: platform.db[mongo.MESSAGES].find_one({"_id": reply_id}),
                               timeout=30, what="the reply stored")
     assert stored["sender"].lower() == BOB and stored["attachment_count"] == 1
+
+    # An external recipient may not write to strangers: ingest refuses, its reason is shown.
+    await page.get_by_role("link", name="Compose").click()
+    await page.get_by_label("To").fill("stranger@elsewhere.example")
+    await page.get_by_label("Message").fill("Hello stranger")
+    await page.get_by_role("button", name="Send securely").click()
+    await expect(page.get_by_role("heading", name="Your message was not sent")).to_be_visible()
+    await expect(page.get_by_role("alert")).not_to_be_empty()
+    await expect(page.get_by_label("Message")).to_have_value("Hello stranger")
+    await shot(page, "recipient-7-refused")
     await bob.close()
 
     # 6. The doctor signs in from the reply's notification, composes, and reads the slip.

@@ -151,3 +151,22 @@ async def test_expired_revoked_and_recalled_pages(app: Running, seeder: Seeder, 
     other = await seeder.message(to=["someone@example.org"])
     r = await app.client.get(f"/web/messages/{other.message_id}")
     assert r.status_code == 404 and "Message not found" in r.text
+
+
+async def test_send_needs_csrf_and_shows_why_ingest_failed(make_app: Any, seeder: Seeder,
+                                                           sink: Sink) -> None:
+    # An ingest that cannot be reached: the page says so, in words, and keeps the text.
+    app = await make_app(ingest_url="http://127.0.0.1:9")
+    msg = await seeder.message()
+    await web_sign_in(app.client, sink, msg.message_id)
+    compose = await app.client.get("/web/compose")
+    assert compose.status_code == 200 and not audit_form(compose.text).unlabelled()
+    fields = {"to": "doctor@acme.example", "subject": "Question", "text": "Is it serious?"}
+    files = {"attachment": ("q.txt", b"details", "text/plain")}
+    r = await app.client.post("/web/send", data={**fields, "csrf": "f" * 64}, files=files)
+    assert r.status_code == 403
+    r = await app.client.post("/web/send", data={**fields, "csrf": csrf_of(compose.text)},
+                              files=files)
+    assert r.status_code == 503
+    assert "unreachable" in r.text and "Is it serious?" in r.text
+    assert "choose the attachments again" in r.text
