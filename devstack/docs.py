@@ -49,7 +49,8 @@ def configuration_md() -> str:
            "## Shared by every service (`shared/secmsg/shared/settings.py`)", "",
            "| variable | default | description |", "|---|---|---|",
            *_settings_rows(CommonSettings)]
-    for svc in SERVICES:
+    # notify.deliverability: the bounce receiver + DNSBL monitor process of the notify package
+    for svc in (*SERVICES, "notify.deliverability"):
         mod = importlib.import_module(f"secmsg.{svc}.settings")
         classes = [v for v in vars(mod).values()
                    if isinstance(v, type) and issubclass(v, BaseSettings)

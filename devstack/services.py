@@ -20,7 +20,8 @@ SERVICES = ("ingest", "store", "notify", "retrieve")
 
 
 def port_env(name: str) -> str:
-    return f"SECMSG_{name.upper()}_PORT"
+    # "notify.deliverability" -> SECMSG_NOTIFY_DELIVERABILITY_PORT
+    return f"SECMSG_{name.upper().replace('.', '_')}_PORT"
 
 
 @dataclass

@@ -163,3 +163,13 @@ def test_log_lines_mask_addresses_and_api_keys() -> None:
     line = formatter.format(record)
     assert "a@b.example" not in line and "Bob.Smith" not in line and "Zx-9_q" not in line
     assert "<address>" in line and "<api-key>" in line
+
+
+def test_log_lines_mask_user_tokens_and_keep_alert_fields() -> None:
+    formatter = logs.JsonFormatter("test")
+    record = logging.LogRecord("t", logging.ERROR, __file__, 1,
+                               "token smt_ab12_S3cr3t-x refused", (), None)
+    record.alert = "dnsbl_listed"
+    line = formatter.format(record)
+    assert "S3cr3t" not in line and "<token>" in line
+    assert '"alert": "dnsbl_listed"' in line

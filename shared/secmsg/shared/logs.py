@@ -21,6 +21,7 @@ tenant_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("tenant_i
 # message and traceback before the line is written.
 _ADDRESS = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _API_KEY = re.compile(r"smk_[0-9a-f]+_[\w-]+")
+_USER_TOKEN = re.compile(r"smt_[\w-]+")
 
 
 def redact(text: str) -> str:
@@ -28,6 +29,8 @@ def redact(text: str) -> str:
         text = _ADDRESS.sub("<address>", text)
     if "smk_" in text:
         text = _API_KEY.sub("<api-key>", text)
+    if "smt_" in text:
+        text = _USER_TOKEN.sub("<token>", text)
     return text
 
 
@@ -48,7 +51,8 @@ class JsonFormatter(logging.Formatter):
             data["message_id"] = cid
         if tid := tenant_id.get():
             data["tenant_id"] = tid
-        for key in ("event", "subject", "recipient_hash", "attempt", "status", "duration_ms"):
+        for key in ("event", "subject", "recipient_hash", "attempt", "status", "duration_ms",
+                    "alert", "target", "zone", "reason", "action"):
             if hasattr(record, key):
                 data[key] = getattr(record, key)
         if record.exc_info:
