@@ -170,3 +170,21 @@ async def test_send_needs_csrf_and_shows_why_ingest_failed(make_app: Any, seeder
     assert r.status_code == 503
     assert "unreachable" in r.text and "Is it serious?" in r.text
     assert "choose the attachments again" in r.text
+
+
+async def test_sign_in_follows_the_tenant_policy(app: Running, seeder: Seeder, sink: Sink,
+                                                 mongo_db: Any) -> None:
+    # password+code: the emailed code alone must not open a session from the webmail either.
+    await mongo_db[mongo.TENANTS].update_one({"_id": TENANT},
+                                             {"$set": {"policy": {"signin": "password+code"}}})
+    msg = await seeder.message()
+    page = await app.client.get(f"/m/{TENANT}/{msg.message_id}")
+    r = await app.client.post(f"/web/{TENANT}/signin", data={
+        "csrf": csrf_of(page.text), "email": BOB, "next": f"/web/messages/{msg.message_id}"})
+    assert 'id="password"' in r.text and not audit_form(r.text).unlabelled()
+    from tests.retrieve.helpers import last_code
+    r = await app.client.post(f"/web/{TENANT}/verify", data={
+        "csrf": csrf_of(r.text), "email": BOB, "code": last_code(sink, BOB),
+        "next": f"/web/messages/{msg.message_id}"})
+    assert r.status_code == 401 and 'role="alert"' in r.text
+    assert app.deps.settings.cookie_name not in r.headers.get("set-cookie", "")

@@ -16,8 +16,9 @@ from fastapi import APIRouter, BackgroundTasks, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.datastructures import UploadFile
 
-from secmsg.retrieve import service, tokens
-from secmsg.retrieve.deps import ClientIpDep, DepsDep, UserAgentDep
+from secmsg.retrieve import accounts, service, tokens
+from secmsg.retrieve.accounts import Client
+from secmsg.retrieve.deps import ClientIpDep, DepsDep, UserAgentDep, account_ports
 from secmsg.retrieve.ports import MessageRecord, SessionRecord
 from secmsg.retrieve.web import csrf
 from secmsg.retrieve.web import ingest as ingest_api
@@ -154,34 +155,71 @@ async def signin_submit(tenant_id: TenantPath, request: Request, deps: DepsDep, 
     background.add_task(service.send_code_if_known, request=req, messages=deps.messages,
                         tenants=deps.tenants, codes=deps.codes, mailer=deps.mailer,
                         settings=deps.settings, now=deps.clock())
+    policy = await accounts.load_policy(account_ports(deps), tenant_id)
     return await ctx.page("code.html", tenant_id=tenant_id, next=nxt, email=req.address,
-                          action=f"/web/{tenant_id}/verify",
+                          action=f"/web/{tenant_id}/verify", signin=policy.signin,
                           ttl_minutes=max(1, deps.settings.code_ttl_s // 60))
+
+
+def _session_cookie(response: Response, deps: DepsDep, new: service.NewSession) -> None:
+    max_age = max(1, int((new.expires_at - deps.clock()).total_seconds()))
+    response.set_cookie(deps.settings.cookie_name, new.token, max_age=max_age, path="/",
+                        secure=True, httponly=True, samesite="strict")
 
 
 @router.post("/web/{tenant_id}/verify", response_class=HTMLResponse)
 async def verify_submit(tenant_id: TenantPath, request: Request, deps: DepsDep, web: WebDep,
-                        ip: ClientIpDep, email: Annotated[str, Form(max_length=320)],
-                        code: Annotated[str, Form(max_length=32)],
+                        ip: ClientIpDep, ua: UserAgentDep,
+                        email: Annotated[str, Form(max_length=320)],
+                        code: Annotated[str, Form(max_length=32)] = "",
+                        password: Annotated[str, Form(max_length=1024)] = "",
                         csrf_token: Annotated[str, Form(alias="csrf", max_length=128)] = "",
                         next: Annotated[str, Form(max_length=300)] = "") -> Response:
     ctx = Ctx(request, deps, web)
     if not ctx.csrf_ok(csrf_token):
         return await ctx.csrf_refused()
     nxt = _safe_next(next)
+    ports = account_ports(deps)
     try:
-        new = await service.verify_code(tenant_id=tenant_id, email=email, code=code,
-                                        client_ip=ip, codes=deps.codes, sessions=deps.sessions,
-                                        limiter=deps.limiter, settings=deps.settings,
+        # The tenant's policy decides (code / password / password+code, then TOTP).
+        result = await accounts.sign_in(ports, tenant_id=tenant_id, email=email,
+                                        code=code.strip() or None, password=password or None,
+                                        totp_code=None, client=Client(ip, ua),
                                         now=deps.clock())
     except SecmsgError as exc:
+        policy = await accounts.load_policy(ports, tenant_id)
         return await ctx.page("code.html", tenant_id=tenant_id, next=nxt, email=email,
-                              status=exc.status, error=exc.detail,
+                              status=exc.status, error=exc.detail, signin=policy.signin,
                               action=f"/web/{tenant_id}/verify",
                               ttl_minutes=max(1, deps.settings.code_ttl_s // 60))
+    if result.session is None:
+        return await ctx.page("totp.html", tenant_id=tenant_id, next=nxt,
+                              ticket=result.mfa_ticket, action=f"/web/{tenant_id}/totp")
     response = RedirectResponse(nxt, status_code=303)
-    response.set_cookie(deps.settings.cookie_name, new.token, max_age=deps.settings.session_max_s,
-                        path="/", secure=True, httponly=True, samesite="strict")
+    _session_cookie(response, deps, result.session)
+    return response
+
+
+@router.post("/web/{tenant_id}/totp", response_class=HTMLResponse)
+async def totp_submit(tenant_id: TenantPath, request: Request, deps: DepsDep, web: WebDep,
+                      ip: ClientIpDep, ua: UserAgentDep,
+                      ticket: Annotated[str, Form(max_length=512)],
+                      totp: Annotated[str, Form(max_length=16)],
+                      csrf_token: Annotated[str, Form(alias="csrf", max_length=128)] = "",
+                      next: Annotated[str, Form(max_length=300)] = "") -> Response:
+    ctx = Ctx(request, deps, web)
+    if not ctx.csrf_ok(csrf_token):
+        return await ctx.csrf_refused()
+    nxt = _safe_next(next)
+    try:
+        new = await accounts.complete_totp(account_ports(deps), ticket=ticket, code=totp.strip(),
+                                           client=Client(ip, ua), now=deps.clock())
+    except SecmsgError as exc:
+        return await ctx.page("totp.html", tenant_id=tenant_id, next=nxt, ticket=ticket,
+                              status=exc.status, error=exc.detail,
+                              action=f"/web/{tenant_id}/totp")
+    response = RedirectResponse(nxt, status_code=303)
+    _session_cookie(response, deps, new)
     return response
 
 
