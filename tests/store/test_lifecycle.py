@@ -141,3 +141,35 @@ async def test_orphan_sweep_removes_only_orphans(
     assert not await _exists(blobs, other_tenant)
     assert await _exists(blobs, not_ours)
     assert await _exists(blobs, outside)
+
+
+async def test_tenant_retention_purges_old_messages_without_an_expiry(
+        settings: CommonSettings, blobs: S3BlobStore, publisher: bus.EventPublisher,
+        mongo_db: Any) -> None:
+    from secmsg.store.adapters.mongo import MongoTenantPolicies
+
+    repo = MongoMessageRepo(mongo_db)
+    now = datetime.now(UTC)
+    await mongo_db[mongo.TENANTS].insert_many([
+        {"_id": TENANT, "policy": {"retention_days": 7}},
+        {"_id": "other", "policy": {"retention_days": None}}])
+
+    async def aged(days: float, tenant: str = TENANT) -> Any:
+        ev = await stage_message(blobs, settings, tenant=tenant)
+        ev = ev.model_copy(update={"occurred_at": now - timedelta(days=days)})
+        await service.record_message(event=ev, messages=repo, blobs=blobs, publisher=publisher)
+        return ev
+
+    old, young = await aged(8), await aged(6)
+    old_elsewhere = await aged(400, tenant="other")  # no retention policy: kept
+    tenants, claims = MongoTenantPolicies(mongo_db), MongoPurgeClaims(mongo_db)
+    kw: dict[str, Any] = dict(messages=repo, tenants=tenants, claims=claims, blobs=blobs,
+                              owner="r", lease_s=30, limit=100)
+    assert await service.purge_retained(**kw) == 1
+    assert (await repo.get(old.message_id))["state"] == "purged"
+    for obj in old.objects:
+        assert not await _exists(blobs, obj.key)
+    for ev in (young, old_elsewhere):
+        assert (await repo.get(ev.message_id))["state"] == "stored"
+        assert await _exists(blobs, ev.objects[0].key)
+    assert await service.purge_retained(**kw) == 0

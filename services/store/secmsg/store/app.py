@@ -117,6 +117,7 @@ def create_app(common: CommonSettings | None = None,
                        publisher=bus.EventPublisher(rt.nc),
                        undeliverable=mongo_adapter.MongoUndeliverableRepo(db),
                        rotations=mongo_adapter.MongoRotationRepo(db),
+                       tenants=mongo_adapter.MongoTenantPolicies(db),
                        keyring=common.key_ring, owner=rt.owner)
         log.info("store started (owner %s)", rt.owner)
 
@@ -127,6 +128,11 @@ def create_app(common: CommonSettings | None = None,
             lambda: service.purge_expired(messages=d.messages, claims=d.claims, blobs=d.blobs,
                                           owner=rt.owner,
                                           lease_s=cfg.purge_lease_s, limit=cfg.expiry_batch))))
+        rt.tasks.append(asyncio.create_task(_every(
+            cfg.expiry_interval_s, "retention purge",
+            lambda: service.purge_retained(messages=d.messages, tenants=d.tenants,
+                                           claims=d.claims, blobs=d.blobs, owner=rt.owner,
+                                           lease_s=cfg.purge_lease_s, limit=cfg.expiry_batch))))
         rt.tasks.append(asyncio.create_task(_every(
             cfg.orphan_sweep_interval_s, "orphan sweep",
             lambda: service.sweep_orphans(messages=d.messages, blobs=d.blobs,

@@ -45,6 +45,7 @@ from secmsg.store.ports import (
     Publisher,
     PurgeClaims,
     RotationRepo,
+    TenantPolicies,
     UndeliverableRepo,
 )
 from secmsg.store.settings import StoreSettings
@@ -65,6 +66,7 @@ class Deps:
     publisher: Publisher
     undeliverable: UndeliverableRepo
     rotations: RotationRepo
+    tenants: TenantPolicies
     keyring: KeyRing
     owner: str
 

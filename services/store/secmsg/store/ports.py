@@ -45,6 +45,11 @@ class MessageRepo(Protocol):
 
     async def count_stored(self, tenant_id: str) -> int: ...
 
+    async def received_before(self, tenant_id: str, *, before: datetime,
+                              limit: int) -> list[Doc]:
+        """A tenant's messages received before ``before`` that are not purged yet."""
+        ...
+
     async def stored_page(self, tenant_id: str, *, after: str | None,
                           limit: int) -> list[Doc]:
         """Stored messages of a tenant with ``_id > after``, ascending by ``_id``."""
@@ -115,6 +120,12 @@ class AuditRepo(Protocol):
 class UndeliverableRepo(Protocol):
     async def add_many(self, docs: Sequence[Mapping[str, Any]]) -> int:
         """Insert ``undeliverable`` entries; the first per ``_id`` wins. How many were new."""
+        ...
+
+
+class TenantPolicies(Protocol):
+    async def retention_days(self) -> list[tuple[str, int]]:
+        """``(tenant_id, days)`` of every tenant whose ``policy.retention_days`` is set."""
         ...
 
 

@@ -10,7 +10,7 @@ import contextlib
 import logging
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -42,6 +42,7 @@ from secmsg.store.ports import (
     MessageRepo,
     Publisher,
     PurgeClaims,
+    TenantPolicies,
     UndeliverableRepo,
 )
 
@@ -50,7 +51,8 @@ log = logging.getLogger(__name__)
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 
 STORED = Counter("secmsg_store_messages_stored_total", "Messages recorded (first time)")
-PURGED = Counter("secmsg_store_messages_purged_total", "Expired messages purged")
+PURGED = Counter("secmsg_store_messages_purged_total",
+                 "Messages purged (expired or past the tenant's retention)")
 ORPHANS = Counter("secmsg_store_orphans_deleted_total", "Orphaned objects deleted")
 DELIVERIES = Counter("secmsg_store_deliveries_total",
                      "Delivery states recorded (first time each), by tenant and state",
@@ -327,11 +329,41 @@ async def purge_expired(*, messages: MessageRepo, claims: PurgeClaims, blobs: Bl
     a claim whose holder died is taken over after the lease. Objects go first, then the doc
     says ``purged`` -- a crash in between just repeats the deletes.
     """
+    return await _purge_rounds(
+        lambda at, n: messages.expired(now=at, limit=n), "expired", messages=messages,
+        claims=claims, blobs=blobs, owner=owner, lease_s=lease_s, limit=limit, now=now)
+
+
+async def purge_retained(*, messages: MessageRepo, tenants: TenantPolicies, claims: PurgeClaims,
+                         blobs: BlobStore, owner: str, lease_s: float, limit: int,
+                         now: datetime | None = None) -> int:
+    """Purge messages older than their tenant's ``policy.retention_days`` (by
+    ``received_at``), whatever their expiry; the same claims and steps as the expiry purge."""
+    purged = 0
+    for tenant_id, days in await tenants.retention_days():
+        if purged >= limit:
+            break
+
+        def older(at: datetime, n: int, tenant_id: str = tenant_id,
+                  days: int = days) -> Awaitable[list[Doc]]:
+            return messages.received_before(tenant_id, before=at - timedelta(days=days),
+                                            limit=n)
+
+        purged += await _purge_rounds(older, "past retention", messages=messages,
+                                      claims=claims, blobs=blobs, owner=owner,
+                                      lease_s=lease_s, limit=limit - purged, now=now)
+    return purged
+
+
+async def _purge_rounds(candidates: Callable[[datetime, int], Awaitable[list[Doc]]], why: str,
+                        *, messages: MessageRepo, claims: PurgeClaims, blobs: BlobStore,
+                        owner: str, lease_s: float, limit: int,
+                        now: datetime | None = None) -> int:
     purged = 0
     while purged < limit:
         at = now or _now()
         progressed = False
-        for cand in await messages.expired(now=at, limit=min(100, limit - purged)):
+        for cand in await candidates(at, min(100, limit - purged)):
             mid = cand["_id"]
             lease_until = at + timedelta(seconds=lease_s)
             if not await claims.claim(mid, owner=owner, now=at, lease_until=lease_until):
@@ -353,7 +385,7 @@ async def purge_expired(*, messages: MessageRepo, claims: PurgeClaims, blobs: Bl
         if not progressed:
             break
     if purged:
-        log.info("purged %d expired messages", purged)
+        log.info("purged %d messages (%s)", purged, why)
     return purged
 
 

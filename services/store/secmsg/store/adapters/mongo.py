@@ -161,6 +161,15 @@ class MongoMessageRepo:
         async with unavailable_as_503():
             return await self._col.count_documents({"tenant_id": tenant_id, "state": "stored"})
 
+    async def received_before(self, tenant_id: str, *, before: datetime,
+                              limit: int) -> list[Doc]:
+        async with unavailable_as_503():
+            cursor = self._col.find(
+                {"tenant_id": tenant_id, "state": {"$in": ["stored", "purging"]},
+                 "received_at": {"$lt": before}},
+                {"tenant_id": 1, "state": 1}, sort=[("received_at", ASCENDING)], limit=limit)
+            return [d async for d in cursor]
+
     async def stored_page(self, tenant_id: str, *, after: str | None,
                           limit: int) -> list[Doc]:
         flt: dict[str, Any] = {"tenant_id": tenant_id, "state": "stored"}
@@ -366,6 +375,24 @@ class MongoUndeliverableRepo:
 
     async def add_many(self, docs: Sequence[Mapping[str, Any]]) -> int:
         return len(docs) - len(await _insert_new(self._col, [dict(d) for d in docs]))
+
+
+class MongoTenantPolicies:
+    """Reads ``tenants.policy`` (ingest writes it)."""
+
+    def __init__(self, db: AsyncDatabase[Any]):
+        self._col = db[mongo.TENANTS]
+
+    async def retention_days(self) -> list[tuple[str, int]]:
+        async with unavailable_as_503():
+            docs = await self._col.find({"policy.retention_days": {"$gt": 0}},
+                                        {"policy.retention_days": 1}).to_list(None)
+        out = []
+        for d in docs:
+            days = d.get("policy", {}).get("retention_days")
+            if isinstance(days, int) and not isinstance(days, bool) and days > 0:
+                out.append((d["_id"], days))
+        return out
 
 
 class MongoRotationRepo:
