@@ -114,6 +114,7 @@ class NotifyWorker:
                 open_secret=lambda t, p, s: common.key_ring.open_secret(t, p, s)))
         self.mailer = SmtpMailer(pool_size=self.settings.smtp_pool_size,
                                  rate_per_s=self.settings.target_rate_per_s,
+                                 platform_rate_per_s=self.settings.platform_rate_per_s,
                                  saturated_wait_s=self.settings.target_saturated_wait_s,
                                  max_waiting=self.settings.target_max_waiting,
                                  reuse=self.settings.smtp_reuse)

@@ -37,7 +37,12 @@ class NotifySettings(BaseSettings):
         default=4, ge=1, description="connections per SMTP target; also the most handlers one "
                                      "target can hold, so keep it below CONCURRENCY")
     target_rate_per_s: float = Field(
-        default=50.0, ge=0, description="messages per second per SMTP target (0: unlimited)")
+        default=50.0, ge=0, description="messages per second per replica to each tenant's own "
+                                        "SMTP server (0: unlimited; a tenant may set lower)")
+    platform_rate_per_s: float = Field(
+        default=0.0, ge=0, description="messages per second per replica to the platform's "
+                                       "default relay (0: unlimited -- the relay is the "
+                                       "operator's own, sized for the platform's load)")
     target_saturated_wait_s: float = Field(
         default=2.0, gt=0, description="a tenant's own SMTP target with every connection busy "
                                        "this long: the notification is deferred instead of "

@@ -263,10 +263,12 @@ class _Lane:
 
 class SmtpMailer:
     def __init__(self, *, pool_size: int = 4, local_hostname: str | None = None,
-                 rate_per_s: float = 0.0, saturated_wait_s: float = 2.0,
-                 max_waiting: int = 8, reuse: bool = True) -> None:
+                 rate_per_s: float = 0.0, platform_rate_per_s: float = 0.0,
+                 saturated_wait_s: float = 2.0, max_waiting: int = 8,
+                 reuse: bool = True) -> None:
         self._pool_size = pool_size
         self._rate = rate_per_s
+        self._platform_rate = platform_rate_per_s
         self._saturated_wait_s = saturated_wait_s
         self._max_waiting = max_waiting
         self._reuse = reuse
@@ -278,7 +280,9 @@ class SmtpMailer:
         if pool is None or pool.target != target:
             # Same account, changed password, timeout or rate: start over with the new settings.
             pool = self._pools[target.pool_key] = _Pool(
-                target, self._pool_size, self._local_hostname, rate_per_s=self._rate,
+                target, self._pool_size, self._local_hostname,
+                # a tenant's own server (checked) vs the platform's relay: separate defaults
+                rate_per_s=self._rate if target.checked else self._platform_rate,
                 saturated_wait_s=self._saturated_wait_s, max_waiting=self._max_waiting,
                 reuse=self._reuse)
         return pool
