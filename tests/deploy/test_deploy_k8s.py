@@ -220,9 +220,12 @@ def test_network_policies_deny_by_default_and_allow_only_what_each_service_needs
         ports = _ports(egress)
         assert {DNS, NATS, MONGO, S3} <= ports, (svc, ports)
         allowed = {DNS, NATS, MONGO, S3}
-        if svc in ("notify", "retrieve"):
+        if svc in ("notify", "retrieve", "ingest"):
+            # notify: notifications; retrieve: sign-in codes; ingest: the SMTP test action
             assert SMTP_PORTS & ports, f"{svc} sends email"
             allowed |= SMTP_PORTS | ({1025} if overlay == "dev" else set())
+        if svc == "retrieve":
+            allowed |= {SERVICES["ingest"]}  # the webmail's secure replies go through ingest
         assert ports <= allowed, f"{svc}: unexpected egress ports {ports - allowed}"
         # Wide egress (any address) is only for SMTP, and never to link-local/metadata.
         for r in egress:
@@ -284,7 +287,30 @@ def test_only_ingest_and_retrieve_are_exposed_and_always_with_tls(
     assert retrieve["metadata"]["annotations"][
         "nginx.ingress.kubernetes.io/backend-protocol"] == "HTTPS"
     for svc in of_kind(docs, "Service"):
+        if svc["metadata"]["name"] == "secmsg-bounces":
+            # inbound SMTP for bounce reports (production only): port 25 to the receiver
+            assert overlay == "production"
+            assert svc["spec"]["type"] == "LoadBalancer"
+            assert [(p["port"], p["targetPort"]) for p in svc["spec"]["ports"]] == [(25, "smtp")]
+            assert svc["spec"]["selector"] == {
+                "app.kubernetes.io/name": "secmsg-notify-deliverability"}
+            continue
         assert svc["spec"].get("type", "ClusterIP") == "ClusterIP", svc["metadata"]["name"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_deliverability_process_is_a_probed_singleton(
+        rendered: dict[str, list[Doc]], overlay: str) -> None:
+    dep = named(rendered[overlay], "Deployment", "secmsg-notify-deliverability")
+    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    assert c["command"] == ["python", "-m", "secmsg.notify.deliverability"]
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 8083, "smtp": 2525}
+    env = {e["name"]: e for e in c.get("env", [])}
+    assert env["SECMSG_NOTIFY_DELIVERABILITY_PORT"]["value"] == "8083"
+    assert env["SECMSG_MONGO_URL"]["valueFrom"]["secretKeyRef"]["name"] == "secmsg-secrets"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
 
 
 def test_overlays_set_their_namespace_and_production_pins_the_image(
