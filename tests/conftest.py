@@ -129,7 +129,10 @@ async def platform(services: Callable[..., ServiceProc], mongo_db: Any, sink: Si
     # Short retry and lease times: a notify killed mid-send holds its claim for one lease.
     fast = {"SECMSG_NOTIFY_RETRY_BASE_S": "0.5", "SECMSG_NOTIFY_RETRY_MAX_S": "2",
             "SECMSG_NOTIFY_LEASE_S": "8", "SECMSG_SMTP_TIMEOUT_S": "5"}
-    procs = {name: services(name, **fast) for name in ("store", "notify", "retrieve", "ingest")}
+    procs = {name: services(name, **fast) for name in ("store", "notify", "ingest")}
+    # retrieve last: the webmail sends secure replies through ingest
+    procs["retrieve"] = services("retrieve", SECMSG_RETRIEVE_INGEST_URL=procs["ingest"].base_url,
+                                 **fast)
     await create_tenant(mongo_db, tenant_id="acme", name="Acme Medical",
                         footer="Sent by Acme Medical of 123 ABC Street Beverly Hills, CA 90210, "
                                "Call: (555) 555-7323",
