@@ -150,3 +150,14 @@ async def test_bad_bodies(ingest: Ingest, admin_key: str) -> None:
     r = await put(ingest, admin_key, "unknown_kind", GOOD_TEXT)
     assert r.status_code == 404
     assert await stored(ingest) == {}
+
+
+async def test_code_email_kinds_are_editable(ingest: Ingest, admin_key: str) -> None:
+    r = await ingest.client.get("/v1/admin/templates", headers=auth(admin_key))
+    kinds = {t["kind"] for t in r.json()["templates"]}
+    assert {"code_email_text", "code_email_html"} <= kinds
+    source = templating.KINDS["code_email_text"].default + "\nAcme IT\n"
+    r = await ingest.client.put("/v1/admin/templates/code_email_text",
+                                json={"source": source}, headers=auth(admin_key))
+    assert r.status_code == 200, r.text
+    assert r.json()["is_default"] is False and r.json()["version"] == 1

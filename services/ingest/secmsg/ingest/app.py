@@ -28,13 +28,16 @@ from secmsg.ingest.adapters.mongo import (
 from secmsg.ingest.adapters.mongo_admin import MongoAccessRepo, MongoMessageRepo
 from secmsg.ingest.adapters.mongo_reports import MongoReports
 from secmsg.ingest.adapters.nats import NatsEventSink
+from secmsg.ingest.adapters.smtp import SmtpProbe
 from secmsg.ingest.routes import router
 from secmsg.ingest.routes_admin import router as admin_router
 from secmsg.ingest.routes_admin_access import router as access_router
 from secmsg.ingest.routes_admin_delivery import router as delivery_router
+from secmsg.ingest.routes_admin_sending import router as sending_router
 from secmsg.ingest.routes_messages_manage import router as messages_router
 from secmsg.ingest.service import Options
 from secmsg.ingest.settings import IngestSettings
+from secmsg.ingest.smtp_test import PlatformSmtp, RateLimiter
 from secmsg.ingest.wiring import Deps
 from secmsg.shared import mongo, telemetry
 from secmsg.shared.blobstore import S3BlobStore
@@ -121,7 +124,13 @@ def create_app(common: CommonSettings | None = None, cfg: IngestSettings | None 
             public_url=common.retrieve_public_url,
             smtp_allowed_targets=common.smtp_allowed_targets,
             messages=MongoMessageRepo(db), access=MongoAccessRepo(db),
-            reports=MongoReports(db))
+            reports=MongoReports(db), prober=SmtpProbe(),
+            platform_smtp=PlatformSmtp(
+                host=common.smtp_host, port=common.smtp_port, tls=common.smtp_tls,
+                username=common.smtp_username, password=common.smtp_password,
+                mail_from=common.smtp_from, timeout_s=cfg.smtp_test_timeout_s,
+                ca_file=common.smtp_ca_file, allowed_targets=common.smtp_allowed_targets),
+            smtp_test_limiter=RateLimiter(cfg.smtp_test_per_minute))
         try:
             yield
         finally:
@@ -143,6 +152,7 @@ def create_app(common: CommonSettings | None = None, cfg: IngestSettings | None 
     app.include_router(messages_router)
     app.include_router(access_router)
     app.include_router(delivery_router)
+    app.include_router(sending_router)
     telemetry.instrument_fastapi(app, telemetry.setup_tracing("ingest", common))
 
     @app.exception_handler(SecmsgError)

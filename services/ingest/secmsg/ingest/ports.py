@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
+from email.message import EmailMessage
 from typing import Any, Protocol
 
 from pydantic import BaseModel
@@ -12,8 +13,8 @@ from pydantic import BaseModel
 from secmsg.shared.blobstore import BlobStore
 
 __all__ = ["AccessRepo", "BlobStore", "Claim", "Credentials", "EventSink", "IdempotencyStore",
-           "MessageRecord", "MessageRepo", "Origin", "Reports", "StoredTemplate", "TemplateStore",
-           "Tenant", "TenantDirectory", "TenantProfile"]
+           "MessageRecord", "MessageRepo", "Origin", "Reports", "SmtpProbeTarget", "SmtpProber",
+           "StoredTemplate", "TemplateStore", "Tenant", "TenantDirectory", "TenantProfile"]
 
 SCOPE_SEND = "send"
 SCOPE_ADMIN = "admin"
@@ -195,3 +196,23 @@ class Reports(Protocol):
     async def insert_rotation(self, doc: dict[str, Any]) -> bool:
         """Insert a ``key_rotations`` request; False if that ``_id`` exists already."""
     async def rotation(self, tenant_id: str, rotation_id: str) -> dict[str, Any] | None: ...
+
+
+@dataclass(frozen=True)
+class SmtpProbeTarget:
+    """Where the SMTP test connects: ``address`` (already SSRF-checked for a tenant's own
+    server), ``host`` for TLS (SNI and certificate name)."""
+
+    address: str
+    host: str
+    port: int
+    tls: str  # "none" (platform relay only) | "starttls" | "tls"
+    username: str | None
+    password: str | None
+    timeout_s: float
+    ca_file: str | None = None
+
+
+class SmtpProber(Protocol):
+    async def send(self, target: SmtpProbeTarget, message: EmailMessage, *, mail_from: str,
+                   to: str) -> str | None: ...

@@ -29,3 +29,8 @@ class IngestSettings(BaseSettings):
     idempotency_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
     shutdown_grace_s: float = Field(default=20.0, ge=0)
     readiness_timeout_s: float = Field(default=2.0, gt=0)
+    smtp_test_per_minute: int = Field(
+        default=5, gt=0,
+        description="SMTP tests (POST /v1/admin/smtp/test) per tenant per minute, per instance")
+    smtp_test_timeout_s: float = Field(
+        default=10.0, gt=0, description="Per SMTP exchange of an SMTP test")

@@ -14,10 +14,12 @@ from secmsg.ingest.ports import (
     IdempotencyStore,
     MessageRepo,
     Reports,
+    SmtpProber,
     TemplateStore,
     TenantDirectory,
 )
 from secmsg.ingest.service import Options
+from secmsg.ingest.smtp_test import PlatformSmtp, RateLimiter
 from secmsg.ingest.tenant_smtp import SmtpConfigStore
 from secmsg.shared.crypto import KeyRing
 
@@ -38,6 +40,9 @@ class Deps:
     messages: MessageRepo
     access: AccessRepo
     reports: Reports
+    prober: SmtpProber
+    platform_smtp: PlatformSmtp
+    smtp_test_limiter: RateLimiter
 
 
 def get_deps(request: Request) -> Deps:

@@ -1,0 +1,99 @@
+"""Admin routes for how notifications leave: the SMTP test and the tenant's DKIM key."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+
+from secmsg.ingest import dkim, smtp_test
+from secmsg.ingest.routes import origin
+from secmsg.ingest.routes_common import AUTH_ERRORS, Admin, DepsDep, err
+
+router = APIRouter(prefix="/v1/admin", tags=["admin: sending"])
+
+Reason = Literal["connection_refused", "connection_lost", "timeout", "tls_unavailable",
+                 "tls_failed", "auth_failed", "temporary_rejection", "permanent_rejection",
+                 "blocked_target", "invalid_message"]
+
+
+class SmtpTestIn(BaseModel):
+    to: str = Field(max_length=320, examples=["it@clinic.example"])
+
+
+class SmtpTestOut(BaseModel):
+    ok: bool
+    mode: Literal["platform", "own"] = Field(description="which SMTP service was tested")
+    reason: Reason | None = Field(
+        default=None, description="why it failed, a fixed category (never the server's text)")
+
+
+@router.post("/smtp/test", response_model=SmtpTestOut,
+             responses={**AUTH_ERRORS, 400: err("not a valid address"),
+                        429: err("too many SMTP tests this minute")},
+             summary="Send a short test message through the tenant's SMTP selection",
+             description="No content and no link: a sentence naming the tenant. A tenant's own "
+                         "server passes the SSRF guard first (`blocked_target`). Limited to "
+                         "`SECMSG_INGEST_SMTP_TEST_PER_MINUTE` tests per tenant per minute on "
+                         "each ingest instance.")
+async def test_smtp(body: SmtpTestIn, creds: Admin, deps: DepsDep) -> SmtpTestOut:
+    mode, reason = await smtp_test.run(
+        creds=creds, to=body.to, store=deps.smtp, key_ring=deps.key_ring,
+        platform=deps.platform_smtp, prober=deps.prober, limiter=deps.smtp_test_limiter)
+    return SmtpTestOut(ok=reason is None, mode=mode,  # type: ignore[arg-type]
+                       reason=reason)  # type: ignore[arg-type]
+
+
+def _millis(at: datetime) -> datetime:
+    """What MongoDB keeps, so a later GET shows the same time as the PUT answered."""
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)
+
+
+class DkimIn(BaseModel):
+    domain: str = Field(max_length=253, examples=["clinic.example"])
+    selector: str = Field(max_length=63, examples=["secmsg1"])
+    from_address: str = Field(max_length=320, examples=["notifications@clinic.example"],
+                              description="the notifications' From; must be at `domain`")
+
+
+class DkimOut(BaseModel):
+    domain: str
+    selector: str
+    from_address: str
+    created_at: datetime | None
+    dns_name: str = Field(examples=["secmsg1._domainkey.clinic.example"])
+    dns_value: str = Field(description="the TXT record to publish",
+                           examples=["v=DKIM1; k=rsa; p=MIIBIjANBgkqh..."])
+
+
+@router.put("/dkim", response_model=DkimOut,
+            responses={**AUTH_ERRORS, 400: err("bad domain or selector, or a from_address "
+                                               "not at the domain")},
+            summary="Generate the tenant's DKIM key (RSA-2048); answers the DNS record",
+            description="Replaces any previous key. The private key is stored encrypted and "
+                        "never returned. Publish the TXT record before relying on it: from "
+                        "now on notifications are signed with this key and sent From "
+                        "`from_address`.")
+async def put_dkim(body: DkimIn, creds: Admin, deps: DepsDep, request: Request) -> DkimOut:
+    return DkimOut(**await dkim.put(
+        creds=creds, domain=body.domain, selector=body.selector,
+        from_address=body.from_address, access=deps.access, key_ring=deps.key_ring,
+        events=deps.events, origin=origin(request),
+        now=_millis(datetime.now(UTC))))
+
+
+@router.get("/dkim", response_model=DkimOut,
+            responses={**AUTH_ERRORS, 404: err("no DKIM key set up")},
+            summary="The tenant's DKIM setup and DNS record (never the private key)")
+async def get_dkim(creds: Admin, deps: DepsDep) -> DkimOut:
+    return DkimOut(**await dkim.get(creds=creds, access=deps.access))
+
+
+@router.delete("/dkim", status_code=204,
+               responses={**AUTH_ERRORS, 404: err("no DKIM key set up")},
+               summary="Remove the tenant's DKIM key (the platform's key signs again)")
+async def delete_dkim(creds: Admin, deps: DepsDep, request: Request) -> None:
+    await dkim.delete(creds=creds, access=deps.access, events=deps.events,
+                      origin=origin(request))
