@@ -16,8 +16,10 @@ import sys
 import urllib.request
 from pathlib import Path
 
-DEFAULT_PORTS = {"ingest": 8080, "store": 8081, "notify": 8082, "retrieve": 8443}
-_MODULE_RE = re.compile(r"^secmsg\.(ingest|store|notify|retrieve)(\.__main__)?$")
+DEFAULT_PORTS = {"ingest": 8080, "store": 8081, "notify": 8082, "retrieve": 8443,
+                 "notify.deliverability": 8083}
+_MODULE_RE = re.compile(
+    r"^secmsg\.(ingest|store|notify\.deliverability|notify|retrieve)(\.__main__)?$")
 
 
 def find_service(proc: Path = Path("/proc")) -> str | None:
@@ -42,7 +44,8 @@ def find_service(proc: Path = Path("/proc")) -> str | None:
 
 
 def health_url(service: str, env: dict[str, str]) -> str:
-    port = env.get(f"SECMSG_{service.upper()}_PORT") or str(DEFAULT_PORTS[service])
+    name = service.upper().replace(".", "_")
+    port = env.get(f"SECMSG_{name}_PORT") or str(DEFAULT_PORTS[service])
     tls = service == "retrieve" and bool(env.get("SECMSG_RETRIEVE_TLS_CERT"))
     return f"{'https' if tls else 'http'}://127.0.0.1:{port}/healthz"
 

@@ -28,7 +28,7 @@ def known_setting_names() -> set[str]:
     """Every SECMSG_* variable some settings class reads (plus the health check's own)."""
     names = {f"SECMSG_{f.upper()}" for f in CommonSettings.model_fields}
     names.add("SECMSG_SERVICE")  # deploy/docker/healthcheck.py
-    for svc in SERVICES:
+    for svc in (*SERVICES, "notify.deliverability"):
         module = importlib.import_module(f"secmsg.{svc}.settings")
         for obj in vars(module).values():
             if (isinstance(obj, type) and issubclass(obj, BaseSettings) and obj is not BaseSettings
@@ -103,7 +103,7 @@ def test_secmsg_services_run_their_module_locked_down(compose: dict[str, Any]) -
 def test_environment_names_are_settings_the_code_reads(compose: dict[str, Any]) -> None:
     known = known_setting_names()
     used: set[str] = set()
-    for svc in SERVICES:
+    for svc in (*SERVICES, "notify-deliverability"):
         used |= {k for k in compose["services"][svc]["environment"] if k.startswith("SECMSG_")}
     for cfg in (K8S / "base" / "config.env",):
         used |= {line.split("=", 1)[0] for line in cfg.read_text().splitlines()
