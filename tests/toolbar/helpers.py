@@ -44,19 +44,26 @@ class Agent:
     token: str
     password: str = IMAP_PASSWORD
 
-    async def run(self, *extra: str, env: dict[str, str] | None = None,
-                  timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def argv(self, *extra: str) -> list[str]:
         (self.workdir / "password").write_text(self.password + "\n")
         (self.workdir / "token").write_text(self.token + "\n")
-        argv = [sys.executable, "-m", "secmsg.toolbar",
+        return [sys.executable, "-m", "secmsg.toolbar",
                 "--imap-host", "127.0.0.1", "--imap-port", str(self.dovecot.port),
                 "--imap-tls", "none", "--user", IMAP_USER,
                 "--password-file", str(self.workdir / "password"),
                 "--retrieve-url", self.retrieve_url, "--token-file", str(self.workdir / "token"),
                 "--ca-file", str(self.ca_file), *extra]
+
+    async def run(self, *extra: str, env: dict[str, str] | None = None,
+                  timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return await asyncio.to_thread(
-            subprocess.run, argv, capture_output=True, text=True, timeout=timeout,
-            env={**os.environ, **(env or {})}, check=False)
+            subprocess.run, self.argv(*extra), capture_output=True, text=True,
+            timeout=timeout, env={**os.environ, **(env or {})}, check=False)
+
+    def start(self, *extra: str) -> subprocess.Popen[str]:
+        """The agent as a long-running process (``--watch``); stderr merged into stdout."""
+        return subprocess.Popen(self.argv(*extra), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
 
 
 class Box:

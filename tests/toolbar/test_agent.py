@@ -3,6 +3,8 @@ from notify or an Outlook-path placeholder from ingest, and a real dovecot mailb
 
 from __future__ import annotations
 
+import asyncio
+import signal
 from datetime import UTC, datetime
 from email import message_from_bytes
 from email.policy import default as default_policy
@@ -20,6 +22,7 @@ from tests.toolbar.helpers import Agent, Box, insert_token
 
 SECRET_WORD = "zanzibarquokka"
 OTHER_WORD = "marmosetplinth"
+WATCH_WORD = "quetzalgrommet"
 
 
 async def notification_for(platform: Platform, message_id: str) -> bytes:
@@ -108,6 +111,19 @@ async def test_agent_replaces_notification_idempotently_and_survives_a_crash(
         box.close()
 
 
+async def outlook_submit(platform: Platform, original: bytes) -> bytes:
+    """The placeholder ingest answers for a whole message, once the message is on record."""
+    async with httpx.AsyncClient(timeout=60) as c:
+        r = await c.post(platform.ingest_url + "/v1/messages/rfc822", content=original,
+                         headers={"Authorization": f"Bearer {platform.api_key}",
+                                  "Content-Type": "message/rfc822"})
+    assert r.status_code == 200, r.text
+    mid = r.headers["X-Secure-Message-Id"]
+    await eventually(lambda: platform.count(mongo.MESSAGES, {"_id": mid}), timeout=30,
+                     what="the message on record")
+    return r.content
+
+
 async def test_agent_swaps_an_outlook_placeholder_for_the_original(
         platform: Platform, dovecot: Dovecot, tls_cert: tuple[Path, Path],
         tmp_path: Path) -> None:
@@ -116,16 +132,9 @@ async def test_agent_swaps_an_outlook_placeholder_for_the_original(
                 b"Date: Tue, 01 Jan 2030 10:00:00 +0000\r\nMIME-Version: 1.0\r\n"
                 b"Content-Type: text/plain; charset=utf-8\r\n\r\n"
                 b"Only the original says " + SECRET_WORD.encode() + b".\r\n")
-    async with httpx.AsyncClient(timeout=60) as c:
-        r = await c.post(platform.ingest_url + "/v1/messages/rfc822", content=original,
-                         headers={"Authorization": f"Bearer {platform.api_key}",
-                                  "Content-Type": "message/rfc822"})
-    assert r.status_code == 200, r.text
-    mid = r.headers["X-Secure-Message-Id"]
-    placeholder = r.content
+    placeholder = await outlook_submit(platform, original)
+    mid = placeholder.split(b"X-Secure-Message-Id: ", 1)[1][:32].decode()
     assert SECRET_WORD.encode() not in placeholder
-    await eventually(lambda: platform.count(mongo.MESSAGES, {"_id": mid}), timeout=30,
-                     what="the message on record")
     token, _ = await insert_token(platform.db, tenant_id="acme", email=IMAP_USER)
     agent = Agent(dovecot, platform.procs["retrieve"].base_url, tls_cert[0], tmp_path, token)
     box = Box(dovecot)
@@ -146,6 +155,21 @@ async def test_agent_swaps_an_outlook_placeholder_for_the_original(
         assert head.startswith(b"X-Secure-Message-Retrieved: 127.0.0.1; id=" + mid.encode())
         assert rest == original  # the original, byte for byte, under our one header
         assert "\\Flagged" in box.meta(real)[0]
+
+        # --watch: a placeholder arriving later is replaced without another start (IDLE).
+        watcher = await asyncio.to_thread(agent.start, "--watch", "--poll-interval", "5")
+        try:
+            second = await outlook_submit(platform, original.replace(
+                SECRET_WORD.encode(), WATCH_WORD.encode()).replace(b"orig-1", b"orig-2"))
+            box.append(second)
+            await eventually(lambda: box.search("TEXT", WATCH_WORD)
+                             and not box.search("HEADER", "X-Secure-Message-Id", '""'),
+                             timeout=60, what="the watcher to replace the placeholder")
+        finally:
+            watcher.send_signal(signal.SIGTERM)
+            out, _ = await asyncio.to_thread(watcher.communicate, timeout=30)
+        assert watcher.returncode == 0, out
+        assert len(box.all()) == 2 and "1 replaced" in out
     finally:
         box.close()
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import email
 import hashlib
 import os
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from typing import Any
 
 from secmsg.retrieve import tokens
+from secmsg.shared import mongo
 from secmsg.shared.settings import CommonSettings
 from tests.retrieve.helpers import (
     ALICE,
@@ -174,3 +176,18 @@ async def test_ack_is_audited_and_scope_is_enforced(app: Running, seeder: Seeder
                               headers=bearer(send_only.token))
     assert r.status_code == 403
 
+
+
+async def test_revoked_message_is_gone_for_its_recipient(app: Running, seeder: Seeder,
+                                                         mongo_db: Any) -> None:
+    msg = await seeder.message()
+    await mongo_db[mongo.REVOCATIONS].insert_one({
+        "_id": f"{msg.message_id}:bob@example.org", "tenant_id": TENANT,
+        "message_id": msg.message_id, "recipient": "bob@example.org", "kind": "revoked",
+        "at": datetime.now(UTC), "by": "doctor@acme.example"})
+    h = bearer(await read_token(app))
+    r = await app.client.get(f"/v1/toolbar/messages/{msg.message_id}/original", headers=h)
+    assert r.status_code == 410 and r.json()["error"] == "revoked"
+    r = await app.client.post("/v1/toolbar/detect", json={"message_id": msg.message_id},
+                              headers=h)
+    assert r.status_code == 200 and r.json()["available"] is False

@@ -9,7 +9,7 @@ from typing import IO
 
 import httpx
 
-from secmsg.toolbar.errors import RetrieveUnavailable, TokenRefused, UsageError
+from secmsg.toolbar.errors import FetchFailed, RetrieveUnavailable, TokenRefused, UsageError
 
 SPOOL_BYTES = 8 * 1024 * 1024  # larger originals go to a temp file while downloading
 
@@ -55,8 +55,9 @@ class Retrieve:
             raise RetrieveUnavailable(f"retrieve answered {r.status_code} to a token check")
 
     def fetch(self, message_id: str) -> Fetched:
+        path = f"/v1/toolbar/messages/{message_id}/original"
         try:
-            with self._http.stream("GET", f"/v1/toolbar/messages/{message_id}/original") as r:
+            with self._http.stream("GET", path) as r:
                 self._check(r)
                 if r.status_code == 404:
                     return Fetched("unavailable")
@@ -67,11 +68,17 @@ class Retrieve:
                 if r.status_code != 200:
                     raise RetrieveUnavailable(f"retrieve answered {r.status_code}")
                 spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
-                for chunk in r.iter_bytes():
-                    spool.write(chunk)
+                try:
+                    for chunk in r.iter_bytes():
+                        spool.write(chunk)
+                except httpx.HTTPError:
+                    # One message's download broke off (e.g. revoked mid-stream): that
+                    # message fails, the run goes on.
+                    spool.close()
+                    raise FetchFailed(f"the download of {message_id} broke off") from None
         except httpx.HTTPError as exc:
-            raise RetrieveUnavailable(f"download of {message_id} broke off "
-                                      f"({type(exc).__name__})") from None
+            raise RetrieveUnavailable(f"cannot reach retrieve ({type(exc).__name__}: "
+                                      f"{exc})") from None
         spool.seek(0)
         return Fetched("ok", spool)
 

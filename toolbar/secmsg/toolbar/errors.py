@@ -5,7 +5,8 @@
     ├── ImapLoginFailed     3  the IMAP server refused the user or password
     ├── ImapUnavailable     4  the IMAP server cannot be reached (or broke off)
     ├── RetrieveUnavailable 4  retrieve cannot be reached (network, TLS, 5xx)
-    └── TokenRefused        5  retrieve refused the token (unknown, revoked, expired, no read)
+    ├── TokenRefused        5  retrieve refused the token (unknown, revoked, expired, no read)
+    └── FetchFailed         -  one message's download broke off: counted, the run goes on
 
 A run that completes but could not replace some messages exits 1 (see ``agent.EXIT_*``).
 """
@@ -39,3 +40,7 @@ class RetrieveUnavailable(AgentError):
 
 class TokenRefused(AgentError):
     exit_code = 5
+
+
+class FetchFailed(AgentError):
+    exit_code = 1

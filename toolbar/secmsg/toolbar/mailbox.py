@@ -69,6 +69,7 @@ class Mailbox:
         self.timeout = timeout
         self.imap: imaplib.IMAP4 | None = None
         self.capabilities: set[str] = set()
+        self._idling = False
 
     def _context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=self.ca_file)
@@ -163,10 +164,12 @@ class Mailbox:
         c.send(tag + b" IDLE\r\n")
         if not c.readline().startswith(b"+"):
             raise ImapUnavailable("the IMAP server refused IDLE")
+        self._idling = True
         readable, _, _ = select.select([c.sock], [], [], seconds)
         if readable or (isinstance(c.sock, ssl.SSLSocket) and c.sock.pending()):
             c.readline()  # "* n EXISTS" or similar: something changed
         c.send(b"DONE\r\n")
+        self._idling = False
         while True:
             line = c.readline()
             if not line:
@@ -179,5 +182,10 @@ class Mailbox:
         if self.imap is None:
             return
         with contextlib.suppress(OSError, imaplib.IMAP4.error):
-            self.imap.logout()
+            if self._idling:
+                # Stopped mid-IDLE: a LOGOUT would wait behind the IDLE; just hang up.
+                self.imap.shutdown()
+            else:
+                self.imap.logout()
+        self._idling = False
         self.imap = None

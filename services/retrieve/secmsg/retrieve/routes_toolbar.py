@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from secmsg.retrieve import service, toolbar
 from secmsg.retrieve.deps import ClientIpDep, DepsDep, SessionDep, UserAgentDep
-from secmsg.retrieve.routes import EXAMPLE_ID, _correlate, _errors
+from secmsg.retrieve.routes import EXAMPLE_ID, ErrorOut, _correlate, _errors
 from secmsg.shared.templating import message_url
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,9 @@ async def _primed(first: bytes, rest: Any) -> Any:
                         "constant memory; audited (`message.fetched`) before any byte is sent.",
             response_class=StreamingResponse,
             responses={200: {"content": {"message/rfc822": {}}},
-                       **_errors(401, 404, 503)})
+                       **_errors(401, 404, 503),
+                       410: {"model": ErrorOut, "description": "Revoked or recalled "
+                             "(`error` is `revoked` or `recalled`)"}})
 async def original(message_id: MessageId, request: Request, session: SessionDep,
                    deps: DepsDep, ip: ClientIpDep, ua: UserAgentDep) -> StreamingResponse:
     _correlate(message_id, session.tenant_id)
@@ -98,7 +100,8 @@ async def original(message_id: MessageId, request: Request, session: SessionDep,
     record = await toolbar.plan_fetch(session=session, message_id=message_id, load=_load,
                                       messages=deps.messages, audit=deps.audit, client_ip=ip,
                                       user_agent=ua, now=now)
-    body = toolbar.message_stream(record=record, blobs=deps.blobs, keyring=deps.keyring,
+    body = toolbar.message_stream(record=record, session=session, messages=deps.messages,
+                                  blobs=deps.blobs, keyring=deps.keyring,
                                   host=request.url.hostname or "", now=now)
     # Decrypt the first segment before the status line: broken content gets a clean error.
     first = await anext(body, b"")

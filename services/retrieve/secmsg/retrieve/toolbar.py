@@ -25,6 +25,7 @@ from email.parser import Parser
 from email.utils import format_datetime
 
 from secmsg.retrieve import service
+from secmsg.retrieve.access import GuardedMessageRepo, RevocationGuard
 from secmsg.retrieve.headers import safe_content_type, safe_filename
 from secmsg.retrieve.ports import (
     AuditPublisher,
@@ -339,11 +340,18 @@ async def original_message(*, record: MessageRecord, obj: StoredObject, blobs: B
         yield chunk
 
 
-def message_stream(*, record: MessageRecord, blobs: BlobReader, keyring: KeyRing,
-                   host: str, now: datetime) -> AsyncIterator[bytes]:
+def message_stream(*, record: MessageRecord, session: SessionRecord, messages: MessageRepo,
+                   blobs: BlobReader, keyring: KeyRing, host: str,
+                   now: datetime) -> AsyncIterator[bytes]:
     retrieved = retrieved_value(host, record.message_id, now)
     original = next((o for o in record.objects if o.role == "original"), None)
     if original is not None:
-        return original_message(record=record, obj=original, blobs=blobs, keyring=keyring,
+        body = original_message(record=record, obj=original, blobs=blobs, keyring=keyring,
                                 retrieved=retrieved)
-    return build_message(record=record, blobs=blobs, keyring=keyring, retrieved=retrieved)
+    else:
+        body = build_message(record=record, blobs=blobs, keyring=keyring, retrieved=retrieved)
+    if isinstance(messages, GuardedMessageRepo):
+        # Like a download: a revocation landing mid-stream stops it (the connection aborts).
+        body = RevocationGuard(messages, tenant_id=record.tenant_id,
+                               message_id=record.message_id, address=session.address).wrap(body)
+    return body
