@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from typing import Any
+from urllib.parse import urlsplit
 
 from secmsg.retrieve import tokens
 from secmsg.shared import mongo
@@ -56,7 +57,8 @@ async def test_detect_by_id_url_and_raw_headers_or_body_markers(app: Running,
         assert r.status_code == 200, (body, r.text)
         out = r.json()
         assert out["message_id"] == mid and out["tenant_id"] == TENANT
-        assert out["available"] is True and out["url"].endswith(f"/m/{TENANT}/{mid}")
+        assert out["available"] is True
+        assert out["url"] == f"{app.deps.public_url.rstrip('/')}/m/{TENANT}/{mid}"
 
     r = await app.client.post("/v1/toolbar/detect", json={"raw": "Subject: hi\r\n\r\nplain\r\n"},
                               headers=h)
@@ -104,7 +106,8 @@ async def test_built_message_round_trips_with_attachments_intact(
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("message/rfc822")
     raw = r.content
-    assert raw.startswith(b"X-Secure-Message-Retrieved: testserver; id=" +
+    host = urlsplit(app.deps.public_url).hostname or ""
+    assert raw.startswith(f"X-Secure-Message-Retrieved: {host}; id=".encode() +
                           msg.message_id.encode() + b"; ")
     assert b"hidden@example.org" not in raw
     assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
@@ -148,7 +151,8 @@ async def test_original_of_an_rfc822_submission_is_returned_byte_for_byte(
                              headers=bearer(await read_token(app)))
     assert r.status_code == 200, r.text
     head, _, rest = r.content.partition(b"\r\n")
-    assert head.startswith(b"X-Secure-Message-Retrieved: testserver; id=" +
+    host = urlsplit(app.deps.public_url).hostname or ""
+    assert head.startswith(f"X-Secure-Message-Retrieved: {host}; id=".encode() +
                            msg.message_id.encode())
     # the sender's spoofed marker is gone, every other byte is the original's
     assert rest == original.replace(

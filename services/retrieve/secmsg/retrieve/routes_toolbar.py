@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -42,7 +43,7 @@ class DetectOut(BaseModel):
          "available": True}]})
     message_id: str
     tenant_id: str = Field(description="The tenant named in the link, else the caller's")
-    url: str = Field(description="The message's link on this server")
+    url: str = Field(description="The message's link (SECMSG_RETRIEVE_PUBLIC_URL)")
     available: bool = Field(description="Whether the caller can fetch it now (false for "
                             "someone else's, expired, revoked or recalled messages alike)")
 
@@ -62,7 +63,7 @@ MessageId = Annotated[str, Path(max_length=64, description="32 hex characters",
                          "the body markers if a mail client stripped them). Answers 404 when "
                          "`raw` carries no markers. Reads no content and records nothing.",
              responses=_errors(400, 401, 404, 422, 503))
-async def detect(body: DetectIn, request: Request, session: SessionDep,
+async def detect(body: DetectIn, session: SessionDep,
                  deps: DepsDep) -> DetectOut:
     toolbar.require_read(session)
     found = toolbar.detect(message_id=body.message_id, url=body.url, raw=body.raw)
@@ -70,7 +71,7 @@ async def detect(body: DetectIn, request: Request, session: SessionDep,
                                  messages=deps.messages, now=deps.clock())
     tenant = found.tenant_id or session.tenant_id
     return DetectOut(message_id=found.message_id, tenant_id=tenant, available=ok,
-                     url=message_url(str(request.base_url), tenant, found.message_id))
+                     url=message_url(deps.public_url, tenant, found.message_id))
 
 
 async def _primed(first: bytes, rest: Any) -> Any:
@@ -93,7 +94,7 @@ async def _primed(first: bytes, rest: Any) -> Any:
                        **_errors(401, 404, 503),
                        410: {"model": ErrorOut, "description": "Revoked or recalled "
                              "(`error` is `revoked` or `recalled`)"}})
-async def original(message_id: MessageId, request: Request, session: SessionDep,
+async def original(message_id: MessageId, session: SessionDep,
                    deps: DepsDep, ip: ClientIpDep, ua: UserAgentDep) -> StreamingResponse:
     _correlate(message_id, session.tenant_id)
     now = deps.clock()
@@ -102,7 +103,7 @@ async def original(message_id: MessageId, request: Request, session: SessionDep,
                                       user_agent=ua, now=now)
     body = toolbar.message_stream(record=record, session=session, messages=deps.messages,
                                   blobs=deps.blobs, keyring=deps.keyring,
-                                  host=request.url.hostname or "", now=now)
+                                  host=urlsplit(deps.public_url).hostname or "", now=now)
     # Decrypt the first segment before the status line: broken content gets a clean error.
     first = await anext(body, b"")
     log.info("message fetched", extra={"event": "message.fetched"})
