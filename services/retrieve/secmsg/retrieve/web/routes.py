@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, BackgroundTasks, Form, Path, Query, Request
@@ -38,6 +38,7 @@ CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 
 # Only for a message whose sender's images the user chose to load.
 CSP_REMOTE_IMAGES = CSP.replace("img-src 'self' data:", "img-src 'self' data: https:")
 GONE_STATES = ("expired", "revoked", "recalled")
+Intent = Literal["signin", "register", "reset"]  # what the emailed code will be for
 
 router = APIRouter(include_in_schema=False, lifespan=lifespan)
 
@@ -122,16 +123,24 @@ async def link_page(tenant_id: TenantPath, message_id: MessagePath, request: Req
     session = await ctx.load_session()
     if session is not None and session.tenant_id == tenant_id:
         return RedirectResponse(target, status_code=303)
-    return await ctx.page("signin.html", tenant_id=tenant_id, next=target,
-                          action=f"/web/{tenant_id}/signin", from_link=True)
+    return await _signin_form(ctx, tenant_id, next_path=target, from_link=True)
 
 
 @router.get("/web/{tenant_id}/signin", response_class=HTMLResponse)
 async def signin_page(tenant_id: TenantPath, request: Request, deps: DepsDep, web: WebDep,
                       next: Annotated[str | None, Query(max_length=300)] = None) -> Response:
     ctx = Ctx(request, deps, web)
-    return await ctx.page("signin.html", tenant_id=tenant_id, next=_safe_next(next),
-                          action=f"/web/{tenant_id}/signin", from_link=False)
+    return await _signin_form(ctx, tenant_id, next_path=_safe_next(next), from_link=False)
+
+
+async def _signin_form(ctx: Ctx, tenant_id: str, *, next_path: str, from_link: bool,
+                       status: int = 200, **values: Any) -> HTMLResponse:
+    """The email form; under the policy ``password`` also the password, and wherever a
+    password is used, the ways to create one or reset it with an emailed code."""
+    policy = await accounts.load_policy(account_ports(ctx.deps), tenant_id)
+    return await ctx.page("signin.html", tenant_id=tenant_id, next=next_path, status=status,
+                          action=f"/web/{tenant_id}/signin", from_link=from_link,
+                          signin=policy.signin, **values)
 
 
 @router.post("/web/{tenant_id}/signin", response_class=HTMLResponse)
@@ -139,7 +148,8 @@ async def signin_submit(tenant_id: TenantPath, request: Request, deps: DepsDep, 
                         background: BackgroundTasks, ip: ClientIpDep,
                         email: Annotated[str, Form(max_length=320)],
                         csrf_token: Annotated[str, Form(alias="csrf", max_length=128)] = "",
-                        next: Annotated[str, Form(max_length=300)] = "") -> Response:
+                        next: Annotated[str, Form(max_length=300)] = "",
+                        intent: Annotated[Intent, Form()] = "signin") -> Response:
     ctx = Ctx(request, deps, web)
     if not ctx.csrf_ok(csrf_token):
         return await ctx.csrf_refused()
@@ -147,18 +157,30 @@ async def signin_submit(tenant_id: TenantPath, request: Request, deps: DepsDep, 
     try:
         req = await service.request_code(tenant_id=tenant_id, email=email, client_ip=ip,
                                          limiter=deps.limiter, settings=deps.settings,
-                                         now=deps.clock())
+                                         now=deps.clock(), purpose=intent)
     except SecmsgError as exc:
-        return await ctx.page("signin.html", tenant_id=tenant_id, next=nxt, status=exc.status,
-                              action=f"/web/{tenant_id}/signin", error=exc.detail,
-                              email=email, from_link=False)
+        return await _signin_form(ctx, tenant_id, next_path=nxt, from_link=False,
+                                  status=exc.status, error=exc.detail, email=email)
+    # Also to a registered person whose messages have all expired, and to tenant users.
     background.add_task(service.send_code_if_known, request=req, messages=deps.messages,
                         tenants=deps.tenants, codes=deps.codes, mailer=deps.mailer,
-                        settings=deps.settings, now=deps.clock())
+                        settings=deps.settings, now=deps.clock(), accounts=deps.accounts)
+    if intent != "signin":
+        return await password_form(ctx, tenant_id, email=req.address, next_path=nxt,
+                                   reset=intent == "reset")
     policy = await accounts.load_policy(account_ports(deps), tenant_id)
     return await ctx.page("code.html", tenant_id=tenant_id, next=nxt, email=req.address,
                           action=f"/web/{tenant_id}/verify", signin=policy.signin,
                           ttl_minutes=max(1, deps.settings.code_ttl_s // 60))
+
+
+async def password_form(ctx: Ctx, tenant_id: str, *, email: str, next_path: str, reset: bool,
+                        status: int = 200, **values: Any) -> HTMLResponse:
+    """One step: the emailed code and the (new) password, the rules said up front."""
+    return await ctx.page(
+        "register.html", tenant_id=tenant_id, next=next_path, email=email, reset=reset,
+        status=status, action=f"/web/{tenant_id}/{'reset' if reset else 'register'}",
+        ttl_minutes=max(1, ctx.deps.settings.code_ttl_s // 60), **values)
 
 
 def _session_cookie(response: Response, deps: DepsDep, new: service.NewSession) -> None:
@@ -174,7 +196,8 @@ async def verify_submit(tenant_id: TenantPath, request: Request, deps: DepsDep, 
                         code: Annotated[str, Form(max_length=32)] = "",
                         password: Annotated[str, Form(max_length=1024)] = "",
                         csrf_token: Annotated[str, Form(alias="csrf", max_length=128)] = "",
-                        next: Annotated[str, Form(max_length=300)] = "") -> Response:
+                        next: Annotated[str, Form(max_length=300)] = "",
+                        step: Annotated[str, Form(max_length=16)] = "") -> Response:
     ctx = Ctx(request, deps, web)
     if not ctx.csrf_ok(csrf_token):
         return await ctx.csrf_refused()
@@ -187,6 +210,9 @@ async def verify_submit(tenant_id: TenantPath, request: Request, deps: DepsDep, 
                                         totp_code=None, client=Client(ip, ua),
                                         now=deps.clock())
     except SecmsgError as exc:
+        if step == "password":  # the password form of the sign-in page: back to it
+            return await _signin_form(ctx, tenant_id, next_path=nxt, from_link=False,
+                                      status=exc.status, error=exc.detail, email=email)
         policy = await accounts.load_policy(ports, tenant_id)
         return await ctx.page("code.html", tenant_id=tenant_id, next=nxt, email=email,
                               status=exc.status, error=exc.detail, signin=policy.signin,
