@@ -183,3 +183,60 @@ async def test_recipient_reads_downloads_replies_and_sender_sees_slip(
     await expect(row).not_to_contain_text("not yet")  # Bob opened it
     await shot(page, "sender-3-slip")
     await doc.close()
+
+
+async def test_new_recipient_registers_from_the_notification_link(
+        platform: Platform, browser: Browser) -> None:
+    """Issue 5's ≈20-second flow: link -> address -> emailed code + a password -> the message.
+    After the address, the person fills exactly one code field and one password field."""
+    await platform.db[mongo.TENANTS].update_one({"_id": "acme"},
+                                                {"$set": {"policy": {"signin": "password"}}})
+    carol = "carol.new@example.org"
+    first = await submit(platform, sender=DOCTOR, to=[carol], subject="Your appointment",
+                         text="Dear Carol, see you on Monday.")
+    mail = await notification_for(platform, carol, first)
+    web = platform.procs["retrieve"]
+    context = await browser.new_context(ignore_https_errors=True)
+    page = await context.new_page()
+    await page.goto(web.base_url + urlsplit(mail["X-Secure-Message-Url"]).path)
+    await expect(page.get_by_role("heading", name="You have a secure message")).to_be_visible()
+
+    filled: list[str] = []
+    await page.get_by_label("Your email address").fill(carol)
+    filled.append("email")
+    await shot(page, "register-1-link-page")
+    before = len(platform._code_mails(carol))
+    await page.get_by_role("button", name="Create my account").click()
+    await expect(page.get_by_role("heading", name="Create your account")).to_be_visible()
+    await expect(page.get_by_text("12 to 128 characters")).to_be_visible()  # rules up front
+    # The form asks for exactly two things: the emailed code and the password.
+    inputs = page.locator("main form input:not([type=hidden])")
+    await expect(inputs).to_have_count(2)
+    mails = await eventually(lambda: platform._code_mails(carol)[before:], timeout=30,
+                             what=f"registration code for {carol}")
+    code = code_from_mail(mails[-1])
+    assert code
+
+    # A guessable password is refused, with its reason tied to the field.
+    await page.get_by_label("8-digit code from the email").fill(code)
+    await page.get_by_label("Choose a password").fill("password1234")
+    await page.get_by_role("button", name="Create my account and open").click()
+    alert = page.locator("#password-error")
+    await expect(alert).to_contain_text("breached")
+    await expect(page.get_by_label("Choose a password")).to_have_attribute(
+        "aria-describedby", "password-error password-rules")
+    await shot(page, "register-2-weak-password")
+
+    await expect(page.get_by_label("8-digit code from the email")).to_have_value(code)
+    filled.append("code")
+    await page.get_by_label("Choose a password").fill("plum tractor seventeen lanterns")
+    filled.append("password")
+    await shot(page, "register-3-code-and-password")
+    await page.get_by_role("button", name="Create my account and open").click()
+    await expect(page.get_by_role("heading", name="Your appointment")).to_be_visible()
+    await expect(page.get_by_text("see you on Monday")).to_be_visible()
+    await shot(page, "register-4-message")
+    assert filled == ["email", "code", "password"]
+    account = await platform.db[mongo.ACCOUNTS].find_one({"email_lower": carol})
+    assert account and account["password_hash"].startswith("$argon2id$")
+    await context.close()
