@@ -15,6 +15,7 @@ from devstack.smtp_sink import Sink
 from secmsg.notify.compose import build_notification
 from secmsg.notify.ports import TenantBranding
 from secmsg.shared import mongo, templating
+from secmsg.shared.settings import CommonSettings
 from tests.notify.conftest import DISCLAIMER, FOOTER, Bus, eventually, stored_event
 
 pytestmark = pytest.mark.timeout(60)
@@ -105,9 +106,11 @@ async def test_sent_mail_uses_the_stored_tenant_template(
                              what="the notification")
     msg = cap.message
     url = f"https://127.0.0.1:8443/m/acme/{ev.message_id}"
+    # the body's link names its recipient (``?r=``), the toolbar markers stay the plain URL
+    hint = CommonSettings().key_ring.recipient_hint("acme", ev.message_id, "bob@example.org")
     text, html = bodies(msg)
     assert text.startswith("Hello from Acme Medical!\r\nalice@acme.example has something")
-    assert f"Open: {url}" in text
-    assert "<p>Scan &lt;results&gt;</p>" in html and f'href="{url}"' in html
+    assert f"Open: {url}?r={hint}" in text
+    assert "<p>Scan &lt;results&gt;</p>" in html and f'href="{url}?r={hint}"' in html
     assert msg["Subject"] == "Scan <results>"
     assert_markers(msg, ev.message_id, url)

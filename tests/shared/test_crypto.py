@@ -149,3 +149,20 @@ def test_tenant_key_generations_rotate_per_tenant_and_rewrap() -> None:
     assert ring.wrapped_generation(moved) == 4 and ring.unwrap("acme", "o1", moved) == dek
     with pytest.raises(IntegrityError):
         ring.unwrap("other", "o1", moved)
+
+
+def test_recipient_hint_names_one_recipient_of_one_message() -> None:
+    ring = KeyRing.parse(KeyRing.generate_spec(1))
+    hint = ring.recipient_hint("acme", "m1", "Pat@Example.org")
+    assert hint.startswith("1h") and len(hint) == 22 and "@" not in hint
+    rcpts = ["bob@example.org", "pat@example.org"]
+    assert ring.match_recipient_hint("acme", "m1", hint, rcpts) == "pat@example.org"
+    assert ring.match_recipient_hint("acme", "m2", hint, rcpts) is None  # other message
+    assert ring.match_recipient_hint("other", "m1", hint, rcpts) is None  # other tenant
+    assert ring.match_recipient_hint("acme", "m1", hint, ["bob@example.org"]) is None
+    for garbage in ("", "h", "9h" + hint[2:], "xh" + hint[2:], hint[:-1]):
+        assert ring.match_recipient_hint("acme", "m1", garbage, rcpts) is None
+    # still matches after a keyring rotation (old version kept)
+    rotated = KeyRing.parse(",".join((KeyRing.generate_spec(2),)) + "," + "1:" +
+                            __import__("base64").b64encode(ring._keys[1]).decode())
+    assert rotated.match_recipient_hint("acme", "m1", hint, rcpts) == "pat@example.org"

@@ -31,6 +31,7 @@ Storage format (version 1) -- this fixes what lies in the object store:
 from __future__ import annotations
 
 import base64
+import hmac
 import os
 import struct
 from collections.abc import Iterator
@@ -52,6 +53,7 @@ DEFAULT_SEGMENT_SIZE = 64 * 1024
 _SEG_AAD = b"secmsg-seg-v1"
 _WRAP_AAD = b"secmsg-wrap-v1"
 _SECRET_AAD = b"secmsg-secret-v1"
+_HINT_SEP = "h"  # "<version>h<20 base64url chars>": URL-safe, no escaping in a query string
 
 
 def new_data_key() -> bytes:
@@ -320,6 +322,34 @@ class KeyRing:
 
     def wrapped_generation(self, wrapped: str) -> int:
         return self._parse_tag(wrapped)[1]
+
+    def _hint_key(self, tenant_id: str, version: int) -> bytes:
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                    info=b"secmsg-recipient-hint-v1|" + tenant_id.encode()
+                    ).derive(self._keys[version])
+
+    def recipient_hint(self, tenant_id: str, message_id: str, address: str) -> str:
+        """A short keyed tag naming one recipient of one message, for the notification link
+        (``?r=``): the link page can then offer "continue as p...@example.org" instead of asking
+        for the address. It names, it does not authenticate -- the emailed code still does.
+        Not reversible; ``match_recipient_hint`` finds it among the message's recipients."""
+        mac = hmac.new(self._hint_key(tenant_id, self.active),
+                       f"{message_id}|{address.lower()}".encode(), "sha256").digest()
+        return f"{self.active}{_HINT_SEP}{base64.urlsafe_b64encode(mac[:15]).decode()}"
+
+    def match_recipient_hint(self, tenant_id: str, message_id: str, hint: str,
+                             addresses: list[str]) -> str | None:
+        """The address among ``addresses`` that ``hint`` names, or None (also for garbage)."""
+        version_s, sep, _ = hint.partition(_HINT_SEP)
+        if not sep or not version_s.isdigit() or int(version_s) not in self._keys:
+            return None
+        key = self._hint_key(tenant_id, int(version_s))
+        for address in addresses:
+            mac = hmac.new(key, f"{message_id}|{address.lower()}".encode(), "sha256").digest()
+            expected = f"{version_s}{_HINT_SEP}{base64.urlsafe_b64encode(mac[:15]).decode()}"
+            if hmac.compare_digest(expected, hint):
+                return address
+        return None
 
     def seal_secret(self, tenant_id: str, purpose: str, secret: str) -> str:
         """Encrypt a small tenant secret (e.g. an SMTP password) for storage; same format as

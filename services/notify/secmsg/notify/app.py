@@ -93,6 +93,10 @@ class NotifyWorker:
         self.smtp_target = platform_smtp(self.common)
         self.platform_dkim = platform_dkim(self.settings)
         self.signer = DkimSigner()
+        # The notification link names its recipient (shared crypto ``recipient_hint``), so the
+        # link page can offer "continue as ..." instead of asking for the address.
+        common_ = self.common
+        self.recipient_hint = (lambda t, m, a: common_.key_ring.recipient_hint(t, m, a))
         self.bounce_base = self.settings.bounce_address or None
         if self.bounce_base:
             # Refuse a base that cannot carry the tag at start, not at every notification.

@@ -36,6 +36,7 @@ import logging
 import re
 import secrets
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.errors import HeaderDefect
@@ -183,6 +184,13 @@ def _as_utc(when: datetime | None) -> datetime | None:
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
+# Stands for the recipient hint in the rendered link until each recipient's copy is made: the
+# same length as a real hint and made of URL-safe characters, so templates and autoescape
+# leave it alone. _HINT_SLOT marks, in the encoded tail, where each copy's bodies go.
+HINT_PLACEHOLDER = "0hHINTHINTHINTHINTHINT"
+_HINT_SLOT = b"\x00secmsg-body\x00"
+
+
 @dataclass(frozen=True)
 class Notification:
     data: bytes
@@ -205,6 +213,12 @@ class RenderedEvent:
     tenant_id: str = ""
     # SECMSG_NOTIFY_BOUNCE_ADDRESS: the envelope sender gets a per-recipient tag (VERP).
     bounce_base: str | None = None
+    # With a hinter, the body's link names its recipient (``?r=<hint>``, see
+    # ``KeyRing.recipient_hint``): ``tail`` then holds ``_HINT_SLOT`` where each recipient's
+    # bodies go, rendered with ``HINT_PLACEHOLDER`` in the link.
+    hinter: Callable[[str], str] | None = None
+    text: str = ""
+    html: str = ""
 
     def for_recipient(self, recipient: str, *, now: datetime) -> Notification:
         rcpt = parse_address("recipient", recipient)
@@ -219,12 +233,21 @@ class RenderedEvent:
         if self.bounce_base:
             envelope_from = bounce_address(self.bounce_base, tenant_id=self.tenant_id,
                                            message_id=self.message_id, address=rcpt.addr_spec)
-        return Notification(data=b"".join((self.head, own.encode("ascii"), self.tail)),
+        tail = self.tail
+        if self.hinter is not None:
+            hint = self.hinter(rcpt.addr_spec)
+            before, _, after = tail.partition(_HINT_SLOT)
+            text = _qp(self.text.replace(HINT_PLACEHOLDER, hint))
+            middle, _, end = after.partition(_HINT_SLOT)
+            tail = b"".join((before, text, middle, _qp(self.html.replace(HINT_PLACEHOLDER,
+                                                                          hint)), end))
+        return Notification(data=b"".join((self.head, own.encode("ascii"), tail)),
                             envelope_from=envelope_from, recipient=rcpt.addr_spec)
 
 
 def render_event(*, event: MessageStored, branding: TenantBranding, platform_from: str,
-                 public_url: str, bounce_base: str | None = None) -> RenderedEvent:
+                 public_url: str, bounce_base: str | None = None,
+                 hinter: Callable[[str], str] | None = None) -> RenderedEvent:
     """What every recipient's notification shares: headers as the sender wrote them, a link,
     no content. Raises ``InvalidInput`` for a value that cannot go into a header.
 
@@ -267,7 +290,8 @@ def render_event(*, event: MessageStored, branding: TenantBranding, platform_fro
         "subject": subject,
         "attachment_count": event.attachment_count,
         "expires_at": _as_utc(event.expires_at),
-        "link": url,
+        # per recipient: the link names whom it was sent to (``hinter``), filled in later
+        "link": f"{url}?r={HINT_PLACEHOLDER}" if hinter is not None else url,
         "message_id": message_id,
         "footer": branding.footer,
         "disclaimers": list(branding.disclaimers),
@@ -280,7 +304,11 @@ def render_event(*, event: MessageStored, branding: TenantBranding, platform_fro
         text, html = templating.render_frames(
             text_body=text_body, html_body=_body(_HTML, branding, context),
             message_id=message_id, url=url, subject=subject)
-        text, html = _qp(text), _qp(html)
+        plain_text, plain_html = text, html
+        if hinter is not None:
+            text, html = _HINT_SLOT, _HINT_SLOT  # encoded per recipient, with its hint
+        else:
+            text, html = _qp(text), _qp(html)
     except UnicodeEncodeError as exc:  # a lone surrogate escaped in the event's JSON
         raise InvalidInput("the notification text is not valid Unicode") from exc
     try:
@@ -314,9 +342,15 @@ def render_event(*, event: MessageStored, branding: TenantBranding, platform_fro
                            address="x@x")
         except ValueError as exc:
             raise InvalidInput("the ids cannot be carried in the bounce address") from exc
+    if hinter is not None:
+        try:
+            (plain_text + plain_html).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidInput("the notification text is not valid Unicode") from exc
     return RenderedEvent(head=head_bytes, tail=tail, message_id=message_id,
                          domain=domain, envelope_from=platform.addr_spec,
-                         tenant_id=event.tenant_id, bounce_base=bounce_base)
+                         tenant_id=event.tenant_id, bounce_base=bounce_base, hinter=hinter,
+                         text=plain_text if hinter else "", html=plain_html if hinter else "")
 
 
 def build_notification(*, event: MessageStored, recipient: str, branding: TenantBranding,

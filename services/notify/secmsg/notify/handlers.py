@@ -39,7 +39,8 @@ def make_on_message_stored(rt: NotifyWorker) -> Callable[..., Awaitable[None]]:
                     policy=rt.policy, platform_from=rt.common.smtp_from,
                     public_url=rt.common.retrieve_public_url, heartbeat=msg.in_progress,
                     signer=rt.signer, platform_dkim=rt.platform_dkim,
-                    undeliverable=rt.undeliverable, bounce_base=rt.bounce_base)
+                    undeliverable=rt.undeliverable, bounce_base=rt.bounce_base,
+                    recipient_hint=rt.recipient_hint)
             except service.RetryLater as exc:
                 retry_in.append(exc.delay)
                 raise

@@ -36,6 +36,7 @@ value) makes the recipient ``failed`` at once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -140,6 +141,7 @@ class _Ctx:
     signer: Signer | None = None
     platform_dkim: DkimKey | None = None
     bounce_base: str | None = None
+    hinter: Callable[[str], str] | None = None
     blocked: frozenset[str] = frozenset()
     # The event's rendering, shared by its recipients; made at the first claimed recipient
     # (a redelivery whose recipients are all final renders nothing).
@@ -151,7 +153,8 @@ class _Ctx:
                 self.rendered = render_event(event=self.event, branding=self.branding,
                                              platform_from=self.platform_from,
                                              public_url=self.public_url,
-                                             bounce_base=self.bounce_base)
+                                             bounce_base=self.bounce_base,
+                                             hinter=self.hinter)
             except InvalidInput as exc:
                 self.rendered = exc
         if isinstance(self.rendered, InvalidInput):
@@ -179,7 +182,9 @@ async def notify_recipients(*, event: MessageStored, deliveries: DeliveryRepo, m
                             heartbeat: Callable[[], Awaitable[None]] | None = None,
                             signer: Signer | None = None, platform_dkim: DkimKey | None = None,
                             undeliverable: UndeliverableList | None = None,
-                            bounce_base: str | None = None) -> None:
+                            bounce_base: str | None = None,
+                            recipient_hint: Callable[[str, str, str], str] | None = None,
+                            ) -> None:
     """Notify every recipient of ``event`` once; raise ``RetryLater`` if some must wait."""
     if not event.notify:
         # The sender's own server delivered the placeholder (an RFC 5322 submission).
@@ -194,6 +199,8 @@ async def notify_recipients(*, event: MessageStored, deliveries: DeliveryRepo, m
                target=branding.smtp or target, policy=policy, branding=branding,
                platform_from=platform_from, public_url=public_url, clock=clock,
                signer=signer, platform_dkim=platform_dkim, bounce_base=bounce_base,
+               hinter=(functools.partial(recipient_hint, event.tenant_id, event.message_id)
+                       if recipient_hint is not None else None),
                blocked=frozenset(blocked))
     waiting: list[_Later] = []
     for i, address in enumerate(recipients):
