@@ -23,7 +23,7 @@ RAW_EXAMPLE = ("From: doctor@abc-medical.example\r\nTo: pat@example.org\r\n"
                "X-Secure-Message-Url: " + EXAMPLE_URL + "\r\n\r\n...\r\n")
 
 # The loader every message route uses (revocation and recall checks included).
-_load = service._get_mine
+_load = service.get_mine
 
 
 class DetectIn(BaseModel):

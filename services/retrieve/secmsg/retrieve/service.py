@@ -316,7 +316,7 @@ async def list_messages(*, session: SessionRecord, messages: MessageRepo, limit:
     return page, (encode_cursor(page[-1]) if more and page else None)
 
 
-async def _get_mine(*, session: SessionRecord, message_id: str, messages: MessageRepo,
+async def get_mine(*, session: SessionRecord, message_id: str, messages: MessageRepo,
                     now: datetime) -> MessageRecord:
     if not ID_RE.match(message_id):
         raise NotFound("message not found")
@@ -386,7 +386,7 @@ async def read_message(*, session: SessionRecord, message_id: str, messages: Mes
                        blobs: BlobReader, keyring: KeyRing, audit: AuditPublisher,
                        client_ip: str | None, user_agent: str | None, now: datetime,
                        max_body_bytes: int) -> MessageView:
-    record = await _get_mine(session=session, message_id=message_id, messages=messages,
+    record = await get_mine(session=session, message_id=message_id, messages=messages,
                              now=now)
     # Audited before any content is read: no audit, no access (DependencyUnavailable -> 503).
     await audit.publish(MessageOpened(
@@ -458,7 +458,7 @@ async def plan_download(*, session: SessionRecord, message_id: str, object_id: s
                         range_header: str | None, if_range: str | None,
                         messages: MessageRepo, audit: AuditPublisher, client_ip: str | None,
                         user_agent: str | None, now: datetime) -> Download:
-    record = await _get_mine(session=session, message_id=message_id, messages=messages,
+    record = await get_mine(session=session, message_id=message_id, messages=messages,
                              now=now)
     obj = next((o for o in record.objects
                 if o.object_id == object_id and o.role == "attachment"), None)

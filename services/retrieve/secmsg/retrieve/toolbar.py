@@ -2,7 +2,7 @@
 (the original of an Outlook/Exchange submission, or one built from an API submission), and
 record fetches and acknowledgements in the audit trail.
 
-Access goes through ``service``'s loader (``_get_mine``), so whatever refuses a message to the
+Access goes through ``service``'s loader (``get_mine``), so whatever refuses a message to the
 webmail (not yours, expired, purged, revoked, recalled) refuses it here too.
 
 Everything streams: bodies and attachments are decrypted segment by segment and base64-encoded
