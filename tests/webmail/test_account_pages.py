@@ -239,3 +239,13 @@ async def test_device_approval_and_connected_apps(app: Running, seeder: Seeder,
     assert r.status_code == 200 and "Refused" in r.text
     poll = await app.client.post("/v1/device/token", json={"device_code": flow["device_code"]})
     assert poll.json()["error"] == "access_denied"
+
+
+async def test_link_with_recipient_hint_prefills_the_address(app: Running, seeder: Seeder) -> None:
+    msg = await seeder.message(to=[BOB, "carol@example.org"])
+    hint = app.deps.keyring.recipient_hint(TENANT, msg.message_id, BOB)
+    r = await app.client.get(f"/m/{TENANT}/{msg.message_id}", params={"r": hint})
+    assert r.status_code == 200 and f'value="{BOB}"' in r.text
+    for bad in ("garbage", app.deps.keyring.recipient_hint(TENANT, msg.message_id, "x@y.org")):
+        r = await app.client.get(f"/m/{TENANT}/{msg.message_id}", params={"r": bad})
+        assert r.status_code == 200 and 'value=""' in r.text

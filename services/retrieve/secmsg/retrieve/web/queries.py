@@ -33,6 +33,14 @@ class WebQueries:
                                      "disclaimers": 1, "policy": 1})
         return doc
 
+    async def recipients(self, tenant_id: str, message_id: str) -> list[str]:
+        """The addresses a message was sent to: only to match the link's recipient hint."""
+        async with mongo.unavailable_as_503():
+            doc = await self._db[mongo.MESSAGES].find_one(
+                {"_id": message_id, "tenant_id": tenant_id}, {"recipients.address": 1})
+        return [str(r.get("address", "")) for r in (doc or {}).get("recipients") or []
+                if isinstance(r, dict)]
+
     async def role(self, tenant_id: str, address: str) -> str | None:
         """``sender`` / ``admin`` for tenant users, None for everyone else."""
         async with mongo.unavailable_as_503():

@@ -116,14 +116,21 @@ async def _signed_in(ctx: Ctx, here: str) -> SessionRecord | RedirectResponse:
 
 @router.get("/m/{tenant_id}/{message_id}", response_class=HTMLResponse)
 async def link_page(tenant_id: TenantPath, message_id: MessagePath, request: Request,
-                    deps: DepsDep, web: WebDep) -> Response:
+                    deps: DepsDep, web: WebDep,
+                    r: Annotated[str, Query(max_length=64)] = "") -> Response:
     # Mail scanners open this link: it reads and changes nothing, it only shows a form.
     ctx = Ctx(request, deps, web)
     target = f"/web/messages/{message_id}"
     session = await ctx.load_session()
     if session is not None and session.tenant_id == tenant_id:
         return RedirectResponse(target, status_code=303)
-    return await _signin_form(ctx, tenant_id, next_path=target, from_link=True)
+    # The link names its recipient (keyed hint): pre-fill the address. It names, it does not
+    # authenticate -- the emailed code still proves the mailbox.
+    email = None
+    if r:
+        email = deps.keyring.match_recipient_hint(
+            tenant_id, message_id, r, await web.queries.recipients(tenant_id, message_id))
+    return await _signin_form(ctx, tenant_id, next_path=target, from_link=True, email=email)
 
 
 @router.get("/web/{tenant_id}/signin", response_class=HTMLResponse)
