@@ -24,7 +24,8 @@ from devstack.tls import ensure_cert
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PORTS = {"nats": 4222, "mongo": 27017, "s3": 9000, "smtp": 2525, "ingest": 8080,
-                 "store": 8081, "notify": 8082, "retrieve": 8443}
+                 "store": 8081, "notify": 8082, "retrieve": 8443,
+                 "notify.deliverability": 8083, "bounces": 2526}
 
 
 def _port(preferred: int) -> int:
@@ -103,10 +104,19 @@ def main() -> None:
            "SECMSG_SMTP_HOST": "127.0.0.1", "SECMSG_SMTP_PORT": str(ports["smtp"]),
            "SECMSG_SMTP_TLS": "none",
            "SECMSG_RETRIEVE_PUBLIC_URL": retrieve_url,
-           "SECMSG_RETRIEVE_TLS_CERT": str(cert), "SECMSG_RETRIEVE_TLS_KEY": str(key)}
+           "SECMSG_RETRIEVE_TLS_CERT": str(cert), "SECMSG_RETRIEVE_TLS_KEY": str(key),
+           # bounce reports (RFC 3464) for notifications come back to the local receiver
+           "SECMSG_NOTIFY_BOUNCE_ADDRESS": "bounces@bounces.localhost",
+           "SECMSG_NOTIFY_BOUNCE_HOST": "127.0.0.1",
+           "SECMSG_NOTIFY_BOUNCE_PORT": str(ports["bounces"]),
+           # the webmail sends secure replies through ingest
+           "SECMSG_RETRIEVE_INGEST_URL": f"http://127.0.0.1:{ports['ingest']}"}
+    # ingest before retrieve (the webmail's replies); the deliverability process (bounce
+    # receiver + DNSBL monitor) is the notify package's singleton.
     procs = [ServiceProc(name, env, run_dir / "logs" / f"{name}.log", ports[name],
                          tls=(name == "retrieve"))
-             for name in ("store", "notify", "retrieve", "ingest")]
+             for name in ("store", "notify", "notify.deliverability", "ingest", "retrieve")]
+    by_name = {p.name: p for p in procs}
     stopping = False
 
     def shutdown(*_: object) -> None:
@@ -133,9 +143,12 @@ def main() -> None:
     print(f"""
 secmsg is running (up in {time.monotonic() - t0:.1f}s). Ctrl-C stops everything.
 
-  ingest    {procs[3].base_url}    (OpenAPI: {procs[3].base_url}/docs)
+  ingest    {by_name['ingest'].base_url}    (OpenAPI: {by_name['ingest'].base_url}/docs)
   retrieve  {retrieve_url}   (self-signed certificate: {cert})
-  store     {procs[0].base_url}/metrics     notify {procs[1].base_url}/metrics
+            Secure Message Center: open the link in a notification in {mail_dir}
+  store     {by_name['store'].base_url}/metrics     notify {by_name['notify'].base_url}/metrics
+  bounces   smtp://127.0.0.1:{ports['bounces']} (bounce receiver; health and metrics on \
+{by_name['notify.deliverability'].base_url})
   NATS      nats://127.0.0.1:{ports['nats']}   MongoDB-wire mongodb://127.0.0.1:{ports['mongo']}
   S3        http://127.0.0.1:{ports['s3']}   (bucket secmsg)
   SMTP sink 127.0.0.1:{ports['smtp']} -> captured mail as .eml files in {mail_dir}
@@ -144,7 +157,7 @@ secmsg is running (up in {time.monotonic() - t0:.1f}s). Ctrl-C stops everything.
   demo tenant: demo     API key: {api_key}
 
 Send a secure message:
-  curl -sS {procs[3].base_url}/v1/messages -H "Authorization: Bearer {api_key}" \\
+  curl -sS {by_name['ingest'].base_url}/v1/messages -H "Authorization: Bearer {api_key}" \\
     -F 'envelope={{"from":"alice@demo.example","to":["bob@example.org"],'\\
 '"subject":"Hello","text":"Secret"}};type=application/json' \\
     -F attachment=@README.md
