@@ -88,8 +88,8 @@ async def test_delivery_stats_deliverability_undeliverable(ingest: Ingest,
                                    headers=auth(admin_key))
     assert r.status_code == 404
     assert await ingest.db[mongo.UNDELIVERABLE].count_documents({}) == 1  # other tenant's
-    ev = await audits(ingest.settings, "policy.changed")
-    assert ev[0].detail == {"setting": "undeliverable", "change": "cleared"}
+    ev = await audits(ingest.settings, "undeliverable.cleared")
+    assert [e.subject_address for e in ev] == ["gone@example.org"] and ev[0].detail == {}
 
 
 async def test_key_rotation(ingest: Ingest, admin_key: str) -> None:

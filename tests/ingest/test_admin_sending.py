@@ -148,6 +148,5 @@ async def test_dkim(ingest: Ingest, admin: str) -> None:
         assert r.status_code == 400, bad
     assert (await ingest.client.delete("/v1/admin/dkim", headers=auth(admin))).status_code == 204
     assert (await ingest.client.delete("/v1/admin/dkim", headers=auth(admin))).status_code == 404
-    changes = [e.detail["change"] for e in await audits(ingest.settings, "policy.changed")
-               if e.detail.get("setting") == "dkim"]
+    changes = [e.detail["change"] for e in await audits(ingest.settings, "dkim.changed")]
     assert changes == ["key_generated", "removed"]

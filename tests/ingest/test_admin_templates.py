@@ -161,3 +161,24 @@ async def test_code_email_kinds_are_editable(ingest: Ingest, admin_key: str) -> 
                                 json={"source": source}, headers=auth(admin_key))
     assert r.status_code == 200, r.text
     assert r.json()["is_default"] is False and r.json()["version"] == 1
+
+
+async def test_template_and_smtp_changes_are_audited(ingest: Any, admin_key: str) -> None:
+    from tests.ingest.access_helpers import audits
+
+    source = "Hi {{ tenant_name }}: {{ link }}"
+    r = await ingest.client.put("/v1/admin/templates/notification_text",
+                                json={"source": source},
+                                headers={"Authorization": f"Bearer {admin_key}"})
+    assert r.status_code == 200, r.text
+    r = await ingest.client.delete("/v1/admin/templates/notification_text",
+                                   headers={"Authorization": f"Bearer {admin_key}"})
+    assert r.status_code == 200, r.text
+    changes = [(e.detail["kind"], e.detail["change"])
+               for e in await audits(ingest.settings, "template.changed")]
+    assert changes == [("notification_text", "saved"), ("notification_text", "reset")]
+    r = await ingest.client.put("/v1/admin/smtp", json={"mode": "platform"},
+                                headers={"Authorization": f"Bearer {admin_key}"})
+    assert r.status_code == 200, r.text
+    [smtp] = await audits(ingest.settings, "smtp.changed")
+    assert smtp.detail == {"mode": "platform", "password": "kept"}

@@ -96,9 +96,10 @@ async def test_revoke_restore_recall(ingest: Ingest) -> None:
     r = await ingest.client.post(f"/v1/messages/{mid}/revoke", headers=auth(token))
     assert sorted(r.json()["revoked"]) == ["bob@example.org", "carol@example.org"]
     revoked = await audits(ingest.settings, "message.revoked")
-    assert [(e.subject_address, e.detail["change"]) for e in revoked] == [
-        ("bob@example.org", "revoked"), ("bob@example.org", "restored"),
-        ("bob@example.org", "revoked"), ("carol@example.org", "revoked")]
+    assert [e.subject_address for e in revoked] == [
+        "bob@example.org", "bob@example.org", "carol@example.org"]
+    restored = await audits(ingest.settings, "message.restored")
+    assert [e.subject_address for e in restored] == ["bob@example.org"]
 
     for _ in range(2):
         r = await ingest.client.post(f"/v1/messages/{mid}/recall", headers=auth(token))

@@ -152,7 +152,8 @@ AuditAction = Literal[
     "message.replied", "recipient.registered", "signin.succeeded", "signin.failed",
     "password.reset", "totp.enabled", "token.issued", "token.revoked", "key.rotated",
     "apikey.created", "apikey.revoked", "user.changed", "policy.changed", "signout.all",
-    "message.fetched", "message.acknowledged",
+    "message.fetched", "message.acknowledged", "message.restored", "template.changed",
+    "smtp.changed", "dkim.changed", "undeliverable.cleared",
 ]
 
 

@@ -59,8 +59,8 @@ async def put(*, creds: Credentials, domain: str, selector: str, from_address: s
             "private_key_sealed": key_ring.seal_secret(tenant_id, DKIM_KEY_PURPOSE, pem),
             "public_key": public, "created_at": now, "created_by": creds.actor}
     await access.set_fields(tenant_id, {"dkim": dkim})
-    await audit.record(events=events, creds=creds, action="policy.changed", origin=origin,
-                       detail={"setting": "dkim", "change": "key_generated", "domain": domain,
+    await audit.record(events=events, creds=creds, action="dkim.changed", origin=origin,
+                       detail={"change": "key_generated", "domain": domain,
                                "selector": selector})
     return view(dkim)
 
@@ -76,5 +76,5 @@ async def delete(*, creds: Credentials, access: AccessRepo, events: EventSink,
                  origin: Origin) -> None:
     await get(creds=creds, access=access)
     await access.set_fields(creds.tenant.tenant_id, {}, unset=("dkim",))
-    await audit.record(events=events, creds=creds, action="policy.changed", origin=origin,
-                       detail={"setting": "dkim", "change": "removed"})
+    await audit.record(events=events, creds=creds, action="dkim.changed", origin=origin,
+                       detail={"change": "removed"})

@@ -120,9 +120,8 @@ async def restore(*, creds: Credentials, message_id: str, address: str,
         if address not in {a.lower() for a, _ in message.recipients}:
             raise NotFound("no such recipient of this message")
         return  # not revoked (any more): nothing to do
-    await audit.record(events=events, creds=creds, action="message.revoked", origin=origin,
-                       message_id=message.message_id, subject_address=address,
-                       detail={"change": "restored"})
+    await audit.record(events=events, creds=creds, action="message.restored", origin=origin,
+                       message_id=message.message_id, subject_address=address)
 
 
 async def recall(*, creds: Credentials, message_id: str, messages: MessageRepo,

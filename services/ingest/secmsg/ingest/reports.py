@@ -60,9 +60,8 @@ async def clear_undeliverable(*, creds: Credentials, address: str, reports: Repo
                               events: EventSink, origin: Origin) -> None:
     if not await reports.clear_undeliverable(creds.tenant.tenant_id, address):
         raise NotFound("the address is not on the undeliverable list")
-    await audit.record(events=events, creds=creds, action="policy.changed", origin=origin,
-                       subject_address=address.lower(),
-                       detail={"setting": "undeliverable", "change": "cleared"})
+    await audit.record(events=events, creds=creds, action="undeliverable.cleared",
+                       origin=origin, subject_address=address.lower())
 
 
 def rotation_id_for(tenant_id: str, generation: int) -> str:

@@ -10,10 +10,10 @@ from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field, ValidationError
 from starlette.requests import ClientDisconnect
 
-from secmsg.ingest import tenant_smtp, tenant_templates
+from secmsg.ingest import audit, tenant_smtp, tenant_templates
 from secmsg.ingest.auth import authenticate, bearer
 from secmsg.ingest.ports import SCOPE_ADMIN, Credentials
-from secmsg.ingest.routes import ErrorBody
+from secmsg.ingest.routes import ErrorBody, origin
 from secmsg.ingest.wiring import Deps, get_deps
 from secmsg.shared import templating
 from secmsg.shared.errors import InvalidInput, PayloadTooLarge
@@ -141,16 +141,21 @@ async def put_template(kind: Kind, request: Request, creds: Admin,
     view = await tenant_templates.save(tenant_id=creds.tenant.tenant_id, kind=kind,
                                        source=source, key_id=creds.actor,
                                        store=deps.templates, now=datetime.now(UTC))
+    await audit.record(events=deps.events, creds=creds, action="template.changed",
+                       origin=origin(request), detail={"kind": kind, "change": "saved"})
     return _model(view)
 
 
 @router.delete("/templates/{kind}", response_model=Template,
                responses={**_AUTH_ERRORS, 404: _err("unknown template kind")},
                summary="Go back to the default template")
-async def delete_template(kind: Kind, creds: Admin,
+async def delete_template(kind: Kind, request: Request, creds: Admin,
                           deps: Annotated[Deps, Depends(get_deps)]) -> Template:
-    return _model(await tenant_templates.reset(tenant_id=creds.tenant.tenant_id, kind=kind,
-                                               store=deps.templates))
+    view = await tenant_templates.reset(tenant_id=creds.tenant.tenant_id, kind=kind,
+                                        store=deps.templates)
+    await audit.record(events=deps.events, creds=creds, action="template.changed",
+                       origin=origin(request), detail={"kind": kind, "change": "reset"})
+    return _model(view)
 
 
 @router.post("/templates/{kind}/preview", response_model=Preview, responses=_SOURCE_ERRORS,
@@ -204,11 +209,16 @@ async def get_smtp(creds: Admin, deps: Annotated[Deps, Depends(get_deps)]) -> Sm
                 "missing host/port/tls for 'own', a host refused by the SSRF guard (private, "
                 "loopback, link-local, metadata, ambiguous IP form) or not resolving")},
             summary="Choose the platform SMTP service or the tenant's own server")
-async def put_smtp(body: SmtpIn, creds: Admin,
+async def put_smtp(body: SmtpIn, request: Request, creds: Admin,
                    deps: Annotated[Deps, Depends(get_deps)]) -> SmtpOut:
     config = await tenant_smtp.save(
         tenant_id=creds.tenant.tenant_id, mode=body.mode, host=body.host, port=body.port,
         tls=body.tls, username=body.username, password=body.password, key_id=creds.actor,
         store=deps.smtp, key_ring=deps.key_ring,
         allowed_targets=deps.smtp_allowed_targets, now=datetime.now(UTC))
+    # fixed words only: never the host's reply, the username or the password
+    await audit.record(events=deps.events, creds=creds, action="smtp.changed",
+                       origin=origin(request),
+                       detail={"mode": body.mode,
+                               "password": "changed" if body.password else "kept"})
     return _smtp_out(config)
