@@ -249,3 +249,14 @@ async def test_link_with_recipient_hint_prefills_the_address(app: Running, seede
     for bad in ("garbage", app.deps.keyring.recipient_hint(TENANT, msg.message_id, "x@y.org")):
         r = await app.client.get(f"/m/{TENANT}/{msg.message_id}", params={"r": bad})
         assert r.status_code == 200 and 'value=""' in r.text
+
+
+async def test_signed_out_device_code_lookups_are_rate_limited(app: Running) -> None:
+    from secmsg.retrieve.web.account_pages import DEVICE_LOOKUPS
+
+    statuses = [(await app.client.get("/web/device", params={"user_code": f"ABCD-{i:04d}"}))
+                .status_code for i in range(DEVICE_LOOKUPS + 1)]
+    assert statuses[:DEVICE_LOOKUPS] == [404] * DEVICE_LOOKUPS  # unknown codes
+    last = await app.client.get("/web/device", params={"user_code": "ABCD-9999"})
+    assert statuses[-1] == 429 and last.status_code == 429
+    assert "too many codes tried" in last.text

@@ -201,6 +201,9 @@ async def apps_revoke(request: Request, deps: DepsDep, web: WebDep, ip: ClientIp
 
 # --- toolbar approval (device flow verification_uri) -----------------------------------------
 
+DEVICE_LOOKUPS = 20  # signed-out code look-ups per client address per window
+DEVICE_LOOKUP_WINDOW_S = 900
+
 @router.get("/device")
 async def device_uri(user_code: Annotated[str, Query(max_length=32)] = "") -> Response:
     """``verification_uri`` of the device flow: the page lives with the webmail."""
@@ -209,7 +212,7 @@ async def device_uri(user_code: Annotated[str, Query(max_length=32)] = "") -> Re
 
 
 @router.get("/web/device", response_class=HTMLResponse)
-async def device_page(request: Request, deps: DepsDep, web: WebDep,
+async def device_page(request: Request, deps: DepsDep, web: WebDep, ip: ClientIpDep,
                       user_code: Annotated[str, Query(max_length=32)] = "") -> Response:
     ctx = Ctx(request, deps, web)
     session = await ctx.load_session()
@@ -217,6 +220,13 @@ async def device_page(request: Request, deps: DepsDep, web: WebDep,
     if session is None:
         if not code:
             return await ctx.page("device.html", user_code="")
+        # Looked up before sign-in (it names the organisation only): limited per address so
+        # nobody can sweep the code space for live requests.
+        retry = await deps.limiter.hit(key=f"device-lookup:ip:{ip}", limit=DEVICE_LOOKUPS,
+                                       window_s=DEVICE_LOOKUP_WINDOW_S, now=deps.clock())
+        if retry is not None:
+            return await ctx.page("device.html", status=429, user_code=code,
+                                  error="too many codes tried; wait a few minutes")
         # The request says which organisation to sign in to; then back here.
         try:
             record = await deps.devices.by_user_code(device.normalize_user_code(code))
