@@ -8,7 +8,6 @@ event from notifying anyone twice.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -16,7 +15,6 @@ from faststream.middlewares import AckPolicy
 from faststream.nats import JStream, NatsBroker, PullSub
 from nats.aio.client import Client as NATS
 from nats.js.api import ConsumerConfig
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo import AsyncMongoClient
 
 from secmsg.notify.adapters.dkim_signer import DkimSigner, check_key
@@ -31,6 +29,7 @@ from secmsg.notify.adapters.smtp import SmtpMailer
 from secmsg.notify.bounce_address import bounce_address
 from secmsg.notify.handlers import make_on_message_stored, raw_message
 from secmsg.notify.ports import DkimKey, SmtpTarget
+from secmsg.notify.probes import probe_app
 from secmsg.notify.service import NotifyPolicy
 from secmsg.notify.settings import NotifySettings
 from secmsg.shared import bus, subjects
@@ -188,37 +187,4 @@ def make_http_app(rt: NotifyWorker) -> Any:
     SMTP is deliberately not part of readiness: an SMTP outage is handled by deferring and
     retrying, and taking every replica out of service would not make it come back sooner.
     """
-
-    async def respond(send: Any, status: int, body: bytes, content_type: str) -> None:
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", content_type.encode()),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
-
-    def as_json(data: object) -> bytes:
-        return json.dumps(data).encode()
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        path, method = scope["path"], scope["method"]
-        if method not in ("GET", "HEAD"):
-            await respond(send, 405, as_json({"error": "method_not_allowed",
-                                              "detail": "Only GET is supported."}),
-                          "application/json")
-        elif path == "/healthz":
-            await respond(send, 200, as_json({"status": "ok"}), "application/json")
-        elif path == "/readyz":
-            problems = await rt.readiness()
-            if problems:
-                await respond(send, 503, as_json({"status": "unavailable",
-                                                  "reasons": problems}), "application/json")
-            else:
-                await respond(send, 200, as_json({"status": "ready"}), "application/json")
-        elif path == "/metrics":
-            await respond(send, 200, generate_latest(), CONTENT_TYPE_LATEST)
-        else:
-            await respond(send, 404, as_json({"error": "not_found", "detail": "No such path."}),
-                          "application/json")
-
-    return app
+    return probe_app(rt.readiness)

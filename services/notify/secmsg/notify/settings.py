@@ -44,13 +44,12 @@ class NotifySettings(BaseSettings):
                                        "default relay (0: unlimited -- the relay is the "
                                        "operator's own, sized for the platform's load)")
     target_saturated_wait_s: float = Field(
-        default=2.0, gt=0, description="a tenant's own SMTP target with every connection busy "
-                                       "this long: the notification is deferred instead of "
-                                       "holding a handler")
+        default=2.0, gt=0, description="an SMTP target with every connection busy and none "
+                                       "freed for this long counts as stalled: its events are "
+                                       "sent back for later instead of holding handlers")
     target_max_waiting: int = Field(
-        default=8, ge=0, description="handlers that may wait for a busy SMTP target's "
-                                     "connection; more get the event sent back shortly, so "
-                                     "one slow target cannot take every handler")
+        default=64, ge=0, description="handlers that may queue for a busy (not stalled) SMTP "
+                                      "target's connections; more get the event sent back")
     smtp_reuse: bool = Field(
         default=True, description="keep SMTP connections open for the next notification; "
                                   "false: one connection per message (benchmarks)")

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from typing import Any
 
 from nats.aio.client import Client as NATS
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo import AsyncMongoClient
 
 from secmsg.notify.deliverability import dnsbl
@@ -19,6 +17,7 @@ from secmsg.notify.deliverability.adapters.mongo import MongoMessageDirectory, M
 from secmsg.notify.deliverability.adapters.resolver import DnsBlocklistResolver
 from secmsg.notify.deliverability.adapters.smtp import BounceHandler, BounceServer
 from secmsg.notify.deliverability.settings import DeliverabilitySettings
+from secmsg.notify.probes import probe_app
 from secmsg.shared import bus
 from secmsg.shared.errors import DependencyUnavailable
 from secmsg.shared.mongo import make_client
@@ -106,37 +105,4 @@ class Deliverability:
 
 def make_http_app(rt: Deliverability) -> Any:
     """A bare ASGI app: /healthz (alive), /readyz (NATS + MongoDB), /metrics (Prometheus)."""
-
-    async def respond(send: Any, status: int, body: bytes, content_type: str) -> None:
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", content_type.encode()),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
-
-    def as_json(data: object) -> bytes:
-        return json.dumps(data).encode()
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        path, method = scope["path"], scope["method"]
-        if method not in ("GET", "HEAD"):
-            await respond(send, 405, as_json({"error": "method_not_allowed",
-                                              "detail": "Only GET is supported."}),
-                          "application/json")
-        elif path == "/healthz":
-            await respond(send, 200, as_json({"status": "ok"}), "application/json")
-        elif path == "/readyz":
-            problems = await rt.readiness()
-            if problems:
-                await respond(send, 503, as_json({"status": "unavailable",
-                                                  "reasons": problems}), "application/json")
-            else:
-                await respond(send, 200, as_json({"status": "ready"}), "application/json")
-        elif path == "/metrics":
-            await respond(send, 200, generate_latest(), CONTENT_TYPE_LATEST)
-        else:
-            await respond(send, 404, as_json({"error": "not_found", "detail": "No such path."}),
-                          "application/json")
-
-    return app
+    return probe_app(rt.readiness)
