@@ -186,21 +186,3 @@ async def test_link_page_reveals_and_changes_nothing(app: Running, seeder: Seede
     assert "frame-ancestors 'none'" in real.headers["content-security-policy"]
     assert await mongo_db["messages"].find_one({"_id": msg.message_id}) == before
     assert await mongo_db["login_codes"].count_documents({}) == 0
-
-
-async def test_link_page_form_flow(app: Running, seeder: Seeder, sink: Sink) -> None:
-    msg = await seeder.message(text="via the page")
-    r = await app.client.post(f"/m/{TENANT}/{msg.message_id}/code", data={"email": BOB})
-    assert r.status_code == 200 and "Check your email" in r.text
-    from tests.retrieve.helpers import last_code
-
-    code = last_code(sink, BOB)
-    bad = await app.client.post(f"/m/{TENANT}/{msg.message_id}/session",
-                                data={"email": BOB, "code": "00000000"})
-    assert bad.status_code == 401
-    r = await app.client.post(f"/m/{TENANT}/{msg.message_id}/session",
-                              data={"email": BOB, "code": code})
-    assert r.status_code == 303
-    assert r.headers["location"] == f"/v1/messages/{msg.message_id}"
-    read = await app.client.get(r.headers["location"])  # the cookie carries the session
-    assert read.status_code == 200 and read.json()["text"] == "via the page"

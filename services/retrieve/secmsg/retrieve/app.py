@@ -249,10 +249,9 @@ def create_app(common: CommonSettings | None = None,
     app.include_router(routes.api)
     app.include_router(routes_accounts.router)
     app.include_router(routes_tokens.router)
-    # Before routes.pages: the webmail serves the notification link page /m/{tenant}/{id}.
+    # The webmail, which also serves the notification link page /m/{tenant}/{id}.
     app.include_router(web.router)
     app.mount("/web/static", StaticFiles(directory=web.STATIC_DIR), name="web-static")
-    app.include_router(routes.pages)
     app.include_router(routes_toolbar.router)
     telemetry.instrument_fastapi(app, telemetry.setup_tracing("retrieve", common))
 

@@ -7,8 +7,8 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, BackgroundTasks, Form, Header, Path, Query, Response
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
+from fastapi import APIRouter, BackgroundTasks, Header, Path, Query, Response
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from secmsg.retrieve import accounts, service
@@ -24,7 +24,6 @@ from secmsg.retrieve.headers import content_disposition, safe_content_type
 from secmsg.retrieve.ports import MessageRecord
 from secmsg.retrieve.service import CodeRequest, NewSession
 from secmsg.shared import logs
-from secmsg.shared.errors import Unauthorized
 from secmsg.shared.subjects import TENANT_ID_RE
 
 TENANT_PATTERN = TENANT_ID_RE.pattern
@@ -271,56 +270,3 @@ async def download(message_id: MessageId, object_id: MessageId, session: Session
         headers["Content-Range"] = f"bytes {d.start}-{d.end}/{d.obj.size}"
     return StreamingResponse(_primed(first, body), status_code=206 if d.partial else 200,
                              headers=headers, media_type=safe_content_type(d.obj.content_type))
-
-
-pages = APIRouter(prefix="/m", tags=["pages"], include_in_schema=False)
-TenantPath = Annotated[str, Path(pattern=TENANT_PATTERN)]
-MessagePath = Annotated[str, Path(pattern=ID_PATTERN)]
-
-
-def _page(deps: DepsDep, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
-    html = deps.templates.get_template(name).render(ctx)
-    return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
-
-
-@pages.get("/{tenant_id}/{message_id}", response_class=HTMLResponse)
-async def link_page(tenant_id: TenantPath, message_id: MessagePath,
-                    deps: DepsDep) -> HTMLResponse:
-    # Mail scanners open this link: it only renders a form, it reads and changes nothing.
-    return _page(deps, "link_page.html", code_action=f"/m/{tenant_id}/{message_id}/code")
-
-
-@pages.post("/{tenant_id}/{message_id}/code", response_class=HTMLResponse)
-async def link_code(tenant_id: TenantPath, message_id: MessagePath,
-                    email: Annotated[str, Form(max_length=320)], background: BackgroundTasks,
-                    deps: DepsDep, ip: ClientIpDep) -> HTMLResponse:
-    req = await service.request_code(tenant_id=tenant_id, email=email, client_ip=ip,
-                                     limiter=deps.limiter, settings=deps.settings,
-                                     now=deps.clock())
-    _schedule_code(background, deps, req)
-    return _page(deps, "code_page.html", email=req.address,
-                 ttl_minutes=max(1, deps.settings.code_ttl_s // 60),
-                 session_action=f"/m/{tenant_id}/{message_id}/session")
-
-
-@pages.post("/{tenant_id}/{message_id}/session", response_class=HTMLResponse)
-async def link_session(tenant_id: TenantPath, message_id: MessagePath,
-                       email: Annotated[str, Form(max_length=320)],
-                       code: Annotated[str, Form(max_length=32)], deps: DepsDep,
-                       ip: ClientIpDep, ua: UserAgentDep) -> Response:
-    try:
-        result = await accounts.sign_in(account_ports(deps), tenant_id=tenant_id,
-                                        email=email, code=code, password=None,
-                                        totp_code=None, client=accounts.Client(ip, ua),
-                                        now=deps.clock())
-        if result.session is None:
-            raise Unauthorized("this account needs its authenticator code: sign in from the "
-                               "Secure Message Center")
-        new = result.session
-    except Unauthorized as exc:
-        return _page(deps, "code_page.html", status=401, email=email, error=exc.detail,
-                     ttl_minutes=max(1, deps.settings.code_ttl_s // 60),
-                     session_action=f"/m/{tenant_id}/{message_id}/session")
-    response = RedirectResponse(f"/v1/messages/{message_id}", status_code=303)
-    _set_cookie(response, deps, new)
-    return response
