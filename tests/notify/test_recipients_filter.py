@@ -56,8 +56,16 @@ async def test_bcc_hidden_and_undeliverable_skipped(
 
 
 async def test_undeliverable_lookup_is_per_tenant_and_case_blind(mongo_db: Any) -> None:
-    await mongo_db[mongo.UNDELIVERABLE].insert_one({"_id": "t1:x@example.org"})
-    lst = MongoUndeliverableList(mongo_db)
+    await mongo_db[mongo.UNDELIVERABLE].insert_one({"_id": "t1:x@example.org",
+                                                    "tenant_id": "t1"})
+    now = [0.0]
+    lst = MongoUndeliverableList(mongo_db, ttl_s=30, clock=lambda: now[0])
     assert await lst.blocked("t1", ["X@Example.org", "y@example.org"]) == {"x@example.org"}
     assert await lst.blocked("t2", ["x@example.org"]) == set()
     assert await lst.blocked("t1", []) == set()
+    # the tenant's list is cached for ttl_s, then read again
+    await mongo_db[mongo.UNDELIVERABLE].insert_one({"_id": "t1:y@example.org",
+                                                    "tenant_id": "t1"})
+    assert await lst.blocked("t1", ["y@example.org"]) == set()
+    now[0] = 31.0
+    assert await lst.blocked("t1", ["y@example.org"]) == {"y@example.org"}

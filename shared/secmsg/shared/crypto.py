@@ -246,6 +246,7 @@ class KeyRing:
             if len(key) != 32:
                 raise ValueError(f"keyring version {version} is not 32 bytes")
         self._keys = dict(keys)
+        self._hint_keys: dict[tuple[str, int], bytes] = {}
         self.active = active if active is not None else max(keys)
         if self.active not in self._keys:
             raise ValueError(f"active key version {self.active} is not in the keyring")
@@ -324,9 +325,15 @@ class KeyRing:
         return self._parse_tag(wrapped)[1]
 
     def _hint_key(self, tenant_id: str, version: int) -> bytes:
-        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                    info=b"secmsg-recipient-hint-v1|" + tenant_id.encode()
-                    ).derive(self._keys[version])
+        # cached: notify derives it for every recipient of every notification
+        key = self._hint_keys.get((tenant_id, version))
+        if key is None:
+            if len(self._hint_keys) > 4096:
+                self._hint_keys.clear()
+            key = self._hint_keys[(tenant_id, version)] = HKDF(
+                algorithm=hashes.SHA256(), length=32, salt=None,
+                info=b"secmsg-recipient-hint-v1|" + tenant_id.encode()).derive(self._keys[version])
+        return key
 
     def recipient_hint(self, tenant_id: str, message_id: str, address: str) -> str:
         """A short keyed tag naming one recipient of one message, for the notification link

@@ -102,7 +102,7 @@ class NotifyWorker:
             bounce_address(self.bounce_base, tenant_id="t", message_id="0", address="a@b")
         self.mongo: AsyncMongoClient[Any] = make_client(self.common)
         self.db = self.mongo[self.common.mongo_db]
-        self.undeliverable = MongoUndeliverableList(self.db)
+        self.undeliverable = MongoUndeliverableList(self.db, ttl_s=self.settings.tenant_cache_s)
         self.relay = MongoRelayChooser(self.db, primary=self.smtp_target,
                                        standby=standby_smtp(self.common, self.settings),
                                        check_s=self.settings.relay_check_s)
