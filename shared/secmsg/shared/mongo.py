@@ -38,6 +38,7 @@ RATE_LIMITS = "rate_limits"  # retrieve
 ACCOUNTS = "accounts"  # retrieve (people: recipients and tenant users, password, TOTP)
 TOKENS = "tokens"  # retrieve issues (toolbar/device, webmail); ingest checks `send` scope
 DEVICE_CODES = "device_codes"  # retrieve (device authorization flow)
+ACCESS_MARKERS = "access_markers"  # retrieve (insert-only: used TOTP steps, redeemed devices)
 TENANT_USERS = "tenant_users"  # ingest (admin): who at the tenant is a sender or an admin
 REVOCATIONS = "revocations"  # ingest (insert-only): revoked / recalled access, read by retrieve
 KEY_ROTATIONS = "key_rotations"  # store (re-wrap job progress); ingest creates the request

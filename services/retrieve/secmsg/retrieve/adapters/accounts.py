@@ -19,7 +19,7 @@ from secmsg.retrieve.ports import AccountRecord, DeviceRecord, Revocation, Token
 from secmsg.shared import mongo
 
 Doc = dict[str, Any]
-MARKERS = "access_markers"  # retrieve, insert-only: used TOTP steps, redeemed device codes
+MARKERS = mongo.ACCESS_MARKERS
 
 
 def _token(doc: Doc) -> TokenRecord:

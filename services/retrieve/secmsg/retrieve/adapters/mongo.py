@@ -273,7 +273,7 @@ class MongoJanitor:
 
 _EXPIRING = (mongo.LOGIN_CODES, mongo.LOGIN_CODES + "_used", mongo.SESSIONS, mongo.RATE_LIMITS)
 # Expired device codes and single-use markers (TOTP steps, redeemed device codes).
-_EXPIRING_OTHERS = (mongo.DEVICE_CODES, "access_markers")
+_EXPIRING_OTHERS = (mongo.DEVICE_CODES, mongo.ACCESS_MARKERS)
 
 
 async def ensure_indexes(db: AsyncDatabase[Doc]) -> None:
