@@ -127,8 +127,12 @@ async def platform(services: Callable[..., ServiceProc], mongo_db: Any, sink: Si
     from tests.e2e.helpers import Platform
 
     # Short retry and lease times: a notify killed mid-send holds its claim for one lease.
+    # Likewise an Idempotency-Key held by an ingest killed mid-request is taken over after
+    # SECMSG_INGEST_IDEMPOTENCY_STALE_S (default 120 s): short here.
     fast = {"SECMSG_NOTIFY_RETRY_BASE_S": "0.5", "SECMSG_NOTIFY_RETRY_MAX_S": "2",
-            "SECMSG_NOTIFY_LEASE_S": "8", "SECMSG_SMTP_TIMEOUT_S": "5"}
+            "SECMSG_NOTIFY_LEASE_S": "8", "SECMSG_SMTP_TIMEOUT_S": "5",
+            "SECMSG_INGEST_IDEMPOTENCY_HEARTBEAT_S": "1",
+            "SECMSG_INGEST_IDEMPOTENCY_STALE_S": "5"}
     procs = {name: services(name, **fast) for name in ("store", "notify", "ingest")}
     # retrieve last: the webmail sends secure replies through ingest
     procs["retrieve"] = services("retrieve", SECMSG_RETRIEVE_INGEST_URL=procs["ingest"].base_url,
