@@ -114,3 +114,20 @@ async def test_sent_mail_uses_the_stored_tenant_template(
     assert "<p>Scan &lt;results&gt;</p>" in html and f'href="{url}?r={hint}"' in html
     assert msg["Subject"] == "Scan <results>"
     assert_markers(msg, ev.message_id, url)
+
+
+async def test_the_tenant_logo_shows_in_the_default_html_notification(
+        mongo_db: Any, sink: Sink, nbus: Bus, start_notify: Any) -> None:
+    logo = "https://www.acme.example/logo.png?v=1&x=2"
+    await mongo_db[mongo.TENANTS].insert_one({
+        "_id": "acme", "name": "acme", "display_name": "Acme Medical",
+        "created_at": datetime.now(UTC), "footer": FOOTER, "disclaimers": [DISCLAIMER],
+        "branding": {"logo_url": logo}})
+    await start_notify()
+    ev = stored_event(to=["bob@example.org"])
+    await nbus.publish(ev)
+    [cap] = await eventually(lambda: sink.handler.for_recipient("bob@example.org"),
+                             what="the notification")
+    text, html = bodies(cap.message)
+    assert '<img src="https://www.acme.example/logo.png?v=1&amp;x=2" alt="Acme Medical"' in html
+    assert "logo.png" not in text

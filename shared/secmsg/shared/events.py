@@ -153,7 +153,7 @@ AuditAction = Literal[
     "password.reset", "totp.enabled", "token.issued", "token.revoked", "key.rotated",
     "apikey.created", "apikey.revoked", "user.changed", "policy.changed", "signout.all",
     "message.fetched", "message.acknowledged", "message.restored", "template.changed",
-    "smtp.changed", "dkim.changed", "undeliverable.cleared",
+    "smtp.changed", "dkim.changed", "undeliverable.cleared", "branding.changed",
 ]
 
 

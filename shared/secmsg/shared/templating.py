@@ -71,6 +71,7 @@ _NOTIFICATION_VARIABLES: dict[str, str] = {
                   "(e.g. expires_at.strftime('%Y-%m-%d'))",
     "link": "the URL of the message (required: a notification without it is useless)",
     "tenant_name": "the tenant's display name",
+    "logo_url": "the tenant's logo (an https: or data:image URL), or none",
     "footer": "the tenant's footer, or none",
     "disclaimers": "the tenant's legal disclaimers (list of strings)",
     "disclaimer": "the message's own disclaimer, or none",
@@ -106,6 +107,9 @@ Read it here (you will be asked to sign in):
 """
 
 _DEFAULT_HTML = """\
+{% if logo_url %}
+<p><img src="{{ logo_url }}" alt="{{ tenant_name }}" height="48"></p>
+{% endif %}
 <p><strong>{{ sender }}</strong> sent you a secure message through {{ tenant_name }}.</p>
 <p>Subject: {{ subject }}</p>
 {% if attachment_count %}
@@ -133,6 +137,7 @@ _CODE_VARIABLES: dict[str, str] = {
     "purpose": "what the code is for: 'signin', 'register' or 'reset'",
     "valid_minutes": "how long the code is valid (int)",
     "tenant_name": "the tenant's display name",
+    "logo_url": "the tenant's logo (an https: or data:image URL), or none",
     "footer": "the tenant's footer, or none",
     "disclaimers": "the tenant's legal disclaimers (list of strings)",
 }
@@ -154,6 +159,9 @@ If you did not ask for it, ignore this email.
 """
 
 _DEFAULT_CODE_HTML = """\
+{% if logo_url %}
+<p><img src="{{ logo_url }}" alt="{{ tenant_name }}" height="48"></p>
+{% endif %}
 <p>Your {{ tenant_name }} secure message code is:</p>
 <p style="font-size:1.6em;letter-spacing:0.15em"><strong>{{ code }}</strong></p>
 <p>It is valid for {{ valid_minutes }} minutes and can be used once.
@@ -193,6 +201,7 @@ KINDS: dict[str, Kind] = {
 }
 
 SAMPLE_LINK = "https://secure.example/m/sample/0123456789abcdef0123456789abcdef"
+SAMPLE_LOGO = "https://secure.example/logo.png"
 
 
 def sample_context(kind: str, *, tenant_name: str = "Example Clinic",
@@ -203,7 +212,7 @@ def sample_context(kind: str, *, tenant_name: str = "Example Clinic",
     (it must come out escaped in HTML)."""
     if _kind(kind).name.startswith("code_email"):
         return {"code": "12345678", "purpose": "signin", "valid_minutes": 10,
-                "tenant_name": tenant_name, "footer": footer,
+                "tenant_name": tenant_name, "logo_url": SAMPLE_LOGO, "footer": footer,
                 "disclaimers": list(disclaimers)}
     return {
         "sender": "alice@example.com",
@@ -212,6 +221,7 @@ def sample_context(kind: str, *, tenant_name: str = "Example Clinic",
         "expires_at": datetime(2030, 1, 31, 12, 0, tzinfo=UTC),
         "link": SAMPLE_LINK,
         "tenant_name": tenant_name,
+        "logo_url": SAMPLE_LOGO,
         "footer": footer,
         "disclaimers": list(disclaimers),
         "disclaimer": "Please do not forward.",

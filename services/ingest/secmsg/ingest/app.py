@@ -32,6 +32,7 @@ from secmsg.ingest.adapters.smtp import SmtpProbe
 from secmsg.ingest.routes import router
 from secmsg.ingest.routes_admin import router as admin_router
 from secmsg.ingest.routes_admin_access import router as access_router
+from secmsg.ingest.routes_admin_branding import router as branding_router
 from secmsg.ingest.routes_admin_delivery import router as delivery_router
 from secmsg.ingest.routes_admin_sending import router as sending_router
 from secmsg.ingest.routes_messages_manage import router as messages_router
@@ -153,6 +154,7 @@ def create_app(common: CommonSettings | None = None, cfg: IngestSettings | None 
     app.include_router(access_router)
     app.include_router(delivery_router)
     app.include_router(sending_router)
+    app.include_router(branding_router)
     telemetry.instrument_fastapi(app, telemetry.setup_tracing("ingest", common))
 
     @app.exception_handler(SecmsgError)

@@ -287,6 +287,7 @@ def render_event(*, event: MessageStored, branding: TenantBranding, platform_fro
     context = {  # the variables documented in templating.KINDS
         "sender": sender.addr_spec,
         "tenant_name": display_name,
+        "logo_url": branding.logo_url,
         "subject": subject,
         "attachment_count": event.attachment_count,
         "expires_at": _as_utc(event.expires_at),

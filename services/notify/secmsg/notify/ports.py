@@ -174,6 +174,7 @@ class TenantBranding:
     smtp: SmtpTarget | None = None
     # The tenant's DKIM key (``tenants.dkim``); None: the platform signs, From is the platform's.
     dkim: DkimKey | None = None
+    logo_url: str | None = None  # ``tenants.branding.logo_url`` (https: or data:image)
 
 
 class TenantDirectory(Protocol):

@@ -38,9 +38,10 @@ def _render(kind: str, sources: Mapping[str, str], context: dict[str, Any]) -> s
 
 def render(*, code: str, purpose: str, valid_minutes: int, tenant_name: str,
            footer: str | None, disclaimers: list[str],
-           sources: Mapping[str, str]) -> tuple[str, str]:
+           sources: Mapping[str, str], logo_url: str | None = None) -> tuple[str, str]:
     """(text, html) of the code email; the variables are ``templating.KINDS``'s."""
     context: dict[str, Any] = {"code": code, "purpose": purpose,
                                "valid_minutes": valid_minutes, "tenant_name": tenant_name,
-                               "footer": footer, "disclaimers": list(disclaimers)}
+                               "logo_url": logo_url, "footer": footer,
+                               "disclaimers": list(disclaimers)}
     return _render(TEXT, sources, context), _render(HTML, sources, context)

@@ -53,7 +53,7 @@ class MongoTenantDirectory:
         async with unavailable_as_503():
             doc = await self._coll.find_one(
                 {"_id": tenant_id}, {"name": 1, "display_name": 1, "footer": 1,
-                                     "disclaimers": 1, "templates": 1,
+                                     "disclaimers": 1, "templates": 1, "branding": 1,
                                      "smtp": 1, "dkim": 1})
         doc = doc or {}
         branding = TenantBranding(
@@ -61,6 +61,7 @@ class MongoTenantDirectory:
             display_name=str(doc.get("display_name") or doc.get("name") or tenant_id),
             footer=doc.get("footer") or None,
             disclaimers=tuple(str(d) for d in doc.get("disclaimers") or () if d),
+            logo_url=str((doc.get("branding") or {}).get("logo_url") or "") or None,
             templates=_templates(doc.get("templates")),
             smtp=self._tenant_smtp(tenant_id, doc.get("smtp")),
             dkim=self._tenant_dkim(tenant_id, doc.get("dkim")),

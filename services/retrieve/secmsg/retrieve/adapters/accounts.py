@@ -198,13 +198,14 @@ class MongoPolicyRepo:
             doc = await self._col.find_one(
                 {"_id": tenant_id}, projection={"policy": 1, "templates": 1, "footer": 1,
                                                 "disclaimers": 1, "display_name": 1,
-                                                "name": 1})
+                                                "name": 1, "branding": 1})
         doc = doc or {}
         templates = {k: v.get("source") for k, v in (doc.get("templates") or {}).items()
                      if isinstance(v, dict) and isinstance(v.get("source"), str)}
         return {"policy": doc.get("policy") or {}, "templates": templates,
                 "footer": doc.get("footer"), "disclaimers": list(doc.get("disclaimers") or []),
-                "display_name": doc.get("display_name") or doc.get("name") or tenant_id}
+                "display_name": doc.get("display_name") or doc.get("name") or tenant_id,
+                "logo_url": (doc.get("branding") or {}).get("logo_url") or None}
 
 
 class MongoDeviceRepo:

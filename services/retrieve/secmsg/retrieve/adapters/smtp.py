@@ -34,7 +34,8 @@ class SmtpCodeMailer:
         return codemail.render(code=code, purpose=purpose, valid_minutes=ttl_minutes,
                                tenant_name=tenant_name, footer=info.get("footer"),
                                disclaimers=list(info.get("disclaimers") or []),
-                               sources=info.get("templates") or {})
+                               sources=info.get("templates") or {},
+                               logo_url=info.get("logo_url"))
 
     def build(self, *, to: str, code: str, tenant_name: str, ttl_minutes: int,
               text: str | None = None, html: str | None = None) -> EmailMessage:
