@@ -16,6 +16,7 @@ import asyncio
 import ipaddress
 import re
 import socket
+import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -201,3 +202,27 @@ async def resolve_checked(host: str, port: int, *,
     for addr in addrs:
         check_address(addr, allow)
     return addrs
+
+
+class PinnedNameContext(ssl.SSLContext):
+    """A client TLS context that always verifies (and sends SNI for) one host name, whatever
+    address the connection was opened to: after ``resolve_checked`` the connection goes to the
+    checked IP, and a client such as aiosmtplib passes that IP as ``server_hostname``; this
+    puts the configured name back, so certificate checks stay on."""
+
+    pinned_name: str | None = None
+
+    @classmethod
+    def for_host(cls, name: str, cafile: str | None = None) -> PinnedNameContext:
+        ctx = cls(ssl.PROTOCOL_TLS_CLIENT)  # check_hostname on, CERT_REQUIRED
+        ctx.load_default_certs()
+        if cafile:
+            ctx.load_verify_locations(cafile=cafile)
+        ctx.pinned_name = name
+        return ctx
+
+    def wrap_bio(self, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO,  # type: ignore[override]
+                 server_side: bool = False, server_hostname: str | None = None,
+                 session: ssl.SSLSession | None = None) -> ssl.SSLObject:
+        return super().wrap_bio(incoming, outgoing, server_side,
+                                self.pinned_name or server_hostname, session)

@@ -16,6 +16,6 @@ SMTP_CONNECTIONS = Counter("secmsg_notify_smtp_connections_total",
                            "SMTP connections opened, by target", ["target"])
 DELIVERY_PROBLEMS = Counter(
     "secmsg_notify_delivery_problems_total",
-    "Deferred or failed notifications by SMTP target and reason (secmsg.notify.reasons), "
+    "Deferred or failed notifications by SMTP target and reason (secmsg.shared.smtp_reasons), "
     "plus 'busy': events sent back because the target's connections or rate were used up",
     ["target", "reason"])

@@ -25,7 +25,7 @@ class SmtpTemporaryFailure(TransientError):
 
     def __init__(self, detail: str, *, reason: str = "temporary_rejection") -> None:
         super().__init__(detail)
-        self.reason = reason  # one word of secmsg.notify.reasons, safe to publish and log
+        self.reason = reason  # one word of secmsg.shared.smtp_reasons, safe to publish and log
 
 
 class SmtpUnavailable(SmtpTemporaryFailure):

@@ -24,7 +24,7 @@ handler parked on one slow server. An address on the tenant's ``undeliverable`` 
 bounces, one query per event) is failed with reason ``undeliverable`` instead of sent. Every
 notification is DKIM-signed: the tenant's key when it has one, else the platform's.
 
-Reasons (events, claims, logs, metrics) are the fixed words of ``secmsg.notify.reasons``.
+Reasons (events, claims, logs, metrics) are the fixed words of ``secmsg.shared.smtp_reasons``.
 
 Temporary failures (4xx, connection trouble) leave the recipient ``deferred``; the caller
 raises :class:`RetryLater` so the whole event is redelivered after a back-off, and recipients
@@ -44,7 +44,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from hashlib import sha256
 
-from secmsg.notify import reasons
 from secmsg.notify.compose import RenderedEvent, render_event
 from secmsg.notify.metrics import DELIVERY_PROBLEMS, NOTIFICATIONS, SMTP_SEND_SECONDS
 from secmsg.notify.ports import (
@@ -64,6 +63,7 @@ from secmsg.notify.ports import (
     TenantDirectory,
     UndeliverableList,
 )
+from secmsg.shared import smtp_reasons as reasons
 from secmsg.shared.errors import DependencyUnavailable, InvalidInput, TransientError
 from secmsg.shared.events import (
     MessageStored,

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-import ssl
 import time
 from collections.abc import AsyncIterator
 
@@ -27,8 +26,6 @@ from aiosmtplib import (
     SMTPTimeoutError,
 )
 
-from secmsg.notify import reasons
-from secmsg.notify.adapters.smtp_reasons import classify
 from secmsg.notify.metrics import SMTP_CONNECTIONS
 from secmsg.notify.ports import (
     SmtpPermanentFailure,
@@ -37,7 +34,14 @@ from secmsg.notify.ports import (
     SmtpUnavailable,
     TargetBusy,
 )
-from secmsg.shared.ssrf import TargetRefused, TargetUnresolvable, resolve_checked
+from secmsg.shared import smtp_reasons as reasons
+from secmsg.shared.smtp_reasons import classify
+from secmsg.shared.ssrf import (
+    PinnedNameContext,
+    TargetRefused,
+    TargetUnresolvable,
+    resolve_checked,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,29 +54,6 @@ def _reply_error(exc: SMTPResponseException,
     if exc.code >= 500:
         return SmtpPermanentFailure(detail, reason=reason)
     return SmtpTemporaryFailure(detail, reason=reason)
-
-
-class _NameContext(ssl.SSLContext):
-    """A client TLS context that always verifies (and sends SNI for) one host name, whatever
-    address the connection was opened to: aiosmtplib passes its ``hostname`` -- here the
-    checked IP -- as ``server_hostname``, and this puts the configured name back."""
-
-    pinned_name: str | None = None
-
-    @classmethod
-    def for_host(cls, name: str, cafile: str | None) -> _NameContext:
-        ctx = cls(ssl.PROTOCOL_TLS_CLIENT)  # check_hostname on, CERT_REQUIRED
-        ctx.load_default_certs()
-        if cafile:
-            ctx.load_verify_locations(cafile=cafile)
-        ctx.pinned_name = name
-        return ctx
-
-    def wrap_bio(self, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO,  # type: ignore[override]
-                 server_side: bool = False, server_hostname: str | None = None,
-                 session: ssl.SSLSession | None = None) -> ssl.SSLObject:
-        return super().wrap_bio(incoming, outgoing, server_side,
-                                self.pinned_name or server_hostname, session)
 
 
 class _TokenBucket:
@@ -196,7 +177,7 @@ class _Pool:
             hostname=address, port=t.port, use_tls=t.tls == "tls",
             start_tls=t.tls == "starttls", username=t.username, password=t.password,
             timeout=t.timeout_s, local_hostname=self._local_hostname,
-            tls_context=_NameContext.for_host(t.host, t.ca_file))
+            tls_context=PinnedNameContext.for_host(t.host, t.ca_file))
 
     async def _checked_addresses(self) -> list[str]:
         t = self.target
@@ -220,7 +201,7 @@ class _Pool:
                 hostname=t.host, port=t.port, use_tls=t.tls == "tls",
                 start_tls=t.tls == "starttls", username=t.username, password=t.password,
                 timeout=t.timeout_s, local_hostname=self._local_hostname,
-                tls_context=_NameContext.for_host(t.host, t.ca_file) if t.ca_file else None)
+                tls_context=PinnedNameContext.for_host(t.host, t.ca_file) if t.ca_file else None)
             await self._open(client)
             return client
         addresses = await self._checked_addresses()
