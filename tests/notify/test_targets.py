@@ -14,12 +14,12 @@ import pytest
 
 from devstack.servers import free_port
 from devstack.smtp_sink import Sink
-from secmsg.notify import reasons
 from secmsg.notify.adapters.mongo import MongoRelayChooser
 from secmsg.notify.adapters.smtp import SmtpMailer
-from secmsg.notify.adapters.smtp_reasons import classify
 from secmsg.notify.ports import SmtpTarget, SmtpUnavailable, TargetBusy
 from secmsg.shared import mongo
+from secmsg.shared import smtp_reasons as reasons
+from secmsg.shared.smtp_reasons import classify
 from secmsg.shared.ssrf import TargetRefused
 from tests.notify.conftest import Bus, eventually, stored_event
 
