@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from secmsg.ingest import admin_access
 from secmsg.ingest.routes import origin
-from secmsg.ingest.routes_common import AUTH_ERRORS, Admin, DepsDep, err
-from secmsg.shared.errors import InvalidInput
+from secmsg.ingest.routes_common import AUTH_ERRORS, Admin, DepsDep, err, partial_body
 
 router = APIRouter(prefix="/v1/admin", tags=["admin: access"])
 
@@ -200,17 +198,7 @@ _POLICY_BODY = {"requestBody": {"required": True, "content": {"application/json"
                 "absolute session, or nothing to change")},
             summary="Change the policy (fields left out stay as they are)")
 async def put_policy(creds: Admin, deps: DepsDep, request: Request) -> PolicyOut:
-    try:
-        raw = json.loads(await request.body() or b"null")
-        if not isinstance(raw, dict):
-            raise InvalidInput("expected a JSON object")
-        body = admin_access.PolicyIn.model_validate(raw)
-    except ValueError as exc:
-        if isinstance(exc, ValidationError):
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first.get("loc", ())) or "body"
-            raise InvalidInput(f"{where}: {first.get('msg')}") from None
-        raise InvalidInput("the body is not valid JSON") from None
+    body, raw = await partial_body(request, admin_access.PolicyIn)
     return PolicyOut(**await admin_access.put_policy(
         creds=creds, body=body, raw=raw, repo=deps.access, events=deps.events,
         origin=origin(request)))

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from secmsg.ingest import branding
 from secmsg.ingest.routes import origin
-from secmsg.ingest.routes_common import AUTH_ERRORS, Admin, DepsDep, err
-from secmsg.shared.errors import InvalidInput
+from secmsg.ingest.routes_common import AUTH_ERRORS, Admin, DepsDep, err, partial_body
 
 router = APIRouter(prefix="/v1/admin", tags=["admin: branding"])
 
@@ -48,16 +45,6 @@ _BODY = {"requestBody": {"required": True, "content": {"application/json": {
                         "notification subject and recipients stay the sender's; this only "
                         "shapes what the templates show.")
 async def put_branding(creds: Admin, deps: DepsDep, request: Request) -> BrandingOut:
-    try:
-        raw = json.loads(await request.body() or b"null")
-        if not isinstance(raw, dict):
-            raise InvalidInput("expected a JSON object")
-        body = branding.BrandingIn.model_validate(raw)
-    except ValueError as exc:
-        if isinstance(exc, ValidationError):
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first.get("loc", ())) or "body"
-            raise InvalidInput(f"{where}: {first.get('msg')}") from None
-        raise InvalidInput("the body is not valid JSON") from None
+    body, raw = await partial_body(request, branding.BrandingIn)
     return BrandingOut(**await branding.put(creds=creds, body=body, raw=raw, repo=deps.access,
                                             events=deps.events, origin=origin(request)))

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import json
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials
+from pydantic import BaseModel, ValidationError
 
 from secmsg.ingest.auth import authenticate, bearer
 from secmsg.ingest.ports import SCOPE_ADMIN, SCOPE_SEND, Credentials
 from secmsg.ingest.routes import ErrorBody
 from secmsg.ingest.wiring import Deps, get_deps
+from secmsg.shared.errors import InvalidInput
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def err(description: str) -> dict[str, Any]:
@@ -46,3 +51,19 @@ async def _sender(deps: Annotated[Deps, Depends(get_deps)],
 Admin = Annotated[Credentials, Depends(_admin)]
 Sender = Annotated[Credentials, Depends(_sender)]
 DepsDep = Annotated[Deps, Depends(get_deps)]
+
+
+async def partial_body(request: Request, model: type[M]) -> tuple[M, dict[str, Any]]:
+    """A PUT body where a field left out stays as it is and an explicit null clears it: the
+    validated model, and the JSON object as sent (to tell the two apart)."""
+    try:
+        raw = json.loads(await request.body() or b"null")
+        if not isinstance(raw, dict):
+            raise InvalidInput("expected a JSON object")
+        return model.model_validate(raw), raw
+    except ValueError as exc:
+        if isinstance(exc, ValidationError):
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ())) or "body"
+            raise InvalidInput(f"{where}: {first.get('msg')}") from None
+        raise InvalidInput("the body is not valid JSON") from None
