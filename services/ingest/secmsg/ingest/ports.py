@@ -106,6 +106,7 @@ class TenantProfile:
     footer: str | None
     disclaimers: tuple[str, ...]
     templates: dict[str, StoredTemplate]
+    logo_url: str | None = None  # tenants.branding.logo_url
 
 
 class TemplateStore(Protocol):

@@ -292,7 +292,8 @@ async def placeholder(*, parsed: Parsed, creds: Credentials, message_id: str,
     url = templating.message_url(public_url, tenant_id, message_id)
     context = {
         "sender": parsed.sender, "tenant_name": profile.display_name,
-        "subject": parsed.subject, "attachment_count": len(parsed.attachments),
+        "logo_url": profile.logo_url, "subject": parsed.subject,
+        "attachment_count": len(parsed.attachments),
         "expires_at": expires_at.astimezone(UTC) if expires_at else None, "link": url,
         "message_id": message_id, "footer": profile.footer,
         "disclaimers": list(profile.disclaimers), "disclaimer": None,

@@ -208,7 +208,8 @@ class MongoTemplateStore:
             display_name=str(doc.get("display_name") or doc.get("name") or tenant_id),
             footer=doc.get("footer") or None,
             disclaimers=tuple(str(d) for d in doc.get("disclaimers") or () if d),
-            templates=stored)
+            templates=stored,
+            logo_url=str((doc.get("branding") or {}).get("logo_url") or "") or None)
 
     async def save(self, tenant_id: str, *, kind: str, source: str, key_id: str,
                    now: datetime) -> StoredTemplate:
