@@ -234,6 +234,16 @@ async def test_placeholder_drops_spoofed_markers(ingest: Ingest) -> None:
     assert out.get_all("X-Secure-Message-Id") == [r.headers["x-secure-message-id"]]
 
 
+async def test_placeholder_shows_the_tenant_logo(ingest: Ingest) -> None:
+    await ingest.db["tenants"].update_one(
+        {"_id": TENANT}, {"$set": {"branding.logo_url": "https://acme.example/logo.png"}})
+    r = await post(ingest, reply_with_bcc())
+    assert r.status_code == 200, r.text
+    out = BytesParser(policy=default_policy).parsebytes(r.content)
+    html = out.get_body(("html",)).get_content()
+    assert '<img src="https://acme.example/logo.png"' in html
+
+
 MALFORMED = {
     "no separator": b"From: a@acme.example\r\nTo: b@example.org\r\nSubject: x\r\n",
     "no from": b"To: b@example.org\r\nSubject: x\r\n\r\nbody\r\n",
