@@ -8,6 +8,8 @@
 #   docker run secmsg python -m secmsg.store     (8081)
 #   docker run secmsg python -m secmsg.notify    (8082)
 #   docker run secmsg python -m secmsg.retrieve  (8443, HTTPS)
+#   docker run secmsg python -m secmsg.notify.deliverability  (bounces 2525, health 8083)
+#   docker run secmsg python -m secmsg.toolbar --help  (the reference toolbar agent)
 #
 # See docs/operations.md ("Images").
 
@@ -36,15 +38,17 @@ COPY services/ingest/pyproject.toml services/ingest/pyproject.toml
 COPY services/store/pyproject.toml services/store/pyproject.toml
 COPY services/notify/pyproject.toml services/notify/pyproject.toml
 COPY services/retrieve/pyproject.toml services/retrieve/pyproject.toml
+COPY toolbar/pyproject.toml toolbar/pyproject.toml
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-workspace
 
 # Then our own packages, installed as wheels (not editable) so /src is not needed at run time.
 COPY shared/ shared/
 COPY services/ services/
+COPY toolbar/ toolbar/
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable \
- && /app/.venv/bin/python -c "import secmsg.shared, secmsg.ingest, secmsg.store, secmsg.notify, secmsg.retrieve"
+ && /app/.venv/bin/python -c "import secmsg.shared, secmsg.ingest, secmsg.store, secmsg.notify, secmsg.retrieve, secmsg.notify.deliverability, secmsg.toolbar"
 
 # ---------------------------------------------------------------- runtime
 FROM ${PYTHON_IMAGE} AS runtime

@@ -10,6 +10,7 @@ import os
 import re
 import ssl
 import subprocess
+import tomllib
 import sys
 import threading
 from collections.abc import Iterator
@@ -99,10 +100,13 @@ def test_multi_stage_build_with_a_lean_non_root_runtime() -> None:
 def test_the_build_installs_every_workspace_member() -> None:
     builder = dict(stages())["builder"]
     copied = " ".join(a for i, a in builder if i == "COPY")
-    members = sorted(p.parent.relative_to(ROOT).as_posix()
-                     for p in (ROOT / "services").glob("*/pyproject.toml"))
-    assert set(members) >= {f"services/{s}" for s in SERVICES}
-    for m in [*members, "shared"]:
+    # Every member the root pyproject declares: `uv sync --frozen` fails on a missing one.
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["uv"]["workspace"][
+        "members"]
+    members = sorted({p.parent.relative_to(ROOT).as_posix()
+                      for pat in patterns for p in ROOT.glob(f"{pat}/pyproject.toml")})
+    assert set(members) >= {f"services/{s}" for s in SERVICES} | {"shared"}
+    for m in members:
         assert f"{m}/pyproject.toml" in copied, f"Dockerfile does not copy {m}/pyproject.toml"
     check = next(a for i, a in builder if i == "RUN" and "--no-editable" in a)
     for svc in SERVICES:
