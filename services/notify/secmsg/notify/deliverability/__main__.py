@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import logging
 import signal
 from collections.abc import Generator
 
@@ -20,19 +18,6 @@ from secmsg.notify.deliverability.app import Deliverability, make_http_app
 from secmsg.notify.deliverability.settings import DeliverabilitySettings
 from secmsg.shared import logs
 from secmsg.shared.settings import CommonSettings
-
-SERVICE = "notify-deliverability"
-# Fields the shared JSON formatter does not carry yet (alerting keys on ``alert``).
-_EXTRA_FIELDS = ("alert", "target", "zone")
-
-
-class _Formatter(logs.JsonFormatter):
-    def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
-        extra = {k: getattr(record, k) for k in _EXTRA_FIELDS if hasattr(record, k)}
-        if not extra:
-            return line
-        return json.dumps({**json.loads(line), **extra}, default=str)
 
 
 class _Server(uvicorn.Server):
@@ -44,9 +29,7 @@ class _Server(uvicorn.Server):
 
 async def main() -> None:
     common, settings = CommonSettings(), DeliverabilitySettings()
-    logs.setup(SERVICE, common.log_level)
-    for handler in logging.getLogger().handlers:
-        handler.setFormatter(_Formatter(SERVICE))
+    logs.setup("notify-deliverability", common.log_level)
     process = Deliverability(common, settings)
     server = _Server(uvicorn.Config(
         make_http_app(process), host=settings.deliverability_host,
