@@ -63,6 +63,15 @@ class Limits:
 
 LIMITS = Limits()
 
+# What every kind may show of the tenant (``tenants.display_name``, ``branding.logo_url``,
+# ``footer``, ``disclaimers``).
+_TENANT_VARIABLES: dict[str, str] = {
+    "tenant_name": "the tenant's display name",
+    "logo_url": "the tenant's logo (an https: or data:image URL), or none",
+    "footer": "the tenant's footer, or none",
+    "disclaimers": "the tenant's legal disclaimers (list of strings)",
+}
+
 _NOTIFICATION_VARIABLES: dict[str, str] = {
     "sender": "the sender's email address",
     "subject": "the message subject as the sender wrote it",
@@ -70,13 +79,47 @@ _NOTIFICATION_VARIABLES: dict[str, str] = {
     "expires_at": "UTC datetime after which the message is gone, or none "
                   "(e.g. expires_at.strftime('%Y-%m-%d'))",
     "link": "the URL of the message (required: a notification without it is useless)",
-    "tenant_name": "the tenant's display name",
-    "logo_url": "the tenant's logo (an https: or data:image URL), or none",
-    "footer": "the tenant's footer, or none",
-    "disclaimers": "the tenant's legal disclaimers (list of strings)",
+    **_TENANT_VARIABLES,
     "disclaimer": "the message's own disclaimer, or none",
     "message_id": "the message id (notify adds the toolbar markers itself)",
 }
+
+_CODE_VARIABLES: dict[str, str] = {
+    "code": "the one-time code (required)",
+    "purpose": "what the code is for: 'signin', 'register' or 'reset'",
+    "valid_minutes": "how long the code is valid (int)",
+    **_TENANT_VARIABLES,
+}
+
+# The tenant's logo on top and its footer and legal disclaimers at the end of every default
+# (the shipped defaults are whole templates once joined: what a tenant copies to edit).
+_LOGO_HTML = """\
+{% if logo_url %}
+<p><img src="{{ logo_url }}" alt="{{ tenant_name }}" height="48"></p>
+{% endif %}
+"""
+
+_TENANT_END_TEXT = """\
+{% if footer %}
+
+--
+{{ footer }}
+{% endif %}
+{% for d in disclaimers %}
+
+{{ d }}
+{% endfor %}
+"""
+
+_TENANT_END_HTML = """\
+{% if footer %}
+<hr>
+<p class="footer">{{ footer }}</p>
+{% endif %}
+{% for d in disclaimers %}
+<p class="legal">{{ d }}</p>
+{% endfor %}
+"""
 
 _DEFAULT_TEXT = """\
 {{ sender }} sent you a secure message through {{ tenant_name }}.
@@ -95,21 +138,9 @@ Read it here (you will be asked to sign in):
 
 {{ disclaimer }}
 {% endif %}
-{% if footer %}
+""" + _TENANT_END_TEXT
 
---
-{{ footer }}
-{% endif %}
-{% for d in disclaimers %}
-
-{{ d }}
-{% endfor %}
-"""
-
-_DEFAULT_HTML = """\
-{% if logo_url %}
-<p><img src="{{ logo_url }}" alt="{{ tenant_name }}" height="48"></p>
-{% endif %}
+_DEFAULT_HTML = _LOGO_HTML + """\
 <p><strong>{{ sender }}</strong> sent you a secure message through {{ tenant_name }}.</p>
 <p>Subject: {{ subject }}</p>
 {% if attachment_count %}
@@ -122,58 +153,21 @@ _DEFAULT_HTML = """\
 {% if disclaimer %}
 <p class="disclaimer">{{ disclaimer }}</p>
 {% endif %}
-{% if footer %}
-<hr>
-<p class="footer">{{ footer }}</p>
-{% endif %}
-{% for d in disclaimers %}
-<p class="legal">{{ d }}</p>
-{% endfor %}
-"""
-
-
-_CODE_VARIABLES: dict[str, str] = {
-    "code": "the one-time code (required)",
-    "purpose": "what the code is for: 'signin', 'register' or 'reset'",
-    "valid_minutes": "how long the code is valid (int)",
-    "tenant_name": "the tenant's display name",
-    "logo_url": "the tenant's logo (an https: or data:image URL), or none",
-    "footer": "the tenant's footer, or none",
-    "disclaimers": "the tenant's legal disclaimers (list of strings)",
-}
+""" + _TENANT_END_HTML
 
 _DEFAULT_CODE_TEXT = """\
 Your {{ tenant_name }} secure message code is: {{ code }}
 
 It is valid for {{ valid_minutes }} minutes and can be used once.
 If you did not ask for it, ignore this email.
-{% if footer %}
+""" + _TENANT_END_TEXT
 
---
-{{ footer }}
-{% endif %}
-{% for d in disclaimers %}
-
-{{ d }}
-{% endfor %}
-"""
-
-_DEFAULT_CODE_HTML = """\
-{% if logo_url %}
-<p><img src="{{ logo_url }}" alt="{{ tenant_name }}" height="48"></p>
-{% endif %}
+_DEFAULT_CODE_HTML = _LOGO_HTML + """\
 <p>Your {{ tenant_name }} secure message code is:</p>
 <p style="font-size:1.6em;letter-spacing:0.15em"><strong>{{ code }}</strong></p>
 <p>It is valid for {{ valid_minutes }} minutes and can be used once.
 If you did not ask for it, ignore this email.</p>
-{% if footer %}
-<hr>
-<p class="footer">{{ footer }}</p>
-{% endif %}
-{% for d in disclaimers %}
-<p class="legal">{{ d }}</p>
-{% endfor %}
-"""
+""" + _TENANT_END_HTML
 
 
 @dataclass(frozen=True)
