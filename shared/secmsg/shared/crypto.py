@@ -340,9 +340,12 @@ class KeyRing:
         (``?r=``): the link page can then offer "continue as p...@example.org" instead of asking
         for the address. It names, it does not authenticate -- the emailed code still does.
         Not reversible; ``match_recipient_hint`` finds it among the message's recipients."""
-        mac = hmac.new(self._hint_key(tenant_id, self.active),
+        return self._hint(tenant_id, self.active, message_id, address)
+
+    def _hint(self, tenant_id: str, version: int, message_id: str, address: str) -> str:
+        mac = hmac.new(self._hint_key(tenant_id, version),
                        f"{message_id}|{address.lower()}".encode(), "sha256").digest()
-        return f"{self.active}{_HINT_SEP}{base64.urlsafe_b64encode(mac[:15]).decode()}"
+        return f"{version}{_HINT_SEP}{base64.urlsafe_b64encode(mac[:15]).decode()}"
 
     def match_recipient_hint(self, tenant_id: str, message_id: str, hint: str,
                              addresses: list[str]) -> str | None:
@@ -350,11 +353,9 @@ class KeyRing:
         version_s, sep, _ = hint.partition(_HINT_SEP)
         if not sep or not version_s.isdigit() or int(version_s) not in self._keys:
             return None
-        key = self._hint_key(tenant_id, int(version_s))
         for address in addresses:
-            mac = hmac.new(key, f"{message_id}|{address.lower()}".encode(), "sha256").digest()
-            expected = f"{version_s}{_HINT_SEP}{base64.urlsafe_b64encode(mac[:15]).decode()}"
-            if hmac.compare_digest(expected, hint):
+            if hmac.compare_digest(self._hint(tenant_id, int(version_s), message_id, address),
+                                   hint):
                 return address
         return None
 

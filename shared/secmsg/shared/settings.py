@@ -87,9 +87,10 @@ class CommonSettings(BaseSettings):
 
     @cached_property
     def key_ring(self) -> KeyRing:
-        """The keyring. ingest and retrieve (content) need ``SECMSG_KEYRING``; notify only once
-        a tenant stores an SMTP password or DKIM key (sealed with it); store for the per-tenant
-        re-wrap job (it moves wrapped data keys, never decrypts content)."""
+        """The keyring. ingest and retrieve (content) need ``SECMSG_KEYRING``; notify for the
+        recipient hint in every notification link and for tenants' sealed SMTP passwords and
+        DKIM keys; store for the per-tenant re-wrap job (it moves wrapped data keys, never
+        decrypts content)."""
         if self.environment == "production" and self.keyring == _DEV_KEYRING:
             raise ValueError("SECMSG_KEYRING must be set to a real keyring in production")
         return KeyRing.parse(self.keyring, self.keyring_active)
