@@ -8,13 +8,11 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
@@ -58,7 +56,6 @@ from secmsg.shared.errors import (
 from secmsg.shared.settings import CommonSettings
 
 log = logging.getLogger(__name__)
-TEMPLATES = Path(__file__).parent / "templates"
 
 SECURITY_HEADERS = [
     (b"strict-transport-security", b"max-age=63072000; includeSubDomains"),
@@ -72,11 +69,6 @@ SECURITY_HEADERS = [
 # Pages carry no script and no style: nothing may load, forms only post back here.
 STRICT_CSP = (b"default-src 'none'; form-action 'self'; frame-ancestors 'none'; "
               b"base-uri 'none'")
-
-
-def make_templates() -> Environment:
-    return Environment(loader=FileSystemLoader(TEMPLATES),
-                       autoescape=select_autoescape(["html"]), auto_reload=False)
 
 
 class EdgeMiddleware:
@@ -185,18 +177,18 @@ async def build_deps(common: CommonSettings, settings: RetrieveSettings,
     async def ping_s3() -> None:
         await blobs.ping()
 
-    templates = make_templates()
     revocations = MongoRevocationRepo(db)
+    policies = MongoPolicyRepo(db)
     return Deps(
         settings=settings, keyring=common.key_ring,
         # Every reader goes through the guard: revoked/recalled is 410 or 404 everywhere.
         messages=GuardedMessageRepo(MongoMessageRepo(db), revocations),
         tenants=MongoTenantRepo(db), codes=MongoCodeRepo(db), sessions=MongoSessionRepo(db),
-        limiter=MongoRateLimiter(db), mailer=SmtpCodeMailer(common, templates, MongoPolicyRepo(db)),
+        limiter=MongoRateLimiter(db), mailer=SmtpCodeMailer(common, policies),
         audit=NatsAuditPublisher(publisher), blobs=S3BlobReader(blobs), janitor=MongoJanitor(db),
-        templates=templates, tokens=MongoTokenRepo(db), accounts=MongoAccountRepo(db),
+        tokens=MongoTokenRepo(db), accounts=MongoAccountRepo(db),
         markers=MongoMarkerRepo(db), revocations=revocations,
-        policies=MongoPolicyRepo(db), devices=MongoDeviceRepo(db),
+        policies=policies, devices=MongoDeviceRepo(db),
         public_url=common.retrieve_public_url,
         readiness={"nats": publisher.ping, "mongodb": ping_mongo, "s3": ping_s3},
     )

@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
-from jinja2 import Environment
 
 from secmsg.retrieve import service
 from secmsg.retrieve.accounts import AccountPorts
@@ -47,7 +46,6 @@ class Deps:
     audit: AuditPublisher
     blobs: BlobReader
     janitor: ExpiredCleaner
-    templates: Environment
     tokens: TokenRepo
     accounts: AccountRepo
     markers: MarkerRepo

@@ -245,8 +245,8 @@ class ExpiredCleaner(Protocol):
 
 class CodeMailer(Protocol):
     async def send_code(self, *, to: str, code: str, tenant_name: str, ttl_minutes: int,
-                        tenant_id: str | None = None, purpose: str = "signin") -> None:
-        """With ``tenant_id``, the body uses that tenant's code templates."""
+                        tenant_id: str, purpose: str = "signin") -> None:
+        """The body uses ``tenant_id``'s code templates (or the shipped defaults)."""
         ...
 
 

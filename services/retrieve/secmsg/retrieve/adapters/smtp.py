@@ -1,5 +1,5 @@
-"""Sign-in codes by email through the platform SMTP service (aiosmtplib); bodies from the
-tenant's code templates (``codemail``) when a policy repository is wired, else the local ones."""
+"""Sign-in codes by email through the platform SMTP service (aiosmtplib); the bodies are the
+tenant's code templates, or the shipped defaults (``codemail``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from email.message import EmailMessage
 from email.utils import make_msgid
 
 import aiosmtplib
-from jinja2 import Environment
 
 from secmsg.retrieve import codemail
 from secmsg.retrieve.ports import PolicyRepo
@@ -18,18 +17,12 @@ SUBJECT = "Your sign-in code"
 
 
 class SmtpCodeMailer:
-    def __init__(self, settings: CommonSettings, templates: Environment,
-                 policies: PolicyRepo | None = None):
+    def __init__(self, settings: CommonSettings, policies: PolicyRepo):
         self._s = settings
-        self._templates = templates
         self._policies = policies
 
-    async def _bodies(self, *, tenant_id: str | None, code: str, tenant_name: str,
+    async def _bodies(self, *, tenant_id: str, code: str, tenant_name: str,
                       ttl_minutes: int, purpose: str) -> tuple[str, str]:
-        if tenant_id is None or self._policies is None:
-            ctx = {"code": code, "tenant_name": tenant_name, "ttl_minutes": ttl_minutes}
-            return (self._templates.get_template("code_email.txt").render(ctx),
-                    self._templates.get_template("code_email.html").render(ctx))
         info = await self._policies.policy(tenant_id)
         return codemail.render(code=code, purpose=purpose, valid_minutes=ttl_minutes,
                                tenant_name=tenant_name, footer=info.get("footer"),
@@ -37,31 +30,25 @@ class SmtpCodeMailer:
                                sources=info.get("templates") or {},
                                logo_url=info.get("logo_url"))
 
-    def build(self, *, to: str, code: str, tenant_name: str, ttl_minutes: int,
-              text: str | None = None, html: str | None = None) -> EmailMessage:
-        ctx = {"code": code, "tenant_name": tenant_name, "ttl_minutes": ttl_minutes}
+    def build(self, *, to: str, text: str, html: str) -> EmailMessage:
         msg = EmailMessage()
         msg["From"] = self._s.smtp_from
         msg["To"] = to
         msg["Subject"] = SUBJECT
         msg["Message-ID"] = make_msgid(domain=self._s.smtp_from.rpartition("@")[2] or None)
         msg["Auto-Submitted"] = "auto-generated"
-        msg.set_content(text if text is not None
-                        else self._templates.get_template("code_email.txt").render(ctx))
-        msg.add_alternative(html if html is not None
-                            else self._templates.get_template("code_email.html").render(ctx),
-                            subtype="html")
+        msg.set_content(text)
+        msg.add_alternative(html, subtype="html")
         return msg
 
     async def send_code(self, *, to: str, code: str, tenant_name: str, ttl_minutes: int,
-                        tenant_id: str | None = None, purpose: str = "signin") -> None:
+                        tenant_id: str, purpose: str = "signin") -> None:
         if any(c in to for c in "\r\n\0"):
             raise PermanentError("recipient address contains a line break")
         text, html = await self._bodies(tenant_id=tenant_id, code=code,
                                         tenant_name=tenant_name, ttl_minutes=ttl_minutes,
                                         purpose=purpose)
-        msg = self.build(to=to, code=code, tenant_name=tenant_name, ttl_minutes=ttl_minutes,
-                         text=text, html=html)
+        msg = self.build(to=to, text=text, html=html)
         s = self._s
         try:
             await aiosmtplib.send(
