@@ -9,6 +9,7 @@ the action unique. ``detail`` holds short fixed-vocabulary strings only, never c
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from secmsg.shared.events import (
     AttachmentDownloaded,
@@ -18,15 +19,14 @@ from secmsg.shared.events import (
     MessageRecalled,
     MessageReceived,
     NotificationBounced,
-    NotificationDeferred,
-    NotificationFailed,
     NotificationSent,
 )
 from secmsg.store.ports import Doc
 
+if TYPE_CHECKING:  # service imports this module
+    from secmsg.store.service import DeliveryEvent
+
 SYSTEM = "system"
-NotificationEvent = NotificationSent | NotificationDeferred | NotificationFailed | \
-    NotificationBounced
 
 
 def _doc(*, id_: str, tenant_id: str, message_id: str, kind: str, actor: str,
@@ -46,7 +46,7 @@ def accepted(event: MessageReceived) -> Doc:
                 at=event.occurred_at)
 
 
-def notification(event: NotificationEvent) -> Doc:
+def notification(event: DeliveryEvent) -> Doc:
     rcpt = event.recipient.lower()
     detail: dict[str, str]
     if isinstance(event, NotificationBounced):

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 from faststream import AckPolicy
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
@@ -24,17 +24,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 from secmsg.shared import subjects, worker
 from secmsg.shared.crypto import KeyRing
 from secmsg.shared.events import (
-    AttachmentDownloaded,
-    AuditRecorded,
     KeyRotationRequested,
     MessageExpiryChanged,
-    MessageOpened,
     MessageRecalled,
     MessageReceived,
-    NotificationBounced,
-    NotificationDeferred,
-    NotificationFailed,
-    NotificationSent,
 )
 from secmsg.store import control, rewrap, service
 from secmsg.store.ports import (
@@ -142,15 +135,13 @@ def register(broker: NatsBroker, get_deps: Callable[[], Deps], cfg: StoreSetting
                                             audit=d.audit, undeliverable=d.undeliverable)
 
         await worker.process_batch(
-            batch.raw_message,
-            (NotificationSent, NotificationDeferred, NotificationFailed, NotificationBounced),
-            handle, db=d.db, service=SERVICE, consumer=subjects.STORE_DELIVERY,
-            backoff_fn=backoff)
+            batch.raw_message, get_args(service.DeliveryEvent), handle, db=d.db,
+            service=SERVICE, consumer=subjects.STORE_DELIVERY, backoff_fn=backoff)
 
     @subscribe(subjects.any_tenant("audit.>"), subjects.STORE_AUDIT)
     async def on_audit_event(msg: NatsMessage) -> None:
         d = get_deps()
-        await run(msg, (MessageOpened, AttachmentDownloaded, AuditRecorded),
+        await run(msg, get_args(service.AuditEvent),
                   subjects.STORE_AUDIT, lambda e: service.record_audit(event=e, audit=d.audit))
 
     # One event per fetch: a key rotation can run for minutes, and events fetched behind it
