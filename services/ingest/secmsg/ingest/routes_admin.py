@@ -1,20 +1,17 @@
-"""The tenant admin API (API keys with the ``admin`` scope): notification templates."""
+"""The tenant admin API (the 'admin' scope): notification templates and the SMTP selection."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Request
-from fastapi.security import HTTPAuthorizationCredentials
+from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, Field, ValidationError
 from starlette.requests import ClientDisconnect
 
 from secmsg.ingest import audit, tenant_smtp, tenant_templates
-from secmsg.ingest.auth import authenticate, bearer
-from secmsg.ingest.ports import SCOPE_ADMIN, Credentials
-from secmsg.ingest.routes import ErrorBody, origin
-from secmsg.ingest.wiring import Deps, get_deps
+from secmsg.ingest.routes import origin
+from secmsg.ingest.routes_common import AUTH_ERRORS, Admin, DepsDep, err
 from secmsg.shared import templating
 from secmsg.shared.errors import InvalidInput, PayloadTooLarge
 
@@ -57,37 +54,19 @@ class Preview(BaseModel):
                                     "tenant's own name, footer and disclaimers")
 
 
-def _err(description: str) -> dict[str, Any]:
-    return {"model": ErrorBody, "description": description}
-
-
-_AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: _err("missing, unknown or revoked API key"),
-    403: _err("the API key lacks the 'admin' scope"),
-    503: _err("database unavailable; retry later"),
-}
 _SOURCE_ERRORS: dict[int | str, dict[str, Any]] = {
-    **_AUTH_ERRORS,
-    400: _err("the template does not compile, uses something not allowed (unknown variable, "
+    **AUTH_ERRORS,
+    400: err("the template does not compile, uses something not allowed (unknown variable, "
               "private attribute, filter, call), lacks {{ link }}, fails or runs too long on "
               "the sample; `detail` names the problem"),
-    404: _err("unknown template kind"),
-    413: _err("the source or its rendered sample is over the size limit"),
+    404: err("unknown template kind"),
+    413: err("the source or its rendered sample is over the size limit"),
 }
 _SOURCE_BODY = {"requestBody": {"required": True, "content": {"application/json": {
     "schema": TemplateSource.model_json_schema()}}}}
 
 Kind = Annotated[str, Path(description="notification_text | notification_html",
                            examples=["notification_html"])]
-
-
-async def _admin(deps: Annotated[Deps, Depends(get_deps)],
-                 auth: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-                 ) -> Credentials:
-    return await authenticate(deps.tenants, auth, scope=SCOPE_ADMIN)
-
-
-Admin = Annotated[Credentials, Depends(_admin)]
 
 
 async def _source(request: Request) -> str:
@@ -114,9 +93,9 @@ def _model(view: tenant_templates.TemplateView) -> Template:
                     version=view.version, updated_at=view.updated_at)
 
 
-@router.get("/templates", response_model=Templates, responses=_AUTH_ERRORS,
+@router.get("/templates", response_model=Templates, responses=AUTH_ERRORS,
             summary="The tenant's notification templates (stored or default)")
-async def get_templates(creds: Admin, deps: Annotated[Deps, Depends(get_deps)]) -> Templates:
+async def get_templates(creds: Admin, deps: DepsDep) -> Templates:
     views = await tenant_templates.list_templates(tenant_id=creds.tenant.tenant_id,
                                                   store=deps.templates)
     limits = templating.LIMITS
@@ -136,7 +115,7 @@ async def get_templates(creds: Admin, deps: Annotated[Deps, Depends(get_deps)]) 
                         "stored version keeps serving. Templates shape only the body: subject, "
                         "recipients and the toolbar markers are added by the platform.")
 async def put_template(kind: Kind, request: Request, creds: Admin,
-                       deps: Annotated[Deps, Depends(get_deps)]) -> Template:
+                       deps: DepsDep) -> Template:
     source = await _source(request)
     view = await tenant_templates.save(tenant_id=creds.tenant.tenant_id, kind=kind,
                                        source=source, key_id=creds.actor,
@@ -147,10 +126,10 @@ async def put_template(kind: Kind, request: Request, creds: Admin,
 
 
 @router.delete("/templates/{kind}", response_model=Template,
-               responses={**_AUTH_ERRORS, 404: _err("unknown template kind")},
+               responses={**AUTH_ERRORS, 404: err("unknown template kind")},
                summary="Go back to the default template")
 async def delete_template(kind: Kind, request: Request, creds: Admin,
-                          deps: Annotated[Deps, Depends(get_deps)]) -> Template:
+                          deps: DepsDep) -> Template:
     view = await tenant_templates.reset(tenant_id=creds.tenant.tenant_id, kind=kind,
                                         store=deps.templates)
     await audit.record(events=deps.events, creds=creds, action="template.changed",
@@ -161,7 +140,7 @@ async def delete_template(kind: Kind, request: Request, creds: Admin,
 @router.post("/templates/{kind}/preview", response_model=Preview, responses=_SOURCE_ERRORS,
              openapi_extra=_SOURCE_BODY, summary="Render a source with a sample (nothing saved)")
 async def preview_template(kind: Kind, request: Request, creds: Admin,
-                           deps: Annotated[Deps, Depends(get_deps)]) -> Preview:
+                           deps: DepsDep) -> Preview:
     source = await _source(request)
     output = await tenant_templates.preview(tenant_id=creds.tenant.tenant_id, kind=kind,
                                             source=source, store=deps.templates)
@@ -197,20 +176,20 @@ def _smtp_out(config: tenant_smtp.SmtpConfig) -> SmtpOut:
                    updated_at=config.updated_at)
 
 
-@router.get("/smtp", response_model=SmtpOut, responses=_AUTH_ERRORS,
+@router.get("/smtp", response_model=SmtpOut, responses=AUTH_ERRORS,
             summary="The tenant's SMTP selection (the password is never returned)")
-async def get_smtp(creds: Admin, deps: Annotated[Deps, Depends(get_deps)]) -> SmtpOut:
+async def get_smtp(creds: Admin, deps: DepsDep) -> SmtpOut:
     return _smtp_out(await tenant_smtp.get(tenant_id=creds.tenant.tenant_id,
                                            store=deps.smtp))
 
 
 @router.put("/smtp", response_model=SmtpOut,
-            responses={**_AUTH_ERRORS, 400: _err(
+            responses={**AUTH_ERRORS, 400: err(
                 "missing host/port/tls for 'own', a host refused by the SSRF guard (private, "
                 "loopback, link-local, metadata, ambiguous IP form) or not resolving")},
             summary="Choose the platform SMTP service or the tenant's own server")
 async def put_smtp(body: SmtpIn, request: Request, creds: Admin,
-                   deps: Annotated[Deps, Depends(get_deps)]) -> SmtpOut:
+                   deps: DepsDep) -> SmtpOut:
     config = await tenant_smtp.save(
         tenant_id=creds.tenant.tenant_id, mode=body.mode, host=body.host, port=body.port,
         tls=body.tls, username=body.username, password=body.password, key_id=creds.actor,
