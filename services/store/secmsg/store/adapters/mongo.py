@@ -20,7 +20,7 @@ from secmsg.shared import mongo
 from secmsg.shared.mongo import unavailable_as_503
 from secmsg.store.ports import BounceUpdate, DeliveryUpdate, Doc
 
-# Not (yet) in secmsg.shared.mongo; the name is fixed by docs/design.md.
+# Collection names from secmsg.shared.mongo (store tests import them from here).
 DELIVERY_STATUS = mongo.DELIVERY_STATUS
 DELIVERY_FINAL = mongo.DELIVERY_FINAL
 PURGE_CLAIMS = mongo.PURGE_CLAIMS
@@ -37,6 +37,16 @@ def _duplicates(exc: BulkWriteError) -> set[int]:
             e.get("code") != DUPLICATE_KEY for e in errors):
         raise exc
     return {e["index"] for e in errors}
+
+
+async def _insert_once(col: AsyncCollection[Any], doc: Mapping[str, Any]) -> bool:
+    """Insert by unique ``_id``; False when it is already there (the redelivery case)."""
+    try:
+        async with unavailable_as_503():
+            await col.insert_one(dict(doc))
+    except DuplicateKeyError:
+        return False
+    return True
 
 
 async def _insert_new(col: AsyncCollection[Any], docs: list[Doc]) -> set[int]:
@@ -89,16 +99,6 @@ async def ping(db: AsyncDatabase[Any]) -> None:
     async with unavailable_as_503():
         await db.command("ping")
 
-
-
-async def _insert_once(col: Any, doc: Mapping[str, Any]) -> bool:
-    """Insert by unique ``_id``; False when it is already there (the redelivery case)."""
-    try:
-        async with unavailable_as_503():
-            await col.insert_one(dict(doc))
-    except DuplicateKeyError:
-        return False
-    return True
 
 class MongoMessageRepo:
     def __init__(self, db: AsyncDatabase[Any]):
@@ -212,14 +212,9 @@ class MongoPurgeClaims:
         if latest is not None and latest["lease_until"] > now:
             return False
         gen = (latest["gen"] if latest else 0) + 1
-        try:
-            async with unavailable_as_503():
-                await self._col.insert_one({"_id": f"{message_id}:{gen}",
-                                            "message_id": message_id, "gen": gen,
-                                            "owner": owner, "lease_until": lease_until})
-        except DuplicateKeyError:
-            return False
-        return True
+        return await _insert_once(self._col, {"_id": f"{message_id}:{gen}",
+                                              "message_id": message_id, "gen": gen,
+                                              "owner": owner, "lease_until": lease_until})
 
     async def release(self, message_id: str) -> None:
         async with unavailable_as_503():
@@ -274,10 +269,7 @@ class MongoDeliveryRepo:
     async def record(self, *, delivery_id: str, fields: Mapping[str, Any], final: bool,
                      attempt: int) -> bool:
         if final:
-            try:
-                async with unavailable_as_503():
-                    await self._final.insert_one({"_id": delivery_id, **fields})
-            except DuplicateKeyError:
+            if not await _insert_once(self._final, {"_id": delivery_id, **fields}):
                 # Another final state is on file; make sure the status shows it (a crash may
                 # have come between the two writes) and report this one as not applied.
                 await self._restore_final(delivery_id)
