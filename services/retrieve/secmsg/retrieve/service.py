@@ -1,4 +1,5 @@
-"""retrieve's logic: sign-in by one-time code, sessions, reading and downloading messages.
+"""retrieve's logic: sign-in code requests, sessions, reading and downloading messages (the
+sign-in itself, per tenant policy, is ``accounts``).
 
 Plain async functions over the ports; no HTTP or driver types here. Anything "not yours, not
 there, expired or purged" is the same ``NotFound``, so a probe learns nothing.
@@ -22,7 +23,7 @@ from datetime import datetime, timedelta
 
 from secmsg.retrieve import tokens as tokens_mod
 from secmsg.retrieve.access import GuardedMessageRepo, RevocationGuard
-from secmsg.retrieve.metrics import CLEANUP_DELETED, CODES, DECRYPT_SECONDS, SIGNINS
+from secmsg.retrieve.metrics import CLEANUP_DELETED, CODES, DECRYPT_SECONDS
 from secmsg.retrieve.ports import (
     AccountRepo,
     AuditPublisher,
@@ -58,7 +59,6 @@ log = logging.getLogger(__name__)
 ID_RE = re.compile(r"^[0-9a-f]{32}$")
 CODE_RE = re.compile(r"^[0-9]{8}$")
 _RANGE_RE = re.compile(r"^(\d*)-(\d*)$")
-_BAD_LOGIN = "the code is wrong, expired or already used"
 
 
 class RateLimited(TooManyRequests):
@@ -188,38 +188,6 @@ async def send_code_if_known(*, request: CodeRequest, messages: MessageRepo,
 class NewSession:
     token: str
     expires_at: datetime
-
-
-async def verify_code(*, tenant_id: str, email: str, code: str, client_ip: str,
-                      codes: CodeRepo, sessions: SessionRepo, limiter: RateLimiter,
-                      settings: RetrieveSettings, now: datetime) -> NewSession:
-    """Exchange a valid code for a session; every failure is the same ``Unauthorized``."""
-    address = normalize_address(email)
-    await _limit(limiter, [(f"verify:addr:{tenant_id}:{address}",
-                            settings.verify_attempts_per_address),
-                           (f"verify:ip:{client_ip}", settings.verify_attempts_per_ip)],
-                 window_s=settings.rate_window_s, now=now)
-    # A malformed code still counts as a wrong try: no shortcut that behaves differently.
-    candidate = code.strip() if CODE_RE.match(code.strip()) else "x" + secrets.token_hex(8)
-    ok = await codes.consume(tenant_id=tenant_id, address=address,
-                             code_hash=hash_code(settings.code_pepper, tenant_id, address,
-                                                 candidate),
-                             now=now, max_attempts=settings.code_max_attempts)
-    if not ok:
-        SIGNINS.labels("rejected").inc()
-        raise Unauthorized(_BAD_LOGIN)
-    return await open_session(tenant_id=tenant_id, address=address, sessions=sessions,
-                              settings=settings, now=now)
-
-
-async def open_session(*, tenant_id: str, address: str, sessions: SessionRepo,
-                       settings: RetrieveSettings, now: datetime) -> NewSession:
-    token = secrets.token_urlsafe(32)
-    expires_at = now + timedelta(seconds=settings.session_max_s)
-    await sessions.create(token_hash=hash_token(token), tenant_id=tenant_id, address=address,
-                          now=now, expires_at=expires_at)
-    SIGNINS.labels("accepted").inc()
-    return NewSession(token, expires_at)
 
 
 async def authenticate(*, token: str | None, sessions: SessionRepo,
