@@ -29,11 +29,10 @@ from secmsg.notify.adapters.smtp import SmtpMailer
 from secmsg.notify.bounce_address import bounce_address
 from secmsg.notify.handlers import make_on_message_stored, raw_message
 from secmsg.notify.ports import DkimKey, SmtpTarget
-from secmsg.notify.probes import probe_app
+from secmsg.notify.probes import nats_and_mongo_problems, probe_app
 from secmsg.notify.service import NotifyPolicy
 from secmsg.notify.settings import NotifySettings
 from secmsg.shared import bus, subjects
-from secmsg.shared.errors import DependencyUnavailable
 from secmsg.shared.mongo import make_client
 from secmsg.shared.settings import CommonSettings
 
@@ -166,20 +165,8 @@ class NotifyWorker:
 
     async def readiness(self) -> dict[str, str]:
         """Problems by dependency; empty when NATS (stream, claims bucket) and MongoDB answer."""
-        problems: dict[str, str] = {}
-        try:
-            if self.nc is None:
-                raise DependencyUnavailable("not connected yet")
-            await self.publisher.ping()
-            await self.deliveries.ping()
-        except DependencyUnavailable as exc:
-            problems["nats"] = exc.detail
-        try:
-            await self.db.command("ping")
-        except Exception as exc:
-            problems["mongodb"] = f"unreachable ({type(exc).__name__})"
-        return problems
-
+        pings = None if self.nc is None else (self.publisher.ping, self.deliveries.ping)
+        return await nats_and_mongo_problems(pings, self.db)
 
 def make_http_app(rt: NotifyWorker) -> Any:
     """A bare ASGI app: /healthz (alive), /readyz (NATS + MongoDB), /metrics (Prometheus).

@@ -8,45 +8,20 @@ and the process exits 0.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
-from collections.abc import Generator
-
-import uvicorn
 
 from secmsg.notify.deliverability.app import Deliverability, make_http_app
 from secmsg.notify.deliverability.settings import DeliverabilitySettings
+from secmsg.notify.probes import serve
 from secmsg.shared import logs
 from secmsg.shared.settings import CommonSettings
-
-
-class _Server(uvicorn.Server):
-    # uvicorn re-raises a captured SIGTERM once it has shut down; handled in main() instead.
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
 
 
 async def main() -> None:
     common, settings = CommonSettings(), DeliverabilitySettings()
     logs.setup("notify-deliverability", common.log_level)
     process = Deliverability(common, settings)
-    server = _Server(uvicorn.Config(
-        make_http_app(process), host=settings.deliverability_host,
-        port=settings.deliverability_port, lifespan="off", access_log=False, log_config=None,
-        log_level="warning"))
-
-    def request_exit() -> None:
-        server.should_exit = True
-
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, request_exit)
-    await process.start()
-    try:
-        await server.serve()
-    finally:
-        await process.stop()
+    await serve(make_http_app(process), host=settings.deliverability_host,
+                port=settings.deliverability_port, start=process.start, stop=process.stop)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,8 @@ from secmsg.notify.deliverability.adapters.mongo import MongoMessageDirectory, M
 from secmsg.notify.deliverability.adapters.resolver import DnsBlocklistResolver
 from secmsg.notify.deliverability.adapters.smtp import BounceHandler, BounceServer
 from secmsg.notify.deliverability.settings import DeliverabilitySettings
-from secmsg.notify.probes import probe_app
+from secmsg.notify.probes import nats_and_mongo_problems, probe_app
 from secmsg.shared import bus
-from secmsg.shared.errors import DependencyUnavailable
 from secmsg.shared.mongo import make_client
 from secmsg.shared.settings import CommonSettings
 
@@ -89,19 +88,8 @@ class Deliverability:
         log.info("notify-deliverability stopped", extra={"event": "shutdown"})
 
     async def readiness(self) -> dict[str, str]:
-        problems: dict[str, str] = {}
-        try:
-            if self.publisher is None:
-                raise DependencyUnavailable("not connected yet")
-            await self.publisher.ping()
-        except DependencyUnavailable as exc:
-            problems["nats"] = exc.detail
-        try:
-            await self.db.command("ping")
-        except Exception as exc:
-            problems["mongodb"] = f"unreachable ({type(exc).__name__})"
-        return problems
-
+        pings = None if self.publisher is None else (self.publisher.ping,)
+        return await nats_and_mongo_problems(pings, self.db)
 
 def make_http_app(rt: Deliverability) -> Any:
     """A bare ASGI app: /healthz (alive), /readyz (NATS + MongoDB), /metrics (Prometheus)."""
