@@ -8,7 +8,6 @@ no atomic conditional update), so two racing pollers never both get a token.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from secmsg.retrieve.ports import (
 )
 from secmsg.retrieve.service import _limit
 from secmsg.retrieve.settings import RetrieveSettings
+from secmsg.retrieve.tokens import hash_token as _hash
 from secmsg.shared.errors import Forbidden, InvalidInput, NotFound, SecmsgError
 
 # No vowels (no words), no look-alikes: 20^8 ≈ 2^34.6 codes, valid minutes, rate-limited.
@@ -41,10 +41,6 @@ class DeviceFlowError(SecmsgError):
     def __init__(self, code: str, detail: str):
         super().__init__(detail)
         self.code = code  # authorization_pending | slow_down | expired_token | access_denied
-
-
-def _hash(device_code: str) -> str:
-    return hashlib.sha256(device_code.encode()).hexdigest()
 
 
 def new_user_code() -> str:

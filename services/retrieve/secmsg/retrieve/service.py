@@ -40,6 +40,7 @@ from secmsg.retrieve.ports import (
     TokenRepo,
 )
 from secmsg.retrieve.settings import RetrieveSettings
+from secmsg.retrieve.tokens import hash_token
 from secmsg.shared import crypto
 from secmsg.shared.blobstore import object_key
 from secmsg.shared.crypto import KeyRing
@@ -93,10 +94,6 @@ def hash_code(pepper: str, tenant_id: str, address: str, code: str) -> str:
     # (not in the database) makes a stolen table useless for brute-forcing 10^8 codes.
     msg = "\0".join((tenant_id, address, code)).encode()
     return hmac.new(pepper.encode(), msg, hashlib.sha256).hexdigest()
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 async def _limit(limiter: RateLimiter, checks: list[tuple[str, int]], *, window_s: int,

@@ -40,6 +40,7 @@ def looks_like_token(credential: str) -> bool:
 
 
 def hash_token(token: str) -> str:
+    """What is stored for any bearer secret (session, access token, device code)."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 
