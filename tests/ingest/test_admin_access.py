@@ -112,6 +112,9 @@ async def test_tokens_listed_and_revoked(ingest: Ingest, admin_key: str) -> None
     assert doc["revoked_at"] is not None
     ev = await audits(ingest.settings, "token.revoked")
     assert ev[0].subject_address == "alice@acme.example"
+    r = await ingest.client.delete(f"/v1/admin/tokens/{token_id}", headers=auth(admin_key))
+    assert r.status_code == 204  # repeating changes nothing and is not audited again
+    assert len(await audits(ingest.settings, "token.revoked")) == 1
     r = await ingest.client.post("/v1/messages/" + "0" * 32 + "/recall", headers=auth(token))
     assert r.status_code == 401
 

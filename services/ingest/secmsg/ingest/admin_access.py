@@ -62,10 +62,10 @@ async def create_key(*, creds: Credentials, label: str, scopes: list[str], repo:
 
 async def revoke_key(*, creds: Credentials, key_id: str, repo: AccessRepo, events: EventSink,
                      origin: Origin, now: datetime) -> None:
-    done = await repo.revoke_key(creds.tenant.tenant_id, key_id, now=now)
-    if done is None:
+    before = await repo.revoke_key(creds.tenant.tenant_id, key_id, now=now)
+    if before is None:
         raise NotFound("no such API key")
-    if done:
+    if before.get("revoked_at") is None:
         await audit.record(events=events, creds=creds, action="apikey.revoked", origin=origin,
                            detail={"key_id": key_id})
 
@@ -104,15 +104,12 @@ async def delete_user(*, creds: Credentials, email: str, repo: AccessRepo, event
 
 async def revoke_token(*, creds: Credentials, token_id: str, repo: AccessRepo,
                        events: EventSink, origin: Origin, now: datetime) -> None:
-    tokens = [t for t in await repo.tokens(creds.tenant.tenant_id, None)
-              if t.get("token_id") == token_id]
-    done = await repo.revoke_token(creds.tenant.tenant_id, token_id, now=now)
-    if done is None:
+    before = await repo.revoke_token(creds.tenant.tenant_id, token_id, now=now)
+    if before is None:
         raise NotFound("no such token")
-    if done:
-        owner = str(tokens[0].get("email")) if tokens else None
+    if before.get("revoked_at") is None:
         await audit.record(events=events, creds=creds, action="token.revoked", origin=origin,
-                           subject_address=owner, detail={"token_id": token_id})
+                           subject_address=before.get("email"), detail={"token_id": token_id})
 
 
 # --- policy -----------------------------------------------------------------------------------

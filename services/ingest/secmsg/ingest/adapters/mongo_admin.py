@@ -33,6 +33,21 @@ def _clean(doc: dict[str, Any]) -> dict[str, Any]:
     return {k: _aware(v) for k, v in doc.items()}
 
 
+async def _revoke(col: Any, query: dict[str, Any], now: datetime) -> dict[str, Any] | None:
+    """Set ``revoked_at`` once (an API key or a token): the document as it was before, so
+    ``revoked_at`` None means this call revoked it; None: no such document."""
+    async with mongo.unavailable_as_503():
+        # No projection: FerretDB does not implement it for findAndModify.
+        doc = await col.find_one_and_update({**query, "revoked_at": None},
+                                            {"$set": {"revoked_at": now}})
+        if doc is None:
+            doc = await col.find_one(query)
+    if doc is None:
+        return None
+    doc.pop("_id", None)  # the secret's hash stays here
+    return _clean(doc)
+
+
 class MongoMessageRepo:
     def __init__(self, db: AsyncDatabase[Any]):
         self._db = db
@@ -119,16 +134,10 @@ class MongoAccessRepo:
         return await admin.create_api_key(self._db, tenant_id=tenant_id, label=label,
                                           scopes=scopes)
 
-    async def revoke_key(self, tenant_id: str, key_id: str, *, now: datetime) -> bool | None:
-        col = self._db[mongo.API_KEYS]
-        async with mongo.unavailable_as_503():
-            doc = await col.find_one({"key_id": key_id, "tenant_id": tenant_id})
-            if doc is None:
-                return None
-            if doc.get("revoked_at") is not None:
-                return False
-            await col.update_one({"_id": doc["_id"]}, {"$set": {"revoked_at": now}})
-        return True
+    async def revoke_key(self, tenant_id: str, key_id: str, *,
+                         now: datetime) -> dict[str, Any] | None:
+        return await _revoke(self._db[mongo.API_KEYS], {"key_id": key_id,
+                                                        "tenant_id": tenant_id}, now)
 
     async def users(self, tenant_id: str, emails: list[str] | None = None
                     ) -> list[dict[str, Any]]:
@@ -169,16 +178,9 @@ class MongoAccessRepo:
             return [_clean(d) async for d in cursor]
 
     async def revoke_token(self, tenant_id: str, token_id: str, *,
-                           now: datetime) -> bool | None:
-        col = self._db[mongo.TOKENS]
-        async with mongo.unavailable_as_503():
-            doc = await col.find_one({"token_id": token_id, "tenant_id": tenant_id})
-            if doc is None:
-                return None
-            if doc.get("revoked_at") is not None:
-                return False
-            await col.update_one({"_id": doc["_id"]}, {"$set": {"revoked_at": now}})
-        return True
+                           now: datetime) -> dict[str, Any] | None:
+        return await _revoke(self._db[mongo.TOKENS], {"token_id": token_id,
+                                                      "tenant_id": tenant_id}, now)
 
     async def tenant(self, tenant_id: str) -> dict[str, Any]:
         async with mongo.unavailable_as_503():
