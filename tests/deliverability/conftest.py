@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiosmtplib
 import dns.flags
@@ -29,25 +28,8 @@ from secmsg.shared import bus
 from secmsg.shared.events import NotificationBounced, decode_event
 from secmsg.shared.settings import CommonSettings
 
-T = TypeVar("T")
-
 BOUNCE_BASE = "bounces@notify.example"
 TENANT = "acme"
-
-
-async def eventually(probe: Callable[[], Any], *, timeout: float = 20.0,
-                     what: str = "condition") -> Any:
-    """Poll ``probe`` until it returns something truthy (a wait, not a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def new_message_id() -> str:

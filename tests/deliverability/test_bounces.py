@@ -14,7 +14,6 @@ from tests.deliverability.conftest import (
     BOUNCE_BASE,
     TENANT,
     bounced_events,
-    eventually,
     exchange_dsn,
     gmail_dsn,
     new_message_id,
@@ -23,6 +22,7 @@ from tests.deliverability.conftest import (
     send,
     tagged,
 )
+from tests.notify.conftest import eventually
 
 pytestmark = pytest.mark.timeout(90)
 

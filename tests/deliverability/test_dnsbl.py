@@ -9,8 +9,9 @@ import pytest
 
 from secmsg.notify.deliverability.dnsbl import ip_query
 from secmsg.shared import mongo
-from tests.deliverability.conftest import DnsZone, eventually
+from tests.deliverability.conftest import DnsZone
 from tests.deliverability.test_bounces import metric
+from tests.notify.conftest import eventually
 
 pytestmark = pytest.mark.timeout(90)
 
