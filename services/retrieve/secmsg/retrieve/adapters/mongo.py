@@ -265,15 +265,13 @@ class MongoJanitor:
                  "last_seen_at": {"$lte": now - timedelta(seconds=session_idle_s)}})
             own = await self._db[mongo.SESSIONS].delete_many({"idle_until": {"$lte": now}})
             counts[mongo.SESSIONS] += idle.deleted_count + own.deleted_count
-            for name in _EXPIRING_OTHERS:
-                res = await self._db[name].delete_many({"expires_at": {"$lte": now}})
-                counts[name] = res.deleted_count
         return counts
 
 
-_EXPIRING = (mongo.LOGIN_CODES, mongo.LOGIN_CODES + "_used", mongo.SESSIONS, mongo.RATE_LIMITS)
-# Expired device codes and single-use markers (TOTP steps, redeemed device codes).
-_EXPIRING_OTHERS = (mongo.DEVICE_CODES, mongo.ACCESS_MARKERS)
+# Every collection of expiring sign-in state, device codes and single-use markers (TOTP
+# steps, redeemed device codes) included: each is cleaned and indexed on ``expires_at``.
+_EXPIRING = (mongo.LOGIN_CODES, mongo.LOGIN_CODES + "_used", mongo.SESSIONS, mongo.RATE_LIMITS,
+             mongo.DEVICE_CODES, mongo.ACCESS_MARKERS)
 
 
 async def ensure_indexes(db: AsyncDatabase[Doc]) -> None:
@@ -293,4 +291,3 @@ async def ensure_indexes(db: AsyncDatabase[Doc]) -> None:
                                           name="tenant_address")
     await db[mongo.TOKENS].create_index([("tenant_id", ASCENDING), ("email", ASCENDING)],
                                         name="tenant_email")
-    await db[mongo.DEVICE_CODES].create_index([("user_code", ASCENDING)], name="user_code")
