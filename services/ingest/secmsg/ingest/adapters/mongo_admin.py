@@ -29,7 +29,8 @@ def _aware(value: Any) -> Any:
     return value
 
 
-def _clean(doc: dict[str, Any]) -> dict[str, Any]:
+def aware_doc(doc: dict[str, Any]) -> dict[str, Any]:
+    """The document with its naive datetimes read as UTC (for a client without tz_aware)."""
     return {k: _aware(v) for k, v in doc.items()}
 
 
@@ -45,7 +46,7 @@ async def _revoke(col: Any, query: dict[str, Any], now: datetime) -> dict[str, A
     if doc is None:
         return None
     doc.pop("_id", None)  # the secret's hash stays here
-    return _clean(doc)
+    return aware_doc(doc)
 
 
 class MongoMessageRepo:
@@ -85,7 +86,7 @@ class MongoMessageRepo:
         async with mongo.unavailable_as_503():
             cursor = self._db[mongo.REVOCATIONS].find(
                 {"tenant_id": tenant_id, "message_id": message_id})
-            return [_clean(d) async for d in cursor]
+            return [aware_doc(d) async for d in cursor]
 
     async def revoke(self, doc: dict[str, Any]) -> bool:
         async with mongo.unavailable_as_503():
@@ -109,7 +110,7 @@ class MongoMessageRepo:
         async with mongo.unavailable_as_503():
             cursor = self._db[mongo.DELIVERY_STATUS].find(
                 {"tenant_id": tenant_id, "message_id": message_id})
-            return [_clean(d) async for d in cursor]
+            return [aware_doc(d) async for d in cursor]
 
     async def access_events(self, tenant_id: str, message_id: str) -> list[dict[str, Any]]:
         async with mongo.unavailable_as_503():
@@ -117,7 +118,7 @@ class MongoMessageRepo:
                 {"tenant_id": tenant_id, "message_id": message_id,
                  "kind": {"$in": ["message.opened", "attachment.downloaded"]}}
             ).sort("at", ASCENDING).limit(10_000)
-            return [_clean(d) async for d in cursor]
+            return [aware_doc(d) async for d in cursor]
 
 
 class MongoAccessRepo:
@@ -128,7 +129,7 @@ class MongoAccessRepo:
         async with mongo.unavailable_as_503():
             cursor = self._db[mongo.API_KEYS].find({"tenant_id": tenant_id}, _NO_SECRETS
                                                    ).sort("created_at", ASCENDING)
-            return [_clean(d) async for d in cursor]
+            return [aware_doc(d) async for d in cursor]
 
     async def create_key(self, tenant_id: str, *, label: str, scopes: tuple[str, ...]) -> str:
         return await admin.create_api_key(self._db, tenant_id=tenant_id, label=label,
@@ -146,7 +147,7 @@ class MongoAccessRepo:
             query["_id"] = {"$in": [f"{tenant_id}:{e.lower()}" for e in emails]}
         async with mongo.unavailable_as_503():
             cursor = self._db[mongo.TENANT_USERS].find(query).sort("_id", ASCENDING)
-            return [_clean(d) async for d in cursor]
+            return [aware_doc(d) async for d in cursor]
 
     async def put_user(self, tenant_id: str, *, email: str, role: str, by: str,
                        now: datetime) -> dict[str, Any]:
@@ -160,7 +161,7 @@ class MongoAccessRepo:
                                   "created_at": now, "created_by": by}},
                 upsert=True)
             doc = await col.find_one({"_id": doc_id})
-        return _clean(doc or {})
+        return aware_doc(doc or {})
 
     async def delete_user(self, tenant_id: str, email: str) -> bool:
         async with mongo.unavailable_as_503():
@@ -175,7 +176,7 @@ class MongoAccessRepo:
         async with mongo.unavailable_as_503():
             cursor = self._db[mongo.TOKENS].find(query, _NO_SECRETS
                                                  ).sort("created_at", DESCENDING).limit(1000)
-            return [_clean(d) async for d in cursor]
+            return [aware_doc(d) async for d in cursor]
 
     async def revoke_token(self, tenant_id: str, token_id: str, *,
                            now: datetime) -> dict[str, Any] | None:
@@ -187,7 +188,7 @@ class MongoAccessRepo:
             doc = await self._db[mongo.TENANTS].find_one({"_id": tenant_id})
         if doc is None:
             raise NotFound(f"tenant {tenant_id!r} does not exist")
-        return _clean(doc)
+        return aware_doc(doc)
 
     async def set_fields(self, tenant_id: str, fields: dict[str, Any],
                          unset: tuple[str, ...] = ()) -> None:

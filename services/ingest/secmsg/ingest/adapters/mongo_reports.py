@@ -4,21 +4,17 @@ undeliverable addresses, and key rotations (the one request ingest creates)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from secmsg.ingest.adapters.mongo_admin import aware_doc
 from secmsg.shared import mongo
 
 _BATCH = 500
-
-
-def _aware(doc: dict[str, Any]) -> dict[str, Any]:
-    return {k: (v.replace(tzinfo=UTC) if isinstance(v, datetime) and v.tzinfo is None else v)
-            for k, v in doc.items()}
 
 
 def _range(field: str, since: datetime | None, until: datetime | None) -> dict[str, Any]:
@@ -43,7 +39,7 @@ class MongoReports:
             cursor = self._db[mongo.AUDIT].find(query, batch_size=_BATCH).sort(
                 [("at", ASCENDING), ("_id", ASCENDING)])
             async for doc in cursor:
-                yield _aware(doc)
+                yield aware_doc(doc)
 
     async def delivery_counts(self, tenant_id: str, *, since: datetime | None,
                               until: datetime | None) -> dict[str, int]:
@@ -56,13 +52,13 @@ class MongoReports:
     async def dnsbl(self) -> dict[str, Any] | None:
         async with mongo.unavailable_as_503():
             doc = await self._db[mongo.DNSBL_STATUS].find_one({"_id": "platform"})
-        return _aware(doc) if doc else None
+        return aware_doc(doc) if doc else None
 
     async def undeliverable(self, tenant_id: str) -> list[dict[str, Any]]:
         async with mongo.unavailable_as_503():
             cursor = self._db[mongo.UNDELIVERABLE].find({"tenant_id": tenant_id}).sort(
                 "at", ASCENDING).limit(10_000)
-            return [_aware(d) async for d in cursor]
+            return [aware_doc(d) async for d in cursor]
 
     async def clear_undeliverable(self, tenant_id: str, address: str) -> bool:
         async with mongo.unavailable_as_503():
@@ -76,7 +72,7 @@ class MongoReports:
         async with mongo.unavailable_as_503():
             doc = await self._db[mongo.KEY_ROTATIONS].find_one(
                 {"tenant_id": tenant_id, "state": {"$in": ["requested", "running"]}})
-        return _aware(doc) if doc else None
+        return aware_doc(doc) if doc else None
 
     async def insert_rotation(self, doc: dict[str, Any]) -> bool:
         async with mongo.unavailable_as_503():
@@ -90,4 +86,4 @@ class MongoReports:
         async with mongo.unavailable_as_503():
             doc = await self._db[mongo.KEY_ROTATIONS].find_one(
                 {"_id": rotation_id, "tenant_id": tenant_id})
-        return _aware(doc) if doc else None
+        return aware_doc(doc) if doc else None
