@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Path
@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from secmsg.retrieve import service, toolbar
 from secmsg.retrieve.deps import ClientIpDep, DepsDep, SessionDep, UserAgentDep
-from secmsg.retrieve.routes import EXAMPLE_ID, ErrorOut, _correlate, _errors
+from secmsg.retrieve.routes import EXAMPLE_ID, ErrorOut, _correlate, _errors, _primed
 from secmsg.shared.templating import message_url
 
 log = logging.getLogger(__name__)
@@ -72,13 +72,6 @@ async def detect(body: DetectIn, session: SessionDep,
     tenant = found.tenant_id or session.tenant_id
     return DetectOut(message_id=found.message_id, tenant_id=tenant, available=ok,
                      url=message_url(deps.public_url, tenant, found.message_id))
-
-
-async def _primed(first: bytes, rest: Any) -> Any:
-    if first:
-        yield first
-    async for chunk in rest:
-        yield chunk
 
 
 @router.get("/messages/{message_id}/original", summary="The whole message as RFC 5322",

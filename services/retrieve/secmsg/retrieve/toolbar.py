@@ -61,7 +61,7 @@ Loader = Callable[..., Awaitable[MessageRecord]]
 
 def require_read(session: SessionRecord) -> None:
     # A session may do all its person may; a token only what its scopes say.
-    if "read" not in getattr(session, "scopes", ("read",)):
+    if "read" not in session.scopes:
         raise Forbidden("this token does not have the read scope")
 
 
@@ -163,7 +163,7 @@ async def record(*, action: AuditAction, session: SessionRecord, record: Message
         tenant_id=record.tenant_id, message_id=record.message_id, event_id=uuid.uuid4().hex,
         action=action, actor=session.address,
         subject_address=session.address,
-        detail={"via": str(getattr(session, "via", "session")), "client": "toolbar"},
+        detail={"via": session.via, "client": "toolbar"},
         client_ip=client_ip, user_agent=user_agent[:512] if user_agent else None,
         occurred_at=now))
 
@@ -302,7 +302,7 @@ async def build_message(*, record: MessageRecord, blobs: BlobReader, keyring: Ke
     yield f"--{mixed}--\r\n".encode()
 
 
-def _filter_header(block: bytes, newline: bytes) -> bytes:
+def _filter_header(block: bytes) -> bytes:
     fields: list[bytes] = []
     for line in block.splitlines(keepends=True):
         if line[:1] in (b" ", b"\t") and fields:
@@ -333,7 +333,7 @@ async def original_message(*, record: MessageRecord, obj: StoredObject, blobs: B
     newline = b"\r\n" if b"\r\n" in buf[:buf.find(b"\n") + 1] else b"\n"
     top = f"{RETRIEVED_HEADER}: {retrieved}".encode("ascii") + newline
     if end >= 0:
-        yield top + _filter_header(buf[:end], newline) + buf[end:]
+        yield top + _filter_header(buf[:end]) + buf[end:]
     else:
         yield top + buf
     async for chunk in stream:
