@@ -10,17 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
 import pytest
-from nats.js.errors import NotFoundError
 
 from devstack.servers import Stack
 from secmsg.ingest.admin import create_api_key, create_tenant
 from secmsg.ingest.app import create_app
-from secmsg.shared import subjects
 from secmsg.shared.blobstore import S3BlobStore
-from secmsg.shared.events import MessageReceived, decode_event
+from secmsg.shared.events import MessageReceived
 from secmsg.shared.settings import CommonSettings
+from tests.ingest.access_helpers import published
 
 TENANT = "acme"
 BOUNDARY = "secmsgtestboundary7MA4YWxkTrZu0gW"
@@ -91,22 +89,7 @@ class Ingest:
 
     async def events(self) -> list[MessageReceived]:
         """The ``message.received`` events published (audit and control events left out)."""
-        nc = await nats.connect(self.settings.nats_url)
-        try:
-            js = nc.jetstream()
-            try:
-                info = await js.stream_info(subjects.STREAM)
-            except NotFoundError:
-                return []
-            out = []
-            if info.state.messages:
-                for seq in range(info.state.first_seq, info.state.last_seq + 1):
-                    msg = await js.get_msg(subjects.STREAM, seq)
-                    if msg.subject and msg.subject.endswith(f".{subjects.MESSAGE_RECEIVED}"):
-                        out.append(decode_event(msg.data, MessageReceived))
-            return out
-        finally:
-            await nc.close()
+        return [e for e in await published(self.settings) if isinstance(e, MessageReceived)]
 
     async def assert_nothing_stored(self) -> None:
         assert await self.keys() == [], "objects left in the bucket"
