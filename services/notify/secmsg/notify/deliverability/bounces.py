@@ -128,23 +128,22 @@ async def receive_report(*, raw: bytes, tags: Sequence[Tag], publisher: EventPub
                                   f"action {rcpt.action[:20]!r} is not a bounce"))
             continue
         hard, status = bounce
-        match: tuple[str, str, str] | None = None  # tenant, message, address
+        match: tuple[str, str, str, str] | None = None  # tenant, message, address, its hash
         for address in rcpt.addresses:
             h = address_hash(address)
             tag = next((t for t in tags if t.address_hash == h), None)
             if tag is not None:
-                match = (tag.tenant_id, tag.message_id, address)
+                match = (tag.tenant_id, tag.message_id, address, h)
                 break
             if untagged is not None and address in untagged[2]:
-                match = (untagged[0], untagged[1], address)
+                match = (untagged[0], untagged[1], address, h)
                 break
         if match is None:
             outcomes.append(_drop("unmatched", "no notification matches the reported "
                                                "recipient" + (" (tag hash differs)" if tags
                                                               else "")))
             continue
-        tenant_id, message_id, address = match
-        h = address_hash(address)
+        tenant_id, message_id, address, h = match
         event = NotificationBounced(
             tenant_id=tenant_id, message_id=message_id, recipient=address, status=status,
             hard=hard, reason="bounced_hard" if hard else "bounced_soft")
