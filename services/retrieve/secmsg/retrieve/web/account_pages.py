@@ -104,7 +104,7 @@ async def reset_submit(tenant_id: TenantPath, request: Request, deps: DepsDep, w
 @router.get("/web/account", response_class=HTMLResponse)
 async def account_page(request: Request, deps: DepsDep, web: WebDep) -> Response:
     ctx = Ctx(request, deps, web)
-    session = await _signed_in(ctx, "/web/account")
+    session = await _signed_in(ctx)
     if isinstance(session, Response):
         return session
     account = await deps.accounts.get(tenant_id=session.tenant_id, email=session.address)
@@ -118,7 +118,7 @@ async def account_page(request: Request, deps: DepsDep, web: WebDep) -> Response
 async def authenticator_start(request: Request, deps: DepsDep, web: WebDep,
                               csrf_token: CsrfField = "") -> Response:
     ctx = Ctx(request, deps, web)
-    session = await _signed_in(ctx, "/web/account")
+    session = await _signed_in(ctx)
     if isinstance(session, Response):
         return session
     if not ctx.csrf_ok(csrf_token):
@@ -139,7 +139,7 @@ async def authenticator_confirm(request: Request, deps: DepsDep, web: WebDep, ip
                                 uri: Annotated[str, Form(max_length=1024)] = "",
                                 csrf_token: CsrfField = "") -> Response:
     ctx = Ctx(request, deps, web)
-    session = await _signed_in(ctx, "/web/account")
+    session = await _signed_in(ctx)
     if isinstance(session, Response):
         return session
     if not ctx.csrf_ok(csrf_token):
@@ -162,7 +162,7 @@ async def authenticator_confirm(request: Request, deps: DepsDep, web: WebDep, ip
 @router.get("/web/account/apps", response_class=HTMLResponse)
 async def apps_page(request: Request, deps: DepsDep, web: WebDep) -> Response:
     ctx = Ctx(request, deps, web)
-    session = await _signed_in(ctx, "/web/account/apps")
+    session = await _signed_in(ctx)
     if isinstance(session, Response):
         return session
     return await _apps(ctx)
@@ -185,7 +185,7 @@ async def apps_revoke(request: Request, deps: DepsDep, web: WebDep, ip: ClientIp
                       ua: UserAgentDep, token_id: Annotated[str, Form(max_length=64)] = "",
                       csrf_token: CsrfField = "") -> Response:
     ctx = Ctx(request, deps, web)
-    session = await _signed_in(ctx, "/web/account/apps")
+    session = await _signed_in(ctx)
     if isinstance(session, Response):
         return session
     if not ctx.csrf_ok(csrf_token):
@@ -254,7 +254,7 @@ async def device_decide(request: Request, deps: DepsDep, web: WebDep,
                         decision: Annotated[str, Form(max_length=16)] = "",
                         csrf_token: CsrfField = "") -> Response:
     ctx = Ctx(request, deps, web)
-    session = await _signed_in(ctx, "/web/device")
+    session = await _signed_in(ctx)
     if isinstance(session, Response):
         return session
     if not ctx.csrf_ok(csrf_token):

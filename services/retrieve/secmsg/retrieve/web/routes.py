@@ -93,18 +93,11 @@ class Ctx:
                                     "back, reload the page and try again.")
 
 
-def _signin_redirect(tenant_id: str | None, next_path: str) -> RedirectResponse:
-    if tenant_id is None:
-        return RedirectResponse("/web/signed-out", status_code=303)
-    return RedirectResponse(f"/web/{tenant_id}/signin?next={quote(next_path, safe='/')}",
-                            status_code=303)
-
-
 def _safe_next(value: str | None) -> str:
     return value if value and _NEXT_RE.match(value) and "//" not in value else "/web/inbox"
 
 
-async def _signed_in(ctx: Ctx, here: str) -> SessionRecord | RedirectResponse:
+async def _signed_in(ctx: Ctx) -> SessionRecord | RedirectResponse:
     session = await ctx.load_session()
     if session is None:
         # The tenant of an expired session is unknown; the sign-in page needs one.
@@ -315,7 +308,7 @@ async def inbox(request: Request, deps: DepsDep, web: WebDep,
                 q: Annotated[str, Query(max_length=200)] = "",
                 cursor: Annotated[str | None, Query(max_length=200)] = None) -> Response:
     ctx = Ctx(request, deps, web)
-    session = await _signed_in(ctx, "/web/inbox")
+    session = await _signed_in(ctx)
     if isinstance(session, Response):
         return session
     query = q.strip().lower()
@@ -359,16 +352,12 @@ def _gone_reason(exc: SecmsgError) -> str | None:
     return "revoked"
 
 
-@router.get("/web/messages/{message_id}", response_class=HTMLResponse)
-async def message_page(message_id: MessagePath, request: Request, deps: DepsDep, web: WebDep,
-                       ip: ClientIpDep, ua: UserAgentDep,
-                       images: Annotated[int, Query(ge=0, le=1)] = 0) -> Response:
-    ctx = Ctx(request, deps, web)
-    session = await ctx.load_session()
-    if session is None:
-        return RedirectResponse("/web/signed-out", status_code=303)
+async def _read(ctx: Ctx, session: SessionRecord, message_id: str, ip: str,
+                ua: str | None) -> service.MessageView | Response:
+    """The message (opening is audited), or the page saying why it cannot be opened."""
+    deps = ctx.deps
     try:
-        view = await service.read_message(session=session, message_id=message_id,
+        return await service.read_message(session=session, message_id=message_id,
                                           messages=deps.messages, blobs=deps.blobs,
                                           keyring=deps.keyring, audit=deps.audit,
                                           client_ip=ip, user_agent=ua, now=deps.clock(),
@@ -379,6 +368,19 @@ async def message_page(message_id: MessagePath, request: Request, deps: DepsDep,
         if (reason := _gone_reason(exc)) is not None:
             return await _gone_page(ctx, session, message_id, reason)
         raise
+
+
+@router.get("/web/messages/{message_id}", response_class=HTMLResponse)
+async def message_page(message_id: MessagePath, request: Request, deps: DepsDep, web: WebDep,
+                       ip: ClientIpDep, ua: UserAgentDep,
+                       images: Annotated[int, Query(ge=0, le=1)] = 0) -> Response:
+    ctx = Ctx(request, deps, web)
+    session = await _signed_in(ctx)
+    if isinstance(session, Response):
+        return session
+    view = await _read(ctx, session, message_id, ip, ua)
+    if isinstance(view, Response):
+        return view
     r = view.record
     body = clean_html(view.html, allow_remote_images=bool(images)) if view.html else None
     return await ctx.page(
@@ -447,7 +449,7 @@ async def _compose_page(ctx: Ctx, session: SessionRecord, *, status: int = 200,
 @router.get("/web/compose", response_class=HTMLResponse)
 async def compose(request: Request, deps: DepsDep, web: WebDep) -> Response:
     ctx = Ctx(request, deps, web)
-    session = await _signed_in(ctx, "/web/compose")
+    session = await _signed_in(ctx)
     if isinstance(session, Response):
         return session
     return await _compose_page(ctx, session, heading="New secure message")
@@ -458,21 +460,12 @@ async def reply(message_id: MessagePath, request: Request, deps: DepsDep, web: W
                 ip: ClientIpDep, ua: UserAgentDep,
                 all: Annotated[int, Query(ge=0, le=1)] = 0) -> Response:
     ctx = Ctx(request, deps, web)
-    session = await _signed_in(ctx, f"/web/messages/{message_id}")
+    session = await _signed_in(ctx)
     if isinstance(session, Response):
         return session
-    try:
-        view = await service.read_message(session=session, message_id=message_id,
-                                          messages=deps.messages, blobs=deps.blobs,
-                                          keyring=deps.keyring, audit=deps.audit,
-                                          client_ip=ip, user_agent=ua, now=deps.clock(),
-                                          max_body_bytes=deps.settings.max_body_bytes)
-    except NotFound:
-        return await _gone_page(ctx, session, message_id)
-    except SecmsgError as exc:
-        if (reason := _gone_reason(exc)) is not None:
-            return await _gone_page(ctx, session, message_id, reason)
-        raise
+    view = await _read(ctx, session, message_id, ip, ua)
+    if isinstance(view, Response):
+        return view
     r = view.record
     me = session.address
     cc: list[str] = []
@@ -490,7 +483,7 @@ async def reply(message_id: MessagePath, request: Request, deps: DepsDep, web: W
 async def send(request: Request, deps: DepsDep, web: WebDep, ip: ClientIpDep,
                ua: UserAgentDep) -> Response:
     ctx = Ctx(request, deps, web)
-    session = await _signed_in(ctx, "/web/compose")
+    session = await _signed_in(ctx)
     if isinstance(session, Response):
         return session
     # File parts are spooled to disk by Starlette beyond 1 MiB; ingest.submit streams them.
@@ -532,7 +525,7 @@ async def send(request: Request, deps: DepsDep, web: WebDep, ip: ClientIpDep,
 @router.get("/web/sent", response_class=HTMLResponse)
 async def sent_list(request: Request, deps: DepsDep, web: WebDep) -> Response:
     ctx = Ctx(request, deps, web)
-    session = await _signed_in(ctx, "/web/sent")
+    session = await _signed_in(ctx)
     if isinstance(session, Response):
         return session
     docs = await web.queries.sent(session.tenant_id, session.address, 100)
@@ -543,7 +536,7 @@ async def sent_list(request: Request, deps: DepsDep, web: WebDep) -> Response:
 async def sent_slip(message_id: MessagePath, request: Request, deps: DepsDep, web: WebDep,
                     ip: ClientIpDep, ua: UserAgentDep) -> Response:
     ctx = Ctx(request, deps, web)
-    session = await _signed_in(ctx, "/web/sent")
+    session = await _signed_in(ctx)
     if isinstance(session, Response):
         return session
     doc = await web.queries.sent_one(session.tenant_id, session.address, message_id)
