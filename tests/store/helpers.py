@@ -7,7 +7,7 @@ import hashlib
 import os
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from nats.aio.client import Client as NATS
@@ -16,8 +16,19 @@ from nats.errors import TimeoutError as NatsTimeout
 from secmsg.shared import bus, subjects
 from secmsg.shared.blobstore import S3BlobStore
 from secmsg.shared.crypto import encrypt_all, new_data_key
-from secmsg.shared.events import MessageReceived, MessageStored, Recipient, StoredObject
+from secmsg.shared.errors import NotFound
+from secmsg.shared.events import (
+    MessageReceived,
+    MessageStored,
+    NotificationDeferred,
+    NotificationFailed,
+    NotificationSent,
+    Recipient,
+    StoredObject,
+)
 from secmsg.shared.settings import CommonSettings
+from secmsg.store import service
+from secmsg.store.ports import MessageRepo
 
 TENANT = "acme"
 SEGMENT = 64  # tiny segments: several per object, still fast
@@ -53,6 +64,39 @@ async def stage_message(blobs: S3BlobStore, settings: CommonSettings, *,
                     for i, a in enumerate(recipients)],
         subject="Lab results", objects=objects, expires_at=expires_at,
         disclaimer="Confidential", submitted_by="key:test")
+
+
+async def record_staged(blobs: S3BlobStore, settings: CommonSettings,
+                        publisher: bus.EventPublisher, repo: MessageRepo,
+                        **kw: Any) -> MessageReceived:
+    """``stage_message`` (same keywords), then record it directly (no worker)."""
+    event = await stage_message(blobs, settings, **kw)
+    await service.record_message(event=event, messages=repo, blobs=blobs, publisher=publisher)
+    return event
+
+
+async def object_exists(blobs: S3BlobStore, key: str) -> bool:
+    try:
+        await blobs.size(key)
+    except NotFound:
+        return False
+    return True
+
+
+def sent(mid: str, rcpt: str, attempt: int = 1) -> NotificationSent:
+    return NotificationSent(tenant_id=TENANT, message_id=mid, recipient=rcpt, attempt=attempt,
+                            smtp_target="platform")
+
+
+def deferred(mid: str, rcpt: str, attempt: int,
+             reason: str = "temporary_rejection") -> NotificationDeferred:
+    return NotificationDeferred(tenant_id=TENANT, message_id=mid, recipient=rcpt,
+                                attempt=attempt, reason=reason, retry_at=datetime.now(UTC))
+
+
+def failed(mid: str, rcpt: str, attempt: int) -> NotificationFailed:
+    return NotificationFailed(tenant_id=TENANT, message_id=mid, recipient=rcpt,
+                              attempt=attempt, reason="550 no such user")
 
 
 async def publish_received(publisher: bus.EventPublisher, event: MessageReceived,
@@ -96,6 +140,11 @@ async def wait_for(check: Callable[[], Awaitable[Any]], *, timeout: float = 20.0
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
+
+
+async def holds(value: Any) -> Any:
+    """``value`` as an awaitable: ``wait_for(lambda: holds(condition))``."""
+    return value
 
 
 async def drained(nc: NATS, durable: str) -> bool:

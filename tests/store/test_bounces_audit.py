@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 from faststream.asgi import AsgiFastStream
@@ -15,8 +14,6 @@ from secmsg.shared.blobstore import S3BlobStore
 from secmsg.shared.events import (
     AuditRecorded,
     NotificationBounced,
-    NotificationDeferred,
-    NotificationSent,
     event_msg_id,
 )
 from secmsg.shared.settings import CommonSettings
@@ -26,18 +23,15 @@ from secmsg.store.adapters.mongo import (
     MongoDeliveryRepo,
     MongoUndeliverableRepo,
 )
-from tests.store.helpers import TENANT, drained, publish_received, stage_message, wait_for
-
-
-def _sent(mid: str, rcpt: str, attempt: int = 1) -> NotificationSent:
-    return NotificationSent(tenant_id=TENANT, message_id=mid, recipient=rcpt, attempt=attempt,
-                            smtp_target="platform")
-
-
-def _deferred(mid: str, rcpt: str, attempt: int) -> NotificationDeferred:
-    return NotificationDeferred(tenant_id=TENANT, message_id=mid, recipient=rcpt,
-                                attempt=attempt, reason="temporary_rejection",
-                                retry_at=datetime.now(UTC))
+from tests.store.helpers import (
+    TENANT,
+    deferred,
+    drained,
+    publish_received,
+    sent,
+    stage_message,
+    wait_for,
+)
 
 
 def _bounce(mid: str, rcpt: str, *, hard: bool) -> NotificationBounced:
@@ -58,12 +52,12 @@ async def test_bounces_override_sent_and_hard_ones_mark_the_address(mongo_db: An
                                                undeliverable=undeliverable)
 
     m1, m2 = uuid.uuid4().hex, uuid.uuid4().hex
-    await record(_sent(m1, "Bob@Example.org"), _sent(m1, "carol@example.org"),
-                 _sent(m1, "dan@example.org"))
+    await record(sent(m1, "Bob@Example.org"), sent(m1, "carol@example.org"),
+                 sent(m1, "dan@example.org"))
     assert await record(_bounce(m1, "Bob@Example.org", hard=True),
                         _bounce(m1, "carol@example.org", hard=False)) == [True, True]
     # Redelivered sent, late deferral, repeated bounce: the bounce stands.
-    await record(_sent(m1, "bob@example.org"), _deferred(m1, "carol@example.org", 3),
+    await record(sent(m1, "bob@example.org"), deferred(m1, "carol@example.org", 3),
                  _bounce(m1, "bob@example.org", hard=True))
     bob = await _status(mongo_db, m1, "bob@example.org")
     assert (bob["state"], bob["bounce_status"], bob["hard"], bob["reason"]) == \
@@ -82,10 +76,10 @@ async def test_bounces_override_sent_and_hard_ones_mark_the_address(mongo_db: An
 
     # Bounce handled before its sent (notify republished sent after a crash): still bounced.
     await record(_bounce(m2, "erin@example.org", hard=False))
-    await record(_sent(m2, "erin@example.org"))
+    await record(sent(m2, "erin@example.org"))
     assert (await _status(mongo_db, m2, "erin@example.org"))["state"] == "bounced"
     # The single-event path agrees.
-    assert await service.record_delivery(event=_sent(m2, "erin@example.org"),
+    assert await service.record_delivery(event=sent(m2, "erin@example.org"),
                                          deliveries=repo) is False
     assert (await _status(mongo_db, m2, "erin@example.org"))["state"] == "bounced"
 
@@ -110,8 +104,8 @@ async def test_delivery_and_bounce_events_through_the_worker_audit_once(
                                          {"tenant": TENANT, "state": state}) or 0.0
 
     before = {s: count(s) for s in ("sent", "bounced")}
-    events: list[Any] = [_deferred(mid, "bob@example.org", 1), _sent(mid, "bob@example.org", 2),
-                         _sent(mid, "carol@example.org"),
+    events: list[Any] = [deferred(mid, "bob@example.org", 1), sent(mid, "bob@example.org", 2),
+                         sent(mid, "carol@example.org"),
                          _bounce(mid, "bob@example.org", hard=True)]
     for copy in ("a", "b"):  # every event twice, as a redelivery would bring it
         for ev in events:

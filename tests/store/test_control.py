@@ -13,7 +13,7 @@ from nats.aio.client import Client as NATS
 
 from secmsg.shared import bus, mongo, subjects
 from secmsg.shared.blobstore import S3BlobStore
-from secmsg.shared.errors import NotFound, PermanentError, TransientError
+from secmsg.shared.errors import PermanentError, TransientError
 from secmsg.shared.events import MessageExpiryChanged, MessageRecalled, event_msg_id
 from secmsg.shared.settings import CommonSettings
 from secmsg.store import control, service
@@ -21,19 +21,12 @@ from secmsg.store.adapters.mongo import MongoAuditRepo, MongoMessageRepo, MongoP
 from tests.store.helpers import (
     TENANT,
     drained,
+    object_exists,
     publish_received,
     stage_message,
     stored_events,
     wait_for,
 )
-
-
-async def _exists(blobs: S3BlobStore, key: str) -> bool:
-    try:
-        await blobs.size(key)
-    except NotFound:
-        return False
-    return True
 
 
 def _recall(mid: str) -> MessageRecalled:
@@ -68,10 +61,10 @@ async def test_recall_purges_objects_once_and_is_never_resurrected(
     assert abs(doc["recalled_at"] - recall.occurred_at) < timedelta(milliseconds=1)
     assert "purge_owner" not in doc and "lease_until" not in doc
     for obj in ev.objects:
-        assert not await _exists(blobs, obj.key)
-    assert not await _exists(blobs, stray)
+        assert not await object_exists(blobs, obj.key)
+    assert not await object_exists(blobs, stray)
     for obj in keep.objects:
-        assert await _exists(blobs, obj.key)
+        assert await object_exists(blobs, obj.key)
     assert (await mongo_db[mongo.MESSAGES].find_one({"_id": keep.message_id}))["state"] \
         == "stored"
     assert await mongo_db[mongo.AUDIT].count_documents(
@@ -100,7 +93,7 @@ async def test_recall_before_the_message_is_recorded_leaves_a_tombstone(
         {"_id": ev.message_id, "state": "recalled"}))
     await wait_for(lambda: drained(nc, subjects.STORE_CONTROL))
     for obj in ev.objects:
-        assert not await _exists(blobs, obj.key)
+        assert not await object_exists(blobs, obj.key)
 
     await publish_received(publisher, ev)
     await wait_for(lambda: drained(nc, subjects.STORE_RECEIVED))
@@ -193,4 +186,4 @@ async def test_poison_control_events_are_dead_lettered(
     assert (await mongo_db[mongo.MESSAGES].find_one({"_id": ev.message_id}))["state"] \
         == "stored"
     for obj in ev.objects:
-        assert await _exists(blobs, obj.key)
+        assert await object_exists(blobs, obj.key)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -25,37 +24,21 @@ from secmsg.store import service
 from secmsg.store.adapters import mongo as mongo_adapter
 from secmsg.store.adapters.mongo import DELIVERY_FINAL, DELIVERY_STATUS, MongoDeliveryRepo
 from secmsg.store.app import create_app
-from tests.store.helpers import TENANT, drained, wait_for
+from tests.store.helpers import TENANT, deferred, drained, failed, holds, sent, wait_for
 
 DELIVERY = (NotificationSent, NotificationDeferred, NotificationFailed)
-
-
-def _sent(mid: str, rcpt: str, attempt: int) -> NotificationSent:
-    return NotificationSent(tenant_id=TENANT, message_id=mid, recipient=rcpt, attempt=attempt,
-                            smtp_target="platform")
-
-
-def _deferred(mid: str, rcpt: str, attempt: int) -> NotificationDeferred:
-    return NotificationDeferred(tenant_id=TENANT, message_id=mid, recipient=rcpt,
-                                attempt=attempt, reason="451 try later",
-                                retry_at=datetime.now(UTC))
-
-
-def _failed(mid: str, rcpt: str, attempt: int) -> NotificationFailed:
-    return NotificationFailed(tenant_id=TENANT, message_id=mid, recipient=rcpt,
-                              attempt=attempt, reason="550 no such user")
 
 
 def mixed(mid: str) -> list[Any]:
     """One batch's worth, in stream order; the expected outcome is in ``EXPECTED``."""
     return [
-        _deferred(mid, "Bob@Example.org", 1), _sent(mid, "bob@example.org", 2),
-        _deferred(mid, "bob@example.org", 3),  # late: sent stands
-        _failed(mid, "carol@example.org", 1), _failed(mid, "carol@example.org", 1),  # dup
-        _sent(mid, "carol@example.org", 2),  # a second final: the first one stands
-        _deferred(mid, "dan@example.org", 2), _deferred(mid, "dan@example.org", 1),  # older
-        _sent(mid, "erin@example.org", 1), _sent(mid, "erin@example.org", 1),  # dup
-        _deferred(mid, "frank@example.org", 1),
+        deferred(mid, "Bob@Example.org", 1), sent(mid, "bob@example.org", 2),
+        deferred(mid, "bob@example.org", 3),  # late: sent stands
+        failed(mid, "carol@example.org", 1), failed(mid, "carol@example.org", 1),  # dup
+        sent(mid, "carol@example.org", 2),  # a second final: the first one stands
+        deferred(mid, "dan@example.org", 2), deferred(mid, "dan@example.org", 1),  # older
+        sent(mid, "erin@example.org", 1), sent(mid, "erin@example.org", 1),  # dup
+        deferred(mid, "frank@example.org", 1),
     ]
 
 
@@ -141,11 +124,11 @@ async def test_late_deferral_in_a_later_batch_stays_final(mongo_db: Any) -> None
     mid = uuid.uuid4().hex
     repo = MongoDeliveryRepo(mongo_db)
     assert await service.record_deliveries(
-        events=[_sent(mid, "bob@example.org", 1), _failed(mid, "carol@example.org", 1)],
+        events=[sent(mid, "bob@example.org", 1), failed(mid, "carol@example.org", 1)],
         deliveries=repo) == [True, True]
     assert await service.record_deliveries(
-        events=[_deferred(mid, "bob@example.org", 2), _deferred(mid, "carol@example.org", 5),
-                _deferred(mid, "dan@example.org", 1)], deliveries=repo) == [False, False, True]
+        events=[deferred(mid, "bob@example.org", 2), deferred(mid, "carol@example.org", 5),
+                deferred(mid, "dan@example.org", 1)], deliveries=repo) == [False, False, True]
     assert await _states(mongo_db, mid) == {"bob@example.org": ("sent", 1),
                                             "carol@example.org": ("failed", 1),
                                             "dan@example.org": ("deferred", 1)}
@@ -166,7 +149,7 @@ async def test_final_recorded_but_status_not_yet_is_repaired_by_the_redelivery(
         await real(*args, **kwargs)
 
     monkeypatch.setattr(mongo_adapter, "_put_many", down_once)
-    events = [_sent(mid, "bob@example.org", 1), _deferred(mid, "carol@example.org", 1)]
+    events = [sent(mid, "bob@example.org", 1), deferred(mid, "carol@example.org", 1)]
     msgs = [fake(e) for e in events]
     handle = batch_handler(MongoDeliveryRepo(mongo_db))
     await worker.process_batch(msgs, DELIVERY, handle, db=mongo_db, service="store",
@@ -220,7 +203,7 @@ async def test_database_down_naks_the_batch_and_records_it_once_back(
         try:
             for n, ev in enumerate(mixed(mid)):
                 await _publish(publisher, ev, str(n))
-            await wait_for(lambda: _true(naked._value.get() >= before + 2 * len(mixed(mid))))
+            await wait_for(lambda: holds(naked._value.get() >= before + 2 * len(mixed(mid))))
             info = await nc.jetstream().consumer_info(subjects.STREAM, subjects.STORE_DELIVERY)
             assert info.ack_floor.stream_seq == 0, "something was acked while the DB was down"
             assert info.num_redelivered > 0
@@ -230,7 +213,3 @@ async def test_database_down_naks_the_batch_and_records_it_once_back(
         assert await _states(mongo_db, mid) == EXPECTED
     assert await mongo_db[DELIVERY_FINAL].count_documents({}) == 3
     assert await mongo_db[mongo.DEAD_LETTERS].count_documents({}) == 0
-
-
-async def _true(value: bool) -> bool:
-    return value

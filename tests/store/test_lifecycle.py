@@ -13,27 +13,18 @@ from faststream.nats import TestApp
 
 from secmsg.shared import bus, mongo
 from secmsg.shared.blobstore import S3BlobStore
-from secmsg.shared.errors import NotFound
 from secmsg.shared.settings import CommonSettings
 from secmsg.store import service
 from secmsg.store.adapters.mongo import MongoMessageRepo, MongoPurgeClaims
 from secmsg.store.app import create_app
-from tests.store.helpers import TENANT, publish_received, stage_message, wait_for
-
-
-async def _exists(blobs: S3BlobStore, key: str) -> bool:
-    try:
-        await blobs.size(key)
-    except NotFound:
-        return False
-    return True
-
-
-async def _record(blobs: S3BlobStore, settings: CommonSettings, publisher: bus.EventPublisher,
-                  repo: MongoMessageRepo, **kw: Any) -> Any:
-    event = await stage_message(blobs, settings, **kw)
-    await service.record_message(event=event, messages=repo, blobs=blobs, publisher=publisher)
-    return event
+from tests.store.helpers import (
+    TENANT,
+    object_exists,
+    publish_received,
+    record_staged,
+    stage_message,
+    wait_for,
+)
 
 
 async def test_purge_expired_deletes_objects_and_marks_purged(
@@ -41,10 +32,10 @@ async def test_purge_expired_deletes_objects_and_marks_purged(
         mongo_db: Any) -> None:
     repo = MongoMessageRepo(mongo_db)
     now = datetime.now(UTC)
-    expired = [await _record(blobs, settings, publisher, repo,
-                             expires_at=now - timedelta(minutes=1)) for _ in range(4)]
-    live = await _record(blobs, settings, publisher, repo, expires_at=now + timedelta(days=1))
-    forever = await _record(blobs, settings, publisher, repo, expires_at=None)
+    expired = [await record_staged(blobs, settings, publisher, repo,
+                                   expires_at=now - timedelta(minutes=1)) for _ in range(4)]
+    live = await record_staged(blobs, settings, publisher, repo, expires_at=now + timedelta(days=1))
+    forever = await record_staged(blobs, settings, publisher, repo, expires_at=None)
     # A stray upload in an expired message's folder goes with it.
     stray = f"t/{TENANT}/m/{expired[0].message_id}/{uuid.uuid4().hex}"
     await blobs.put_bytes(stray, b"x" * 20)
@@ -62,12 +53,12 @@ async def test_purge_expired_deletes_objects_and_marks_purged(
         assert doc["state"] == "purged" and doc["purged_at"] is not None
         assert "purge_owner" not in doc and "lease_until" not in doc
         for obj in ev.objects:
-            assert not await _exists(blobs, obj.key)
-    assert not await _exists(blobs, stray)
+            assert not await object_exists(blobs, obj.key)
+    assert not await object_exists(blobs, stray)
     for ev in (live, forever):
         assert (await repo.get(ev.message_id))["state"] == "stored"
         for obj in ev.objects:
-            assert await _exists(blobs, obj.key)
+            assert await object_exists(blobs, obj.key)
     # Nothing left to do: a second run purges nothing.
     assert await service.purge_expired(messages=repo, claims=claims, blobs=blobs, owner="r0",
                                        lease_s=60, limit=100) == 0
@@ -79,7 +70,8 @@ async def test_abandoned_purge_claim_is_taken_over_after_its_lease(
         mongo_db: Any) -> None:
     repo = MongoMessageRepo(mongo_db)
     now = datetime.now(UTC)
-    ev = await _record(blobs, settings, publisher, repo, expires_at=now - timedelta(seconds=1))
+    ev = await record_staged(blobs, settings, publisher, repo,
+                             expires_at=now - timedelta(seconds=1))
     # A replica claimed it and died before deleting anything.
     claims = MongoPurgeClaims(mongo_db)
     assert await claims.claim(ev.message_id, owner="dead", now=now,
@@ -88,12 +80,12 @@ async def test_abandoned_purge_claim_is_taken_over_after_its_lease(
     assert await service.purge_expired(messages=repo, claims=claims, blobs=blobs, owner="alive",
                                        lease_s=30, limit=10, now=now) == 0
     assert (await repo.get(ev.message_id))["state"] == "purging"
-    assert await _exists(blobs, ev.objects[0].key)
+    assert await object_exists(blobs, ev.objects[0].key)
     later = now + timedelta(seconds=31)
     assert await service.purge_expired(messages=repo, claims=claims, blobs=blobs, owner="alive",
                                        lease_s=30, limit=10, now=later) == 1
     assert (await repo.get(ev.message_id))["state"] == "purged"
-    assert not await _exists(blobs, ev.objects[0].key)
+    assert not await object_exists(blobs, ev.objects[0].key)
 
 
 async def test_worker_purges_expired_messages_on_its_interval(
@@ -109,14 +101,14 @@ async def test_worker_purges_expired_messages_on_its_interval(
             {"_id": ev.message_id, "state": "purged"}))
     assert doc["purged_at"] >= doc["expires_at"]
     for obj in ev.objects:
-        assert not await _exists(blobs, obj.key)
+        assert not await object_exists(blobs, obj.key)
 
 
 async def test_orphan_sweep_removes_only_orphans(
         settings: CommonSettings, blobs: S3BlobStore, publisher: bus.EventPublisher,
         mongo_db: Any) -> None:
     repo = MongoMessageRepo(mongo_db)
-    kept = await _record(blobs, settings, publisher, repo)
+    kept = await record_staged(blobs, settings, publisher, repo)
     never_recorded = await stage_message(blobs, settings)  # ingest crashed before publishing
     loser = f"t/{TENANT}/m/{kept.message_id}/{uuid.uuid4().hex}"  # losing upload attempt
     other_tenant = f"t/other/m/{kept.message_id}/{kept.objects[0].object_id}"
@@ -134,13 +126,13 @@ async def test_orphan_sweep_removes_only_orphans(
     assert counts["deleted"] == 2 + 2  # never-recorded message's two objects, loser, foreign
     assert counts["kept"] == 2 and counts["unknown"] == 1
     for obj in kept.objects:
-        assert await _exists(blobs, obj.key)
+        assert await object_exists(blobs, obj.key)
     for obj in never_recorded.objects:
-        assert not await _exists(blobs, obj.key)
-    assert not await _exists(blobs, loser)
-    assert not await _exists(blobs, other_tenant)
-    assert await _exists(blobs, not_ours)
-    assert await _exists(blobs, outside)
+        assert not await object_exists(blobs, obj.key)
+    assert not await object_exists(blobs, loser)
+    assert not await object_exists(blobs, other_tenant)
+    assert await object_exists(blobs, not_ours)
+    assert await object_exists(blobs, outside)
 
 
 async def test_tenant_retention_purges_old_messages_without_an_expiry(
@@ -168,8 +160,8 @@ async def test_tenant_retention_purges_old_messages_without_an_expiry(
     assert await service.purge_retained(**kw) == 1
     assert (await repo.get(old.message_id))["state"] == "purged"
     for obj in old.objects:
-        assert not await _exists(blobs, obj.key)
+        assert not await object_exists(blobs, obj.key)
     for ev in (young, old_elsewhere):
         assert (await repo.get(ev.message_id))["state"] == "stored"
-        assert await _exists(blobs, ev.objects[0].key)
+        assert await object_exists(blobs, ev.objects[0].key)
     assert await service.purge_retained(**kw) == 0

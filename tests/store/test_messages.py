@@ -19,6 +19,7 @@ from secmsg.store.adapters.mongo import MongoMessageRepo
 from tests.store.helpers import (
     TENANT,
     drained,
+    holds,
     publish_received,
     stage_message,
     stored_events,
@@ -165,14 +166,10 @@ async def test_storage_outage_is_retried_not_dead_lettered(
     try:
         await publish_received(publisher, event)
         # Nak'ed with back-off at least twice while the object store is away.
-        await wait_for(lambda: _true(naked._value.get() >= before + 2))
+        await wait_for(lambda: holds(naked._value.get() >= before + 2))
         assert await _doc(mongo_db, event.message_id) is None
     finally:
         stack.s3.start()
     await wait_for(lambda: _doc(mongo_db, event.message_id))
     assert await mongo_db[mongo.DEAD_LETTERS].count_documents({}) == 0
     assert [s.message_id for s in await stored_events(nc)] == [event.message_id]
-
-
-async def _true(value: bool) -> bool:
-    return value

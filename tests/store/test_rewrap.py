@@ -19,7 +19,7 @@ from secmsg.shared.crypto import KeyRing, decrypt_all
 from secmsg.shared.errors import DependencyUnavailable, IntegrityError
 from secmsg.shared.events import KeyRotationRequested, event_msg_id
 from secmsg.shared.settings import CommonSettings
-from secmsg.store import rewrap, service
+from secmsg.store import rewrap
 from secmsg.store.adapters.mongo import (
     MongoAuditRepo,
     MongoMessageRepo,
@@ -27,18 +27,14 @@ from secmsg.store.adapters.mongo import (
     MongoRotationRepo,
 )
 from secmsg.store.app import create_app
-from tests.store.helpers import TENANT, drained, stage_message, wait_for
+from tests.store.helpers import TENANT, drained, record_staged, wait_for
 
 
 async def _recorded(n: int, settings: CommonSettings, blobs: S3BlobStore,
                     publisher: bus.EventPublisher, db: Any, tenant: str = TENANT) -> list[Any]:
     repo = MongoMessageRepo(db)
-    out = []
-    for _ in range(n):
-        ev = await stage_message(blobs, settings, tenant=tenant)
-        await service.record_message(event=ev, messages=repo, blobs=blobs, publisher=publisher)
-        out.append(ev)
-    return out
+    return [await record_staged(blobs, settings, publisher, repo, tenant=tenant)
+            for _ in range(n)]
 
 
 async def _request(db: Any, generation: int = 1) -> KeyRotationRequested:
