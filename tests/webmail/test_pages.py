@@ -188,3 +188,22 @@ async def test_sign_in_follows_the_tenant_policy(app: Running, seeder: Seeder, s
         "next": f"/web/messages/{msg.message_id}"})
     assert r.status_code == 401 and 'role="alert"' in r.text
     assert app.deps.settings.cookie_name not in r.headers.get("set-cookie", "")
+
+
+async def test_sent_slip_is_only_for_the_sender(make_app: Any, seeder: Seeder, sink: Sink,
+                                                mongo_db: Any) -> None:
+    # ingest unreachable: the slip page still shows the message, and says why no slip.
+    app = await make_app(ingest_url="http://127.0.0.1:9")
+    msg = await seeder.message()
+    mine = await seeder.message(to=["doctor@acme.example"], subject="My question")
+    await mongo_db[mongo.MESSAGES].update_one({"_id": mine.message_id},
+                                              {"$set": {"sender": "Bob@Example.org"}})
+    await web_sign_in(app.client, sink, msg.message_id)
+    listed = await app.client.get("/web/sent")
+    assert listed.status_code == 200
+    assert f"/web/sent/{mine.message_id}" in listed.text
+    assert f"/web/sent/{msg.message_id}" not in listed.text
+    r = await app.client.get(f"/web/sent/{mine.message_id}")
+    assert r.status_code == 200 and "My question" in r.text and "unreachable" in r.text
+    r = await app.client.get(f"/web/sent/{msg.message_id}")  # sent to Bob, not by him
+    assert r.status_code == 404 and "You did not send" in r.text

@@ -22,6 +22,15 @@ def _aware(value: datetime | None) -> datetime | None:
     return value
 
 
+_SENT_FIELDS = {"subject": 1, "recipients": 1, "received_at": 1, "expires_at": 1,
+                "total_size": 1, "state": 1}
+
+
+def _sent_by(tenant_id: str, address: str) -> Doc:
+    return {"tenant_id": tenant_id,
+            "sender": {"$regex": "^" + re.escape(address) + "$", "$options": "i"}}
+
+
 class WebQueries:
     def __init__(self, db: Any):
         self._db = db
@@ -60,19 +69,17 @@ class WebQueries:
 
     async def sent(self, tenant_id: str, address: str, limit: int) -> list[Doc]:
         """Messages this address sent through the tenant, newest first (metadata only)."""
-        pattern = "^" + re.escape(address) + "$"
         async with mongo.unavailable_as_503():
             cursor = self._db[mongo.MESSAGES].find(
-                {"tenant_id": tenant_id, "sender": {"$regex": pattern, "$options": "i"}},
-                {"subject": 1, "recipients": 1, "received_at": 1, "expires_at": 1,
-                 "total_size": 1, "state": 1}).sort("received_at", -1).limit(limit)
+                _sent_by(tenant_id, address), _SENT_FIELDS).sort("received_at", -1).limit(limit)
             return [d async for d in cursor]
 
     async def sent_one(self, tenant_id: str, address: str, message_id: str) -> Doc | None:
-        for doc in await self.sent(tenant_id, address, 1000):
-            if doc["_id"] == message_id:
-                return doc
-        return None
+        """One message this address sent (None for anyone else's), read directly."""
+        async with mongo.unavailable_as_503():
+            doc: Doc | None = await self._db[mongo.MESSAGES].find_one(
+                {"_id": message_id, **_sent_by(tenant_id, address)}, _SENT_FIELDS)
+        return doc
 
     async def why_gone(self, tenant_id: str, address: str, message_id: str,
                        now: datetime) -> str | None:
