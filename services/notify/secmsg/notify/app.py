@@ -93,8 +93,8 @@ class NotifyWorker:
         self.signer = DkimSigner()
         # The notification link names its recipient (shared crypto ``recipient_hint``), so the
         # link page can offer "continue as ..." instead of asking for the address.
-        common_ = self.common
-        self.recipient_hint = (lambda t, m, a: common_.key_ring.recipient_hint(t, m, a))
+        common = self.common
+        self.recipient_hint = (lambda t, m, a: common.key_ring.recipient_hint(t, m, a))
         self.bounce_base = self.settings.bounce_address or None
         if self.bounce_base:
             # Refuse a base that cannot carry the tag at start, not at every notification.
@@ -106,7 +106,6 @@ class NotifyWorker:
                                        standby=standby_smtp(self.common, self.settings),
                                        check_s=self.settings.relay_check_s)
         self.deliveries: KvDeliveryRepo  # bound in start(): it needs the NATS connection
-        common = self.common
         self.tenants = MongoTenantDirectory(
             self.db, ttl_s=self.settings.tenant_cache_s,
             smtp=TenantSmtpOptions(
