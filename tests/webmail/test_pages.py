@@ -165,6 +165,9 @@ async def test_send_needs_csrf_and_shows_why_ingest_failed(make_app: Any, seeder
     files = {"attachment": ("q.txt", b"details", "text/plain")}
     r = await app.client.post("/web/send", data={**fields, "csrf": "f" * 64}, files=files)
     assert r.status_code == 403
+    # Nothing sent, but the typed text comes back in a fresh form (the Back button may not).
+    assert "Is it serious?" in r.text and "choose the attachments again" in r.text
+    assert csrf_of(r.text) == csrf_of(compose.text)
     r = await app.client.post("/web/send", data={**fields, "csrf": csrf_of(compose.text)},
                               files=files)
     assert r.status_code == 503

@@ -414,6 +414,8 @@ async def brand_css(tenant_id: TenantPath, web: WebDep) -> Response:
 
 _SPLIT = re.compile(r"[,;\s]+")
 MAX_FORM_PART = 4 * 1024 * 1024  # ingest's envelope limit; larger text would be refused there
+SEND_FORM_EXPIRED = ("For your security this form could not be accepted (it was opened before "
+                     "your last sign-in or sign-out). Check the message and send it again.")
 
 
 def _addresses(value: object) -> list[str]:
@@ -489,12 +491,16 @@ async def send(request: Request, deps: DepsDep, web: WebDep, ip: ClientIpDep,
     # File parts are spooled to disk by Starlette beyond 1 MiB; ingest.submit streams them.
     async with request.form(max_files=web.settings.web_max_attachments, max_fields=20,
                             max_part_size=MAX_FORM_PART) as form:
-        if not ctx.csrf_ok(form.get(csrf.FIELD)):
-            return await ctx.csrf_refused()
         fields = {k: str(form.get(k) or "") for k in
                   ("to", "cc", "bcc", "subject", "text", "in_reply_to")}
         files = [f for f in form.getlist("attachment")
                  if isinstance(f, UploadFile) and (f.filename or f.size)]
+        if not ctx.csrf_ok(form.get(csrf.FIELD)):
+            # Nothing is sent, but the typed message comes back in a fresh form: a page
+            # served no-store may not survive the Back button.
+            return await _compose_page(ctx, session, status=403, form=fields,
+                                       heading="Your message was not sent",
+                                       error=SEND_FORM_EXPIRED, files_lost=bool(files))
         envelope: dict[str, Any] = {
             "from": session.address, "to": _addresses(fields["to"]),
             "cc": _addresses(fields["cc"]), "subject": fields["subject"].strip(),
