@@ -18,6 +18,7 @@ from secmsg.retrieve import accounts, device, tokens
 from secmsg.retrieve.accounts import Client
 from secmsg.retrieve.deps import ClientIpDep, DepsDep, UserAgentDep, account_ports
 from secmsg.retrieve.passwords import WeakPassword
+from secmsg.retrieve.ports import SessionRecord
 from secmsg.retrieve.web.context import WebDep
 from secmsg.retrieve.web.routes import (
     Ctx,
@@ -46,6 +47,14 @@ def _field_of(exc: SecmsgError) -> str:
     if isinstance(exc, Unauthorized):
         return "code"
     return "form"
+
+
+async def _signed_in_form(ctx: Ctx, csrf_token: str) -> SessionRecord | Response:
+    """The session behind a signed-in form; else the page to answer with (signed out, CSRF)."""
+    session = await _signed_in(ctx)
+    if isinstance(session, Response) or ctx.csrf_ok(csrf_token):
+        return session
+    return await ctx.csrf_refused()
 
 
 # --- create an account / reset the password (one step: emailed code + password) -------------
@@ -118,11 +127,9 @@ async def account_page(request: Request, deps: DepsDep, web: WebDep) -> Response
 async def authenticator_start(request: Request, deps: DepsDep, web: WebDep,
                               csrf_token: CsrfField = "") -> Response:
     ctx = Ctx(request, deps, web)
-    session = await _signed_in(ctx)
+    session = await _signed_in_form(ctx, csrf_token)
     if isinstance(session, Response):
         return session
-    if not ctx.csrf_ok(csrf_token):
-        return await ctx.csrf_refused()
     try:
         enrol = await accounts.start_totp(account_ports(deps), session=session,
                                           now=deps.clock())
@@ -139,11 +146,9 @@ async def authenticator_confirm(request: Request, deps: DepsDep, web: WebDep, ip
                                 uri: Annotated[str, Form(max_length=1024)] = "",
                                 csrf_token: CsrfField = "") -> Response:
     ctx = Ctx(request, deps, web)
-    session = await _signed_in(ctx)
+    session = await _signed_in_form(ctx, csrf_token)
     if isinstance(session, Response):
         return session
-    if not ctx.csrf_ok(csrf_token):
-        return await ctx.csrf_refused()
     try:
         await accounts.confirm_totp(account_ports(deps), session=session, code=code.strip(),
                                     client=Client(ip, ua), now=deps.clock())
@@ -185,11 +190,9 @@ async def apps_revoke(request: Request, deps: DepsDep, web: WebDep, ip: ClientIp
                       ua: UserAgentDep, token_id: Annotated[str, Form(max_length=64)] = "",
                       csrf_token: CsrfField = "") -> Response:
     ctx = Ctx(request, deps, web)
-    session = await _signed_in(ctx)
+    session = await _signed_in_form(ctx, csrf_token)
     if isinstance(session, Response):
         return session
-    if not ctx.csrf_ok(csrf_token):
-        return await ctx.csrf_refused()
     try:
         await tokens.revoke_token(tokens=deps.tokens, audit=deps.audit, session=session,
                                   token_id=token_id, now=deps.clock(), client_ip=ip,
@@ -254,11 +257,9 @@ async def device_decide(request: Request, deps: DepsDep, web: WebDep,
                         decision: Annotated[str, Form(max_length=16)] = "",
                         csrf_token: CsrfField = "") -> Response:
     ctx = Ctx(request, deps, web)
-    session = await _signed_in(ctx)
+    session = await _signed_in_form(ctx, csrf_token)
     if isinstance(session, Response):
         return session
-    if not ctx.csrf_ok(csrf_token):
-        return await ctx.csrf_refused()
     if decision not in ("approve", "deny"):
         return await ctx.page("device.html", status=400, user_code=user_code,
                               error="choose Allow or Deny")
