@@ -44,6 +44,7 @@ REVOCATIONS = "revocations"  # ingest (insert-only): revoked / recalled access, 
 KEY_ROTATIONS = "key_rotations"  # store (re-wrap job progress); ingest creates the request
 UNDELIVERABLE = "undeliverable"  # store (hard bounces, per tenant); notify reads
 DNSBL_STATUS = "dnsbl_status"  # notify (deliverability monitor); ingest admin + notify read
+DNSBL_STATUS_ID = "platform"  # the one document of DNSBL_STATUS: the platform's sending status
 
 
 def make_client(s: CommonSettings) -> AsyncMongoClient:

@@ -173,7 +173,7 @@ class MongoRelayChooser:
         if now >= self._next_check:
             self._next_check = now + self._check_s
             try:
-                doc = await self._coll.find_one({"_id": "platform"}, {"relay": 1})
+                doc = await self._coll.find_one({"_id": mongo.DNSBL_STATUS_ID}, {"relay": 1})
             except Exception as exc:
                 log.warning("relay status unreadable (%s); keeping %s", type(exc).__name__,
                             self._current.label)

@@ -11,7 +11,7 @@ from secmsg.notify.deliverability.ports import DnsblStatus, Listing
 from secmsg.shared import mongo
 from secmsg.shared.mongo import unavailable_as_503
 
-STATUS_ID = "platform"
+STATUS_ID = mongo.DNSBL_STATUS_ID
 
 
 class MongoStatusRepo:
