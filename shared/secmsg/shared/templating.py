@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import logging
 import time
 import types
 from collections.abc import Iterable, Iterator, Mapping
@@ -50,8 +51,9 @@ from jinja2.visitor import NodeTransformer
 
 from secmsg.shared.errors import InvalidInput, PayloadTooLarge
 
-__all__ = ["KINDS", "LIMITS", "CheckedTemplate", "Kind", "Limits", "compile_checked",
-           "render_limited", "sample_context", "validate"]
+__all__ = ["DEFAULT_LIMITS", "KINDS", "LIMITS", "CheckedTemplate", "Kind", "Limits",
+           "compile_checked", "render_limited", "render_or_default", "sample_context",
+           "validate"]
 
 
 @dataclass(frozen=True)
@@ -529,17 +531,45 @@ def validate(kind: str, source: str, context: Mapping[str, Any] | None = None, *
     checked = compile_checked(kind, source, limits=limits)
     ctx = dict(context) if context is not None else sample_context(kind)
     output = render_limited(checked, ctx, limits=limits)
-    for name in KINDS[kind].required:
-        if str(ctx.get(name)) not in output:
-            raise InvalidInput(f"the rendered template does not show {{{{ {name} }}}}: "
-                               f"without it the email is useless")
+    if missing := _missing_required(kind, ctx, output):
+        raise InvalidInput(f"the rendered template does not show {{{{ {missing} }}}}: "
+                           f"without it the email is useless")
     return output
 
 
-# The frame notify puts around a rendered notification body (``secmsg.notify`` keeps its own
-# copy in ``templates/frame.*.j2``): the toolbar markers live here, outside the tenant's reach.
-# Kept identical so a toolbar finds the same markers in a notification and in the placeholder
-# ingest answers for an RFC 5322 submission.
+def _missing_required(kind: str, context: Mapping[str, Any], output: str) -> str | None:
+    return next((n for n in KINDS[kind].required if str(context.get(n)) not in output), None)
+
+
+# The shipped defaults are ours: their limits are only a safety net against huge data.
+DEFAULT_LIMITS = Limits(max_source_bytes=1 << 20, max_output_bytes=32 << 20,
+                        render_timeout_s=10.0)
+_log = logging.getLogger(__name__)
+
+
+def render_or_default(kind: str, source: str | None, context: Mapping[str, Any], *,
+                      log: logging.Logger = _log) -> str:
+    """Render a tenant's stored template (validated at save) with real data; if it fails on
+    that data or loses a required value (the link, the code), render the shipped default
+    instead -- the mail must go out either way. Used by every renderer of tenant templates
+    (notify's notifications, ingest's placeholders, retrieve's code mails). Only the error
+    class is logged: an error message could quote the data."""
+    if source is not None:
+        try:
+            out = render_limited(compile_checked(kind, source), context)
+            if not _missing_required(kind, context, out):
+                return out
+            log.warning("tenant template %s lost a required value; the default is used", kind)
+        except InvalidInput as exc:
+            log.warning("tenant template %s failed at render (%s); the default is used",
+                        kind, exc.code)
+    default = compile_checked(kind, KINDS[kind].default, limits=DEFAULT_LIMITS)
+    return render_limited(default, context, limits=DEFAULT_LIMITS)
+
+
+# The frame notify puts around a rendered notification body and ingest around an RFC 5322
+# submission's placeholder: the toolbar markers live here, outside the tenant's reach, so a
+# toolbar finds the same markers in both.
 _FRAME_TEXT = """{{ body }}
 Secure-Message-Id: {{ message_id }}
 Secure-Message-Url: {{ url }}

@@ -55,8 +55,6 @@ _FIELD_NAME = re.compile(rb"^[\x21-\x39\x3b-\x7e]+[ \t]*:")
 _FATAL_DEFECTS = (email_errors.NoBoundaryInMultipartDefect,
                   email_errors.StartBoundaryNotFoundDefect,
                   email_errors.MultipartInvariantViolationDefect)
-_DEFAULT_LIMITS = templating.Limits(max_source_bytes=1 << 20, max_output_bytes=32 << 20,
-                                    render_timeout_s=10.0)
 _TEXT, _HTML = "notification_text", "notification_html"
 
 
@@ -268,14 +266,7 @@ async def store(*, creds: Credentials, parsed: Parsed, idempotency_key: str | No
 
 
 def _body(kind: str, source: str | None, context: dict[str, Any]) -> str:
-    if source is not None:
-        try:
-            return templating.render_limited(templating.compile_checked(kind, source), context)
-        except InvalidInput:
-            pass  # as notify does: a stored template failing on real data -> the default
-    default = templating.compile_checked(kind, templating.KINDS[kind].default,
-                                         limits=_DEFAULT_LIMITS)
-    return templating.render_limited(default, context, limits=_DEFAULT_LIMITS)
+    return templating.render_or_default(kind, source, context)
 
 
 def _qp(text: str, newline: bytes) -> bytes:

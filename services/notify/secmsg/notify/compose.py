@@ -68,24 +68,11 @@ _SIMPLE_ADDRESS = re.compile(rf"({_ATEXT}(?:\.{_ATEXT})*)@([A-Za-z0-9-]+(?:\.[A-
 _SPECIALS = frozenset('()<>@,:;."[]')
 
 
-# The shipped defaults are ours: the limits there are only a safety net against huge data.
-_DEFAULT_LIMITS = templating.Limits(max_source_bytes=1 << 20, max_output_bytes=32 << 20,
-                                    render_timeout_s=10.0)
 _TEXT, _HTML = "notification_text", "notification_html"
 
 
 def _body(kind: str, branding: TenantBranding, context: dict[str, Any]) -> str:
-    source = branding.templates.get(kind)
-    if source is not None:
-        try:
-            return templating.render_limited(templating.compile_checked(kind, source), context)
-        except InvalidInput as exc:
-            # Only the error class: a message from the template could quote message data.
-            log.warning("tenant template %s failed at render (%s); the default is used",
-                        kind, exc.code, extra={"tenant_id": branding.tenant_id})
-    default = templating.compile_checked(kind, templating.KINDS[kind].default,
-                                         limits=_DEFAULT_LIMITS)
-    return templating.render_limited(default, context, limits=_DEFAULT_LIMITS)
+    return templating.render_or_default(kind, branding.templates.get(kind), context, log=log)
 
 
 def check_header_value(name: str, value: str) -> str:

@@ -9,31 +9,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from secmsg.shared import templating
-from secmsg.shared.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
 TEXT, HTML = "code_email_text", "code_email_html"
-# The shipped defaults are ours: their limits are only a safety net.
-_DEFAULT_LIMITS = templating.Limits(max_source_bytes=1 << 20, max_output_bytes=1 << 20,
-                                    render_timeout_s=5.0)
 
 
 def _render(kind: str, sources: Mapping[str, str], context: dict[str, Any]) -> str:
-    source = sources.get(kind)
-    if source is not None:
-        try:
-            out = templating.render_limited(templating.compile_checked(kind, source), context)
-            if str(context["code"]) in out:  # a code mail without its code is useless
-                return out
-            log.warning("tenant template %s lost the code; the default is used", kind)
-        except InvalidInput as exc:
-            # Only the error class: the message could quote template text.
-            log.warning("tenant template %s failed at render (%s); the default is used",
-                        kind, exc.code)
-    default = templating.compile_checked(kind, templating.KINDS[kind].default,
-                                         limits=_DEFAULT_LIMITS)
-    return templating.render_limited(default, context, limits=_DEFAULT_LIMITS)
+    return templating.render_or_default(kind, sources.get(kind), context, log=log)
 
 
 def render(*, code: str, purpose: str, valid_minutes: int, tenant_name: str,
