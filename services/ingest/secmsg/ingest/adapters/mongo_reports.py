@@ -51,7 +51,7 @@ class MongoReports:
 
     async def dnsbl(self) -> dict[str, Any] | None:
         async with mongo.unavailable_as_503():
-            doc = await self._db[mongo.DNSBL_STATUS].find_one({"_id": "platform"})
+            doc = await self._db[mongo.DNSBL_STATUS].find_one({"_id": mongo.DNSBL_STATUS_ID})
         return aware_doc(doc) if doc else None
 
     async def undeliverable(self, tenant_id: str) -> list[dict[str, Any]]:
