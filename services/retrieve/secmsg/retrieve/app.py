@@ -189,7 +189,7 @@ async def build_deps(common: CommonSettings, settings: RetrieveSettings,
         tokens=MongoTokenRepo(db), accounts=MongoAccountRepo(db),
         markers=MongoMarkerRepo(db), revocations=revocations,
         policies=policies, devices=MongoDeviceRepo(db),
-        public_url=common.retrieve_public_url,
+        public_url=common.retrieve_public_url, database=db,
         readiness={"nats": publisher.ping, "mongodb": ping_mongo, "s3": ping_s3},
     )
 

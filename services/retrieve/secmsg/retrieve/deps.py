@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -55,6 +55,9 @@ class Deps:
     readiness: dict[str, Callable[[], Awaitable[None]]]
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     public_url: str = "https://localhost:8443"  # SECMSG_RETRIEVE_PUBLIC_URL (links, device)
+    # The app's one MongoDB database handle, for the adapters a router builds itself (the
+    # webmail's queries) -- so they share the app's connection pool instead of opening one.
+    database: Any = None
 
 
 def account_ports(deps: Deps) -> AccountPorts:

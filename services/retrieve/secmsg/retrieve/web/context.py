@@ -18,8 +18,6 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from secmsg.retrieve.web.queries import WebQueries
-from secmsg.shared import mongo
-from secmsg.shared.settings import CommonSettings
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
@@ -53,22 +51,20 @@ def _templates() -> Environment:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    common = CommonSettings()
     settings = WebSettings()
+    deps = app.state.deps
     # The CSRF key is derived from retrieve's code pepper: already a required production
     # secret, kept out of the database, so no new secret to distribute.
-    pepper = app.state.deps.settings.code_pepper.encode()
-    client = mongo.make_client(common)
+    pepper = deps.settings.code_pepper.encode()
     http = httpx.AsyncClient(timeout=settings.web_ingest_timeout_s)
     try:
         app.state.webmail = WebContext(
-            settings=settings, queries=WebQueries(client[common.mongo_db]), http=http,
+            settings=settings, queries=WebQueries(deps.database), http=http,
             templates=_templates(),
             csrf_key=hmac.new(pepper, b"secmsg-webmail-csrf", hashlib.sha256).digest())
         yield
     finally:
         await http.aclose()
-        await client.close()
 
 
 def get_web(request: Request) -> WebContext:
