@@ -175,6 +175,22 @@ async def test_send_needs_csrf_and_shows_why_ingest_failed(make_app: Any, seeder
     assert "choose the attachments again" in r.text
 
 
+async def test_an_unreadable_send_form_gets_a_page_not_a_json_error(
+        app: Running, seeder: Seeder, sink: Sink) -> None:
+    msg = await seeder.message()
+    await web_sign_in(app.client, sink, msg.message_id)
+    compose = await app.client.get("/web/compose")
+    # more files than SECMSG_RETRIEVE_WEB_MAX_ATTACHMENTS can ever allow (at most 100)
+    too_many = [("attachment", (f"f{i}.txt", b"x", "text/plain")) for i in range(101)]
+    r = await app.client.post("/web/send", data={"csrf": csrf_of(compose.text), "to": "x",
+                                                  "subject": "s", "text": "t"},
+                              files=too_many)
+    assert r.status_code == 400
+    assert r.headers["content-type"].startswith("text/html")
+    assert "could not be read" in r.text and "Nothing was sent" in r.text
+    assert 'role="alert"' in r.text
+
+
 async def test_sign_in_follows_the_tenant_policy(app: Running, seeder: Seeder, sink: Sink,
                                                  mongo_db: Any) -> None:
     # password+code: the emailed code alone must not open a session from the webmail either.

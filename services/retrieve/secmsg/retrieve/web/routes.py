@@ -15,6 +15,7 @@ from urllib.parse import quote, urlsplit
 from fastapi import APIRouter, BackgroundTasks, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from secmsg.retrieve import accounts, service, tokens
 from secmsg.retrieve.accounts import Client
@@ -414,6 +415,8 @@ async def brand_css(tenant_id: TenantPath, web: WebDep) -> Response:
 
 _SPLIT = re.compile(r"[,;\s]+")
 MAX_FORM_PART = 4 * 1024 * 1024  # ingest's envelope limit; larger text would be refused there
+SEND_FORM_UNREADABLE = ("The message could not be read: it may have too many attachments or "
+                        "too much text. Nothing was sent")
 SEND_FORM_EXPIRED = ("For your security this form could not be accepted (it was opened before "
                      "your last sign-in or sign-out). Check the message and send it again.")
 
@@ -489,8 +492,17 @@ async def send(request: Request, deps: DepsDep, web: WebDep, ip: ClientIpDep,
     if isinstance(session, Response):
         return session
     # File parts are spooled to disk by Starlette beyond 1 MiB; ingest.submit streams them.
-    async with request.form(max_files=web.settings.web_max_attachments, max_fields=20,
-                            max_part_size=MAX_FORM_PART) as form:
+    try:
+        form = await request.form(max_files=web.settings.web_max_attachments, max_fields=20,
+                                  max_part_size=MAX_FORM_PART)
+    except StarletteHTTPException as exc:
+        # Too many attachments, a text part over the limit, a broken upload: a page that
+        # says so (Starlette's own reason), not the API's JSON error.
+        return await _compose_page(ctx, session, status=400,
+                                   heading="Your message was not sent",
+                                   error=f"{SEND_FORM_UNREADABLE} ({exc.detail})",
+                                   files_lost=True)
+    try:
         fields = {k: str(form.get(k) or "") for k in
                   ("to", "cc", "bcc", "subject", "text", "in_reply_to")}
         files = [f for f in form.getlist("attachment")
@@ -521,6 +533,8 @@ async def send(request: Request, deps: DepsDep, web: WebDep, ip: ClientIpDep,
             return await _compose_page(ctx, session, status=status, form=fields,
                                        heading="Your message was not sent", error=exc.detail,
                                        files_lost=bool(files))
+    finally:
+        await form.close()  # removes the spooled attachment files
     log.info("webmail message submitted", extra={"event": "webmail.sent"})
     return await ctx.page("sent_ok.html", message_id=message_id,
                           recipients=envelope["to"] + envelope["cc"])
