@@ -106,7 +106,7 @@ async def _throttle(p: AccountPorts, kind: str, tenant_id: str, address: str, ip
               (f"{kind}:ip:{ip}", s.verify_attempts_per_ip)]
     if account_wide is not None:
         checks.append((f"{kind}:acct:{tenant_id}:{address}", account_wide))
-    await service._limit(p.limiter, checks, window_s=s.rate_window_s, now=now)
+    await service.check_rate_limits(p.limiter, checks, window_s=s.rate_window_s, now=now)
 
 
 async def _consume_code(p: AccountPorts, tenant_id: str, address: str, code: str | None,

@@ -24,7 +24,7 @@ from secmsg.retrieve.ports import (
     SessionRecord,
     TokenRepo,
 )
-from secmsg.retrieve.service import _limit
+from secmsg.retrieve.service import check_rate_limits
 from secmsg.retrieve.settings import RetrieveSettings
 from secmsg.retrieve.tokens import hash_token as _hash
 from secmsg.shared.errors import Forbidden, InvalidInput, NotFound, SecmsgError
@@ -69,7 +69,7 @@ async def authorize(*, devices: DeviceRepo, limiter: RateLimiter, settings: Retr
                     public_url: str, tenant_id: str, client_name: str, scopes: Iterable[str],
                     client_ip: str, now: datetime) -> Authorization:
     wanted = tokens_mod.check_scopes(scopes)
-    await _limit(limiter, [(f"device:ip:{client_ip}", settings.code_requests_per_ip)],
+    await check_rate_limits(limiter, [(f"device:ip:{client_ip}", settings.code_requests_per_ip)],
                  window_s=settings.rate_window_s, now=now)
     device_code = secrets.token_urlsafe(32)
     expires_at = now + timedelta(seconds=settings.device_code_ttl_s)
@@ -101,7 +101,7 @@ async def decide(*, devices: DeviceRepo, markers: MarkerRepo, accounts: AccountR
                  limiter: RateLimiter, settings: RetrieveSettings, session: SessionRecord,
                  user_code: str, approve: bool, now: datetime) -> DeviceRecord:
     """Approve or deny, once. Guessing user codes is throttled per person."""
-    await _limit(limiter, [(f"device:approve:{session.tenant_id}:{session.address}",
+    await check_rate_limits(limiter, [(f"device:approve:{session.tenant_id}:{session.address}",
                             settings.verify_attempts_per_address)],
                  window_s=settings.rate_window_s, now=now)
     record = await pending(devices=devices, session=session, user_code=user_code, now=now)

@@ -96,8 +96,10 @@ def hash_code(pepper: str, tenant_id: str, address: str, code: str) -> str:
     return hmac.new(pepper.encode(), msg, hashlib.sha256).hexdigest()
 
 
-async def _limit(limiter: RateLimiter, checks: list[tuple[str, int]], *, window_s: int,
-                 now: datetime) -> None:
+async def check_rate_limits(limiter: RateLimiter, checks: list[tuple[str, int]], *,
+                            window_s: int, now: datetime) -> None:
+    """Count one hit on every (key, limit); ``RateLimited`` with the longest wait if any is
+    over (all are counted either way, so probing one key does not spare the others)."""
     worst: float | None = None
     for key, limit in checks:
         retry = await limiter.hit(key=key, limit=limit, window_s=window_s, now=now)
@@ -126,7 +128,7 @@ async def request_code(*, tenant_id: str, email: str, client_ip: str, limiter: R
     """
     address = normalize_address(email)
     try:
-        await _limit(limiter, [(f"code:addr:{tenant_id}:{address}",
+        await check_rate_limits(limiter, [(f"code:addr:{tenant_id}:{address}",
                                 settings.code_requests_per_address),
                                (f"code:ip:{client_ip}", settings.code_requests_per_ip)],
                      window_s=settings.rate_window_s, now=now)
