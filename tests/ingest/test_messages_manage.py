@@ -157,3 +157,23 @@ async def test_slip(ingest: Ingest, keys: dict[str, str]) -> None:
     assert dan["kind"] == "bcc" and dan["notification_state"] is None
     r = await ingest.client.get(f"/v1/messages/{mid}/slip", headers=auth(keys["other"]))
     assert r.status_code == 404
+
+
+@pytest.mark.parametrize("state", ["stored", "purged"])
+async def test_an_expired_message_cannot_be_revived(ingest: Ingest, keys: dict[str, str],
+                                                    state: str) -> None:
+    """Once ``expires_at`` has passed the message is gone for its readers, even while the purge
+    has not run yet (``stored``) or after it (``purged``): a PATCH must not bring it back."""
+    mid = await add_message(ingest.db, tenant=TENANT, sender="alice@acme.example",
+                            to=["bob@example.org"], submitted_by=f"api_key:{keys['sender_id']}")
+    expired = datetime.now(UTC) - timedelta(minutes=1)
+    await ingest.db[mongo.MESSAGES].update_one({"_id": mid},
+                                               {"$set": {"expires_at": expired, "state": state}})
+    later = (datetime.now(UTC) + timedelta(days=3)).isoformat()
+    for body in ({"expires_at": later}, {"expires_at": None}):
+        r = await ingest.client.patch(f"/v1/messages/{mid}", json=body,
+                                      headers=auth(keys["admin"]))
+        assert r.status_code == 409, r.text
+        assert "expired" in r.json()["detail"]
+    assert [e for e in await published(ingest.settings)
+            if e.kind == "message.expiry_changed"] == []

@@ -59,6 +59,15 @@ async def _refuse_if_recalled(messages: MessageRepo, message: MessageRecord) -> 
         raise Conflict("the message was recalled; its content is gone")
 
 
+def _refuse_if_expired(message: MessageRecord, now: datetime) -> None:
+    # Past its expiry a message is gone for its readers even before the purge has run; a new
+    # expiry must not bring it back (store would apply it to a message still "stored").
+    if message.state in ("purging", "purged") or (
+            message.expires_at is not None and message.expires_at <= now):
+        raise Conflict("the message has expired (or been purged); its expiry can no longer be "
+                       "changed")
+
+
 async def change_expiry(*, creds: Credentials, message_id: str, expires_at: datetime | None,
                         messages: MessageRepo, events: EventSink, origin: Origin,
                         now: datetime) -> datetime | None:
@@ -72,6 +81,7 @@ async def change_expiry(*, creds: Credentials, message_id: str, expires_at: date
         if expires_at > now + timedelta(days=MAX_EXPIRY_DAYS):
             raise InvalidInput(f"expires_at is more than {MAX_EXPIRY_DAYS} days away")
     await _refuse_if_recalled(messages, message)
+    _refuse_if_expired(message, now)
     event = MessageExpiryChanged(tenant_id=message.tenant_id, message_id=message.message_id,
                                  expires_at=expires_at, changed_by=creds.actor)
     stamp = expires_at.isoformat() if expires_at else "never"

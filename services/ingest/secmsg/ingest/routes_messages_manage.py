@@ -78,7 +78,8 @@ class Slip(BaseModel):
 @router.patch("/{message_id}", response_model=ExpiryOut, status_code=202,
               responses={**SENDER_ERRORS,
                          400: err("expires_at in the past or too far away"),
-                         409: err("the message was recalled")},
+                         409: err("the message was recalled, or has expired (even if not "
+                                  "purged yet)")},
               summary="Change when a message expires",
               description=_WHO + "store applies the new expiry (`message.expiry_changed`); "
                                  "repeating the same change changes nothing.")
