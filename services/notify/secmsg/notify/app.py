@@ -8,6 +8,7 @@ event from notifying anyone twice.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -32,7 +33,7 @@ from secmsg.notify.ports import DkimKey, SmtpTarget
 from secmsg.notify.probes import nats_and_mongo_problems, probe_app
 from secmsg.notify.service import NotifyPolicy
 from secmsg.notify.settings import NotifySettings
-from secmsg.shared import bus, subjects
+from secmsg.shared import bus, subjects, templating
 from secmsg.shared.mongo import make_client
 from secmsg.shared.settings import CommonSettings
 
@@ -119,6 +120,11 @@ class NotifyWorker:
                                  saturated_wait_s=self.settings.target_saturated_wait_s,
                                  max_waiting=self.settings.target_max_waiting,
                                  reuse=self.settings.smtp_reuse)
+        self.renderer = templating.RenderPool(
+            workers=self.settings.render_workers, per_tenant=self.settings.render_per_tenant,
+            limits=dataclasses.replace(templating.LIMITS,
+                                       render_timeout_s=self.settings.template_timeout_s),
+            max_waiting=self.settings.render_max_waiting, name="notify-render")
         self.nc: NATS | None = None
         self.publisher: bus.EventPublisher
         self.broker = NatsBroker(self.common.nats_url, name="secmsg-notify",
@@ -157,6 +163,7 @@ class NotifyWorker:
             await self.broker.stop()
         finally:
             await self.mailer.aclose()
+            self.renderer.close()
             if self.nc is not None:
                 await self.nc.close()
             await self.mongo.close()

@@ -71,8 +71,15 @@ _SPECIALS = frozenset('()<>@,:;."[]')
 _TEXT, _HTML = "notification_text", "notification_html"
 
 
-def _body(kind: str, branding: TenantBranding, context: dict[str, Any]) -> str:
-    return templating.render_or_default(kind, branding.templates.get(kind), context, log=log)
+def _body(kind: str, branding: TenantBranding, context: dict[str, Any],
+          limits: templating.Limits) -> str:
+    return templating.render_or_default(kind, branding.templates.get(kind), context, log=log,
+                                        limits=limits)
+
+
+def uses_tenant_templates(branding: TenantBranding) -> bool:
+    """Whether rendering runs tenant code (then it belongs off the event loop)."""
+    return any(k in branding.templates for k in (_TEXT, _HTML))
 
 
 def check_header_value(name: str, value: str) -> str:
@@ -234,7 +241,8 @@ class RenderedEvent:
 
 def render_event(*, event: MessageStored, branding: TenantBranding, platform_from: str,
                  public_url: str, bounce_base: str | None = None,
-                 hinter: Callable[[str], str] | None = None) -> RenderedEvent:
+                 hinter: Callable[[str], str] | None = None,
+                 limits: templating.Limits = templating.LIMITS) -> RenderedEvent:
     """What every recipient's notification shares: headers as the sender wrote them, a link,
     no content. Raises ``InvalidInput`` for a value that cannot go into a header.
 
@@ -286,11 +294,11 @@ def render_event(*, event: MessageStored, branding: TenantBranding, platform_fro
         "disclaimer": event.disclaimer,
     }
     try:
-        text_body = _body(_TEXT, branding, context).rstrip("\n") + "\n"
+        text_body = _body(_TEXT, branding, context, limits).rstrip("\n") + "\n"
         # The sandbox autoescaped every value; the template's own markup is the tenant's.
         # The frames (shared with ingest's placeholders) add the toolbar markers.
         text, html = templating.render_frames(
-            text_body=text_body, html_body=_body(_HTML, branding, context),
+            text_body=text_body, html_body=_body(_HTML, branding, context, limits),
             message_id=message_id, url=url, subject=subject)
         plain_text, plain_html = text, html
         if hinter is not None:

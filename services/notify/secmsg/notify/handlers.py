@@ -40,7 +40,7 @@ def make_on_message_stored(rt: NotifyWorker) -> Callable[..., Awaitable[None]]:
                     public_url=rt.common.retrieve_public_url, heartbeat=msg.in_progress,
                     signer=rt.signer, platform_dkim=rt.platform_dkim,
                     undeliverable=rt.undeliverable, bounce_base=rt.bounce_base,
-                    recipient_hint=rt.recipient_hint)
+                    recipient_hint=rt.recipient_hint, renderer=rt.renderer)
             except service.RetryLater as exc:
                 retry_in.append(exc.delay)
                 raise

@@ -43,8 +43,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from hashlib import sha256
+from typing import Any
 
-from secmsg.notify.compose import RenderedEvent, render_event
+from secmsg.notify.compose import RenderedEvent, render_event, uses_tenant_templates
 from secmsg.notify.metrics import DELIVERY_PROBLEMS, NOTIFICATIONS, SMTP_SEND_SECONDS
 from secmsg.notify.ports import (
     Claim,
@@ -64,6 +65,7 @@ from secmsg.notify.ports import (
     UndeliverableList,
 )
 from secmsg.shared import smtp_reasons as reasons
+from secmsg.shared import templating
 from secmsg.shared.errors import DependencyUnavailable, InvalidInput, TransientError
 from secmsg.shared.events import (
     MessageStored,
@@ -143,18 +145,25 @@ class _Ctx:
     bounce_base: str | None = None
     hinter: Callable[[str], str] | None = None
     blocked: frozenset[str] = frozenset()
+    # Tenant templates render there, off the event loop (a slow one must not stall others).
+    renderer: templating.RenderPool | None = None
     # The event's rendering, shared by its recipients; made at the first claimed recipient
     # (a redelivery whose recipients are all final renders nothing).
     rendered: RenderedEvent | InvalidInput | None = None
 
-    def render(self) -> RenderedEvent:
+    async def render(self) -> RenderedEvent:
         if self.rendered is None:
+            kwargs: dict[str, Any] = {
+                "event": self.event, "branding": self.branding,
+                "platform_from": self.platform_from, "public_url": self.public_url,
+                "bounce_base": self.bounce_base, "hinter": self.hinter}
             try:
-                self.rendered = render_event(event=self.event, branding=self.branding,
-                                             platform_from=self.platform_from,
-                                             public_url=self.public_url,
-                                             bounce_base=self.bounce_base,
-                                             hinter=self.hinter)
+                if self.renderer is not None and uses_tenant_templates(self.branding):
+                    self.rendered = await self.renderer.run(
+                        self.event.tenant_id, functools.partial(
+                            render_event, limits=self.renderer.limits, **kwargs))
+                else:  # the shipped defaults: ours, about a millisecond
+                    self.rendered = render_event(**kwargs)
             except InvalidInput as exc:
                 self.rendered = exc
         if isinstance(self.rendered, InvalidInput):
@@ -184,6 +193,7 @@ async def notify_recipients(*, event: MessageStored, deliveries: DeliveryRepo, m
                             undeliverable: UndeliverableList | None = None,
                             bounce_base: str | None = None,
                             recipient_hint: Callable[[str, str, str], str] | None = None,
+                            renderer: templating.RenderPool | None = None,
                             ) -> None:
     """Notify every recipient of ``event`` once; raise ``RetryLater`` if some must wait."""
     if not event.notify:
@@ -201,7 +211,7 @@ async def notify_recipients(*, event: MessageStored, deliveries: DeliveryRepo, m
                signer=signer, platform_dkim=platform_dkim, bounce_base=bounce_base,
                hinter=(functools.partial(recipient_hint, event.tenant_id, event.message_id)
                        if recipient_hint is not None else None),
-               blocked=frozenset(blocked))
+               blocked=frozenset(blocked), renderer=renderer)
     waiting: list[_Later] = []
     for i, address in enumerate(recipients):
         if heartbeat is not None and i > 0:
@@ -226,6 +236,15 @@ async def notify_recipients(*, event: MessageStored, deliveries: DeliveryRepo, m
 async def _notify_one(ctx: _Ctx, address: str) -> _Later | None:
     if address.lower() in ctx.blocked:
         return await _claim_and_send(ctx, address, None)
+    try:
+        # Before any claim or SMTP slot: a tenant whose slow templates are queued up hands
+        # the event back instead of parking a handler other tenants need.
+        await ctx.render()
+    except templating.RenderBusy as exc:
+        log.info("tenant's template renders queued up; event back in %.1fs", exc.retry_in)
+        return _Later(delay=exc.retry_in, smtp_down=True)
+    except InvalidInput:
+        pass  # remembered in ctx.rendered; the recipient fails once claimed
     try:
         async with ctx.mailer.reserve(ctx.target) as lane:
             return await _claim_and_send(ctx, address, lane)
@@ -257,7 +276,7 @@ async def _claim_and_send(ctx: _Ctx, address: str, lane: Lane | None) -> _Later 
         await _fail(ctx, key, address, attempt, reasons.UNDELIVERABLE)
         return None
     try:
-        note = ctx.render().for_recipient(address, now=now)
+        note = (await ctx.render()).for_recipient(address, now=now)
         data = ctx.sign(note.as_bytes())
     except InvalidInput as exc:
         log.warning("notification not built: %s", exc.code,

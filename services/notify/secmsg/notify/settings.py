@@ -76,6 +76,18 @@ class NotifySettings(BaseSettings):
     relay_check_s: float = Field(
         default=30.0, gt=0, description="re-read the relay choice (dnsbl_status) at most "
                                         "this often")
+    render_workers: int = Field(
+        default=4, ge=1, description="threads rendering tenant templates off the event loop")
+    render_per_tenant: int = Field(
+        default=1, ge=1, description="renders of one tenant's templates at a time (per "
+                                     "replica): a slow template delays only its own tenant")
+    render_max_waiting: int = Field(
+        default=2, ge=0, description="renders of one tenant that may wait for their turn; "
+                                     "more come back later instead of holding handlers")
+    template_timeout_s: float = Field(
+        default=0.5, gt=0, le=0.5, description="CPU time one tenant template render may take "
+                                               "before the default is used (at most the "
+                                               "save-time limit, 0.5 s)")
     tenant_cache_s: float = Field(default=60.0, ge=0)
     fetch_timeout_s: float = Field(default=5.0, gt=0)
     graceful_timeout_s: float = Field(

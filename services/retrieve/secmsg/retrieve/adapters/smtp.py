@@ -24,11 +24,12 @@ class SmtpCodeMailer:
     async def _bodies(self, *, tenant_id: str, code: str, tenant_name: str,
                       ttl_minutes: int, purpose: str) -> tuple[str, str]:
         info = await self._policies.policy(tenant_id)
-        return codemail.render(code=code, purpose=purpose, valid_minutes=ttl_minutes,
-                               tenant_name=tenant_name, footer=info.get("footer"),
-                               disclaimers=list(info.get("disclaimers") or []),
-                               sources=info.get("templates") or {},
-                               logo_url=info.get("logo_url"))
+        return await codemail.render(tenant_id=tenant_id, code=code, purpose=purpose,
+                                     valid_minutes=ttl_minutes, tenant_name=tenant_name,
+                                     footer=info.get("footer"),
+                                     disclaimers=list(info.get("disclaimers") or []),
+                                     sources=info.get("templates") or {},
+                                     logo_url=info.get("logo_url"))
 
     def build(self, *, to: str, text: str, html: str) -> EmailMessage:
         msg = EmailMessage()
