@@ -1,8 +1,13 @@
 """The envelope part of a submission: its JSON shape and every check on header-ish values.
 
-Values that end up in email headers (sender, recipients, subject, disclaimer, filenames) must
-never carry CR, LF or NUL: a notification built from them could otherwise be split into
-extra headers. Addresses are checked for syntax only (no DNS: that leaks and is slow).
+Values that end up in email headers (sender, recipients, subject, disclaimer, display names)
+must never carry a control character: CR, LF and NUL would split a notification into extra
+headers, and VT, FF, FS, GS, RS, NEL and the Unicode line and paragraph separators are line
+breaks to Python's ``str.splitlines`` (which the email package folds with) and to some mail
+clients. They are refused (400), TAB alone is allowed (it is folding white space). The same
+rule holds for a whole message (``rfc822``). Attachment filenames are the exception: CR, LF
+and NUL are refused, any other control character is dropped. Addresses are checked for
+syntax only (no DNS: that leaks and is slow).
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from secmsg.ingest.ports import Tenant
 from secmsg.shared.errors import InvalidInput, PayloadTooLarge
 from secmsg.shared.events import Recipient
 
-_HEADER_BREAKERS = re.compile(r"[\r\n\x00]")
+_LINE_BREAKERS = re.compile(r"[\r\n\x00]")
+# C0 controls but TAB, DEL, NEL, LINE and PARAGRAPH SEPARATOR.
+_CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
 _CONTENT_TYPE_RE = re.compile(r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(;[\x20-\x7e]*)?$")
 MAX_SUBJECT_CHARS = 998  # RFC 5322 line limit
 MAX_DISCLAIMER_CHARS = 10_000
@@ -62,7 +69,14 @@ ENVELOPE_EXAMPLE: dict[str, Any] = {
 
 
 def check_header_value(field: str, value: str) -> None:
-    if _HEADER_BREAKERS.search(value):
+    m = _CONTROLS.search(value)
+    if m:
+        raise InvalidInput(f"{field} must not contain CR, LF, NUL or another control "
+                           f"character (found U+{ord(m.group()):04X}; TAB is allowed)")
+
+
+def _check_line_breaks(field: str, value: str) -> None:
+    if _LINE_BREAKERS.search(value):
         raise InvalidInput(f"{field} must not contain CR, LF or NUL characters")
 
 
@@ -140,7 +154,7 @@ def sanitize_filename(raw: str | None) -> str:
     """
     if raw is None:
         return "attachment"
-    check_header_value("attachment filename", raw)
+    _check_line_breaks("attachment filename", raw)
     name = re.split(r"[/\\]", raw)[-1]
     name = "".join(c for c in name if unicodedata.category(c) not in ("Cc", "Cf"))
     name = name.strip().strip(".") if name.strip() in (".", "..") else name.strip()
@@ -158,7 +172,7 @@ def sanitize_filename(raw: str | None) -> str:
 def attachment_content_type(raw: str | None) -> str:
     if raw is None:
         return "application/octet-stream"
-    check_header_value("attachment Content-Type", raw)
+    _check_line_breaks("attachment Content-Type", raw)
     value = raw.strip()
     if len(value) > 255 or not _CONTENT_TYPE_RE.match(value):
         return "application/octet-stream"

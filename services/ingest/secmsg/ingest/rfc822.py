@@ -9,6 +9,25 @@ rendered notification with the same markers notify writes.
 
 The whole message is held in memory, capped at the tenant's message size: stream-parsing a
 huge MIME message is out of scope.
+
+What is refused (400, nothing stored), because the header we keep byte for byte and the header
+the email package parses must be one and the same -- a recipient is only ever an address named
+in a To, Cc or Bcc field that parsed cleanly:
+
+* a header line with a bare CR, a bare LF (in a CRLF message) or a NUL: mail software splits
+  lines on any of them, so ``Subject: hi<CR>Bcc: x`` would be a Bcc field to one reader and a
+  subject to another;
+* white space between a field name and its colon, and anything else that makes the email
+  package read the header block differently from this module;
+* a From, To, Cc or Bcc field with a parse defect (8-bit UTF-8 in it is fine), or whose
+  encoded words decode to a control character;
+* a Subject, display name or threading field with a control character other than TAB after
+  decoding (``envelope.check_header_value``, the same rule as the JSON path);
+* multipart nesting deeper than ``MAX_MIME_DEPTH`` (64) levels.
+
+A ``message/*`` part (a forwarded mail, a bounce report) is one attachment whose bytes are
+exactly those in the message (decoded only from base64 or quoted-printable if the sender
+encoded it): it is not parsed and so never re-serialised.
 """
 
 from __future__ import annotations
@@ -51,7 +70,14 @@ CONTENT_TYPE = "message/rfc822"
 # Headers describing the body we replace; X-Secure-Message-* are ours to write.
 _REPLACED = frozenset({"content-type", "content-transfer-encoding", "mime-version",
                        "x-secure-message-id", "x-secure-message-url"})
-_FIELD_NAME = re.compile(rb"^[\x21-\x39\x3b-\x7e]+[ \t]*:")
+_FIELD_NAME = re.compile(rb"^[\x21-\x39\x3b-\x7e]+:")
+_NAME_BEFORE_SPACE = re.compile(rb"^[\x21-\x39\x3b-\x7e]+[ \t]+:")
+# How deeply multiparts may nest (a real client's stay under ten; the email package recurses
+# once per level and fails at about a thousand).
+MAX_MIME_DEPTH = 64
+# 8-bit UTF-8 in an address field (RFC 6532) is the one defect that is not ambiguity: its
+# bytes are decoded below and refused if they are not UTF-8.
+_TOLERATED_DEFECTS = (email_errors.UndecodableBytesDefect,)
 _FATAL_DEFECTS = (email_errors.NoBoundaryInMultipartDefect,
                   email_errors.StartBoundaryNotFoundDefect,
                   email_errors.MultipartInvariantViolationDefect)
@@ -89,24 +115,34 @@ async def read_capped(body: AsyncIterator[bytes], cap: int) -> bytes:
 
 
 def split_header(raw: bytes) -> tuple[list[bytes], bytes]:
-    """The header fields (each a list of raw lines joined, line ends kept) and the newline."""
+    """The header fields (each a list of raw lines joined, line ends kept) and the newline.
+
+    The newline is that of the empty line ending the header (CRLF or LF); every header line
+    must end with it and hold no other CR or LF, nor a NUL.
+    """
     crlf, lf = raw.find(b"\r\n\r\n"), raw.find(b"\n\n")
     if crlf < 0 and lf < 0:
         raise InvalidInput("the message has no empty line between its header and its body")
     if crlf >= 0 and (lf < 0 or crlf < lf):
-        head, newline = raw[:crlf + 2], b"\r\n"
+        head, newline = raw[:crlf], b"\r\n"
     else:
-        head, newline = raw[:lf + 1], b"\n"
-    if b"\0" in head:
-        raise InvalidInput("the message header contains a NUL byte")
+        head, newline = raw[:lf], b"\n"
     fields: list[bytes] = []
-    for line in head.splitlines(keepends=True):
-        if line[:1] in (b" ", b"\t"):
-            if not fields:
-                raise InvalidInput("the message header starts with a continuation line")
-            fields[-1] += line
+    for line in head.split(newline):
+        continued = line[:1] in (b" ", b"\t")
+        if continued and not fields:
+            raise InvalidInput("the message header starts with a continuation line")
+        name = _field_label(fields[-1] if continued else line)
+        for bad, what in ((b"\0", "a NUL byte"), (b"\r", "a bare CR (a line break that is not "
+                          "CRLF)"), (b"\n", "a bare LF (a line break that is not CRLF)")):
+            if bad in line:
+                raise InvalidInput(f"the {name} header contains {what}")
+        if continued:
+            fields[-1] += line + newline
         elif _FIELD_NAME.match(line):
-            fields.append(line)
+            fields.append(line + newline)
+        elif _NAME_BEFORE_SPACE.match(line):
+            raise InvalidInput(f"the {name} header has white space before its colon")
         else:
             raise InvalidInput("the message header has a line that is not a header field "
                                "(name: value)")
@@ -115,27 +151,51 @@ def split_header(raw: bytes) -> tuple[list[bytes], bytes]:
     return fields, newline
 
 
+def _field_label(line: bytes) -> str:
+    """The field name of a raw header line as it can be shown in an error ("a header line"
+    if it has none)."""
+    m = re.match(rb"^([\x21-\x39\x3b-\x7e]{1,64})[ \t]*:", line)
+    return m.group(1).decode("ascii") if m else "a header line's"
+
+
 def _field_name(raw_field: bytes) -> str:
     return raw_field.split(b":", 1)[0].strip().decode("ascii").lower()
 
 
 def _header(msg: Message, name: str) -> Any:
     try:
-        return msg[name]
+        value = msg[name]
+        return None if value is None else str(value)
     except (ValueError, IndexError, TypeError, email_errors.HeaderParseError) as exc:
         raise InvalidInput(f"the {name} header cannot be parsed") from exc
+    except RecursionError:
+        raise InvalidInput(f"the {name} header nests comments too deeply") from None
+
+
+def _unescape(name: str, value: str) -> str:
+    """``value`` with the 8-bit bytes the parser kept as surrogates read as UTF-8."""
+    try:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8")
+    except UnicodeError:
+        raise InvalidInput(f"the {name} header has 8-bit bytes that are not UTF-8") from None
 
 
 def _addresses(msg: Message, name: str) -> list[str]:
     out: list[str] = []
-    for value in msg.get_all(name) or ():
-        try:
-            groups = value.addresses
-        except (AttributeError, ValueError, IndexError, email_errors.HeaderParseError) as exc:
-            raise InvalidInput(f"the {name} header cannot be parsed") from exc
-        for addr in groups:
-            check_header_value(name, str(addr.display_name or ""))
-            out.append(_check_address(name, addr.addr_spec))
+    try:
+        for value in msg.get_all(name) or ():
+            defects = [d for d in value.defects if not isinstance(d, _TOLERATED_DEFECTS)]
+            if defects:
+                raise InvalidInput(f"the {name} header does not parse cleanly: {defects[0]}")
+            for addr in value.addresses:
+                check_header_value(name, _unescape(name, str(addr.display_name or "")))
+                out.append(_check_address(name, _unescape(name, addr.addr_spec)))
+    except (AttributeError, ValueError, IndexError, TypeError,
+            email_errors.HeaderParseError) as exc:
+        # e.g. an encoded word that decodes to CR or LF inside an address
+        raise InvalidInput(f"the {name} header cannot be parsed: {exc}") from exc
+    except RecursionError:
+        raise InvalidInput(f"the {name} header nests comments or groups too deeply") from None
     return out
 
 
@@ -147,27 +207,62 @@ def _text_of(part: EmailMessage) -> str:
     return content if isinstance(content, str) else content.decode("utf-8", "replace")
 
 
-def _leaves(part: EmailMessage) -> list[EmailMessage]:
-    # An attached message/rfc822 stays one attachment (a forwarded mail), not its parts.
-    if part.get_content_type() == "message/rfc822" or not part.is_multipart():
-        return [part]
-    out: list[EmailMessage] = []
-    for sub in part.iter_parts():
-        out.extend(_leaves(sub))  # type: ignore[arg-type]
-    return out
+class _Part(EmailMessage):
+    """A part as this module reads it: a ``message/*`` part is one opaque attachment.
+
+    The parser asks ``get_content_type`` whether a part's body is a message of its own to
+    parse; saying ``application/octet-stream`` for ``message/*`` keeps the body as the bytes
+    that came (re-serialising a parsed forward would change its line ends and folding) and
+    keeps forwards inside forwards from nesting the parser. ``declared_type`` is the truth.
+    """
+
+    def get_content_type(self) -> str:
+        declared = self.declared_type()
+        return "application/octet-stream" if declared.startswith("message/") else declared
+
+    def declared_type(self) -> str:
+        return super().get_content_type()
 
 
-def _check_structure(msg: Message) -> None:
-    for part in msg.walk():
+_POLICY = default_policy.clone(message_factory=_Part)
+
+
+def _leaves(msg: _Part) -> list[_Part]:
+    """The non-multipart parts in document order, once the nesting depth is checked; a
+    multipart whose structure is broken (no boundary, no first boundary) is refused."""
+    out: list[_Part] = []
+    stack: list[tuple[_Part, int]] = [(msg, 0)]
+    while stack:
+        part, depth = stack.pop()
+        if depth > MAX_MIME_DEPTH:
+            raise InvalidInput(f"the MIME structure nests more than {MAX_MIME_DEPTH} levels "
+                               "deep")
         for defect in part.defects:
             if isinstance(defect, _FATAL_DEFECTS):
                 raise InvalidInput(f"the MIME structure is broken: {type(defect).__name__}")
+        if part.is_multipart():
+            stack.extend((sub, depth + 1) for sub in reversed(part.get_payload()))  # type: ignore[union-attr]
+        else:
+            out.append(part)
+    return out
+
+
+def _same_header(msg: Message, fields: list[bytes]) -> None:
+    # The fields this module keeps and the ones the email package read must be the same
+    # list, or a recipient could come from a field the sender's header does not show.
+    if [k.lower() for k in msg] != [_field_name(f) for f in fields]:
+        raise InvalidInput("the message header cannot be read unambiguously")
 
 
 def parse(raw: bytes, tenant: Tenant) -> Parsed:
     fields, newline = split_header(raw)
-    msg: EmailMessage = BytesParser(policy=default_policy).parsebytes(raw)  # type: ignore[assignment]
-    _check_structure(msg)
+    try:
+        msg: _Part = BytesParser(policy=_POLICY).parsebytes(raw)  # type: ignore[assignment]
+    except RecursionError:
+        raise InvalidInput(f"the MIME structure nests more than {MAX_MIME_DEPTH} levels "
+                           "deep") from None
+    _same_header(msg, fields)
+    leaves = _leaves(msg)
     froms = _addresses(msg, "From")
     if len(froms) != 1:
         raise InvalidInput("the message needs exactly one From address")
@@ -183,31 +278,26 @@ def parse(raw: bytes, tenant: Tenant) -> Parsed:
     if len(recipients) > tenant.max_recipients:
         raise PayloadTooLarge(f"{len(recipients)} recipients, the tenant allows at most "
                               f"{tenant.max_recipients}")
-    subject_h = _header(msg, "Subject")
-    subject = str(subject_h) if subject_h is not None else ""
+    subject = _header(msg, "Subject") or ""
     check_header_value("Subject", subject)
     for name in ("Message-ID", "In-Reply-To", "References", "Date"):
         value = _header(msg, name)
         if value is not None:
-            check_header_value(name, str(value))
+            check_header_value(name, value)
 
     text = html = None
     attachments: list[Attachment] = []
-    for part in _leaves(msg):
-        ctype = part.get_content_type()
+    for part in leaves:
+        ctype = part.declared_type()
         is_attachment = part.get_content_disposition() == "attachment"
         if ctype == "text/plain" and text is None and not is_attachment:
             text = _text_of(part)
         elif ctype == "text/html" and html is None and not is_attachment:
             html = _text_of(part)
         else:
-            if ctype == "message/rfc822":
-                inner = part.get_payload(0)
-                data = inner.as_bytes() if isinstance(inner, Message) else b""
-                default_name = "message.eml"
-            else:
-                data = part.get_payload(decode=True) or b""
-                default_name = "attachment"
+            # The bytes as they came (only a base64 or quoted-printable layer removed).
+            data = part.get_payload(decode=True) or b""
+            default_name = "message.eml" if ctype == "message/rfc822" else "attachment"
             try:
                 filename = part.get_filename()
             except (ValueError, IndexError, email_errors.HeaderParseError):

@@ -150,7 +150,10 @@ async def submit_message(
     responses={
         200: {"content": {"message/rfc822": {}}, "description": "the placeholder message"},
         400: _err("malformed message: no header/body separator, no From, no recipients, "
-                  "broken MIME structure or a header value with CR, LF or NUL"),
+                  "broken MIME structure or multiparts nested more than 64 levels deep; a "
+                  "header line with a bare CR, a bare LF or a NUL; a From/To/Cc/Bcc field "
+                  "that does not parse cleanly; a Subject, display name or threading field "
+                  "with a control character other than TAB (the named header in `detail`)"),
         401: _err("missing, unknown or revoked API key"),
         403: _err("the API key lacks the 'send' scope (an admin-only key)"),
         409: _err("a submission with this Idempotency-Key is in progress"),
