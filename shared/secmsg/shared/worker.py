@@ -1,33 +1,109 @@
-"""How every worker handles one JetStream message: decode, run, then ack, nak or terminate.
+"""How every worker consumes JetStream events: FastStream subscribers with one event contract.
 
-    decoded and handled          -> ack (after the handler's effects are durable and its next
-                                    event is published)
-    PoisonEvent / PermanentError -> record in ``dead_letters``, terminate (never redelivered,
-                                    the stream keeps flowing)
-    TransientError or a bug      -> nak with exponential back-off (JetStream redelivers)
+A service builds its ``NatsBroker`` (``apply_types`` on, the default), wraps it in an
+``EventWorker`` and registers typed handlers::
+
+    events = worker.EventWorker(broker, service="store", policy=policy,
+                                dead_letters=lambda: MongoDeadLetters(deps().db))
+
+    @events.subscriber(subjects.any_tenant(subjects.MESSAGE_RECEIVED),
+                       durable=subjects.STORE_RECEIVED, batch_size=16, fetch_timeout_s=5)
+    async def on_message_received(event: MessageReceived) -> None:
+        await service.record_message(event=event, ...)
+
+    await events.ensure_consumers(broker.connection)  # at start-up, after the stream exists
+
+The body is decoded once by the subscriber's decoder into the shared pydantic event model
+(``events.decode_event``: unknown ``kind`` or ``version``, bad JSON -> ``PoisonEvent``) and
+FastStream hands the handler the typed event (``list[...]`` for a batch subscriber). A handler
+that needs the message itself (heartbeats, the delivery count) asks for it by type:
+``msg: faststream.nats.annotations.NatsMessage``.
+
+The handler's outcome decides the acknowledgement (``EventOutcomes``, a broker middleware,
+turns exceptions into FastStream's ``NackMessage`` / ``RejectMessage``; the subscriber's
+``AckPolicy.NACK_ON_ERROR`` acks on return):
+
+    returns                          -> ack (its effects are durable, its next event published)
+    PoisonEvent (undecodable, or a   -> dead letter, terminate: never redelivered, the stream
+      kind this handler does not take)  keeps flowing
+    PermanentError                   -> dead letter, terminate
+    TransientError, or any other     -> nak with exponential back-off (``DeliveryPolicy``);
+      exception (a bug)                 on delivery ``max_deliver`` -> dead letter, terminate
+    delivered more than max_deliver  -> dead letter without running the handler (the earlier
+      times (crash, ack_wait expired)   attempts never finished: a crash loop)
+    raises NackMessage/RejectMessage -> as the handler says (it took the decision itself)
+
+A dead letter (``DeadLetter``, collection ``dead_letters``) keeps the reason, subject, stream
+sequence, delivery count and the full payload, so an operator can replay it (store's
+``python -m secmsg.store.deadletters``, docs/operations.md "Dead letters"). It is written
+before the terminate; when it cannot be written (MongoDB down) the event is nak'ed instead and
+comes back, so nothing is terminated without a record. The JetStream consumer's own
+``max_deliver`` is ``policy.max_deliver + RECORD_RETRIES``: the server stops redelivering only
+after the worker had that many more chances to record the dead letter.
+
+Batch subscribers (``batch=True``) get ``list[Event]``: each message is decoded alone (a
+poison one is dead-lettered and terminated on its own), the handler gets the good ones in
+stream order and must make them all durable or raise. A ``TransientError`` naks the batch; any
+other failure retries each event alone once, so one bad event cannot hold back the others:
+the good ones are acked, the bad one follows the rules above.
+
+Exactly-once effects stay the handlers' business, as before: ``Nats-Msg-Id`` dedupe on
+publish (``BrokerPublisher``) and idempotent writes / claims.
+
+Backward compatibility: ``process`` / ``process_batch`` (the manual loop of the earlier
+design, used by notify until it moves to ``EventWorker``) still work, with the finite limit.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+import types
+import typing
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, get_args
 
-from faststream.nats import NatsMessage
+from faststream import AckPolicy
+from faststream._internal.middlewares import BaseMiddleware
+from faststream.exceptions import HandlerException, NackMessage, RejectMessage
+from faststream.message import StreamMessage
+from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
+from faststream.nats.message import NatsBatchMessage, NatsMessage
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from prometheus_client import Counter
+from pydantic import BaseModel
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
-from secmsg.shared import logs, mongo
-from secmsg.shared.errors import PermanentError, TransientError
-from secmsg.shared.events import decode_event
+from secmsg.shared import logs, mongo, subjects, telemetry
+from secmsg.shared.errors import (
+    DependencyUnavailable,
+    PermanentError,
+    PoisonEvent,
+    PublishUnconfirmed,
+    TransientError,
+)
+from secmsg.shared.events import AnyEvent, decode_event
 
 log = logging.getLogger(__name__)
 E = TypeVar("E")
 
 EVENTS = Counter("secmsg_events_total", "Events consumed, by outcome",
                  ["service", "consumer", "outcome"])
+DEAD_LETTERED = Counter(
+    "secmsg_dead_lettered_total",
+    "Events written to dead_letters, by why (poison: undecodable or unexpected kind; "
+    "permanent: PermanentError; exhausted: max_deliver reached)",
+    ["service", "consumer", "why"])
+
+ALL_EVENTS: tuple[type[BaseModel], ...] = get_args(get_args(AnyEvent)[0])
+# Extra deliveries the server allows past ``max_deliver`` for writing the dead letter.
+RECORD_RETRIES = 50
 
 
 def backoff(attempt: int, *, base: float = 1.0, cap: float = 300.0) -> float:
@@ -35,14 +111,493 @@ def backoff(attempt: int, *, base: float = 1.0, cap: float = 300.0) -> float:
     return float(min(cap, base * 2 ** max(0, attempt - 1)))
 
 
-async def record_dead_letter(db: AsyncDatabase[Any], *, service: str, subject: str,
-                             reason: str, body: bytes) -> None:
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    """Redelivery of one consumer: back-off between deliveries and where it ends.
+
+    With the defaults an event that keeps failing is tried 10 times over about 8.5 minutes
+    (1, 2, 4 ... 256 s apart) and then dead-lettered.
+    """
+
+    max_deliver: int = 10
+    backoff_base_s: float = 1.0
+    backoff_cap_s: float = 300.0
+    ack_wait_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.max_deliver < 1:
+            raise ValueError("max_deliver must be at least 1")
+
+    def delay(self, attempt: int) -> float:
+        return backoff(attempt, base=self.backoff_base_s, cap=self.backoff_cap_s)
+
+
+# -- dead letters ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One event given up on, with what an operator needs to understand and replay it.
+
+    ``id`` is ``<stream>:<stream sequence>``, so recording the same delivery twice (a
+    redelivery after a lost terminate) keeps one document.
+    """
+
+    service: str
+    consumer: str
+    subject: str
+    reason: str
+    payload: bytes
+    deliveries: int = 1
+    stream: str = subjects.STREAM
+    stream_seq: int | None = None
+    msg_id: str | None = None  # the original Nats-Msg-Id
+    error: str | None = None  # the exception class, for exhausted / permanent failures
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def id(self) -> str:
+        if self.stream_seq is None:
+            return f"{self.stream}:x{uuid.uuid4().hex}"
+        return f"{self.stream}:{self.stream_seq}"
+
+    def document(self) -> dict[str, Any]:
+        return {"_id": self.id, "service": self.service, "consumer": self.consumer,
+                "subject": self.subject, "stream": self.stream, "stream_seq": self.stream_seq,
+                "msg_id": self.msg_id, "reason": self.reason, "error": self.error,
+                "deliveries": self.deliveries, "payload": self.payload,
+                "size": len(self.payload), "state": "open", "at": self.at}
+
+
+class DeadLetterSink(Protocol):
+    async def record(self, letter: DeadLetter) -> None:
+        """Keep ``letter``; raise ``DependencyUnavailable`` when it could not be kept."""
+        ...
+
+
+class MongoDeadLetters:
+    """``dead_letters`` in MongoDB (written by every worker; store operates on it)."""
+
+    def __init__(self, db: AsyncDatabase[Any]) -> None:
+        self._col = db[mongo.DEAD_LETTERS]
+
+    async def record(self, letter: DeadLetter) -> None:
+        try:
+            async with mongo.unavailable_as_503():
+                await self._col.insert_one(letter.document())
+        except DuplicateKeyError:  # already recorded by an earlier delivery of this event
+            pass
+
+
+def letter_from(raw: Msg, *, service: str, consumer: str, reason: str,
+                error: str | None = None) -> DeadLetter:
+    meta = _metadata(raw)
+    headers = raw.headers or {}
+    return DeadLetter(
+        service=service, consumer=(meta.consumer if meta else None) or consumer,
+        subject=raw.subject, reason=reason, payload=raw.data or b"",
+        deliveries=(meta.num_delivered if meta else None) or 1,
+        stream=(meta.stream if meta else None) or subjects.STREAM,
+        stream_seq=meta.sequence.stream if meta and meta.sequence else None,
+        msg_id=headers.get("Nats-Msg-Id"), error=error)
+
+
+def _metadata(raw: Any) -> Any:
+    """JetStream metadata of a raw message, None for a message that has none (tests)."""
     try:
-        await db[mongo.DEAD_LETTERS].insert_one({
-            "service": service, "subject": subject, "reason": reason,
-            "size": len(body), "head": body[:512].decode("utf-8", "replace"),
-            "at": datetime.now(UTC),
-        })
+        return raw.metadata
+    except Exception:  # nats-py raises NotJSMsgError; TestNatsBroker's messages have none
+        return None
+
+
+def _attempt(raw: Any) -> int:
+    meta = _metadata(raw)
+    return (meta.num_delivered if meta else None) or 1
+
+
+# -- decoding ----------------------------------------------------------------------------
+
+
+async def decode_one(msg: StreamMessage[Any]) -> BaseModel:
+    """Subscriber decoder: the body as its shared event model, or ``PoisonEvent``."""
+    return decode_event(msg.body, ALL_EVENTS)  # type: ignore[arg-type]
+
+
+class DecodedBatch(list[Any]):
+    """The good events of a batch (stream order); ``poison`` holds the rest with reasons."""
+
+    poison: list[tuple[Msg, str]]
+    good: list[Msg]
+
+
+async def decode_batch(msg: StreamMessage[Any]) -> DecodedBatch:
+    """Batch subscriber decoder: each message decoded alone, poison ones set aside."""
+    out = DecodedBatch()
+    out.poison, out.good = [], []
+    for raw in msg.raw_message:
+        if raw._ackd:  # already settled (terminated as poison on an earlier pass)
+            continue
+        try:
+            out.append(decode_event(raw.data, ALL_EVENTS))  # type: ignore[arg-type]
+        except PoisonEvent as exc:
+            out.poison.append((raw, exc.detail))
+        else:
+            out.good.append(raw)
+    return out
+
+
+# -- outcomes ----------------------------------------------------------------------------
+
+
+class EventOutcomes:
+    """Broker middleware factory: turns a handler's outcome into ack / nak / dead letter."""
+
+    def __init__(self, *, service: str, dead_letters: Callable[[], DeadLetterSink],
+                 policy: DeliveryPolicy) -> None:
+        self.service = service
+        self.dead_letters = dead_letters
+        self.policy = policy
+        # per subscriber: its policy and the event classes its handler takes
+        self.subscribers: dict[int, tuple[DeliveryPolicy, tuple[type, ...]]] = {}
+
+    def settings_for(self, context: Any) -> tuple[DeliveryPolicy, tuple[type, ...]]:
+        try:
+            sub = context.get_local("handler_")
+        except Exception:
+            sub = None
+        return self.subscribers.get(id(sub), (self.policy, ()))
+
+    def __call__(self, msg: Any, /, *, context: Any) -> _Outcome:
+        return _Outcome(msg, context=context, outer=self)
+
+
+class _Outcome(BaseMiddleware):
+    def __init__(self, msg: Any, /, *, context: Any, outer: EventOutcomes) -> None:
+        super().__init__(msg, context=context)
+        self.outer = outer
+
+    async def consume_scope(self, call_next: Callable[[Any], Awaitable[Any]],
+                            msg: StreamMessage[Any]) -> Any:
+        if isinstance(msg, NatsBatchMessage):
+            return await self._batch(call_next, msg)
+        return await self._one(call_next, msg)
+
+    # single messages
+
+    async def _one(self, call_next: Callable[[Any], Awaitable[Any]],
+                   msg: StreamMessage[Any]) -> Any:
+        raw = msg.raw_message
+        meta = _metadata(raw)
+        consumer = (meta.consumer if meta else None) or "?"
+        policy, accepts = self.outer.settings_for(self.context)
+        attempt = _attempt(raw)
+        try:
+            event = await msg.decode()
+            if accepts and not isinstance(event, accepts):
+                raise PoisonEvent(f"unexpected event kind {getattr(event, 'kind', '?')!r} "
+                                  "for this consumer")
+        except PoisonEvent as exc:
+            log.error("poison event: %s", exc.detail, extra={"subject": raw.subject})
+            await self._give_up(raw, consumer, exc.detail, "poison", attempt, policy)
+        token_c = logs.correlation_id.set(getattr(event, "message_id", None))
+        token_t = logs.tenant_id.set(getattr(event, "tenant_id", None))
+        try:
+            if attempt > policy.max_deliver:
+                await self._give_up(
+                    raw, consumer, f"delivered {attempt - 1} times without finishing "
+                    "(crash or ack_wait expired)", "exhausted", attempt, policy)
+            try:
+                result = await call_next(msg)
+            except HandlerException:
+                EVENTS.labels(self.outer.service, consumer, "handler_decided").inc()
+                raise
+            except PermanentError as exc:
+                log.error("event failed permanently: %s", exc.detail,
+                          extra={"subject": raw.subject})
+                await self._give_up(raw, consumer, exc.detail, "permanent", attempt, policy,
+                                    error=type(exc).__name__)
+            except Exception as exc:
+                await self._retry_or_give_up(raw, consumer, exc, attempt, policy)
+            EVENTS.labels(self.outer.service, consumer, "acked").inc()
+            return result
+        finally:
+            logs.correlation_id.reset(token_c)
+            logs.tenant_id.reset(token_t)
+
+    async def _retry_or_give_up(self, raw: Msg, consumer: str, exc: Exception, attempt: int,
+                                policy: DeliveryPolicy) -> None:
+        detail = exc.detail if isinstance(exc, TransientError) else f"{exc}"
+        if attempt >= policy.max_deliver:
+            log.error("failed on delivery %d of %d, dead-lettered: %s: %s", attempt,
+                      policy.max_deliver, type(exc).__name__, detail,
+                      exc_info=not isinstance(exc, TransientError),
+                      extra={"subject": raw.subject, "attempt": attempt})
+            await self._give_up(
+                raw, consumer, f"{type(exc).__name__}: {detail} (gave up after {attempt} "
+                "deliveries)", "exhausted", attempt, policy, error=type(exc).__name__)
+        delay = policy.delay(attempt)
+        if isinstance(exc, TransientError):
+            log.warning("transient failure, retry in %.1fs: %s", delay, detail,
+                        extra={"subject": raw.subject, "attempt": attempt})
+        else:
+            log.exception("unexpected error, retry in %.1fs", delay,
+                          extra={"subject": raw.subject, "attempt": attempt})
+        EVENTS.labels(self.outer.service, consumer, "naked").inc()
+        raise NackMessage(delay=delay) from exc
+
+    async def _give_up(self, raw: Msg, consumer: str, reason: str, why: str, attempt: int,
+                       policy: DeliveryPolicy, *, error: str | None = None) -> None:
+        """Record the dead letter, then terminate (``RejectMessage``); nak if unrecorded."""
+        await self._record(raw, consumer, reason, why, attempt, policy, error=error)
+        raise RejectMessage()
+
+    async def _record(self, raw: Msg, consumer: str, reason: str, why: str, attempt: int,
+                      policy: DeliveryPolicy, *, error: str | None = None) -> None:
+        letter = letter_from(raw, service=self.outer.service, consumer=consumer,
+                             reason=reason, error=error)
+        try:
+            await self.outer.dead_letters().record(letter)
+        except Exception as exc:
+            # Never terminate without a record: the event comes back and we try again.
+            log.error("could not record dead letter %s, retrying later: %s", letter.id, exc,
+                      extra={"subject": raw.subject, "attempt": attempt})
+            EVENTS.labels(self.outer.service, consumer, "naked").inc()
+            raise NackMessage(delay=policy.backoff_cap_s) from exc
+        DEAD_LETTERED.labels(self.outer.service, consumer, why).inc()
+        EVENTS.labels(self.outer.service, consumer, "terminated").inc()
+
+    # batches
+
+    async def _batch(self, call_next: Callable[[Any], Awaitable[Any]],
+                     msg: StreamMessage[Any]) -> Any:
+        raws: list[Msg] = msg.raw_message
+        meta = _metadata(raws[0]) if raws else None
+        consumer = (meta.consumer if meta else None) or "?"
+        policy, accepts = self.outer.settings_for(self.context)
+        decoded: DecodedBatch = await msg.decode()  # cached: the handler gets the same list
+        if accepts and not all(isinstance(e, accepts) for e in decoded):
+            keep = [(e, r) for e, r in zip(decoded, decoded.good, strict=True)
+                    if isinstance(e, accepts)]
+            decoded.poison += [(r, f"unexpected event kind {getattr(e, 'kind', '?')!r} for "
+                                   "this consumer")
+                               for e, r in zip(decoded, decoded.good, strict=True)
+                               if not isinstance(e, accepts)]
+            decoded[:] = [e for e, _ in keep]
+            decoded.good = [r for _, r in keep]
+        for raw, reason in decoded.poison:
+            log.error("poison event: %s", reason, extra={"subject": raw.subject})
+            await self._record(raw, consumer, reason, "poison", _attempt(raw), policy)
+            await raw.term()
+        if not decoded:
+            return None
+        try:
+            result = await call_next(msg)
+        except HandlerException:
+            raise
+        except TransientError as exc:
+            first = _attempt(decoded.good[0])
+            delay = policy.delay(first)
+            log.warning("transient failure, batch of %d to retry in %.1fs: %s",
+                        len(decoded), delay, exc.detail, extra={"attempt": first})
+            await self._nak_or_give_up(decoded.good, consumer, exc, policy)
+            return None
+        except Exception as exc:
+            if len(decoded) == 1:
+                await self._nak_or_give_up(decoded.good, consumer, exc, policy)
+                return None
+            log.exception("batch of %d failed; handling its events one at a time",
+                          len(decoded))
+            await self._one_by_one(call_next, msg, decoded, consumer, policy)
+            return None
+        EVENTS.labels(self.outer.service, consumer, "acked").inc(len(decoded))
+        return result
+
+    async def _one_by_one(self, call_next: Callable[[Any], Awaitable[Any]],
+                          msg: StreamMessage[Any], decoded: DecodedBatch, consumer: str,
+                          policy: DeliveryPolicy) -> None:
+        for raw in decoded.good:
+            single = copy.copy(msg)  # a copy decodes its own body (fresh cache)
+            single.raw_message = [raw]
+            single.body = [raw.data]
+            try:
+                await call_next(single)
+            except Exception as exc:
+                await self._nak_or_give_up([raw], consumer, exc, policy)
+            else:
+                await raw.ack()
+                EVENTS.labels(self.outer.service, consumer, "acked").inc()
+
+    async def _nak_or_give_up(self, raws: Sequence[Msg], consumer: str, exc: BaseException,
+                              policy: DeliveryPolicy) -> None:
+        for raw in raws:
+            attempt = _attempt(raw)
+            if isinstance(exc, PermanentError) or attempt >= policy.max_deliver:
+                name = type(exc).__name__
+                detail = exc.detail if isinstance(exc, PermanentError | TransientError) \
+                    else str(exc)
+                why = "permanent" if isinstance(exc, PermanentError) else "exhausted"
+                reason = (f"{name}: {detail}" if why == "permanent" else
+                          f"{name}: {detail} (gave up after {attempt} deliveries)")
+                try:
+                    await self._record(raw, consumer, reason, why, attempt, policy, error=name)
+                except NackMessage as nack:
+                    await raw.nak(delay=nack.extra_options.get("delay"))
+                else:
+                    await raw.term()
+            else:
+                await raw.nak(delay=policy.delay(attempt))
+                EVENTS.labels(self.outer.service, consumer, "naked").inc()
+
+
+# -- subscribers -------------------------------------------------------------------------
+
+
+@dataclass
+class _Consumer:
+    subject: str
+    durable: str
+    config: ConsumerConfig
+
+
+def accepted_events(func: Callable[..., Any]) -> tuple[type, ...]:
+    """The event classes a handler takes: its first parameter's type (``list[...]`` of a
+    batch handler), unions spelled out."""
+    hints = typing.get_type_hints(func)
+    hints.pop("return", None)
+    first = next(iter(hints.values()), None)
+    if typing.get_origin(first) is list:
+        first = typing.get_args(first)[0]
+    if typing.get_origin(first) in (typing.Union, types.UnionType):
+        return tuple(typing.get_args(first))
+    return (first,) if isinstance(first, type) and issubclass(first, BaseModel) else ()
+
+
+class Registration:
+    """What ``EventWorker.subscriber`` returns: decorate the handler with it.
+    ``subscriber`` is FastStream's subscriber (``process_message`` in tests)."""
+
+    def __init__(self, sub: Any, outcomes: EventOutcomes, policy: DeliveryPolicy) -> None:
+        self.subscriber = sub
+        self._outcomes = outcomes
+        self._policy = policy
+
+    def __call__(self, func: Callable[..., Awaitable[Any]]) -> Any:
+        self._outcomes.subscribers[id(self.subscriber)] = (self._policy, accepted_events(func))
+        return self.subscriber(func)
+
+
+class EventWorker:
+    """A service's JetStream consumers on one FastStream broker, with the shared contract.
+
+    ``subscriber(...)`` registers a typed handler on a durable pull consumer of the
+    ``SECMSG`` stream; ``ensure_consumers(nc)`` creates or updates those consumers on the
+    server (JetStream binds an existing durable without changing it, so a new
+    ``max_deliver`` or ``ack_wait`` would otherwise never reach it).
+    """
+
+    def __init__(self, broker: NatsBroker, *, service: str,
+                 dead_letters: Callable[[], DeadLetterSink],
+                 policy: DeliveryPolicy | None = None) -> None:
+        self.broker = broker
+        self.outcomes = EventOutcomes(service=service, dead_letters=dead_letters,
+                                      policy=policy or DeliveryPolicy())
+        # Outermost of the broker's own middlewares: it sees every exception, tracing included.
+        broker.insert_middleware(self.outcomes)
+        self.consumers: list[_Consumer] = []
+
+    def subscriber(self, subject: str, *, durable: str, batch_size: int,
+                   fetch_timeout_s: float, batch: bool = False, max_workers: int | None = None,
+                   max_ack_pending: int | None = None,
+                   policy: DeliveryPolicy | None = None) -> Registration:
+        policy = policy or self.outcomes.policy
+        config = ConsumerConfig(
+            durable_name=durable, name=durable, filter_subject=subject,
+            ack_wait=policy.ack_wait_s, max_deliver=policy.max_deliver + RECORD_RETRIES,
+            max_ack_pending=max_ack_pending)
+        self.consumers.append(_Consumer(subject, durable, config))
+        kwargs: dict[str, Any] = {}
+        if max_workers is not None:
+            kwargs["max_workers"] = max_workers
+        sub = self.broker.subscriber(
+            subject, stream=JStream(subjects.STREAM, declare=False), durable=durable,
+            pull_sub=PullSub(batch_size=batch_size, timeout=fetch_timeout_s, batch=batch),
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            decoder=decode_batch if batch else decode_one,
+            config=ConsumerConfig(ack_wait=policy.ack_wait_s,
+                                  max_deliver=policy.max_deliver + RECORD_RETRIES,
+                                  max_ack_pending=max_ack_pending),
+            **kwargs)
+        return Registration(sub, self.outcomes, policy)
+
+    async def ensure_consumers(self, nc: NATS) -> None:
+        """Create each durable consumer, or bring its limits up to date. Idempotent."""
+        js = nc.jetstream()
+        for c in self.consumers:
+            await js.add_consumer(subjects.STREAM, config=c.config)
+
+
+# -- publishing --------------------------------------------------------------------------
+
+
+class BrokerPublisher:
+    """Publish events through the worker's own broker (one NATS connection per service).
+
+    Waits for the JetStream acknowledgement and sets ``Nats-Msg-Id`` (deterministic, so a
+    retried publish inside the duplicate window is dropped by the server). Returns False when
+    the server dropped it as a duplicate. Raises ``DependencyUnavailable`` when nothing was
+    sent, ``PublishUnconfirmed`` when no acknowledgement came back.
+    """
+
+    def __init__(self, broker: NatsBroker, *, timeout: float = 5.0) -> None:
+        self._broker = broker
+        self._timeout = timeout
+
+    async def publish(self, event: BaseModel, msg_id: str) -> bool:
+        subj = subjects.subject_for(event)
+        kind = str(getattr(event, "kind", type(event).__name__))
+        try:
+            connected = self._broker.connection.is_connected
+        except Exception:
+            connected = False
+        if not connected:
+            raise DependencyUnavailable(f"event bus unavailable, could not publish {subj} "
+                                        "(NATS is not connected)")
+        try:
+            ack = await self._broker.publish(event, subj, headers={"Nats-Msg-Id": msg_id},
+                                             stream=subjects.STREAM, timeout=self._timeout)
+        except (NatsError, OSError, TimeoutError) as exc:
+            telemetry.EVENTS_PUBLISHED.labels(kind, "failed").inc()
+            raise PublishUnconfirmed(
+                f"event bus did not confirm {subj} ({type(exc).__name__})") from exc
+        duplicate = bool(getattr(ack, "duplicate", False))
+        telemetry.EVENTS_PUBLISHED.labels(kind, "duplicate" if duplicate else "published").inc()
+        return not duplicate
+
+    async def ping(self) -> None:
+        try:
+            nc = self._broker.connection
+        except Exception:
+            nc = None
+        if nc is None or not nc.is_connected:
+            raise DependencyUnavailable("NATS is not connected")
+        try:
+            await nc.jetstream(timeout=self._timeout).stream_info(subjects.STREAM)
+        except (NatsError, OSError, TimeoutError) as exc:
+            raise DependencyUnavailable(f"JetStream unavailable ({type(exc).__name__})") from exc
+
+
+# -- the earlier manual loop (kept for notify until it moves to EventWorker) ---------------
+
+
+async def record_dead_letter(db: AsyncDatabase[Any], *, service: str, subject: str,
+                             reason: str, body: bytes, raw: Msg | None = None,
+                             error: str | None = None) -> None:
+    letter = (letter_from(raw, service=service, consumer="", reason=reason, error=error)
+              if raw is not None else
+              DeadLetter(service=service, consumer="", subject=subject, reason=reason,
+                         payload=body, error=error))
+    try:
+        await MongoDeadLetters(db).record(letter)
     except Exception:  # the terminate must still happen; the log line is the record then
         log.exception("could not record dead letter", extra={"subject": subject})
 
@@ -50,15 +605,20 @@ async def record_dead_letter(db: AsyncDatabase[Any], *, service: str, subject: s
 async def process(msg: NatsMessage, expected: type[E] | tuple[type, ...],
                   handler: Callable[[E], Awaitable[None]], *, db: AsyncDatabase[Any],
                   service: str, consumer: str,
-                  backoff_fn: Callable[[int], float] = backoff) -> None:
-    subject = msg.raw_message.subject
-    attempt = msg.raw_message.metadata.num_delivered or 1
+                  backoff_fn: Callable[[int], float] = backoff,
+                  max_deliver: int | None = None) -> None:
+    """Deprecated manual loop (subscriber with ``AckPolicy.MANUAL`` and an identity decoder):
+    use ``EventWorker``. Same outcomes; a failure is dead-lettered on delivery
+    ``max_deliver`` only when one is given (None: retried for ever, the earlier behaviour)."""
+    raw = msg.raw_message
+    subject = raw.subject
+    attempt = _attempt(raw)
     try:
         event = decode_event(msg.body, expected)  # type: ignore[arg-type]
     except PermanentError as exc:
         log.error("poison event terminated: %s", exc.detail, extra={"subject": subject})
         await record_dead_letter(db, service=service, subject=subject, reason=exc.detail,
-                                 body=msg.body)
+                                 body=msg.body, raw=raw)
         await msg.reject()
         EVENTS.labels(service, consumer, "terminated").inc()
         return
@@ -69,19 +629,28 @@ async def process(msg: NatsMessage, expected: type[E] | tuple[type, ...],
     except PermanentError as exc:
         log.error("event failed permanently: %s", exc.detail, extra={"subject": subject})
         await record_dead_letter(db, service=service, subject=subject, reason=exc.detail,
-                                 body=msg.body)
+                                 body=msg.body, raw=raw, error=type(exc).__name__)
         await msg.reject()
         EVENTS.labels(service, consumer, "terminated").inc()
-    except TransientError as exc:
-        delay = backoff_fn(attempt)
-        log.warning("transient failure, retry in %.0fs: %s", delay, exc.detail,
-                    extra={"subject": subject, "attempt": attempt})
-        await msg.nack(delay=delay)
-        EVENTS.labels(service, consumer, "naked").inc()
-    except Exception:
-        delay = backoff_fn(attempt)
-        log.exception("unexpected error, retry in %.0fs", delay,
+    except Exception as exc:
+        detail = exc.detail if isinstance(exc, TransientError) else str(exc)
+        if max_deliver is not None and attempt >= max_deliver:
+            log.error("failed on delivery %d, dead-lettered: %s", attempt, detail,
                       extra={"subject": subject, "attempt": attempt})
+            await record_dead_letter(
+                db, service=service, subject=subject, body=msg.body, raw=raw,
+                reason=f"{type(exc).__name__}: {detail} (gave up after {attempt} deliveries)",
+                error=type(exc).__name__)
+            await msg.reject()
+            EVENTS.labels(service, consumer, "terminated").inc()
+            return
+        delay = backoff_fn(attempt)
+        if isinstance(exc, TransientError):
+            log.warning("transient failure, retry in %.0fs: %s", delay, detail,
+                        extra={"subject": subject, "attempt": attempt})
+        else:
+            log.exception("unexpected error, retry in %.0fs", delay,
+                          extra={"subject": subject, "attempt": attempt})
         await msg.nack(delay=delay)
         EVENTS.labels(service, consumer, "naked").inc()
     else:
@@ -96,14 +665,11 @@ async def process_batch(msgs: Sequence[Msg], expected: type[E] | tuple[type, ...
                         handler: Callable[[list[E]], Awaitable[None]], *,
                         db: AsyncDatabase[Any], service: str, consumer: str,
                         backoff_fn: Callable[[int], float] = backoff) -> None:
-    """``process`` for a batch of raw JetStream messages with one handler call for all.
+    """Deprecated manual batch loop: use ``EventWorker.subscriber(..., batch=True)``.
 
-    Each message is decoded alone: a poison one is dead-lettered and terminated on its own,
-    as ``process`` does. The handler gets the good events in stream order and must make them
-    all durable or raise; only then is each acked. Any failure naks every good message with
-    its own back-off (nothing was acked yet), so the whole batch comes again -- the handler
-    must be idempotent. A handler cannot pin a ``PermanentError`` on one event, so that too
-    naks the batch (and is logged as an error): handle per-event permanent failures inside.
+    Each message is decoded alone: a poison one is dead-lettered and terminated on its own.
+    The handler gets the good events in stream order; only then is each acked. Any failure
+    naks every good message with its own back-off, so the whole batch comes again.
     """
     good: list[Msg] = []
     events: list[E] = []
@@ -124,10 +690,9 @@ async def process_batch(msgs: Sequence[Msg], expected: type[E] | tuple[type, ...
         await handler(events)
     except Exception as exc:
         for m in good:
-            attempt = m.metadata.num_delivered or 1
-            await m.nak(delay=backoff_fn(attempt))
+            await m.nak(delay=backoff_fn(_attempt(m)))
         EVENTS.labels(service, consumer, "naked").inc(len(good))
-        first = good[0].metadata.num_delivered or 1
+        first = _attempt(good[0])
         if isinstance(exc, TransientError):
             log.warning("transient failure, batch of %d to retry in %.0fs: %s", len(good),
                         backoff_fn(first), exc.detail, extra={"attempt": first})

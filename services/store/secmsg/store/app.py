@@ -19,11 +19,10 @@ from typing import Any
 
 from faststream.asgi import AsgiFastStream, AsgiResponse, get
 from faststream.nats import NatsBroker
-from nats.aio.client import Client as NATS
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo import AsyncMongoClient
 
-from secmsg.shared import bus, subjects, telemetry
+from secmsg.shared import bus, subjects, telemetry, worker
 from secmsg.shared.blobstore import S3BlobStore
 from secmsg.shared.errors import DependencyUnavailable
 from secmsg.shared.mongo import make_client
@@ -43,7 +42,7 @@ class Runtime:
 
     owner: str = field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
-    nc: NATS | None = None
+    broker: NatsBroker | None = None
     mongo: AsyncMongoClient[Any] | None = None
     deps: Deps | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -68,10 +67,10 @@ async def _every(interval_s: float, name: str, job: Callable[[], Awaitable[objec
 async def readiness(rt: Runtime) -> dict[str, str]:
     """Problems keyed by dependency; empty when NATS, MongoDB and S3 all answer."""
     d = rt.deps
-    if d is None or rt.nc is None:
+    if d is None or rt.broker is None:
         return {"startup": "not started"}
     checks: dict[str, Callable[[], Awaitable[object]]] = {
-        "nats": bus.EventPublisher(rt.nc, timeout=PING_TIMEOUT_S).ping,
+        "nats": worker.BrokerPublisher(rt.broker, timeout=PING_TIMEOUT_S).ping,
         "mongodb": lambda: mongo_adapter.ping(d.db),
         "s3": d.blobs.ping,
     }
@@ -94,17 +93,21 @@ def create_app(common: CommonSettings | None = None,
     common = common or CommonSettings()
     cfg = cfg or StoreSettings()
     rt = Runtime()
-    broker = NatsBroker(common.nats_url, name="secmsg-store", max_reconnect_attempts=-1,
-                        reconnect_time_wait=1, graceful_timeout=cfg.graceful_timeout_s,
-                        logger=logging.getLogger("secmsg.store.broker"),
-                        apply_types=False)  # handlers take the message itself (handlers.py)
+    # One NATS connection: the broker's. Handlers are typed (handlers.py), events published
+    # through it (worker.BrokerPublisher).
+    broker = rt.broker = NatsBroker(
+        common.nats_url, name="secmsg-store", max_reconnect_attempts=-1, reconnect_time_wait=1,
+        graceful_timeout=cfg.graceful_timeout_s, logger=logging.getLogger("secmsg.store.broker"),
+        log_level=logging.DEBUG)  # "Received"/"Processed" per event: debug, not info
     if (tracing := telemetry.nats_middleware(telemetry.setup_tracing("store", common))):
         broker.add_middleware(tracing)
-    register(broker, rt.get_deps, cfg)
+    consumers = register(broker, rt.get_deps, cfg)
 
     async def start_clients() -> None:
-        rt.nc = await bus.connect(common.nats_url, "secmsg-store-publisher")
-        await bus.ensure_stream(rt.nc)
+        # The stream and the consumers' limits exist before the subscribers bind.
+        nc = await broker.connect()
+        await bus.ensure_stream(nc)
+        await consumers.ensure_consumers(nc)
         rt.mongo = make_client(common)
         db = rt.mongo[common.mongo_db]
         await mongo_adapter.ensure_indexes(db)
@@ -114,7 +117,7 @@ def create_app(common: CommonSettings | None = None,
                        claims=mongo_adapter.MongoPurgeClaims(db),
                        deliveries=mongo_adapter.MongoDeliveryRepo(db),
                        audit=mongo_adapter.MongoAuditRepo(db), blobs=blobs,
-                       publisher=bus.EventPublisher(rt.nc),
+                       publisher=worker.BrokerPublisher(broker),
                        undeliverable=mongo_adapter.MongoUndeliverableRepo(db),
                        rotations=mongo_adapter.MongoRotationRepo(db),
                        tenants=mongo_adapter.MongoTenantPolicies(db),
@@ -137,10 +140,9 @@ def create_app(common: CommonSettings | None = None,
             cfg.orphan_sweep_interval_s, "orphan sweep",
             lambda: service.sweep_orphans(messages=d.messages, blobs=d.blobs,
                                           grace_s=cfg.orphan_grace_s))))
-        if rt.nc is not None:
-            rt.tasks.append(asyncio.create_task(telemetry.watch_consumer_lag(
-                rt.nc.jetstream(), [subjects.STORE_RECEIVED, subjects.STORE_DELIVERY,
-                                    subjects.STORE_AUDIT, subjects.STORE_CONTROL])))
+        rt.tasks.append(asyncio.create_task(telemetry.watch_consumer_lag(
+            broker.connection.jetstream(), [subjects.STORE_RECEIVED, subjects.STORE_DELIVERY,
+                                            subjects.STORE_AUDIT, subjects.STORE_CONTROL])))
 
     async def stop_loops() -> None:
         for task in rt.tasks:
@@ -151,10 +153,6 @@ def create_app(common: CommonSettings | None = None,
         rt.tasks.clear()
 
     async def close_clients() -> None:
-        if rt.nc is not None:
-            with contextlib.suppress(Exception):
-                await rt.nc.drain()
-            rt.nc = None
         if rt.mongo is not None:
             await rt.mongo.close()
             rt.mongo = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -32,6 +32,17 @@ class StoreSettings(BaseSettings):
     ack_wait_s: float = Field(default=30.0, gt=0)
     backoff_base_s: float = Field(default=1.0, gt=0)
     backoff_cap_s: float = Field(default=300.0, gt=0)
+    max_deliver: int = Field(
+        default=10, ge=1,
+        description="deliveries of an event that keeps failing (a bug, a dependency down for "
+                    "longer than the back-off covers) before it is dead-lettered")
+    dead_letters_poll_s: float = Field(
+        default=30.0, gt=0,
+        description="how often the dead-letter gauge (secmsg_dead_letters) is refreshed")
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="platform operator's bearer token for /admin/dead-letters on this port "
+                    "(unset: the admin endpoints answer 404)")
     control_missing_retries: int = Field(
         default=5, ge=0,
         description="deliveries of an expiry change for a message not on record yet before "
