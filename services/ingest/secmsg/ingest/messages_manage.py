@@ -32,14 +32,18 @@ from secmsg.shared.events import MessageExpiryChanged, MessageRecalled, event_ms
 ALL = "*"
 
 
-def may_manage(creds: Credentials, message: MessageRecord) -> bool:
-    if SCOPE_ADMIN in creds.scopes:
-        return True
-    if SCOPE_SEND not in creds.scopes:
-        return False
+def is_sender(creds: Credentials, message: MessageRecord) -> bool:
+    """The caller sent it: the user token of its From address, or the API key that
+    submitted it."""
     if creds.is_token:
         return message.sender.lower() == creds.email
     return message.submitted_by == creds.submitted_by
+
+
+def may_manage(creds: Credentials, message: MessageRecord) -> bool:
+    if SCOPE_ADMIN in creds.scopes:
+        return True
+    return SCOPE_SEND in creds.scopes and is_sender(creds, message)
 
 
 async def load(*, creds: Credentials, message_id: str, messages: MessageRepo) -> MessageRecord:
@@ -182,7 +186,11 @@ async def slip(*, creds: Credentials, message_id: str, messages: MessageRepo
             downloads.setdefault(who, []).append({"object_id": ev.get("object_id"),
                                                   "at": ev.get("at")})
     lines = []
+    # Bcc recipients are listed to the sender only: an admin may be a to/cc recipient too.
+    sender = is_sender(creds, message)
     for address, kind in message.recipients:
+        if kind == "bcc" and not sender:
+            continue
         low = address.lower()
         d = delivery.get(low) or {}
         access = revoked.get(ALL) or revoked.get(low) or "open"

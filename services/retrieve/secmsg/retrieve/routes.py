@@ -91,7 +91,8 @@ class MessageList(BaseModel):
 
 class RecipientOut(BaseModel):
     address: str
-    kind: Literal["to", "cc"]
+    kind: Literal["to", "cc", "bcc"] = Field(
+        description="`bcc` only for the caller itself: nobody is shown another bcc recipient")
 
 
 class AttachmentOut(BaseModel):
@@ -219,7 +220,8 @@ async def read_message(message_id: MessageId, session: SessionDep, deps: DepsDep
     return MessageOut(
         **_summary(r), tenant_id=r.tenant_id, disclaimer=r.disclaimer, text=view.text,
         html=view.html,
-        recipients=[RecipientOut(address=x.address, kind=x.kind) for x in r.recipients],
+        recipients=[RecipientOut(address=x.address, kind=x.kind)
+                    for x in service.visible_recipients(r, session.address)],
         attachments=[AttachmentOut(object_id=o.object_id, filename=o.filename,
                                    content_type=o.content_type, size=o.size)
                      for o in r.objects if o.role == "attachment"])

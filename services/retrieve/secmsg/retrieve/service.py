@@ -53,7 +53,12 @@ from secmsg.shared.errors import (
     TooManyRequests,
     Unauthorized,
 )
-from secmsg.shared.events import AttachmentDownloaded, MessageOpened, StoredObject
+from secmsg.shared.events import (
+    AttachmentDownloaded,
+    MessageOpened,
+    Recipient,
+    StoredObject,
+)
 
 log = logging.getLogger(__name__)
 
@@ -343,6 +348,13 @@ class MessageView:
     record: MessageRecord
     text: str | None
     html: str | None
+
+
+def visible_recipients(record: MessageRecord, address: str) -> list[Recipient]:
+    """The recipients ``address`` may see: To and Cc, and itself when it was blind-copied.
+    Nobody learns who else was on Bcc."""
+    me = address.lower()
+    return [r for r in record.recipients if r.kind != "bcc" or r.address.lower() == me]
 
 
 def _clip(value: str | None, n: int = 512) -> str | None:

@@ -35,7 +35,13 @@ from secmsg.retrieve.ports import (
     SessionRecord,
 )
 from secmsg.shared.crypto import KeyRing
-from secmsg.shared.errors import Forbidden, InvalidInput, NotFound, SecmsgError
+from secmsg.shared.errors import (
+    Forbidden,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+    SecmsgError,
+)
 from secmsg.shared.events import AuditAction, AuditRecorded, StoredObject
 
 ID_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -50,7 +56,9 @@ RETRIEVED_HEADER = "X-Secure-Message-Retrieved"
 # Headers of an original we never pass on: ours to write, and a sender's copy would spoof them.
 _OURS = frozenset({"x-secure-message-id", "x-secure-message-url",
                    "x-secure-message-retrieved"})
-_HEADER_CAP = 256 * 1024  # an original whose header block is larger passes unfiltered
+# ... nor the blind copies: a to/cc recipient must not learn them, nor one bcc of another.
+_NOT_PASSED_ON = _OURS | {"bcc", "resent-bcc"}
+_HEADER_CAP = 256 * 1024  # longest header line of an original we pass on
 _B64_LINE = 57  # bytes per 76-character base64 line (RFC 2045)
 _HOST_RE = re.compile(r"^[A-Za-z0-9.-]{1,253}$")
 _SMTP = email_policy.SMTP
@@ -302,42 +310,54 @@ async def build_message(*, record: MessageRecord, blobs: BlobReader, keyring: Ke
     yield f"--{mixed}--\r\n".encode()
 
 
-def _filter_header(block: bytes) -> bytes:
-    fields: list[bytes] = []
-    for line in block.splitlines(keepends=True):
-        if line[:1] in (b" ", b"\t") and fields:
-            fields[-1] += line
-        else:
-            fields.append(line)
-    kept = [f for f in fields
-            if f.split(b":", 1)[0].strip().decode("latin-1").lower() not in _OURS]
-    return b"".join(kept)
+def _field_name(line: bytes) -> str:
+    return line.split(b":", 1)[0].strip().decode("latin-1").lower()
 
 
 async def original_message(*, record: MessageRecord, obj: StoredObject, blobs: BlobReader,
                            keyring: KeyRing, retrieved: str) -> AsyncIterator[bytes]:
     """The decrypted original, byte for byte, with our header on top (in the original's own
-    line ends) and any ``X-Secure-Message-*`` header the sender brought removed."""
+    line ends), any ``X-Secure-Message-*`` header the sender brought removed, and no ``Bcc``
+    (nobody is shown who was blind-copied).
+
+    The header is filtered field by field as it streams (a field's continuation lines go
+    with it), so a huge header block cannot carry a ``Bcc`` past the filter; a single header
+    line longer than ``_HEADER_CAP`` stops the stream (``IntegrityError``)."""
     stream = _plain(record, obj, blobs, keyring)
     buf = b""
-    end = -1
+    top: bytes | None = None
+    dropping = False
     async for chunk in stream:
         buf += chunk
-        crlf, lf = buf.find(b"\r\n\r\n"), buf.find(b"\n\n")
-        if crlf >= 0 and (lf < 0 or crlf < lf):
-            end = crlf + 2
-        elif lf >= 0:
-            end = lf + 1
-        if end >= 0 or len(buf) > _HEADER_CAP:
-            break
-    newline = b"\r\n" if b"\r\n" in buf[:buf.find(b"\n") + 1] else b"\n"
-    top = f"{RETRIEVED_HEADER}: {retrieved}".encode("ascii") + newline
-    if end >= 0:
-        yield top + _filter_header(buf[:end]) + buf[end:]
-    else:
-        yield top + buf
-    async for chunk in stream:
-        yield chunk
+        out: list[bytes] = []
+        while (i := buf.find(b"\n")) >= 0:
+            line, buf = buf[:i + 1], buf[i + 1:]
+            if top is None:
+                newline = b"\r\n" if line.endswith(b"\r\n") else b"\n"
+                top = f"{RETRIEVED_HEADER}: {retrieved}".encode("ascii") + newline
+                out.append(top)
+            if line in (b"\r\n", b"\n"):  # the empty line: the rest is the body, as is
+                out += [line, buf]
+                buf = b""
+                yield b"".join(out)
+                async for rest in stream:
+                    yield rest
+                return
+            if line[:1] not in (b" ", b"\t"):
+                dropping = _field_name(line) in _NOT_PASSED_ON
+            if not dropping:
+                out.append(line)
+        if len(buf) > _HEADER_CAP:
+            raise IntegrityError("the original has a header line longer than "
+                                 f"{_HEADER_CAP} bytes")
+        if out:
+            yield b"".join(out)
+    # No empty line (a header-only message): what is left is a last, unterminated field.
+    tail = (b"" if top is not None
+            else f"{RETRIEVED_HEADER}: {retrieved}\r\n".encode("ascii"))
+    if buf[:1] not in (b" ", b"\t"):
+        dropping = _field_name(buf) in _NOT_PASSED_ON
+    yield tail + (b"" if dropping else buf)
 
 
 def message_stream(*, record: MessageRecord, session: SessionRecord, messages: MessageRepo,
