@@ -4,11 +4,13 @@
 # (secmsg.shared, pydantic, nats-py, faststream, pymongo, minio, cryptography), so one image
 # means one build, one vulnerability scan and one SBOM; the services differ only by command:
 #
-#   docker run secmsg python -m secmsg.ingest    (8080)
-#   docker run secmsg python -m secmsg.store     (8081)
-#   docker run secmsg python -m secmsg.notify    (8082)
-#   docker run secmsg python -m secmsg.retrieve  (8443, HTTPS)
-#   docker run secmsg python -m secmsg.notify.deliverability  (bounces 2525, health 8083)
+#   docker run secmsg python -m secmsg.ingest    (API 8080; probes 9080)
+#   docker run secmsg python -m secmsg.store     (probes 8081)
+#   docker run secmsg python -m secmsg.notify    (probes 8082)
+#   docker run secmsg python -m secmsg.retrieve  (HTTPS 8443; probes 9443)
+#   docker run secmsg python -m secmsg.notify.deliverability  (bounces 2525, probes 8083)
+# Probes = /healthz, /readyz, /metrics on the internal port, loopback unless
+# SECMSG_<SVC>_INTERNAL_HOST says otherwise (Kubernetes: 0.0.0.0).
 #   docker run secmsg python -m secmsg.toolbar --help  (the reference toolbar agent)
 #
 # See docs/operations.md ("Images").
@@ -71,10 +73,10 @@ ENV PATH=/app/.venv/bin:$PATH \
     TMPDIR=/tmp
 WORKDIR /app
 USER 10001:10001
-EXPOSE 8080 8081 8082 8443
+EXPOSE 8080 8443
 
 # /healthz (liveness) of whichever secmsg service runs in this container; the script finds
-# the service from the process list and its port from SECMSG_<SVC>_PORT.
+# the service from the process list and its internal port from SECMSG_<SVC>_INTERNAL_PORT.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "/app/healthcheck.py"]
 

@@ -25,7 +25,9 @@ from devstack.tls import ensure_cert
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PORTS = {"nats": 4222, "mongo": 27017, "s3": 9000, "smtp": 2525, "ingest": 8080,
                  "store": 8081, "notify": 8082, "retrieve": 8443,
-                 "notify.deliverability": 8083, "bounces": 2526}
+                 "notify.deliverability": 8083, "bounces": 2526,
+                 # the internal ports (/healthz, /readyz, /metrics) of the two public services
+                 "ingest.internal": 9080, "retrieve.internal": 9443}
 
 
 def _port(preferred: int) -> int:
@@ -114,7 +116,8 @@ def main() -> None:
     # ingest before retrieve (the webmail's replies); the deliverability process (bounce
     # receiver + DNSBL monitor) is the notify package's singleton.
     procs = [ServiceProc(name, env, run_dir / "logs" / f"{name}.log", ports[name],
-                         tls=(name == "retrieve"))
+                         tls=(name == "retrieve"),
+                         internal_port=ports.get(f"{name}.internal", ports[name]))
              for name in ("store", "notify", "notify.deliverability", "ingest", "retrieve")]
     by_name = {p.name: p for p in procs}
     stopping = False
@@ -146,9 +149,11 @@ secmsg is running (up in {time.monotonic() - t0:.1f}s). Ctrl-C stops everything.
   ingest    {by_name['ingest'].base_url}    (OpenAPI: {by_name['ingest'].base_url}/docs)
   retrieve  {retrieve_url}   (self-signed certificate: {cert})
             Secure Message Center: open the link in a notification in {mail_dir}
-  store     {by_name['store'].base_url}/metrics     notify {by_name['notify'].base_url}/metrics
-  bounces   smtp://127.0.0.1:{ports['bounces']} (bounce receiver; health and metrics on \
-{by_name['notify.deliverability'].base_url})
+  probes    /healthz /readyz /metrics of each service (loopback only):
+            ingest {by_name['ingest'].internal_url}   retrieve {by_name['retrieve'].internal_url}
+            store {by_name['store'].internal_url}   notify {by_name['notify'].internal_url}
+            deliverability {by_name['notify.deliverability'].internal_url}
+  bounces   smtp://127.0.0.1:{ports['bounces']} (bounce receiver)
   NATS      nats://127.0.0.1:{ports['nats']}   MongoDB-wire mongodb://127.0.0.1:{ports['mongo']}
   S3        http://127.0.0.1:{ports['s3']}   (bucket secmsg)
   SMTP sink 127.0.0.1:{ports['smtp']} -> captured mail as .eml files in {mail_dir}

@@ -1,14 +1,16 @@
 """Run the four secmsg services as child processes (local platform, end-to-end and fault tests).
 
-Each service is ``python -m secmsg.<name>``, configured only by environment variables, with a
-health endpoint this module polls before declaring it up. ``kill()`` is a real SIGKILL.
+Each service is ``python -m secmsg.<name>``, configured only by environment variables. Every
+process has an internal port (``internal_url``: /healthz, /readyz, /metrics, polled before the
+service counts as up); ingest and retrieve also a public one (``base_url``: the API). For the
+probe-only processes (store, notify, notify.deliverability) both are the same port.
+``kill()`` is a real SIGKILL.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import ssl
 import subprocess
 import sys
 import time
@@ -16,12 +18,20 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from devstack.servers import free_port
+
 SERVICES = ("ingest", "store", "notify", "retrieve")
+PUBLIC = ("ingest", "retrieve")  # the services with a public port besides the internal one
 
 
 def port_env(name: str) -> str:
-    # "notify.deliverability" -> SECMSG_NOTIFY_DELIVERABILITY_PORT
+    """The public port's variable: "ingest" -> SECMSG_INGEST_PORT."""
     return f"SECMSG_{name.upper().replace('.', '_')}_PORT"
+
+
+def internal_port_env(name: str) -> str:
+    # "notify.deliverability" -> SECMSG_NOTIFY_DELIVERABILITY_INTERNAL_PORT
+    return f"SECMSG_{name.upper().replace('.', '_')}_INTERNAL_PORT"
 
 
 @dataclass
@@ -33,13 +43,27 @@ class ServiceProc:
     tls: bool = False
     proc: subprocess.Popen[bytes] | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    internal_port: int = 0  # 0: a free port (ingest, retrieve) or ``port`` (the others)
+
+    def __post_init__(self) -> None:
+        if not self.internal_port:
+            self.internal_port = free_port() if self.name in PUBLIC else self.port
 
     @property
     def base_url(self) -> str:
+        """The public API (ingest, retrieve); the probes' port for the other processes."""
         return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
+    @property
+    def internal_url(self) -> str:
+        """/healthz, /readyz, /metrics (plain HTTP on loopback)."""
+        return f"http://127.0.0.1:{self.internal_port}"
+
     def start(self, timeout: float = 30.0, wait: bool = True) -> None:
-        env = {**os.environ, **self.env, **self.extra_env, port_env(self.name): str(self.port)}
+        ports = {internal_port_env(self.name): str(self.internal_port)}
+        if self.name in PUBLIC:
+            ports[port_env(self.name)] = str(self.port)
+        env = {**os.environ, **self.env, **self.extra_env, **ports}
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen([sys.executable, "-m", f"secmsg.{self.name}"], env=env,
                                      stdout=log, stderr=subprocess.STDOUT,
@@ -49,9 +73,6 @@ class ServiceProc:
             self.wait_healthy(timeout)
 
     def wait_healthy(self, timeout: float = 30.0, path: str = "/healthz") -> None:
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
         deadline = time.monotonic() + timeout
         last: Exception | None = None
         while time.monotonic() < deadline:
@@ -59,8 +80,7 @@ class ServiceProc:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; "
                                    f"see {self.log_path}:\n{self.tail()}")
             try:
-                with urllib.request.urlopen(self.base_url + path, timeout=2,
-                                            context=ctx if self.tls else None) as r:
+                with urllib.request.urlopen(self.internal_url + path, timeout=2) as r:
                     if r.status == 200:
                         return
             except Exception as exc:  # not up yet

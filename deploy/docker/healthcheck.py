@@ -2,21 +2,20 @@
 
 One image runs any of the four services, so the check finds which one from the process list
 (``python -m secmsg.<svc>``, PID 1 or a child of an init) unless ``SECMSG_SERVICE`` names it,
-then reads its port from ``SECMSG_<SVC>_PORT``. retrieve speaks HTTPS with a certificate
-that is often self-signed in compose, so the check does not verify it: it asks "is the
-process alive", not "is the certificate trusted". Standard library only; exit 0 = healthy.
+then asks its internal port (``SECMSG_<SVC>_INTERNAL_PORT``, plain HTTP on loopback: the
+probes are never on the public port). Standard library only; exit 0 = healthy.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import ssl
 import sys
 import urllib.request
 from pathlib import Path
 
-DEFAULT_PORTS = {"ingest": 8080, "store": 8081, "notify": 8082, "retrieve": 8443,
+# The internal ports' defaults (the settings' internal_port).
+DEFAULT_PORTS = {"ingest": 9080, "store": 8081, "notify": 8082, "retrieve": 9443,
                  "notify.deliverability": 8083}
 _MODULE_RE = re.compile(
     r"^secmsg\.(ingest|store|notify\.deliverability|notify|retrieve)(\.__main__)?$")
@@ -45,18 +44,13 @@ def find_service(proc: Path = Path("/proc")) -> str | None:
 
 def health_url(service: str, env: dict[str, str]) -> str:
     name = service.upper().replace(".", "_")
-    port = env.get(f"SECMSG_{name}_PORT") or str(DEFAULT_PORTS[service])
-    tls = service == "retrieve" and bool(env.get("SECMSG_RETRIEVE_TLS_CERT"))
-    return f"{'https' if tls else 'http'}://127.0.0.1:{port}/healthz"
+    port = env.get(f"SECMSG_{name}_INTERNAL_PORT") or str(DEFAULT_PORTS[service])
+    return f"http://127.0.0.1:{port}/healthz"
 
 
 def check(url: str, timeout: float = 4.0) -> bool:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
     try:
-        with urllib.request.urlopen(url, timeout=timeout,  # noqa: S310 - fixed local URL
-                                    context=ctx if url.startswith("https") else None) as r:
+        with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 - fixed local URL
             return bool(r.status == 200)
     except Exception:  # any failure means "not healthy"
         return False

@@ -68,11 +68,9 @@ def start_deliverability(env: dict[str, str], tmp_path: Path
 
     def start(**extra: Any) -> Proc:
         port, bounce_port = free_port(), free_port()
-        values = {"SECMSG_NOTIFY_DELIVERABILITY_PORT": str(port),
-                  "SECMSG_NOTIFY_BOUNCE_HOST": "127.0.0.1",
+        values = {"SECMSG_NOTIFY_BOUNCE_HOST": "127.0.0.1",
                   "SECMSG_NOTIFY_BOUNCE_PORT": str(bounce_port),
                   "SECMSG_NOTIFY_BOUNCE_ADDRESS": BOUNCE_BASE,
-                  "SECMSG_NOTIFY_DELIVERABILITY_HOST": "127.0.0.1",
                   **{k: str(v) for k, v in extra.items()}}
         svc = ServiceProc("notify.deliverability", dict(env),
                           tmp_path / f"deliverability-{len(started)}.log", port,

@@ -19,6 +19,8 @@ from secmsg.shared.settings import CommonSettings
 from tests.deploy.conftest import K8S, ROOT
 
 SERVICES = {"ingest": 8080, "store": 8081, "notify": 8082, "retrieve": 8443}
+PUBLIC = {"ingest", "retrieve"}
+INTERNAL = {"ingest": 9080, "store": 8081, "notify": 8082, "retrieve": 9443}
 BACKENDS = ("nats", "mongo", "minio", "mailpit")
 SENSITIVE = re.compile(r"KEYRING$|SECRET|PASSWORD|PEPPER|MONGO_URL")
 REQUIRED_REF = re.compile(r"\$\{([A-Z0-9_]+):\?[^}]*\}")
@@ -84,7 +86,13 @@ def test_secmsg_services_run_their_module_locked_down(compose: dict[str, Any]) -
         s = compose["services"][svc]
         assert s["command"] == ["python", "-m", f"secmsg.{svc}"]
         assert s["build"]["dockerfile"] == "Dockerfile"
-        assert s["environment"][f"SECMSG_{svc.upper()}_PORT"] == str(port)
+        env = s["environment"]
+        if svc in PUBLIC:
+            assert env[f"SECMSG_{svc.upper()}_PORT"] == str(port)
+        assert env[f"SECMSG_{svc.upper()}_INTERNAL_PORT"] == str(INTERNAL[svc])
+        # the probes stay inside the container (loopback): never a published port
+        assert f"SECMSG_{svc.upper()}_INTERNAL_HOST" not in env
+        assert not any(p.endswith(f":{INTERNAL[svc]}") for p in s.get("ports", []))
         assert s["healthcheck"]["test"] == ["CMD", "python", "/app/healthcheck.py"]
         assert s["read_only"] is True and s["cap_drop"] == ["ALL"]
         assert any(t.startswith("/tmp") for t in s["tmpfs"])

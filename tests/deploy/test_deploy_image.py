@@ -10,9 +10,9 @@ import os
 import re
 import ssl
 import subprocess
-import tomllib
 import sys
 import threading
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -185,18 +185,20 @@ def _run_check(env: dict[str, str]) -> int:
 @pytest.mark.parametrize(("health_server", "svc", "expected"), [
     ((200, False), "store", 0),
     ((503, False), "notify", 1),
-    ((200, True), "retrieve", 0),
+    ((200, False), "retrieve", 0),  # the internal port is plain HTTP, even for retrieve
 ], indirect=["health_server"])
 def test_healthcheck_reports_the_services_healthz(health_server: int, svc: str,
                                                  expected: int) -> None:
-    env = {"SECMSG_SERVICE": svc, f"SECMSG_{svc.upper()}_PORT": str(health_server)}
+    env = {"SECMSG_SERVICE": svc, f"SECMSG_{svc.upper()}_INTERNAL_PORT": str(health_server),
+           f"SECMSG_{svc.upper()}_PORT": str(free_port())}  # the public port is not asked
     if svc == "retrieve":
         env["SECMSG_RETRIEVE_TLS_CERT"] = "/run/secmsg/tls/tls.crt"
     assert _run_check(env) == expected
 
 
 def test_healthcheck_fails_when_nothing_listens() -> None:
-    assert _run_check({"SECMSG_SERVICE": "ingest", "SECMSG_INGEST_PORT": str(free_port())}) == 1
+    assert _run_check({"SECMSG_SERVICE": "ingest",
+                       "SECMSG_INGEST_INTERNAL_PORT": str(free_port())}) == 1
 
 
 def test_healthcheck_finds_the_service_from_the_process_list(
@@ -216,5 +218,6 @@ def test_healthcheck_finds_the_service_from_the_process_list(
     (proc / "7" / "cmdline").write_bytes(b"python\0-m\0secmsg.other\0")
     assert hc.find_service(proc) is None
     assert hc.health_url("retrieve", {"SECMSG_RETRIEVE_TLS_CERT": "x"}) == (
-        "https://127.0.0.1:8443/healthz")
-    assert hc.health_url("store", {"SECMSG_STORE_PORT": "9"}) == "http://127.0.0.1:9/healthz"
+        "http://127.0.0.1:9443/healthz")
+    assert hc.health_url("store", {"SECMSG_STORE_INTERNAL_PORT": "9"}) == (
+        "http://127.0.0.1:9/healthz")

@@ -18,6 +18,8 @@ from tests.deploy.conftest import K8S, OVERLAYS
 Doc = dict[str, Any]
 SERVICES = {"ingest": 8080, "store": 8081, "notify": 8082, "retrieve": 8443}
 PUBLIC = {"ingest", "retrieve"}
+# /healthz, /readyz, /metrics: the internal port of each service (the workers have no other)
+INTERNAL = {"ingest": 9080, "store": 8081, "notify": 8082, "retrieve": 9443}
 WORKERS = {"store", "notify"}
 # Oldest Kubernetes we support and the newest the schemas know.
 K8S_VERSIONS = ("1.30", kubernetes_validate.utils.latest_version())
@@ -138,15 +140,24 @@ def test_each_service_runs_its_module_on_its_port_with_health_probes(
         (c,) = dep["spec"]["template"]["spec"]["containers"]
         assert c["command"] == ["python", "-m", f"secmsg.{svc}"]
         assert c["image"].startswith("ghcr.io/secmsg/secmsg:")
-        assert [p["containerPort"] for p in c["ports"]] == [port]
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
         env = {e["name"]: e for e in c.get("env", [])}
-        assert env[f"SECMSG_{svc.upper()}_PORT"]["value"] == str(port)
-        scheme = "HTTPS" if svc == "retrieve" else "HTTP"
+        if svc in PUBLIC:
+            assert ports == {"http": port, "internal": INTERNAL[svc]}
+            assert env[f"SECMSG_{svc.upper()}_PORT"]["value"] == str(port)
+        else:
+            assert ports == {"internal": INTERNAL[svc]}
+        assert env[f"SECMSG_{svc.upper()}_INTERNAL_PORT"]["value"] == str(INTERNAL[svc])
+        assert env[f"SECMSG_{svc.upper()}_INTERNAL_HOST"]["value"] == "0.0.0.0"
         assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
         assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
         for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
-            assert c[probe]["httpGet"]["scheme"] == scheme, f"{svc} {probe}"
-            assert c[probe]["httpGet"]["port"] in ("http", port)
+            # probes and metrics only on the internal port, plain HTTP
+            assert c[probe]["httpGet"]["scheme"] == "HTTP", f"{svc} {probe}"
+            assert c[probe]["httpGet"]["port"] in ("internal", INTERNAL[svc]), f"{svc} {probe}"
+        annotations = dep["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/port"] == str(INTERNAL[svc])
+        assert annotations["prometheus.io/scheme"] == "http"
         # The generated ConfigMap's hashed name was substituted into the reference.
         refs = [e["configMapRef"]["name"] for e in c.get("envFrom", []) if "configMapRef" in e]
         assert refs and all(r in config_maps for r in refs), (svc, refs, config_maps)
@@ -154,8 +165,13 @@ def test_each_service_runs_its_module_on_its_port_with_health_probes(
         service = named(docs, "Service", f"secmsg-{svc}")
         labels = dep["spec"]["template"]["metadata"]["labels"]
         assert selects({"matchLabels": service["spec"]["selector"]}, labels)
-        assert service["spec"]["ports"][0]["port"] == port
-        assert service["spec"]["ports"][0]["targetPort"] in ("http", port)
+        if svc in PUBLIC:
+            # the Service (and so the Ingress) reaches only the public port
+            assert [(p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [
+                (port, "http")]
+        else:
+            assert service["spec"]["ports"][0]["port"] == INTERNAL[svc]
+            assert service["spec"]["ports"][0]["targetPort"] in ("internal", INTERNAL[svc])
         assert service["spec"].get("type", "ClusterIP") == "ClusterIP"
 
         pdbs = [p for p in of_kind(docs, "PodDisruptionBudget")
@@ -217,6 +233,14 @@ def test_network_policies_deny_by_default_and_allow_only_what_each_service_needs
         else:
             assert "ingress-nginx" not in sources, f"{svc} is a worker: no ingress traffic"
             assert sources <= {"monitoring"}, (svc, sources)
+        # Prometheus reaches only the internal port; nothing else reaches the internal port.
+        for r in ingress:
+            peers = {f.get("namespaceSelector", {}).get("matchLabels", {})
+                     .get("kubernetes.io/metadata.name") for f in r["from"]}
+            if peers == {"monitoring"}:
+                assert _ports([r]) == {"internal"}, (svc, r)
+            else:
+                assert not _ports([r]) & {"internal", INTERNAL[svc]}, (svc, r)
         ports = _ports(egress)
         assert {DNS, NATS, MONGO, S3} <= ports, (svc, ports)
         allowed = {DNS, NATS, MONGO, S3}
@@ -305,9 +329,11 @@ def test_the_deliverability_process_is_a_probed_singleton(
     assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
     (c,) = dep["spec"]["template"]["spec"]["containers"]
     assert c["command"] == ["python", "-m", "secmsg.notify.deliverability"]
-    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 8083, "smtp": 2525}
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"internal": 8083,
+                                                                    "smtp": 2525}
     env = {e["name"]: e for e in c.get("env", [])}
-    assert env["SECMSG_NOTIFY_DELIVERABILITY_PORT"]["value"] == "8083"
+    assert env["SECMSG_NOTIFY_DELIVERABILITY_INTERNAL_PORT"]["value"] == "8083"
+    assert c["readinessProbe"]["httpGet"]["port"] == "internal"
     assert env["SECMSG_MONGO_URL"]["valueFrom"]["secretKeyRef"]["name"] == "secmsg-secrets"
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -331,6 +357,19 @@ def test_overlays_set_their_namespace_and_production_pins_the_image(
         assert tag not in ("latest", "dev"), f"production must pin the image, got {tag}"
     prod_cm = of_kind(rendered["production"], "ConfigMap")[0]["data"]
     assert prod_cm["SECMSG_ENVIRONMENT"] == "production"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_forwarded_headers_are_trusted_only_from_the_ingress_range(
+        rendered: dict[str, list[Doc]], overlay: str) -> None:
+    (base_cm,) = of_kind(rendered["base"], "ConfigMap")
+    assert not any(k.endswith("FORWARDED_ALLOW_IPS") for k in base_cm["data"]), \
+        "the base trusts no proxy; overlays name the ingress controller's range"
+    (cm,) = of_kind(rendered[overlay], "ConfigMap")
+    for svc in PUBLIC:
+        value = cm["data"][f"SECMSG_{svc.upper()}_FORWARDED_ALLOW_IPS"]
+        nets = [ipaddress.ip_network(v.strip()) for v in value.split(",")]  # no "*"
+        assert nets and all(n.is_private for n in nets), (svc, value)
 
 
 def test_kustomization_files_reference_existing_paths() -> None:

@@ -90,14 +90,14 @@ async def test_logs_follow_the_message_and_carry_no_secrets(platform: Platform) 
     async with httpx.AsyncClient(verify=False, timeout=10) as http:
         for name in SERVICES:
             # The lag gauges are read every few seconds; the first round runs at start-up.
-            text = (await http.get(platform.procs[name].base_url + "/metrics")).text
+            text = (await http.get(platform.procs[name].internal_url + "/metrics")).text
             fams = exposed(text)
             missing = docs[name] - set(fams)
             assert not missing, f"{name} /metrics lacks {sorted(missing)}"
     async with httpx.AsyncClient(verify=False, timeout=10) as http:
-        store = exposed((await http.get(platform.procs["store"].base_url + "/metrics")).text)
-        notify = exposed((await http.get(platform.procs["notify"].base_url + "/metrics")).text)
-        ingest = exposed((await http.get(platform.procs["ingest"].base_url + "/metrics")).text)
+        store = exposed((await http.get(platform.procs["store"].internal_url + "/metrics")).text)
+        notify = exposed((await http.get(platform.procs["notify"].internal_url + "/metrics")).text)
+        ingest = exposed((await http.get(platform.procs["ingest"].internal_url + "/metrics")).text)
     assert any("'kind', 'message.received'" in s and "'published'" in s
                for s in ingest["secmsg_events_published_total"])
     assert any("store-received" in s for s in store["secmsg_consumer_pending_messages"])

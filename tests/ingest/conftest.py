@@ -74,6 +74,7 @@ class Ingest:
     blobs: S3BlobStore
     api_key: str
     s3_dir: Path
+    probes: httpx.AsyncClient  # the internal port's app: /healthz /readyz /metrics
 
     def headers(self, **extra: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}",
@@ -108,7 +109,9 @@ async def ingest(env: dict[str, str], mongo_db: Any, stack: Stack,
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://ingest.test",
-                                     timeout=30) as client:
+                                     timeout=30) as client, \
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=app.state.probes),
+                                  base_url="http://internal", timeout=30) as probes:
             yield Ingest(client=client, db=mongo_db, settings=settings,
                          blobs=S3BlobStore.from_settings(settings), api_key=key,
-                         s3_dir=stack.s3_data_dir / settings.s3_bucket)
+                         s3_dir=stack.s3_data_dir / settings.s3_bucket, probes=probes)

@@ -22,7 +22,7 @@ def restart_after(stack: Stack) -> Iterator[list[Server]]:
 
 async def test_nats_down_is_503_and_leaves_no_objects(ingest: Ingest, nats_server: Server
                                                       ) -> None:
-    r = await ingest.client.get("/readyz")
+    r = await ingest.probes.get("/readyz")
     assert r.status_code == 200, r.text
     nats_server.stop()
     r = await ingest.post(PARTS)
@@ -30,7 +30,7 @@ async def test_nats_down_is_503_and_leaves_no_objects(ingest: Ingest, nats_serve
     assert r.json()["error"] == "dependency_unavailable"
     assert "event bus" in r.json()["detail"]
     assert await ingest.keys() == []
-    r = await ingest.client.get("/readyz")
+    r = await ingest.probes.get("/readyz")
     assert r.status_code == 503 and "nats" in r.json()["reasons"]
     nats_server.start()
     assert await ingest.events() == []
@@ -43,7 +43,7 @@ async def test_s3_down_is_503(ingest: Ingest, stack: Stack, restart_after: list[
     r = await ingest.post(PARTS)
     assert r.status_code == 503, r.text
     assert "object store" in r.json()["detail"]
-    r = await ingest.client.get("/readyz")
+    r = await ingest.probes.get("/readyz")
     assert r.status_code == 503 and "s3" in r.json()["reasons"]
     stack.s3.start()
     restart_after.clear()

@@ -1,5 +1,5 @@
-"""``python -m secmsg.ingest`` as a real process: health, readiness, metrics, OpenAPI, a real
-submission over TCP, and a clean exit on SIGTERM."""
+"""``python -m secmsg.ingest`` as a real process: health, readiness and metrics on the internal
+port only, OpenAPI, a real submission over TCP, and a clean exit on SIGTERM."""
 
 from __future__ import annotations
 
@@ -19,10 +19,15 @@ async def test_ingest_process_serves_and_stops_cleanly(
     await create_tenant(mongo_db, tenant_id="proc", name="Proc Org")
     key = await create_api_key(mongo_db, tenant_id="proc")
     svc = services("ingest")
-    async with httpx.AsyncClient(base_url=svc.base_url, timeout=30) as http:
-        assert (await http.get("/healthz")).status_code == 200
-        r = await http.get("/readyz")
+    async with httpx.AsyncClient(base_url=svc.base_url, timeout=30) as http, \
+            httpx.AsyncClient(base_url=svc.internal_url, timeout=30) as internal:
+        assert (await internal.get("/healthz")).status_code == 200
+        r = await internal.get("/readyz")
         assert r.status_code == 200, r.text
+        # The public port (the one the Ingress exposes) has no probes and no metrics.
+        for path in ("/metrics", "/readyz", "/healthz"):
+            r = await http.get(path)
+            assert r.status_code == 404 and r.json()["error"] == "not_found", (path, r.text)
         body = multipart([env_part(envelope()), att("f.bin", b"\x00\x01" * 70_000)])
         r = await http.post("/v1/messages", content=body, headers={
             "Authorization": f"Bearer {key}",
@@ -33,7 +38,7 @@ async def test_ingest_process_serves_and_stops_cleanly(
         assert r.status_code == 401 and r.json()["error"] == "unauthorized"
         assert (await http.get("/nope")).json()["error"] == "not_found"
 
-        metrics = (await http.get("/metrics")).text
+        metrics = (await internal.get("/metrics")).text
         assert 'secmsg_ingest_http_requests_total{method="POST",route="/v1/messages",' \
                'status="202"} 1.0' in metrics
         assert "secmsg_ingest_bytes_in_total" in metrics

@@ -44,13 +44,17 @@ async def make_app(env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
         await ctx.__aenter__()
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                    base_url="https://testserver")
+        probes = httpx.AsyncClient(transport=httpx.ASGITransport(app=app.state.probes),
+                                   base_url="http://internal")
         opened.append((ctx, client))
-        return Running(client, app.state.deps)
+        opened.append((None, probes))
+        return Running(client, app.state.deps, probes)
 
     yield start
     for ctx, client in reversed(opened):
         await client.aclose()
-        await ctx.__aexit__(None, None, None)
+        if ctx is not None:
+            await ctx.__aexit__(None, None, None)
 
 
 @pytest.fixture

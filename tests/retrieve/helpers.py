@@ -109,6 +109,7 @@ class Seeder:
 class Running:
     client: httpx.AsyncClient
     deps: Deps
+    probes: httpx.AsyncClient  # the internal port's app: /healthz /readyz /metrics
 
     def shift_clock(self, seconds: float) -> None:
         """Move the app's notion of now (expiry tests without sleeping)."""

@@ -147,22 +147,22 @@ async def test_open_refused_when_audit_cannot_be_published(app: Running, seeder:
         r = await app.client.get(f"/v1/messages/{att.message_id}/attachments/{oid}",
                                  headers=bearer(token))
         assert r.status_code == 503 and r.content.find(b"z") == -1
-        ready = await app.client.get("/readyz")
+        ready = await app.probes.get("/readyz")
         assert ready.status_code == 503 and "nats" in ready.json()["reasons"]
     finally:
         nats_server.start()
 
 
 async def test_health_ready_metrics_and_headers(app: Running, seeder: Seeder) -> None:
-    assert (await app.client.get("/healthz")).status_code == 200
-    ready = await app.client.get("/readyz")
+    assert (await app.probes.get("/healthz")).status_code == 200
+    ready = await app.probes.get("/readyz")
     assert ready.status_code == 200, ready.text
     await app.client.get("/v1/messages")
-    metrics = (await app.client.get("/metrics")).text
+    metrics = (await app.probes.get("/metrics")).text
     assert 'secmsg_retrieve_requests_total{method="GET",route="/v1/messages",status="401"}' \
         in metrics
     assert "secmsg_retrieve_decrypt_seconds_total" in metrics
-    r = await app.client.get("/healthz")
+    r = await app.client.get("/v1/messages")
     assert r.headers["strict-transport-security"].startswith("max-age=")
     assert r.headers["x-content-type-options"] == "nosniff"
     assert r.headers["referrer-policy"] == "no-referrer"

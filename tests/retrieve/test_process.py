@@ -30,7 +30,14 @@ async def test_https_sign_in_read_and_download(services: Callable[..., ServicePr
     assert svc.base_url.startswith("https://")
 
     async with httpx.AsyncClient(base_url=svc.base_url, verify=False, timeout=20) as client:
-        assert (await client.get("/readyz")).status_code == 200
+        async with httpx.AsyncClient(base_url=svc.internal_url, timeout=20) as internal:
+            assert (await internal.get("/readyz")).status_code == 200
+            assert (await internal.get("/healthz")).status_code == 200
+            assert "secmsg_retrieve_requests_total" in (await internal.get("/metrics")).text
+        # The public HTTPS port (the one the Ingress exposes) has no probes and no metrics.
+        for path in ("/metrics", "/readyz", "/healthz"):
+            r = await client.get(path)
+            assert r.status_code == 404 and r.json()["error"] == "not_found", (path, r.text)
         r = await client.post("/v1/auth/code", json={"tenant_id": TENANT, "email": BOB})
         assert r.status_code == 202
         code = None

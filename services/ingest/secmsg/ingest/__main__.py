@@ -1,27 +1,34 @@
-"""``python -m secmsg.ingest``: serve the ingest API with uvicorn on ``SECMSG_INGEST_PORT``.
+"""``python -m secmsg.ingest``: the ingest API on ``SECMSG_INGEST_PORT`` and its probes
+(/healthz, /readyz, /metrics) on ``SECMSG_INGEST_INTERNAL_PORT`` (see shared/httpserver.py).
 
 SIGTERM: uvicorn stops accepting, lets in-flight submissions finish for up to
-``SECMSG_INGEST_SHUTDOWN_GRACE_S`` (inside Kubernetes' default 30 s grace), then shuts down.
+``SECMSG_INGEST_SHUTDOWN_GRACE_S`` (inside Kubernetes' default 30 s grace), then shuts down;
+the probes answer until then.
 """
 
 from __future__ import annotations
 
-import uvicorn
+import asyncio
+import sys
 
 from secmsg.ingest.app import create_app
 from secmsg.ingest.settings import IngestSettings
-from secmsg.shared import logs
+from secmsg.shared import httpserver, logs
 from secmsg.shared.settings import CommonSettings
 
 
-def main() -> None:
+def main() -> int:
     common = CommonSettings()
     cfg = IngestSettings()
     logs.setup("ingest", common.log_level)
-    uvicorn.run(create_app(common, cfg), host=cfg.host, port=cfg.port, log_config=None,
-                timeout_graceful_shutdown=int(cfg.shutdown_grace_s) or None,
-                proxy_headers=True, server_header=False)
+    app = create_app(common, cfg)
+    public = httpserver.public_config(
+        app, cfg, host=cfg.host, port=cfg.port,
+        timeout_graceful_shutdown=int(cfg.shutdown_grace_s) or None)
+    internal = httpserver.internal_config(app.state.probes, host=cfg.internal_host,
+                                          port=cfg.internal_port)
+    return 0 if asyncio.run(httpserver.serve(internal, public)) else 3
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,5 +1,6 @@
-"""Wiring of the ingest service: clients built at start-up and closed at shutdown, health,
-metrics, and one error handler that turns every refusal into ``{"error", "detail"}`` JSON."""
+"""Wiring of the ingest service: clients built at start-up and closed at shutdown, the probe
+app for the internal port (``app.state.probes``: health, readiness, metrics), and one error
+handler that turns every refusal into ``{"error", "detail"}`` JSON."""
 
 from __future__ import annotations
 
@@ -12,8 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -38,11 +38,13 @@ from secmsg.ingest.routes_admin_sending import router as sending_router
 from secmsg.ingest.routes_messages_manage import router as messages_router
 from secmsg.ingest.service import Options
 from secmsg.ingest.settings import IngestSettings
+from secmsg.ingest.slots import UploadSlots
 from secmsg.ingest.smtp_test import PlatformSmtp, RateLimiter
 from secmsg.ingest.wiring import Deps
 from secmsg.shared import mongo, telemetry
 from secmsg.shared.blobstore import S3BlobStore
 from secmsg.shared.errors import DependencyUnavailable, SecmsgError
+from secmsg.shared.httpserver import probe_app
 from secmsg.shared.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -120,7 +122,8 @@ def create_app(common: CommonSettings | None = None, cfg: IngestSettings | None 
             options=Options(segment_size=cfg.segment_size, queue_chunks=cfg.upload_queue_chunks,
                             heartbeat_s=cfg.idempotency_heartbeat_s,
                             stale_s=cfg.idempotency_stale_s),
-            uploads=asyncio.Semaphore(cfg.max_concurrent_uploads),
+            uploads=UploadSlots(cfg.max_concurrent_uploads,
+                                cfg.max_concurrent_uploads_per_tenant),
             templates=MongoTemplateStore(db), smtp=MongoSmtpConfigStore(db),
             public_url=common.retrieve_public_url,
             smtp_allowed_targets=common.smtp_allowed_targets,
@@ -183,15 +186,10 @@ def create_app(common: CommonSettings | None = None, cfg: IngestSettings | None 
         log.error("unexpected error (%s)", type(exc).__name__, exc_info=exc)
         return _error(500, "internal_error", "internal error")
 
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz", include_in_schema=False)
-    async def readyz(request: Request) -> JSONResponse:
-        deps: Deps | None = getattr(request.app.state, "deps", None)
+    async def readiness() -> dict[str, str]:
+        deps: Deps | None = getattr(app.state, "deps", None)
         if deps is None:
-            return JSONResponse({"status": "starting"}, status_code=503)
+            return {"startup": "starting"}
         checks: dict[str, Callable[[], Awaitable[None]]] = {
             "nats": deps.events.ping, "mongodb": deps.tenants.ping, "s3": deps.blobs.ping}
 
@@ -207,15 +205,11 @@ def create_app(common: CommonSettings | None = None, cfg: IngestSettings | None 
                 return type(exc).__name__
 
         results = await asyncio.gather(*(run(c) for c in checks.values()))
-        reasons = {name: r for name, r in zip(checks, results, strict=True) if r}
-        if reasons:
-            return JSONResponse({"status": "unavailable", "reasons": reasons}, status_code=503)
-        return JSONResponse({"status": "ready"})
+        return {name: r for name, r in zip(checks, results, strict=True) if r}
 
-    @app.get("/metrics", include_in_schema=False)
-    async def prometheus() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
+    # /healthz, /readyz and /metrics: served on the internal port only (__main__), never on
+    # the public one the Ingress exposes.
+    app.state.probes = probe_app(readiness)
     return app
 
 

@@ -20,7 +20,6 @@ from secmsg.ingest.wiring import Deps, get_deps
 from secmsg.shared.errors import (
     InvalidInput,
     PayloadTooLarge,
-    TooManyRequests,
     UnsupportedMediaType,
 )
 
@@ -102,7 +101,7 @@ async def _counted(request: Request) -> AsyncIterator[bytes]:
         409: _err("a submission with this Idempotency-Key is in progress"),
         413: _err("over the tenant's size, recipient or attachment limit"),
         415: _err("the body is not multipart/form-data"),
-        429: _err("too many submissions in progress on this instance"),
+        429: _err("too many submissions in progress on this instance or of this tenant"),
         503: _err("object store, database or event bus unavailable; retry later"),
     },
     openapi_extra={"requestBody": _REQUEST_BODY},
@@ -116,11 +115,9 @@ async def submit_message(
         examples=["order-4711-attempt"])] = None,
 ) -> JSONResponse:
     creds = await authenticate(deps.tenants, auth, scope=SCOPE_SEND)
-    if deps.uploads.locked():
-        raise TooManyRequests("too many submissions in progress; retry shortly")
     length = request.headers.get("content-length")
     guard = SendGuard(creds=creds, messages=deps.messages, access=deps.access)
-    async with deps.uploads:
+    with deps.uploads.hold(creds.tenant.tenant_id):
         accepted = await service.submit_message(
             creds=creds, content_type=request.headers.get("content-type"),
             content_length=int(length) if length and length.isdigit() else None,
@@ -159,7 +156,7 @@ async def submit_message(
         409: _err("a submission with this Idempotency-Key is in progress"),
         413: _err("over the tenant's size, recipient or attachment limit"),
         415: _err("the body is not message/rfc822"),
-        429: _err("too many submissions in progress on this instance"),
+        429: _err("too many submissions in progress on this instance or of this tenant"),
         503: _err("object store, database or event bus unavailable; retry later"),
     },
     openapi_extra={"requestBody": {"required": True,
@@ -179,14 +176,12 @@ async def submit_rfc822(
     if ctype != rfc822.CONTENT_TYPE:
         raise UnsupportedMediaType("the body must be a whole message with Content-Type: "
                                    "message/rfc822")
-    if deps.uploads.locked():
-        raise TooManyRequests("too many submissions in progress; retry shortly")
     cap = creds.tenant.max_message_bytes
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > cap:
         raise PayloadTooLarge(f"the message ({length} bytes) exceeds this tenant's message "
                               f"size limit of {cap} bytes")
-    async with deps.uploads:
+    with deps.uploads.hold(creds.tenant.tenant_id):
         raw = await rfc822.read_capped(_counted(request), cap)
         parsed = rfc822.parse(raw, creds.tenant)
         await SendGuard(creds=creds, messages=deps.messages, access=deps.access)(

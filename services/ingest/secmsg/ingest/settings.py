@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from secmsg.shared.crypto import DEFAULT_SEGMENT_SIZE
+from secmsg.shared.httpserver import EdgeSettings
 
 
-class IngestSettings(BaseSettings):
+class IngestSettings(EdgeSettings):
     model_config = SettingsConfigDict(env_prefix="SECMSG_INGEST_", extra="ignore",
                                       env_ignore_empty=True)
 
-    host: str = "0.0.0.0"
-    port: int = 8080
+    host: str = Field(default="0.0.0.0", description="listen address of the public API")
+    port: int = Field(default=8080, description="port of the public API")
+    internal_host: str = Field(
+        default="127.0.0.1",
+        description="listen address of /healthz, /readyz, /metrics (Kubernetes: 0.0.0.0)")
+    internal_port: int = Field(default=9080, description="port of /healthz, /readyz, /metrics")
     max_concurrent_uploads: int = Field(
         default=64, gt=0,
         description="Submissions processed at once; more get 429 so memory stays bounded")
+    max_concurrent_uploads_per_tenant: int = Field(
+        default=16, gt=0,
+        description="Submissions of one tenant processed at once (all its keys and tokens); "
+                    "more get 429, so one tenant's slow uploads leave the others room")
     upload_queue_chunks: int = Field(
         default=4, gt=0,
         description="Ciphertext chunks buffered between the request and the object store")

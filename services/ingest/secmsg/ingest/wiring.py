@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 from fastapi import Request
@@ -19,6 +18,7 @@ from secmsg.ingest.ports import (
     TenantDirectory,
 )
 from secmsg.ingest.service import Options
+from secmsg.ingest.slots import UploadSlots
 from secmsg.ingest.smtp_test import PlatformSmtp, RateLimiter
 from secmsg.ingest.tenant_smtp import SmtpConfigStore
 from secmsg.shared.crypto import KeyRing
@@ -32,7 +32,7 @@ class Deps:
     events: EventSink
     key_ring: KeyRing
     options: Options
-    uploads: asyncio.Semaphore
+    uploads: UploadSlots
     templates: TemplateStore
     smtp: SmtpConfigStore
     public_url: str  # the link notify writes (SECMSG_RETRIEVE_PUBLIC_URL)

@@ -1,4 +1,5 @@
-"""``python -m secmsg.notify``: the worker plus its health/metrics HTTP server.
+"""``python -m secmsg.notify``: the worker plus its probes (/healthz, /readyz, /metrics) on
+``SECMSG_NOTIFY_INTERNAL_PORT``.
 
 SIGTERM (or SIGINT) stops the HTTP server, then the worker stops fetching and gives in-flight
 events up to ``SECMSG_NOTIFY_GRACEFUL_TIMEOUT_S`` to finish (unfinished ones are redelivered),
@@ -31,7 +32,8 @@ async def main() -> None:
         await obs.stop()
         await worker.stop()
 
-    await serve(make_http_app(worker), host=settings.host, port=settings.port,
+    await serve(make_http_app(worker), host=settings.internal_host,
+                port=settings.internal_port,
                 start=start, stop=stop)
 
 

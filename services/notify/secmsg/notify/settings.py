@@ -11,8 +11,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class NotifySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SECMSG_NOTIFY_", extra="ignore")
 
-    host: str = "0.0.0.0"
-    port: int = 8082
+    internal_host: str = Field(
+        default="127.0.0.1",
+        description="listen address of /healthz, /readyz, /metrics (Kubernetes: 0.0.0.0)")
+    internal_port: int = Field(default=8082, description="port of /healthz, /readyz, /metrics")
 
     concurrency: int = Field(default=16, ge=1, description="events in flight per replica")
     lease_s: float = Field(

@@ -1,14 +1,15 @@
-"""``python -m secmsg.retrieve``: HTTPS on SECMSG_RETRIEVE_PORT (plain HTTP only if allowed)."""
+"""``python -m secmsg.retrieve``: HTTPS on SECMSG_RETRIEVE_PORT (plain HTTP only if allowed),
+its probes (/healthz, /readyz, /metrics) as plain HTTP on SECMSG_RETRIEVE_INTERNAL_PORT (see
+shared/httpserver.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
-
-import uvicorn
 
 from secmsg.retrieve.app import create_app
 from secmsg.retrieve.settings import RetrieveSettings
-from secmsg.shared import logs
+from secmsg.shared import httpserver, logs
 from secmsg.shared.settings import CommonSettings
 
 
@@ -22,15 +23,15 @@ def main() -> int:
               "(or SECMSG_RETRIEVE_ALLOW_PLAIN_HTTP=true behind a TLS-terminating ingress)",
               file=sys.stderr)
         return 2
-    uvicorn.run(
-        create_app(common, settings), host=settings.host, port=settings.port,
+    app = create_app(common, settings)
+    public = httpserver.public_config(
+        app, settings, host=settings.host, port=settings.port,
         ssl_certfile=str(settings.tls_cert) if tls else None,
         ssl_keyfile=str(settings.tls_key) if tls else None,
-        proxy_headers=True, forwarded_allow_ips=settings.forwarded_allow_ips,
-        timeout_graceful_shutdown=settings.shutdown_grace_s, log_config=None,
-        access_log=False, server_header=False,
-    )
-    return 0
+        timeout_graceful_shutdown=settings.shutdown_grace_s, access_log=False)
+    internal = httpserver.internal_config(app.state.probes, host=settings.internal_host,
+                                          port=settings.internal_port)
+    return 0 if asyncio.run(httpserver.serve(internal, public)) else 3
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Wiring of retrieve: clients built at start-up and closed at shutdown, error mapping,
-security headers, health, readiness and metrics."""
+security headers, and the probe app for the internal port (``app.state.probes``: health,
+readiness, metrics)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -53,6 +53,7 @@ from secmsg.shared.errors import (
     TransientError,
     Unauthorized,
 )
+from secmsg.shared.httpserver import probe_app
 from secmsg.shared.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -247,13 +248,10 @@ def create_app(common: CommonSettings | None = None,
     app.include_router(routes_toolbar.router)
     telemetry.instrument_fastapi(app, telemetry.setup_tracing("retrieve", common))
 
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz", include_in_schema=False)
-    async def readyz(request: Request) -> JSONResponse:
-        deps: Deps = request.app.state.deps
+    async def readiness() -> dict[str, str]:
+        deps: Deps | None = getattr(app.state, "deps", None)
+        if deps is None:
+            return {"startup": "starting"}
         reasons: dict[str, str] = {}
         for name, ping in deps.readiness.items():
             try:
@@ -262,12 +260,9 @@ def create_app(common: CommonSettings | None = None,
                 reasons[name] = exc.detail
             except Exception as exc:
                 reasons[name] = type(exc).__name__
-        if reasons:
-            return JSONResponse({"status": "unavailable", "reasons": reasons}, status_code=503)
-        return JSONResponse({"status": "ready"})
+        return reasons
 
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
+    # /healthz, /readyz and /metrics: served on the internal port only (__main__), never on
+    # the public one the Ingress exposes.
+    app.state.probes = probe_app(readiness)
     return app

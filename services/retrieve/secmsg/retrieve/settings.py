@@ -9,27 +9,31 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from secmsg.shared.httpserver import EdgeSettings
 
 _DEV_PEPPER = "secmsg-dev-code-pepper-do-not-use"
 
 
-class RetrieveSettings(BaseSettings):
+class RetrieveSettings(EdgeSettings):
     model_config = SettingsConfigDict(env_prefix="SECMSG_RETRIEVE_", extra="ignore")
 
     # Read from the shared variable so the pepper check knows where it runs.
     environment: Literal["development", "test", "production"] = Field(
         default="development", validation_alias=AliasChoices("SECMSG_ENVIRONMENT"))
 
-    host: str = "0.0.0.0"
-    port: int = 8443
+    host: str = Field(default="0.0.0.0", description="listen address of the public HTTPS")
+    port: int = Field(default=8443, description="port of the public HTTPS")
+    internal_host: str = Field(
+        default="127.0.0.1",
+        description="listen address of /healthz, /readyz, /metrics (Kubernetes: 0.0.0.0)")
+    internal_port: int = Field(default=9443,
+                               description="port of /healthz, /readyz, /metrics (plain HTTP)")
     tls_cert: Path | None = None
     tls_key: Path | None = None
     allow_plain_http: bool = Field(
         default=False, description="Serve plain HTTP (only behind a TLS-terminating ingress)")
-    forwarded_allow_ips: str = Field(
-        default="127.0.0.1",
-        description="Proxies whose X-Forwarded-For/-Proto uvicorn trusts for the client IP")
 
     code_ttl_s: int = Field(default=600, ge=1, le=600)
     code_pepper: str = Field(default=_DEV_PEPPER, min_length=16)

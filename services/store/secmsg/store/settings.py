@@ -9,8 +9,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class StoreSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SECMSG_STORE_", extra="ignore")
 
-    host: str = "0.0.0.0"
-    port: int = 8081
+    internal_host: str = Field(
+        default="127.0.0.1",
+        description="listen address of /healthz, /readyz, /metrics (Kubernetes: 0.0.0.0)")
+    internal_port: int = Field(default=8081, description="port of /healthz, /readyz, /metrics")
 
     expiry_interval_s: float = Field(default=60.0, gt=0)
     expiry_batch: int = Field(default=500, gt=0, description="most messages purged per run")

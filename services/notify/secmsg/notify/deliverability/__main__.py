@@ -20,8 +20,9 @@ async def main() -> None:
     common, settings = CommonSettings(), DeliverabilitySettings()
     logs.setup("notify-deliverability", common.log_level)
     process = Deliverability(common, settings)
-    await serve(make_http_app(process), host=settings.deliverability_host,
-                port=settings.deliverability_port, start=process.start, stop=process.stop)
+    await serve(make_http_app(process), host=settings.deliverability_internal_host,
+                port=settings.deliverability_internal_port, start=process.start,
+                stop=process.stop)
 
 
 if __name__ == "__main__":

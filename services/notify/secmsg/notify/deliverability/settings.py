@@ -22,10 +22,11 @@ class DeliverabilitySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SECMSG_NOTIFY_", extra="ignore",
                                       env_ignore_empty=True)
 
-    deliverability_host: str = Field(default="0.0.0.0",
-                                     description="listen address of /healthz, /readyz, /metrics")
-    deliverability_port: int = Field(default=8083, description="port of /healthz, /readyz, "
-                                                               "/metrics")
+    deliverability_internal_host: str = Field(
+        default="127.0.0.1",
+        description="listen address of /healthz, /readyz, /metrics (Kubernetes: 0.0.0.0)")
+    deliverability_internal_port: int = Field(default=8083,
+                                              description="port of /healthz, /readyz, /metrics")
     # Not GRACEFUL_TIMEOUT_S: that one is the workers' (same prefix), with a longer default.
     deliverability_graceful_s: float = Field(
         default=5.0, gt=0, description="on SIGTERM, how long a bounce report being recorded "
