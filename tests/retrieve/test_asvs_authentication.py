@@ -60,7 +60,7 @@ async def test_registration_from_the_link_needs_one_code_and_one_password(
     assert "recipient.registered" in kinds
 
 
-@pytest.mark.parametrize("weak", ["short pass", "x" * 129, "password1234",
+@pytest.mark.parametrize("weak", ["short pass", "password1234",
                                   "aaaaaaaaaaaaaaaa", "pat@example.org!"])
 async def test_weak_passwords_refused_without_burning_the_code(
         app: Running, seeder: Seeder, sink: Sink, weak: str) -> None:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from secmsg.retrieve import accounts
+from secmsg.retrieve import accounts, passwords
 from secmsg.retrieve.accounts import Client
 from secmsg.retrieve.deps import (
     BrowserSessionDep,
@@ -29,8 +29,9 @@ def client(ip: str, ua: str | None) -> Client:
     return Client(ip=ip, user_agent=ua)
 
 
-Password = Field(min_length=1, max_length=1024,
-                 description="12 to 128 characters; common or breached passwords are refused")
+Password = Field(min_length=1, max_length=passwords.MAX_LENGTH,
+                 description=f"{passwords.MIN_LENGTH} to {passwords.MAX_LENGTH} characters; "
+                             "common or breached passwords are refused (longer: 422)")
 
 
 class RegisterIn(CodeIn):
@@ -45,7 +46,9 @@ class SignInIn(CodeIn):
     code: str | None = Field(default=None, max_length=32,
                              description="Emailed code (policy code, password+code, or the "
                                          "fallback under policy password)")
-    password: str | None = Field(default=None, max_length=1024)
+    password: str | None = Field(default=None, max_length=passwords.MAX_LENGTH,
+                                 description=f"At most {passwords.MAX_LENGTH} characters "
+                                             "(no password may be longer)")
     totp: str | None = Field(default=None, max_length=16,
                              description="Authenticator code, if enrolled (or send it to "
                                          "/v1/auth/totp with the ticket)")
