@@ -12,6 +12,7 @@ from secmsg.retrieve import codemail
 from secmsg.retrieve.ports import PolicyRepo
 from secmsg.shared.errors import DependencyUnavailable, PermanentError
 from secmsg.shared.settings import CommonSettings
+from secmsg.shared.ssrf import PinnedNameContext
 
 SUBJECT = "Your sign-in code"
 
@@ -51,11 +52,16 @@ class SmtpCodeMailer:
                                         purpose=purpose)
         msg = self.build(to=to, text=text, html=html)
         s = self._s
+        # Like the other platform mailers: SECMSG_SMTP_CA_FILE's CAs are trusted besides the
+        # system store; the certificate is always verified against SECMSG_SMTP_HOST.
+        ctx = (PinnedNameContext.for_host(s.smtp_host, s.smtp_ca_file)
+               if s.smtp_tls != "none" and s.smtp_ca_file else None)
         try:
             await aiosmtplib.send(
                 msg, hostname=s.smtp_host, port=s.smtp_port, username=s.smtp_username,
                 password=s.smtp_password, use_tls=s.smtp_tls == "tls",
-                start_tls=s.smtp_tls == "starttls", timeout=s.smtp_timeout_s)
+                start_tls=s.smtp_tls == "starttls", timeout=s.smtp_timeout_s,
+                tls_context=ctx)
         except aiosmtplib.SMTPResponseException as exc:
             if 400 <= exc.code < 500:
                 raise DependencyUnavailable(f"SMTP deferred the code email ({exc.code})") from exc
