@@ -11,7 +11,13 @@ LATENCY = Histogram("secmsg_retrieve_request_seconds", "HTTP request latency (to
 BYTES_OUT = Counter("secmsg_retrieve_bytes_out_total", "Response body bytes sent", ["route"])
 DECRYPT_SECONDS = Counter("secmsg_retrieve_decrypt_seconds_total",
                           "Seconds spent decrypting content")
-CODES = Counter("secmsg_retrieve_codes_total", "Sign-in code requests, by outcome", ["outcome"])
+# Labels never tell a known address from an unknown one: a code request is counted when it is
+# admitted (accepted) or refused (rate_limited), both decided before the address is looked up.
+CODES = Counter("secmsg_retrieve_codes_total",
+                "Sign-in code requests, by outcome (accepted | rate_limited)", ["outcome"])
+CODE_MAIL_ERRORS = Counter("secmsg_retrieve_code_mail_errors_total",
+                           "Admitted code requests whose lookup or email failed (database or "
+                           "SMTP trouble; see the log)")
 SIGNINS = Counter("secmsg_retrieve_signins_total", "Code verifications, by outcome", ["outcome"])
 CLEANUP_DELETED = Counter("secmsg_retrieve_cleanup_deleted_total",
                           "Expired documents deleted by the periodic cleanup", ["collection"])

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 
 from secmsg.retrieve import tokens as tokens_mod
 from secmsg.retrieve.access import GuardedMessageRepo, RevocationGuard
-from secmsg.retrieve.metrics import CLEANUP_DELETED, CODES, DECRYPT_SECONDS
+from secmsg.retrieve.metrics import CLEANUP_DELETED, CODE_MAIL_ERRORS, CODES, DECRYPT_SECONDS
 from secmsg.retrieve.ports import (
     AccountRepo,
     AuditPublisher,
@@ -140,6 +140,7 @@ async def request_code(*, tenant_id: str, email: str, client_ip: str, limiter: R
     except RateLimited:
         CODES.labels("rate_limited").inc()
         raise
+    CODES.labels("accepted").inc()
     return CodeRequest(tenant_id, address, purpose)
 
 
@@ -165,7 +166,6 @@ async def send_code_if_known(*, request: CodeRequest, messages: MessageRepo,
     ``accounts``, also a registered account or a tenant user). Never raises."""
     try:
         if not await _known(request=request, messages=messages, accounts=accounts, now=now):
-            CODES.labels("unknown").inc()
             return False
         name = await tenants.display_name(request.tenant_id) or request.tenant_id
         code = new_code()
@@ -177,14 +177,13 @@ async def send_code_if_known(*, request: CodeRequest, messages: MessageRepo,
                                ttl_minutes=max(1, settings.code_ttl_s // 60),
                                tenant_id=request.tenant_id, purpose=request.purpose)
     except SecmsgError as exc:
-        CODES.labels("failed").inc()
+        CODE_MAIL_ERRORS.inc()
         log.warning("sign-in code not sent: %s", exc.detail)
         return False
     except Exception:
-        CODES.labels("failed").inc()
+        CODE_MAIL_ERRORS.inc()
         log.exception("sign-in code not sent")
         return False
-    CODES.labels("sent").inc()
     return True
 
 
