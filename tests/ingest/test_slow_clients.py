@@ -41,30 +41,31 @@ def _slow_body_head(port: int, key: str) -> bytes:
 
 
 async def _slow_client(port: int, start: bytes, trickle: bytes) -> str:
-    """Send ``start``, then ``trickle`` every TRICKLE_S until the server closes; returns the
+    """Send ``start``, then ``trickle`` every TRICKLE_S until the server answers (writing on
+    would reset the connection and lose the answer), then read until it closes; returns the
     status line the server sent (or "reset" / "no answer")."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(start)
-    await writer.drain()
-
-    async def dribble() -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                await asyncio.sleep(TRICKLE_S)
+    answer = b""
+    try:
+        writer.write(start)
+        await writer.drain()
+        while not answer:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(TRICKLE_S):
+                    answer = await reader.read(65536)
+                    if not answer:
+                        return "no answer"  # closed without a word
+            if not answer:
                 writer.write(trickle)
                 await writer.drain()
-
-    task = asyncio.create_task(dribble())
-    try:
-        data = await reader.read()  # until the server closes the connection
-    except ConnectionResetError:
+        answer += await reader.read()  # until the server closes the connection
+    except ConnectionError:
         return "reset"
     finally:
-        task.cancel()
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
-    return data.split(b"\r\n", 1)[0].decode(errors="replace") if data else "no answer"
+    return answer.split(b"\r\n", 1)[0].decode(errors="replace")
 
 
 async def _submit(http: httpx.AsyncClient, key: str) -> httpx.Response:
