@@ -115,7 +115,9 @@ def main() -> None:
            "SECMSG_RETRIEVE_INGEST_URL": f"http://127.0.0.1:{ports['ingest']}"}
     # ingest before retrieve (the webmail's replies); the deliverability process (bounce
     # receiver + DNSBL monitor) is the notify package's singleton.
-    procs = [ServiceProc(name, env, run_dir / "logs" / f"{name}.log", ports[name],
+    # Each service connects to NATS as its own user, with only its permissions.
+    procs = [ServiceProc(name, {**env, **stack.nats.service_env(name)},
+                         run_dir / "logs" / f"{name}.log", ports[name],
                          tls=(name == "retrieve"),
                          internal_port=ports.get(f"{name}.internal", ports[name]))
              for name in ("store", "notify", "notify.deliverability", "ingest", "retrieve")]
@@ -154,7 +156,9 @@ secmsg is running (up in {time.monotonic() - t0:.1f}s). Ctrl-C stops everything.
             store {by_name['store'].internal_url}   notify {by_name['notify'].internal_url}
             deliverability {by_name['notify.deliverability'].internal_url}
   bounces   smtp://127.0.0.1:{ports['bounces']} (bounce receiver)
-  NATS      nats://127.0.0.1:{ports['nats']}   MongoDB-wire mongodb://127.0.0.1:{ports['mongo']}
+  NATS      nats://127.0.0.1:{ports['nats']}   (a user per service; admin's password and the \
+others in {stack.base / 'nats' / 'nats.passwords.json'})
+  MongoDB-wire mongodb://127.0.0.1:{ports['mongo']}
   S3        http://127.0.0.1:{ports['s3']}   (bucket secmsg)
   SMTP sink 127.0.0.1:{ports['smtp']} -> captured mail as .eml files in {mail_dir}
   logs      {run_dir / 'logs'}

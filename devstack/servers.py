@@ -5,12 +5,18 @@ from the Go module proxy and cached under ``~/.cache/secmsg/bin/<name>-<version>
 with ``SECMSG_BIN_CACHE``), so a second start takes seconds. Every server gets a free port
 and its own data directory; ``stop()``/``start()`` keep both, so fault tests can take a server
 away and bring the same one back.
+
+NATS runs with authentication, as in production: one user per service with the permissions
+of ``secmsg.shared.bus_users`` plus an ``admin`` user, passwords made at start (kept in
+``nats.passwords.json`` beside the data, so a restarted server and a second ``scripts/run``
+use the same ones). A client without credentials is refused.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -167,10 +173,125 @@ class Server:
         self.stop(signal.SIGKILL)
 
 
+def nats_passwords(path: Path) -> dict[str, str]:
+    """A password per NATS user (the services' and ``admin``), made once and kept."""
+    from secmsg.shared.bus_users import ADMIN, USERS
+
+    names = [u.name for u in USERS] + [ADMIN]
+    known: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    if set(names) - set(known):
+        known = {n: known.get(n) or secrets.token_urlsafe(24) for n in names}
+        path.write_text(json.dumps(known, indent=1))
+        path.chmod(0o600)
+    return known
+
+
+def nats_config(*, port: int, store_dir: Path, passwords: dict[str, str],
+                cluster: tuple[str, str, int, list[int]] | None = None) -> str:
+    """A nats-server configuration: JetStream on disk, account ``SECMSG`` with a user per
+    service (``bus_users``) and ``admin``; ``cluster`` = (cluster name, server name, route
+    port, the other nodes' route ports) for a clustered JetStream node."""
+    from secmsg.shared.bus_users import ADMIN, USERS
+
+    q = json.dumps
+    users = []
+    for u in USERS:
+        users.append(f"      {{user: {q(u.name)}, password: {q(passwords[u.name])}, "
+                     f"permissions: {{publish: {{allow: {q(u.publish_allow())}}}, "
+                     f"subscribe: {{allow: {q(u.subscribe_allow())}}}}}}}")
+    users.append(f"      {{user: {q(ADMIN)}, password: {q(passwords[ADMIN])}}}")
+    lines = [f"listen: 127.0.0.1:{port}",
+             f"jetstream {{ store_dir: {q(str(store_dir))} }}"]
+    if cluster is not None:
+        cname, sname, route_port, routes = cluster
+        lines += [f"server_name: {q(sname)}",
+                  f"cluster {{ name: {q(cname)}, listen: 127.0.0.1:{route_port}, routes: "
+                  f"{q([f'nats-route://127.0.0.1:{r}' for r in routes])} }}"]
+    lines += ["accounts {", "  SECMSG {", "    jetstream: enabled", "    users: [",
+              *users, "    ]", "  }", "}"]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class NatsServer(Server):
+    """A nats-server with its users' passwords (``passwords[user]``)."""
+
+    passwords: dict[str, str] = field(default_factory=dict)
+
+    def url(self, user: str | None = None) -> str:
+        """``nats://`` URL of this server, with ``user``'s credentials in it if given."""
+        auth = f"{user}:{self.passwords[user]}@" if user else ""
+        return f"nats://{auth}127.0.0.1:{self.port}"
+
+    def service_env(self, service: str) -> dict[str, str]:
+        """What a service process needs to connect as its own user (``bus_users``)."""
+        from secmsg.shared.bus_users import BY_SERVICE
+
+        user = BY_SERVICE[service].name
+        return {"SECMSG_NATS_URL": self.url(), "SECMSG_NATS_USER": user,
+                "SECMSG_NATS_PASSWORD": self.passwords[user]}
+
+
+def make_nats(binary: Path, port: int, base: Path, *, passwords: dict[str, str] | None = None,
+              cluster: tuple[str, str, int, list[int]] | None = None,
+              name: str = "nats") -> NatsServer:
+    """A NATS server (not started) with data, config and log under ``base``."""
+    base.mkdir(parents=True, exist_ok=True)
+    passwords = passwords or nats_passwords(base / "nats.passwords.json")
+    conf = base / "nats.conf"
+    conf.write_text(nats_config(port=port, store_dir=base, passwords=passwords,
+                                cluster=cluster))
+    conf.chmod(0o600)
+    return NatsServer(name, [str(binary), "-c", str(conf)], port, base / f"{name}.log",
+                      passwords=passwords)
+
+
+@dataclass
+class NatsCluster:
+    """A JetStream cluster on loopback: nodes ``n1``..``nN`` with routes to each other, one
+    data directory each, the same users. Quacks like ``NatsServer`` for the fixtures."""
+
+    nodes: list[NatsServer]
+    passwords: dict[str, str]
+
+    def url(self, user: str | None = None) -> str:
+        """Every node's URL, comma-separated (``SECMSG_NATS_URL`` takes such a list)."""
+        return ",".join(n.url(user) for n in self.nodes)
+
+    def service_env(self, service: str) -> dict[str, str]:
+        return {**self.nodes[0].service_env(service), "SECMSG_NATS_URL": self.url()}
+
+    def node(self, server_name: str) -> NatsServer:
+        return next(n for n in self.nodes if n.name == server_name)
+
+    def start(self) -> None:
+        for n in self.nodes:
+            n.start()
+
+    def stop(self) -> None:
+        for n in self.nodes:
+            n.stop()
+
+
+def make_nats_cluster(binary: Path, base: Path, size: int = 3,
+                      name: str = "secmsg") -> NatsCluster:
+    """``size`` NATS nodes (not started), each with a client and a route port."""
+    base.mkdir(parents=True, exist_ok=True)
+    passwords = nats_passwords(base / "nats.passwords.json")
+    client = [free_port() for _ in range(size)]
+    routes = [free_port() for _ in range(size)]
+    nodes = [make_nats(binary, client[i], base / f"n{i + 1}", passwords=passwords,
+                       cluster=(name, f"n{i + 1}", routes[i],
+                                [r for j, r in enumerate(routes) if j != i]),
+                       name=f"n{i + 1}")
+             for i in range(size)]
+    return NatsCluster(nodes, passwords)
+
+
 @dataclass
 class Stack:
     base: Path
-    nats: Server
+    nats: NatsServer
     mongo: Server
     s3: Server
 
@@ -179,9 +300,12 @@ class Stack:
         return [self.nats, self.mongo, self.s3]
 
     def env(self) -> dict[str, str]:
-        """The ``SECMSG_*`` variables that point the services at these servers."""
+        """The ``SECMSG_*`` variables that point at these servers; NATS as ``admin`` (for
+        in-process code: a service process adds ``nats.service_env(name)``)."""
+        from secmsg.shared.bus_users import ADMIN
+
         return {
-            "SECMSG_NATS_URL": f"nats://127.0.0.1:{self.nats.port}",
+            "SECMSG_NATS_URL": self.nats.url(ADMIN),
             "SECMSG_MONGO_URL": f"mongodb://127.0.0.1:{self.mongo.port}/",
             "SECMSG_S3_ENDPOINT": f"127.0.0.1:{self.s3.port}",
             "SECMSG_S3_ACCESS_KEY": S3_ACCESS_KEY,
@@ -207,8 +331,8 @@ def start_stack(base: Path, *, ports: dict[str, int] | None = None) -> Stack:
     for sub in ("nats", "ferretdb", "s3-data", "s3-meta", "logs"):
         (base / sub).mkdir(parents=True, exist_ok=True)
     logs = base / "logs"
-    nats = Server("nats", [str(bins["nats"]), "-a", "127.0.0.1", "-p", str(ports["nats"]),
-                           "-js", "-sd", str(base / "nats")], ports["nats"], logs / "nats.log")
+    nats = make_nats(bins["nats"], ports["nats"], base / "nats")
+    nats.log_path = logs / "nats.log"
     mongo = Server("ferretdb", [str(bins["ferretdb"]), "--handler=sqlite",
                                 f"--sqlite-url=file:{base / 'ferretdb'}/",
                                 f"--state-dir={base / 'ferretdb'}",

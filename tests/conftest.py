@@ -2,11 +2,14 @@
 
 * ``stack`` (session): FerretDB and versitygw (and a session NATS), started once.
 * ``nats_server`` (per test): a fresh NATS with JetStream in its own temp dir, so no test sees
-  another's stream or consumers; fault tests stop and restart it.
+  another's stream or consumers; fault tests stop and restart it. It requires credentials,
+  as in production: a user per service (``secmsg.shared.bus_users``) and ``admin``.
 * ``env`` (per test): the ``SECMSG_*`` variables for this test -- its own database name,
-  bucket, keyring and NATS -- which in-process apps read through ``monkeypatch``.
+  bucket, keyring and NATS (as ``admin``, credentials in the URL) -- which in-process apps
+  read through ``monkeypatch``.
 * ``sink`` (per test): a real SMTP server (aiosmtpd) capturing mail, with fault injection.
-* ``services`` (per test): starts ``python -m secmsg.<name>`` processes with ``env``.
+* ``services`` (per test): starts ``python -m secmsg.<name>`` processes with ``env``, each
+  connecting to NATS as its own user.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ from typing import Any
 
 import pytest
 
-from devstack.servers import Server, Stack, ensure_binaries, free_port, start_stack
+from devstack.servers import NatsServer, Stack, ensure_binaries, free_port, make_nats, start_stack
 from devstack.services import ServiceProc
 from devstack.smtp_sink import Sink
 from devstack.tls import ensure_cert
+from secmsg.shared.bus_users import ADMIN
 from secmsg.shared.crypto import KeyRing
 from secmsg.shared.settings import CommonSettings
 
@@ -36,12 +40,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 @pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[Server]:
-    bins = ensure_binaries()
-    port = free_port()
-    (tmp_path / "js").mkdir()
-    srv = Server("nats", [str(bins["nats"]), "-a", "127.0.0.1", "-p", str(port), "-js",
-                          "-sd", str(tmp_path / "js")], port, tmp_path / "nats.log")
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    srv = make_nats(ensure_binaries()["nats"], free_port(), tmp_path / "nats")
     srv.start()
     yield srv
     srv.stop()
@@ -61,7 +61,7 @@ def tls_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def env(stack: Stack, nats_server: Server, sink: Sink, tls_cert: tuple[Path, Path],
+def env(stack: Stack, nats_server: NatsServer, sink: Sink, tls_cert: tuple[Path, Path],
         monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """This test's configuration, also exported so in-process settings objects see it."""
     tag = uuid.uuid4().hex[:10]
@@ -69,7 +69,7 @@ def env(stack: Stack, nats_server: Server, sink: Sink, tls_cert: tuple[Path, Pat
         **stack.env(),
         "SECMSG_ENVIRONMENT": "test",
         "SECMSG_LOG_LEVEL": "INFO",
-        "SECMSG_NATS_URL": f"nats://127.0.0.1:{nats_server.port}",
+        "SECMSG_NATS_URL": nats_server.url(ADMIN),
         "SECMSG_MONGO_DB": f"t_{tag}",
         "SECMSG_S3_BUCKET": f"t-{tag}",
         "SECMSG_KEYRING": KeyRing.generate_spec(1),
@@ -90,14 +90,20 @@ def settings(env: dict[str, str]) -> CommonSettings:
 
 
 @pytest.fixture
-def services(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., ServiceProc]]:
-    """Factory: ``services("store", SECMSG_X="y")`` starts a service process (stopped after)."""
+def services(env: dict[str, str], nats_server: NatsServer,
+             tmp_path: Path) -> Iterator[Callable[..., ServiceProc]]:
+    """Factory: ``services("store", SECMSG_X="y")`` starts a service process (stopped after).
+    Each connects to NATS as its own user, with only its permissions."""
     started: list[ServiceProc] = []
 
     def start(name: str, *, wait: bool = True, **extra_env: Any) -> ServiceProc:
-        svc = ServiceProc(name, dict(env), tmp_path / f"{name}-{len(started)}.log", free_port(),
-                          tls=(name == "retrieve"),
-                          extra_env={k: str(v) for k, v in extra_env.items()})
+        own = nats_server.service_env(name)
+        extra = {k: str(v) for k, v in extra_env.items()}
+        for k, v in own.items():  # a test passing ``env`` through keeps the service's user
+            if k in extra and extra[k] == env.get(k):
+                extra[k] = v
+        svc = ServiceProc(name, {**env, **own}, tmp_path / f"{name}-{len(started)}.log",
+                          free_port(), tls=(name == "retrieve"), extra_env=extra)
         if name == "retrieve":
             svc.env["SECMSG_RETRIEVE_PUBLIC_URL"] = svc.base_url
         svc.start(wait=wait)

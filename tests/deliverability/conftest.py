@@ -21,7 +21,7 @@ import dns.rrset
 import pytest
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from devstack.servers import free_port
+from devstack.servers import NatsServer, free_port
 from devstack.services import ServiceProc
 from secmsg.notify.bounce_address import bounce_address
 from secmsg.shared import bus
@@ -62,7 +62,7 @@ class Proc:
 
 
 @pytest.fixture
-def start_deliverability(env: dict[str, str], tmp_path: Path
+def start_deliverability(env: dict[str, str], nats_server: NatsServer, tmp_path: Path
                          ) -> Iterator[Callable[..., Proc]]:
     started: list[Proc] = []
 
@@ -72,7 +72,8 @@ def start_deliverability(env: dict[str, str], tmp_path: Path
                   "SECMSG_NOTIFY_BOUNCE_PORT": str(bounce_port),
                   "SECMSG_NOTIFY_BOUNCE_ADDRESS": BOUNCE_BASE,
                   **{k: str(v) for k, v in extra.items()}}
-        svc = ServiceProc("notify.deliverability", dict(env),
+        svc = ServiceProc("notify.deliverability",
+                          {**env, **nats_server.service_env("notify.deliverability")},
                           tmp_path / f"deliverability-{len(started)}.log", port,
                           extra_env=values)
         svc.start()

@@ -34,7 +34,22 @@ class CommonSettings(BaseSettings):
                                   "or the exporter's default)")
 
     nats_url: str = Field(default="nats://127.0.0.1:4222",
-                          description="NATS server(s) with JetStream, comma-separated")
+                          description="NATS server(s) with JetStream, comma-separated "
+                                      "(tls://host:port for TLS)")
+    nats_user: str | None = Field(
+        default=None, description="This service's NATS user (each service has its own, with "
+                                  "permissions limited to its subjects: docs/operations.md)")
+    nats_password: str | None = Field(default=None, description="Password of SECMSG_NATS_USER")
+    nats_tls_ca_file: str | None = Field(
+        default=None, description="PEM CA bundle that signed the NATS servers' certificates; "
+                                  "set it (or use tls:// URLs) to connect over TLS")
+    nats_stream_replicas: int = Field(
+        default=1, ge=1, le=5,
+        description="Replicas of the SECMSG stream (3 on a 3-node NATS cluster). Only ever "
+                    "raised at start-up: a stream with more replicas keeps them (warning)")
+    nats_kv_replicas: int = Field(
+        default=1, ge=1, le=5,
+        description="Replicas of the KV buckets (notify's delivery claims); only ever raised")
     mongo_url: str = Field(default="mongodb://127.0.0.1:27017",
                            description="MongoDB connection string (replica set in production)")
     mongo_db: str = Field(default="secmsg", description="Database name")
@@ -83,6 +98,11 @@ class CommonSettings(BaseSettings):
     def _refuse_placeholders(self) -> CommonSettings:
         if self.environment == "production" and self.s3_secret_key == _DEV_S3_SECRET:
             raise ValueError("SECMSG_S3_SECRET_KEY must be set in production")
+        if self.environment == "production" and not self.nats_user:
+            raise ValueError("SECMSG_NATS_USER and SECMSG_NATS_PASSWORD must be set in "
+                             "production (each service has its own NATS user)")
+        if self.nats_user and not self.nats_password:
+            raise ValueError("SECMSG_NATS_USER is set but SECMSG_NATS_PASSWORD is not")
         return self
 
     @cached_property

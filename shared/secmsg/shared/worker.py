@@ -497,8 +497,12 @@ class EventWorker:
 
     def __init__(self, broker: NatsBroker, *, service: str,
                  dead_letters: Callable[[], DeadLetterSink],
-                 policy: DeliveryPolicy | None = None) -> None:
+                 policy: DeliveryPolicy | None = None,
+                 inbox_prefix: bytes = b"_INBOX.") -> None:
         self.broker = broker
+        # The pull subscriptions' replies: the service's own inbox (bus.subscriber_inbox), as
+        # its NATS user may read no other.
+        self.inbox_prefix = inbox_prefix
         self.outcomes = EventOutcomes(service=service, dead_letters=dead_letters,
                                       policy=policy or DeliveryPolicy())
         # Outermost of the broker's own middlewares: it sees every exception, tracing included.
@@ -522,7 +526,7 @@ class EventWorker:
             subject, stream=JStream(subjects.STREAM, declare=False), durable=durable,
             pull_sub=PullSub(batch_size=batch_size, timeout=fetch_timeout_s, batch=batch),
             ack_policy=AckPolicy.NACK_ON_ERROR,
-            decoder=decode_batch if batch else decode_one,
+            decoder=decode_batch if batch else decode_one, inbox_prefix=self.inbox_prefix,
             config=ConsumerConfig(ack_wait=policy.ack_wait_s,
                                   max_deliver=policy.max_deliver + RECORD_RETRIES,
                                   max_ack_pending=max_ack_pending),

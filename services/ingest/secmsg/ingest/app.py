@@ -41,7 +41,7 @@ from secmsg.ingest.settings import IngestSettings
 from secmsg.ingest.slots import UploadSlots
 from secmsg.ingest.smtp_test import PlatformSmtp, RateLimiter
 from secmsg.ingest.wiring import Deps
-from secmsg.shared import mongo, telemetry
+from secmsg.shared import bus, mongo, telemetry
 from secmsg.shared.blobstore import S3BlobStore
 from secmsg.shared.errors import DependencyUnavailable, SecmsgError
 from secmsg.shared.httpserver import probe_app
@@ -105,7 +105,9 @@ def create_app(common: CommonSettings | None = None, cfg: IngestSettings | None 
         client = mongo.make_client(common)
         db = client[common.mongo_db]
         blobs = S3BlobStore.from_settings(common)
-        events = NatsEventSink(common.nats_url, timeout=cfg.publish_timeout_s)
+        events = NatsEventSink(common.nats_url, timeout=cfg.publish_timeout_s,
+                               options=bus.connect_options(common),
+                               replicas=common.nats_stream_replicas)
         await events.start()
         # A dependency that is down at start-up must not stop the process: /readyz says 503
         # and these finish once it is back.

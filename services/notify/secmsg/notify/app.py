@@ -127,7 +127,9 @@ class NotifyWorker:
             max_waiting=self.settings.render_max_waiting, name="notify-render")
         self.nc: NATS | None = None
         self.publisher: bus.EventPublisher
-        self.broker = NatsBroker(self.common.nats_url, name="secmsg-notify",
+        self.broker = NatsBroker(bus.servers(self.common.nats_url),
+                                 **bus.broker_options(self.common),
+                                 name="secmsg-notify",
                                  max_reconnect_attempts=-1, reconnect_time_wait=1,
                                  graceful_timeout=self.settings.graceful_timeout_s,
                                  logger=logging.getLogger("secmsg.notify.broker"),
@@ -141,6 +143,7 @@ class NotifyWorker:
             subjects.any_tenant(subjects.MESSAGE_STORED),
             stream=JStream(subjects.STREAM, declare=False),
             durable=subjects.NOTIFY_STORED,
+            inbox_prefix=bus.subscriber_inbox(self.common),
             pull_sub=PullSub(batch_size=n, timeout=self.settings.fetch_timeout_s),
             ack_policy=AckPolicy.MANUAL,
             max_workers=n,
@@ -150,10 +153,12 @@ class NotifyWorker:
         )(make_on_message_stored(self))
 
     async def start(self) -> None:
-        self.nc = await bus.connect(self.common.nats_url, "secmsg-notify-publisher")
-        await bus.ensure_stream(self.nc)
+        self.nc = await bus.connect(self.common.nats_url, "secmsg-notify-publisher",
+                                    **bus.connect_options(self.common))
+        await bus.ensure_stream(self.nc, replicas=self.common.nats_stream_replicas)
         self.publisher = bus.EventPublisher(self.nc)
-        self.deliveries = await KvDeliveryRepo.open(self.nc, ttl_s=self.settings.claims_ttl_s)
+        self.deliveries = await KvDeliveryRepo.open(self.nc, ttl_s=self.settings.claims_ttl_s,
+                                                    replicas=self.common.nats_kv_replicas)
         await self.broker.start()
         log.info("notify started", extra={"event": "startup"})
 

@@ -160,9 +160,9 @@ async def build_deps(common: CommonSettings, settings: RetrieveSettings,
     client = mongo.make_client(common)
     stack.append(client.close)
     db = client[common.mongo_db]
-    nc = await bus.connect(common.nats_url, "secmsg-retrieve")
+    nc = await bus.connect(common.nats_url, "secmsg-retrieve", **bus.connect_options(common))
     stack.append(nc.close)
-    await bus.ensure_stream(nc)
+    await bus.ensure_stream(nc, replicas=common.nats_stream_replicas)
     publisher = bus.EventPublisher(nc, timeout=settings.publish_timeout_s)
     blobs = S3BlobStore.from_settings(common)
     try:

@@ -96,17 +96,18 @@ def create_app(common: CommonSettings | None = None,
     # One NATS connection: the broker's. Handlers are typed (handlers.py), events published
     # through it (worker.BrokerPublisher).
     broker = rt.broker = NatsBroker(
-        common.nats_url, name="secmsg-store", max_reconnect_attempts=-1, reconnect_time_wait=1,
+        bus.servers(common.nats_url), **bus.broker_options(common), name="secmsg-store",
+        max_reconnect_attempts=-1, reconnect_time_wait=1,
         graceful_timeout=cfg.graceful_timeout_s, logger=logging.getLogger("secmsg.store.broker"),
         log_level=logging.DEBUG)  # "Received"/"Processed" per event: debug, not info
     if (tracing := telemetry.nats_middleware(telemetry.setup_tracing("store", common))):
         broker.add_middleware(tracing)
-    consumers = register(broker, rt.get_deps, cfg)
+    consumers = register(broker, rt.get_deps, cfg, inbox=bus.subscriber_inbox(common))
 
     async def start_clients() -> None:
         # The stream and the consumers' limits exist before the subscribers bind.
         nc = await broker.connect()
-        await bus.ensure_stream(nc)
+        await bus.ensure_stream(nc, replicas=common.nats_stream_replicas)
         await consumers.ensure_consumers(nc)
         rt.mongo = make_client(common)
         db = rt.mongo[common.mongo_db]

@@ -88,12 +88,13 @@ def delivery_policy(cfg: StoreSettings) -> worker.DeliveryPolicy:
                                  backoff_cap_s=cfg.backoff_cap_s, ack_wait_s=cfg.ack_wait_s)
 
 
-def register(broker: NatsBroker, get_deps: Callable[[], Deps],
-             cfg: StoreSettings) -> worker.EventWorker:
-    """Store's four consumers on ``broker``; the returned ``EventWorker`` ensures them."""
+def register(broker: NatsBroker, get_deps: Callable[[], Deps], cfg: StoreSettings,
+             inbox: bytes = b"_INBOX.") -> worker.EventWorker:
+    """Store's four consumers on ``broker``; the returned ``EventWorker`` ensures them.
+    ``inbox``: the pull subscriptions' reply prefix (``bus.subscriber_inbox``)."""
     consumers = worker.EventWorker(
         broker, service=SERVICE, policy=delivery_policy(cfg),
-        dead_letters=lambda: worker.MongoDeadLetters(get_deps().db))
+        dead_letters=lambda: worker.MongoDeadLetters(get_deps().db), inbox_prefix=inbox)
 
     def subscribe(filter_subject: str, durable: str, **kw: object) -> Callable[[object], object]:
         opts: dict[str, object] = {"batch_size": cfg.batch_size,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 from nats.aio.client import Client as NATS
 from pydantic import BaseModel
@@ -21,8 +22,11 @@ log = logging.getLogger(__name__)
 
 
 class NatsEventSink:
-    def __init__(self, url: str, *, timeout: float, name: str = "secmsg-ingest"):
+    def __init__(self, url: str, *, timeout: float, name: str = "secmsg-ingest",
+                 options: dict[str, Any] | None = None, replicas: int = 1):
         self._url = url
+        self._options = options or {}  # bus.connect_options: credentials, TLS, inbox
+        self._replicas = replicas
         self._timeout = timeout
         self._name = name
         self._nc: NATS | None = None
@@ -38,9 +42,9 @@ class NatsEventSink:
             self._retry = asyncio.create_task(self._keep_trying(retry_every_s))
 
     async def _connect(self) -> None:
-        nc = await bus.connect(self._url, self._name, pending_size=0)
+        nc = await bus.connect(self._url, self._name, pending_size=0, **self._options)
         try:
-            await bus.ensure_stream(nc)
+            await bus.ensure_stream(nc, replicas=self._replicas)
         except Exception:
             await nc.close()
             raise

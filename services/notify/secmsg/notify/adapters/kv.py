@@ -30,15 +30,14 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import (
-    BadRequestError,
     InvalidKeyError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
-    NotFoundError,
 )
 from nats.js.kv import KeyValue
 
 from secmsg.notify.ports import Claim
+from secmsg.shared import bus
 from secmsg.shared.errors import DependencyUnavailable
 
 log = logging.getLogger(__name__)
@@ -92,23 +91,13 @@ async def _unavailable_as_503() -> AsyncIterator[None]:
             from exc
 
 
-async def ensure_bucket(js: JetStreamContext, *, ttl_s: float) -> KeyValue:
-    """Create the claims bucket, or bind it and bring its TTL up to date. Idempotent."""
+async def ensure_bucket(js: JetStreamContext, *, ttl_s: float, replicas: int = 1) -> KeyValue:
+    """Create the claims bucket, or bind it and bring its TTL up to date; its replicas are
+    only ever raised (``SECMSG_NATS_KV_REPLICAS``). Idempotent."""
     async with _unavailable_as_503():
-        try:
-            si = await js.stream_info(STREAM)
-        except NotFoundError:
-            try:
-                return await js.create_key_value(KeyValueConfig(
-                    bucket=BUCKET, description="secmsg notify: per-recipient delivery claims",
-                    history=1, storage=StorageType.FILE, ttl=ttl_s))
-            except BadRequestError:
-                # Another replica created it in between, configured differently.
-                si = await js.stream_info(STREAM)
-        if si.config.max_age is None or abs(si.config.max_age - ttl_s) > 1e-3:
-            log.info("updating the claims bucket TTL to %.0fs", ttl_s)
-            await js.update_stream(si.config.evolve(max_age=ttl_s))
-        return await js.key_value(BUCKET)
+        return await bus.ensure_kv(js, KeyValueConfig(
+            bucket=BUCKET, description="secmsg notify: per-recipient delivery claims",
+            history=1, storage=StorageType.FILE, ttl=ttl_s, replicas=replicas))
 
 
 class KvDeliveryRepo:
@@ -123,9 +112,10 @@ class KvDeliveryRepo:
         self._claimed: dict[str, tuple[int, dict[str, Any]]] = {}
 
     @classmethod
-    async def open(cls, nc: NATS, *, ttl_s: float,
+    async def open(cls, nc: NATS, *, ttl_s: float, replicas: int = 1,
                    timeout_s: float = KV_TIMEOUT_S) -> KvDeliveryRepo:
-        kv = await ensure_bucket(nc.jetstream(timeout=timeout_s), ttl_s=ttl_s)
+        kv = await ensure_bucket(nc.jetstream(timeout=timeout_s), ttl_s=ttl_s,
+                                 replicas=replicas)
         return cls(nc, kv)
 
     async def ping(self) -> None:

@@ -49,8 +49,9 @@ class Deliverability:
 
     async def start(self) -> None:
         s = self.settings
-        self.nc = await bus.connect(self.common.nats_url, "secmsg-notify-deliverability")
-        await bus.ensure_stream(self.nc)
+        self.nc = await bus.connect(self.common.nats_url, "secmsg-notify-deliverability",
+                                    **bus.connect_options(self.common))
+        await bus.ensure_stream(self.nc, replicas=self.common.nats_stream_replicas)
         self.publisher = bus.EventPublisher(self.nc)
         if s.bounce_address:
             handler = BounceHandler(bounce_address=s.bounce_address, publisher=self.publisher,
