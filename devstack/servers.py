@@ -189,17 +189,11 @@ def nats_passwords(path: Path) -> dict[str, str]:
 def nats_config(*, port: int, store_dir: Path, passwords: dict[str, str],
                 cluster: tuple[str, str, int, list[int]] | None = None) -> str:
     """A nats-server configuration: JetStream on disk, account ``SECMSG`` with a user per
-    service (``bus_users``) and ``admin``; ``cluster`` = (cluster name, server name, route
-    port, the other nodes' route ports) for a clustered JetStream node."""
-    from secmsg.shared.bus_users import ADMIN, USERS
+    service (``bus_users``, rendered by ``nats_auth``) and ``admin``; ``cluster`` = (cluster
+    name, server name, route port, the other nodes' route ports) for a clustered node."""
+    from devstack.nats_auth import accounts_block
 
     q = json.dumps
-    users = []
-    for u in USERS:
-        users.append(f"      {{user: {q(u.name)}, password: {q(passwords[u.name])}, "
-                     f"permissions: {{publish: {{allow: {q(u.publish_allow())}}}, "
-                     f"subscribe: {{allow: {q(u.subscribe_allow())}}}}}}}")
-    users.append(f"      {{user: {q(ADMIN)}, password: {q(passwords[ADMIN])}}}")
     lines = [f"listen: 127.0.0.1:{port}",
              f"jetstream {{ store_dir: {q(str(store_dir))} }}"]
     if cluster is not None:
@@ -207,9 +201,7 @@ def nats_config(*, port: int, store_dir: Path, passwords: dict[str, str],
         lines += [f"server_name: {q(sname)}",
                   f"cluster {{ name: {q(cname)}, listen: 127.0.0.1:{route_port}, routes: "
                   f"{q([f'nats-route://127.0.0.1:{r}' for r in routes])} }}"]
-    lines += ["accounts {", "  SECMSG {", "    jetstream: enabled", "    users: [",
-              *users, "    ]", "  }", "}"]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + accounts_block(passwords)
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """Who may do what on the bus: one NATS user per service, limited to its own subjects.
 
-The single source of the permissions: ``devstack`` writes them into the local and test NATS
-configuration, ``deploy/k8s/nats/`` carries the same table for the NATS Helm chart (a test
-compares them), and docs/operations.md explains them. A service that starts publishing or
+The single source of the permissions: ``devstack.nats_auth`` renders them into the local and
+test NATS configuration, ``deploy/compose/nats-auth.conf`` and the NATS Helm chart's values
+``deploy/helm/nats-values.yaml`` (a test keeps those two current), and docs/operations.md
+explains them. A service that starts publishing or
 consuming something new adds it here, or NATS refuses it ("Permissions Violation").
 
 What each entry grants, besides the event subjects themselves:
@@ -18,6 +19,8 @@ What each entry grants, besides the event subjects themselves:
   (``$JS.ACK.SECMSG.D.>``).
 * for each KV bucket ``B``: the bucket's stream API (``KV_B``), direct and stream reads and
   writes to ``$KV.B.>``.
+
+Operators' tools (``nats`` CLI, backups, replaying dead letters by hand) use ``admin``.
 """
 
 from __future__ import annotations
