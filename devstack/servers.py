@@ -187,10 +187,12 @@ def nats_passwords(path: Path) -> dict[str, str]:
 
 
 def nats_config(*, port: int, store_dir: Path, passwords: dict[str, str],
-                cluster: tuple[str, str, int, list[int]] | None = None) -> str:
+                cluster: tuple[str, str, int, list[int]] | None = None,
+                tls: tuple[Path, Path] | None = None) -> str:
     """A nats-server configuration: JetStream on disk, account ``SECMSG`` with a user per
     service (``bus_users``, rendered by ``nats_auth``) and ``admin``; ``cluster`` = (cluster
-    name, server name, route port, the other nodes' route ports) for a clustered node."""
+    name, server name, route port, the other nodes' route ports) for a clustered node;
+    ``tls`` = (certificate, key): clients must use TLS."""
     from devstack.nats_auth import accounts_block
 
     q = json.dumps
@@ -201,6 +203,8 @@ def nats_config(*, port: int, store_dir: Path, passwords: dict[str, str],
         lines += [f"server_name: {q(sname)}",
                   f"cluster {{ name: {q(cname)}, listen: 127.0.0.1:{route_port}, routes: "
                   f"{q([f'nats-route://127.0.0.1:{r}' for r in routes])} }}"]
+    if tls is not None:
+        lines += [f"tls {{ cert_file: {q(str(tls[0]))}, key_file: {q(str(tls[1]))} }}"]
     return "\n".join(lines) + "\n" + accounts_block(passwords)
 
 
@@ -226,13 +230,13 @@ class NatsServer(Server):
 
 def make_nats(binary: Path, port: int, base: Path, *, passwords: dict[str, str] | None = None,
               cluster: tuple[str, str, int, list[int]] | None = None,
-              name: str = "nats") -> NatsServer:
+              tls: tuple[Path, Path] | None = None, name: str = "nats") -> NatsServer:
     """A NATS server (not started) with data, config and log under ``base``."""
     base.mkdir(parents=True, exist_ok=True)
     passwords = passwords or nats_passwords(base / "nats.passwords.json")
     conf = base / "nats.conf"
     conf.write_text(nats_config(port=port, store_dir=base, passwords=passwords,
-                                cluster=cluster))
+                                cluster=cluster, tls=tls))
     conf.chmod(0o600)
     return NatsServer(name, [str(binary), "-c", str(conf)], port, base / f"{name}.log",
                       passwords=passwords)

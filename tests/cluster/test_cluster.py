@@ -16,6 +16,7 @@ import time
 
 import httpx
 import nats
+import pytest
 from nats.aio.client import Client as NATS
 from nats.js.api import StreamInfo
 
@@ -25,6 +26,7 @@ from secmsg.shared.bus_users import ADMIN, DELIVERIES_BUCKET
 from tests.e2e.helpers import Platform, eventually
 
 N = 500
+pytestmark = pytest.mark.slow  # ~1.5 min; CI runs slow tests too (no -m filter)
 STREAMS = (subjects.STREAM, f"KV_{DELIVERIES_BUCKET}")
 
 
@@ -111,6 +113,7 @@ async def test_platform_on_a_three_node_cluster(platform: Platform,
             assert info.cluster is not None and info.cluster.leader
             killed = cluster.node(info.cluster.leader)
             killed.kill()
+            assert len(ids) < N, "the leader must die while messages are still coming in"
             await asyncio.gather(*tasks)
         assert len(set(ids.values())) == N
 
