@@ -83,7 +83,9 @@ class Bench:
         os.environ.update(self.env)
         self.procs: dict[str, ServiceProc] = {}
         for name in ("store", "notify", "retrieve", "ingest"):
-            p = ServiceProc(name, self.env, self.base / f"{name}.log", free_port(),
+            # each service as its own NATS user, as in production
+            p = ServiceProc(name, {**self.env, **self.stack.nats.service_env(name)},
+                            self.base / f"{name}.log", free_port(),
                             tls=(name == "retrieve"))
             if name == "retrieve":
                 p.env = {**p.env, "SECMSG_RETRIEVE_PUBLIC_URL": p.base_url}
