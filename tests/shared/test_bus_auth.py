@@ -126,3 +126,15 @@ async def test_service_users_are_limited_to_their_subjects(
     finally:
         await admin.close()
     await asyncio.sleep(0)
+
+
+def test_a_stream_of_its_own_gets_its_api_subjects_and_durables() -> None:
+    from secmsg.shared.bus_users import BusUser, OwnStream
+
+    u = BusUser("svc", "svc", publishes=(), own_streams=(
+        OwnStream("WORK", publishes=("work.>",), consumers=("svc-work",)),))
+    allow = u.publish_allow()
+    assert {"work.>", "$JS.API.STREAM.CREATE.WORK", "$JS.API.CONSUMER.MSG.NEXT.WORK.svc-work",
+            "$JS.ACK.WORK.svc-work.>"} <= set(allow)
+    assert not [a for a in allow if "DELETE" in a or "PURGE" in a]
+    assert u.subscribe_allow() == ["_INBOX.svc.>"]

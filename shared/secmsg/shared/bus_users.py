@@ -20,6 +20,10 @@ What each entry grants, besides the event subjects themselves:
 * for each KV bucket ``B``: the bucket's stream API (``KV_B``), direct and stream reads and
   writes to ``$KV.B.>``.
 
+* for a stream of its own (``OwnStream``, e.g. a work queue only that service reads): the
+  same stream API (created with ``bus.ensure_stream(nc, replicas=..., config=...)`` so it gets
+  the replicas setting too), its subjects and its durables.
+
 Operators' tools (``nats`` CLI, backups, replaying dead letters by hand) use ``admin``.
 """
 
@@ -33,6 +37,28 @@ ADMIN = "admin"  # operators and in-process test code: everything
 DELIVERIES_BUCKET = "SECMSG_DELIVERIES"  # notify's delivery claims (notify/adapters/kv.py)
 
 
+def _stream_grants(stream: str) -> list[str]:
+    return [f"$JS.API.STREAM.INFO.{stream}", f"$JS.API.STREAM.CREATE.{stream}",
+            f"$JS.API.STREAM.UPDATE.{stream}"]
+
+
+def _consumer_grants(stream: str, durable: str) -> list[str]:
+    return [f"$JS.API.CONSUMER.CREATE.{stream}.{durable}",
+            f"$JS.API.CONSUMER.CREATE.{stream}.{durable}.>",
+            f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{durable}",
+            f"$JS.API.CONSUMER.INFO.{stream}.{durable}",
+            f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}", f"$JS.ACK.{stream}.{durable}.>"]
+
+
+@dataclass(frozen=True)
+class OwnStream:
+    """A stream one service keeps for itself: its subjects (as published) and durables."""
+
+    name: str
+    publishes: tuple[str, ...]
+    consumers: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class BusUser:
     """One service's NATS user: what it publishes, consumes and keeps in KV."""
@@ -42,6 +68,7 @@ class BusUser:
     publishes: tuple[str, ...]  # event subject suffixes, any tenant
     consumers: tuple[str, ...] = ()  # durable consumer names on the SECMSG stream
     kv_buckets: tuple[str, ...] = ()
+    own_streams: tuple[OwnStream, ...] = ()
     reads: str = ""  # what the consumers receive, for the docs
 
     @property
@@ -49,20 +76,18 @@ class BusUser:
         return f"_INBOX.{self.name}"
 
     def publish_allow(self) -> list[str]:
-        st = s.STREAM
         allow = [s.any_tenant(p) for p in self.publishes]
-        allow += ["$JS.API.INFO", f"$JS.API.STREAM.INFO.{st}", f"$JS.API.STREAM.CREATE.{st}",
-                  f"$JS.API.STREAM.UPDATE.{st}"]
+        allow += ["$JS.API.INFO", *_stream_grants(s.STREAM)]
         for d in self.consumers:
-            allow += [f"$JS.API.CONSUMER.CREATE.{st}.{d}", f"$JS.API.CONSUMER.CREATE.{st}.{d}.>",
-                      f"$JS.API.CONSUMER.DURABLE.CREATE.{st}.{d}",
-                      f"$JS.API.CONSUMER.INFO.{st}.{d}", f"$JS.API.CONSUMER.MSG.NEXT.{st}.{d}",
-                      f"$JS.ACK.{st}.{d}.>"]
+            allow += _consumer_grants(s.STREAM, d)
         for b in self.kv_buckets:
             kv = f"KV_{b}"
-            allow += [f"$JS.API.STREAM.INFO.{kv}", f"$JS.API.STREAM.CREATE.{kv}",
-                      f"$JS.API.STREAM.UPDATE.{kv}", f"$JS.API.STREAM.MSG.GET.{kv}",
+            allow += [*_stream_grants(kv), f"$JS.API.STREAM.MSG.GET.{kv}",
                       f"$JS.API.DIRECT.GET.{kv}", f"$JS.API.DIRECT.GET.{kv}.>", f"$KV.{b}.>"]
+        for own in self.own_streams:
+            allow += [*own.publishes, *_stream_grants(own.name)]
+            for d in own.consumers:
+                allow += _consumer_grants(own.name, d)
         return allow
 
     def subscribe_allow(self) -> list[str]:
