@@ -4,16 +4,20 @@ cut off after the revocation lands."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pytest
 
+from devstack.services import ServiceProc
 from secmsg.retrieve import service, tokens
 from secmsg.retrieve.access import RECHECK_BYTES, Gone
 from secmsg.retrieve.ports import SessionRecord
 from secmsg.shared import mongo
 from tests.retrieve.helpers import ALICE, TENANT, Running, Seeder, bearer
+from tests.toolbar.helpers import insert_token
 
 CAROL = "carol@example.org"
 
@@ -80,9 +84,12 @@ async def test_recalled_is_410_for_every_recipient_and_404_for_others(
     assert r.status_code == 404
 
 
-async def test_download_in_progress_stops_after_revocation(app: Running, seeder: Seeder,
-                                                           mongo_db: Any) -> None:
-    size = RECHECK_BYTES + 1024 * 1024  # more than one re-check interval
+async def test_download_in_progress_stops_within_1_mib_of_a_revocation(
+        app: Running, seeder: Seeder, mongo_db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The worst case: the revocation lands just after a re-check said "still yours". At most
+    # RECHECK_BYTES (1 MiB) may leave after that (once a whole 4 MiB read did).
+    assert RECHECK_BYTES == 1024 * 1024
+    size = 10 * 1024 * 1024  # several object-store reads (4 MiB each)
     msg = await seeder.message(to=["bob@example.org"],
                                attachments=[("big.bin", "application/octet-stream",
                                              bytes(range(256)) * (size // 256))])
@@ -94,11 +101,51 @@ async def test_download_in_progress_stops_after_revocation(app: Running, seeder:
                                        object_id=att, range_header=None, if_range=None,
                                        messages=d.messages, audit=d.audit, client_ip=None,
                                        user_agent=None, now=d.clock())
+    received = 0
+    at_revocation: list[int] = []
+    real_check = d.messages.check
+
+    async def check_then_revoke(**who: str) -> None:
+        await real_check(**who)  # passes: still bob's
+        if not at_revocation:
+            await revoke(mongo_db, msg.message_id, "bob@example.org", "revoked")
+            at_revocation.append(received)
+
+    monkeypatch.setattr(d.messages, "check", check_then_revoke)
     stream = service.stream_download(download=plan, blobs=d.blobs, keyring=d.keyring)
-    received = len(await anext(stream))
-    await revoke(mongo_db, msg.message_id, "bob@example.org", "revoked")
     with pytest.raises(Gone) as caught:
         async for chunk in stream:
             received += len(chunk)
     assert caught.value.code == "revoked"
-    assert received <= RECHECK_BYTES < size  # the rest never left
+    assert at_revocation, "no re-check while streaming"
+    assert received - at_revocation[0] <= RECHECK_BYTES
+    assert received < size  # the rest never left
+
+
+async def test_https_download_is_cut_when_revoked(
+        services: Callable[..., ServiceProc], seeder: Seeder, mongo_db: Any) -> None:
+    """The same through a real retrieve process: the status line and the first bytes are out,
+    then the revocation lands and the server cuts the connection."""
+    size = 24 * 1024 * 1024
+    data = bytes(range(256)) * (size // 256)
+    msg = await seeder.message(to=["bob@example.org"],
+                               attachments=[("big.bin", "application/octet-stream", data)])
+    att = next(iter(msg.attachments))
+    token, _ = await insert_token(mongo_db, tenant_id=TENANT, email="bob@example.org")
+    svc = services("retrieve")
+    received = bytearray()
+    async with httpx.AsyncClient(base_url=svc.base_url, verify=False, timeout=30) as client:
+        with pytest.raises(httpx.TransportError):
+            async with client.stream("GET", f"/v1/messages/{msg.message_id}/attachments/{att}",
+                                     headers=bearer(token)) as resp:
+                assert resp.status_code == 200
+                async for chunk in resp.aiter_raw():
+                    if not received:
+                        await revoke(mongo_db, msg.message_id, "bob@example.org", "revoked")
+                    received += chunk
+    assert 0 < len(received) < size
+    assert data.startswith(bytes(received))
+    async with httpx.AsyncClient(base_url=svc.base_url, verify=False, timeout=30) as client:
+        r = await client.get(f"/v1/messages/{msg.message_id}/attachments/{att}",
+                             headers=bearer(token))
+    assert r.status_code == 410 and r.json()["error"] == "revoked"

@@ -4,18 +4,21 @@
 toolbar API and the webmail -- gets the same answer without remembering to ask: a revoked or
 recalled message is ``Gone`` (410, ``revoked``/``recalled``) for a recipient it was addressed
 to, and simply absent (404) for everyone else; listings leave it out. Downloads in progress ask
-again between segments (``RevocationGuard``), at least every 4 MiB, so access stops mid-file.
+again as they stream (``RevocationGuard``): at most ``RECHECK_BYTES`` (1 MiB) leave after a
+revocation or recall is recorded, so access stops mid-file.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import datetime
 
 from secmsg.retrieve.ports import MessageRecord, MessageRepo, RevocationRepo
 from secmsg.shared.errors import PermanentError
 
-RECHECK_BYTES = 4 * 1024 * 1024
+RECHECK_BYTES = 1024 * 1024
 
 
 class Gone(PermanentError):
@@ -68,21 +71,57 @@ class GuardedMessageRepo:
 
 
 class RevocationGuard:
-    """Asks again whether ``address`` may still read ``message_id``, once per
-    ``RECHECK_BYTES`` of plaintext sent."""
+    """Asks again whether ``address`` may still read ``message_id`` while a download streams.
+
+    The promise: no byte is sent more than ``every`` bytes past the point where the newest
+    check that said "still yours" began (the request's own lookup is the check at byte 0). So
+    once a revocation is recorded, at most ``every`` bytes leave before the stream stops.
+
+    To keep downloads fast the checks are pipelined: the content goes out in pieces of
+    ``every / 2``; a check starts when half an interval has been sent and is awaited only
+    before the piece that would cross the bound, so its lookup (two ``_id`` reads) overlaps
+    with sending. A lookup slower than sending half an interval slows the download down to
+    the lookup rate rather than loosening the bound."""
 
     def __init__(self, messages: GuardedMessageRepo, *, tenant_id: str, message_id: str,
                  address: str, every: int = RECHECK_BYTES):
         self._messages = messages
         self._who = {"tenant_id": tenant_id, "message_id": message_id, "address": address}
-        self._every = every
+        self._every = max(2, every)
 
     async def wrap(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        since = 0
-        async for chunk in chunks:
-            # Checked before sending the chunk that would cross the threshold.
-            if since + len(chunk) > self._every:
-                await self._messages.check(**self._who)
-                since = 0
-            since += len(chunk)
-            yield chunk
+        half = self._every // 2
+        sent = 0  # bytes yielded so far
+        verified = 0  # offset where the newest check that passed began
+        pending: tuple[int, asyncio.Task[None]] | None = None
+        try:
+            async for chunk in chunks:
+                view = memoryview(chunk)
+                for at in range(0, len(chunk), half):
+                    piece = view[at:at + half]
+                    if sent + len(piece) - verified > self._every:
+                        if pending is None:  # (only if the pieces outran the schedule)
+                            pending = (sent, asyncio.create_task(
+                                self._messages.check(**self._who)))
+                        began, task = pending
+                        pending = None
+                        await task  # Gone (or a dependency error) ends the stream here
+                        verified = began
+                    if pending is None and sent - verified >= half:
+                        pending = (sent, asyncio.create_task(self._messages.check(**self._who)))
+                    if pending is not None:
+                        # A fast reader may never make the server wait on the socket: give
+                        # the loop a turn so the check's lookup moves along meanwhile.
+                        await asyncio.sleep(0)
+                    yield piece.tobytes() if len(piece) != len(chunk) else chunk
+                    sent += len(piece)
+        finally:
+            if pending is not None:
+                pending[1].cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await pending[1]
+            # Stopped early (revoked, or the client went away): release the object-store
+            # connection now rather than at garbage collection.
+            close = getattr(chunks, "aclose", None)
+            if close is not None:
+                await close()

@@ -7,6 +7,7 @@ inserts with a unique ``_id`` (see docs/design.md "Atomicity").
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from datetime import datetime
 from typing import Any
@@ -169,9 +170,12 @@ class MongoRevocationRepo:
         self._col = db[mongo.REVOCATIONS]
 
     async def find(self, *, message_id: str, address: str) -> Revocation | None:
+        # Two exact _id reads (a download asks every 1 MiB): an ``$in`` is a scan on FerretDB
+        # (measured: ~150 ms at 5,000 entries, against ~15 ms for the pair).
         async with mongo.unavailable_as_503():
-            docs = [d async for d in self._col.find(
-                {"_id": {"$in": [f"{message_id}:*", f"{message_id}:{address}"]}})]
+            found = await asyncio.gather(self._col.find_one({"_id": f"{message_id}:*"}),
+                                         self._col.find_one({"_id": f"{message_id}:{address}"}))
+        docs = [d for d in found if d is not None]
         if not docs:
             return None
         # A recall (everyone) outranks a per-recipient revocation in what the page says.
