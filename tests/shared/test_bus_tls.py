@@ -64,3 +64,16 @@ async def test_no_plain_text_and_no_unknown_certificate(tls_nats: tuple[NatsServ
             nc = await bus.connect(s.nats_url, "tls-test", allow_reconnect=False,
                                    **bus.connect_options(s))
             await nc.close()
+
+
+def test_nats_credentials_settings_are_checked_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    for k in ("SECMSG_NATS_USER", "SECMSG_NATS_PASSWORD", "SECMSG_NATS_URL",
+              "SECMSG_ENVIRONMENT"):
+        monkeypatch.delenv(k, raising=False)
+    with pytest.raises(ValueError, match="SECMSG_NATS_PASSWORD"):
+        CommonSettings(nats_user="store")
+    with pytest.raises(ValueError, match="credentials"):
+        CommonSettings(nats_user="store", nats_password="pw",
+                       nats_url="nats://admin:pw@127.0.0.1:4222")
+    with pytest.raises(ValueError, match="SECMSG_NATS_USER"):
+        CommonSettings(environment="production", s3_secret_key="real")

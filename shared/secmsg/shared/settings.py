@@ -103,6 +103,9 @@ class CommonSettings(BaseSettings):
                              "production (each service has its own NATS user)")
         if self.nats_user and not self.nats_password:
             raise ValueError("SECMSG_NATS_USER is set but SECMSG_NATS_PASSWORD is not")
+        if self.nats_user and "@" in self.nats_url:
+            raise ValueError("SECMSG_NATS_URL carries credentials as well as SECMSG_NATS_USER: "
+                             "keep them in SECMSG_NATS_USER / SECMSG_NATS_PASSWORD only")
         return self
 
     @cached_property
