@@ -74,8 +74,8 @@ async def test_recipients_only_from_a_cleanly_parsed_field(ingest: Ingest, to: b
     await refused(ingest, b"From: alice@acme.example\r\nTo: " + to + b"\r\n\r\nbody\r\n", "To")
 
 
-@pytest.mark.parametrize("char", ["\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x01", "\x7f",
-                                  "\x85", "\u2028"])
+@pytest.mark.parametrize("char", ["\r", "\n", "\x00", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e",
+                                  "\x01", "\x7f", "\x85", "\u2028"])
 async def test_control_characters_in_a_json_subject_are_400(ingest: Ingest, char: str) -> None:
     r = await ingest.post([env_part(envelope(subject=f"hi{char}Bcc: victim@else.example"))])
     assert r.status_code == 400, r.text
