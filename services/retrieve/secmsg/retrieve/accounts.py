@@ -2,9 +2,20 @@
 
 Every sign-in failure is the same ``Unauthorized`` with the same sentence, and costs the same
 work whether or not the account exists (a dummy Argon2 verification stands in for a missing
-hash). Throttling is per (account, IP) and per IP, plus an account-wide password limit that
-slows attackers spread over many IPs; that one never blocks the emailed-code path, so a real
-user cannot be locked out by someone guessing their password.
+hash).
+
+Throttling (ASVS 5.0 V6.3; docs/security.md):
+
+* per (account, source IP) and per source IP, for every sign-in, register, reset and TOTP try:
+  an attacker's guesses from elsewhere never touch the owner's own counters;
+* per account from all sources together, in two tiers (a window, then a day: a back-off), for
+  password tries and for authenticator (TOTP) codes, so attackers spread over many IPs are
+  slowed and TOTP guessing is capped.
+
+The account-wide password tier cannot lock the owner out: the emailed code alone signs in
+under the policies ``code`` and ``password``, and under ``password+code`` a try that brings a
+valid emailed code (someone holding the mailbox) is not subject to it. The code is checked
+first for that reason.
 """
 
 from __future__ import annotations
@@ -99,14 +110,37 @@ async def start_session(p: AccountPorts, *, tenant_id: str, address: str, policy
     return NewSession(token, expires_at)
 
 
+DAY_S = 86400
+
+
 async def _throttle(p: AccountPorts, kind: str, tenant_id: str, address: str, ip: str,
-                    now: datetime, *, account_wide: int | None = None) -> None:
+                    now: datetime) -> None:
+    """Per (account, source) and per source."""
     s = p.settings
     checks = [(f"{kind}:acct-ip:{tenant_id}:{address}:{ip}", s.verify_attempts_per_address),
               (f"{kind}:ip:{ip}", s.verify_attempts_per_ip)]
-    if account_wide is not None:
-        checks.append((f"{kind}:acct:{tenant_id}:{address}", account_wide))
     await service.check_rate_limits(p.limiter, checks, window_s=s.rate_window_s, now=now)
+
+
+async def _account_backoff(p: AccountPorts, kind: Literal["password", "totp"],
+                           tenant_id: str, address: str, now: datetime) -> None:
+    """Per account from every source together, a window then a day (429 + Retry-After)."""
+    s = p.settings
+    per_window, per_day = (
+        (s.password_attempts_per_account, s.password_attempts_per_account_per_day)
+        if kind == "password" else
+        (s.totp_attempts_per_account, s.totp_attempts_per_account_per_day))
+    key = f"{kind}:acct:{tenant_id}:{address}"
+    await service.check_rate_tiers(
+        p.limiter, [(key, per_window, s.rate_window_s), (key, per_day, DAY_S)], now=now)
+
+
+async def _totp_checked(p: AccountPorts, account: AccountRecord, code: str | None,
+                        client: Client, now: datetime) -> bool:
+    """A TOTP try, throttled per (account, source), per source and per account."""
+    await _throttle(p, "totp", account.tenant_id, account.email, client.ip, now)
+    await _account_backoff(p, "totp", account.tenant_id, account.email, now)
+    return await _totp_ok(p, account, code, now)
 
 
 async def _consume_code(p: AccountPorts, tenant_id: str, address: str, code: str | None,
@@ -189,8 +223,7 @@ async def _finish(p: AccountPorts, *, tenant_id: str, address: str, policy: Poli
     if account is not None and account.totp_secret_sealed and policy.allow_totp:
         if totp_code is None:
             return SignInResult(mfa_ticket=_make_ticket(p, tenant_id, address, now))
-        await _throttle(p, "totp", tenant_id, address, client.ip, now)
-        if not await _totp_ok(p, account, totp_code, now):
+        if not await _totp_checked(p, account, totp_code, client, now):
             raise await _failed(p, tenant_id, address, client, now, "totp")
         method += "+totp"
     new = await start_session(p, tenant_id=tenant_id, address=address, policy=policy, now=now)
@@ -208,17 +241,19 @@ async def sign_in(p: AccountPorts, *, tenant_id: str, email: str, code: str | No
     address = normalize_address(email)
     policy = await load_policy(p, tenant_id)
     use_password = password is not None and policy.signin != "code"
-    await _throttle(p, "signin", tenant_id, address, client.ip, now,
-                    account_wide=p.settings.password_attempts_per_account
-                    if use_password else None)
+    await _throttle(p, "signin", tenant_id, address, client.ip, now)
     account = await p.accounts.get(tenant_id=tenant_id, email=address)
+    needs_code = policy.signin == "password+code" or not use_password
+    code_ok = await _consume_code(p, tenant_id, address, code, now) if needs_code else False
     password_ok = False
     if use_password:
+        if not code_ok:
+            # Guesses from everywhere together back off; a try with a valid emailed code is
+            # the mailbox's owner, whom no one else's guesses may lock out.
+            await _account_backoff(p, "password", tenant_id, address, now)
         # Always a full Argon2 verification: a missing account costs the same (dummy hash).
         password_ok = await passwords.verify_password(
             account.password_hash if account else None, password or "")
-    needs_code = policy.signin == "password+code" or not use_password
-    code_ok = await _consume_code(p, tenant_id, address, code, now) if needs_code else False
     if policy.signin == "password+code":
         ok = password_ok and code_ok
     elif use_password:
@@ -244,9 +279,11 @@ async def complete_totp(p: AccountPorts, *, ticket: str, code: str, client: Clie
     if opened is None:
         raise Unauthorized(BAD_SIGNIN)
     tenant_id, address, nonce = opened
-    await _throttle(p, "totp", tenant_id, address, client.ip, now)
     account = await p.accounts.get(tenant_id=tenant_id, email=address)
-    if account is None or not await _totp_ok(p, account, code, now):
+    if account is None:
+        await _throttle(p, "totp", tenant_id, address, client.ip, now)
+        raise await _failed(p, tenant_id, address, client, now, "totp")
+    if not await _totp_checked(p, account, code, client, now):
         raise await _failed(p, tenant_id, address, client, now, "totp")
     if not await p.markers.claim(f"mfa-ticket:{nonce}", expires_at=now + timedelta(
             seconds=p.settings.mfa_ticket_ttl_s)):
@@ -299,7 +336,7 @@ async def reset_password(p: AccountPorts, *, tenant_id: str, email: str, code: s
     account = await p.accounts.get(tenant_id=tenant_id, email=address)
     code_ok = await _consume_code(p, tenant_id, address, code, now)
     if account is not None and account.totp_secret_sealed and policy.allow_totp:
-        code_ok = code_ok and await _totp_ok(p, account, totp_code, now)
+        code_ok = code_ok and await _totp_checked(p, account, totp_code, client, now)
     if not code_ok or account is None:
         raise await _failed(p, tenant_id, address, client, now, "reset")
     await p.accounts.set_password(tenant_id=tenant_id, email=address,

@@ -105,8 +105,17 @@ async def check_rate_limits(limiter: RateLimiter, checks: list[tuple[str, int]],
                             window_s: int, now: datetime) -> None:
     """Count one hit on every (key, limit); ``RateLimited`` with the longest wait if any is
     over (all are counted either way, so probing one key does not spare the others)."""
+    await check_rate_tiers(limiter, [(key, limit, window_s) for key, limit in checks],
+                           now=now)
+
+
+async def check_rate_tiers(limiter: RateLimiter, checks: list[tuple[str, int, int]], *,
+                           now: datetime) -> None:
+    """``check_rate_limits`` with a window per check: (key, limit, window_s). The same key
+    with a short and a long window is a back-off: past the first limit the wait is the rest
+    of the short window, past the second the rest of the long one."""
     worst: float | None = None
-    for key, limit in checks:
+    for key, limit, window_s in checks:
         retry = await limiter.hit(key=key, limit=limit, window_s=window_s, now=now)
         if retry is not None:
             worst = max(worst or 0.0, retry)

@@ -58,7 +58,19 @@ class RetrieveSettings(EdgeSettings):
     password_attempts_per_account: int = Field(
         default=50, ge=1,
         description="Password tries per account per window from all IPs together; over it "
-                    "answers 429 (the emailed-code path stays open)")
+                    "password tries answer 429 (the emailed code still signs in, and under "
+                    "password+code a try that brings a valid code is not counted)")
+    password_attempts_per_account_per_day: int = Field(
+        default=200, ge=1,
+        description="Back-off's second tier: password tries per account per 24 h from all "
+                    "IPs together (same exemptions)")
+    totp_attempts_per_account: int = Field(
+        default=10, ge=1,
+        description="Authenticator-code tries per account per window from all IPs together; "
+                    "over it 429")
+    totp_attempts_per_account_per_day: int = Field(
+        default=30, ge=1,
+        description="Back-off's second tier: authenticator-code tries per account per 24 h")
     pwned_range_url: str | None = Field(
         default=None,
         description="Optional k-anonymity breached-password range API (Have I Been Pwned "
