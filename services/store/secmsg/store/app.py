@@ -27,9 +27,10 @@ from secmsg.shared.blobstore import S3BlobStore
 from secmsg.shared.errors import DependencyUnavailable
 from secmsg.shared.mongo import make_client
 from secmsg.shared.settings import CommonSettings
-from secmsg.store import service
+from secmsg.store import deadletters, service
 from secmsg.store.adapters import mongo as mongo_adapter
 from secmsg.store.handlers import Deps, register
+from secmsg.store.routes import admin_routes
 from secmsg.store.settings import StoreSettings
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,9 @@ def create_app(common: CommonSettings | None = None,
             cfg.orphan_sweep_interval_s, "orphan sweep",
             lambda: service.sweep_orphans(messages=d.messages, blobs=d.blobs,
                                           grace_s=cfg.orphan_grace_s))))
+        rt.tasks.append(asyncio.create_task(_every(
+            cfg.dead_letters_poll_s, "dead-letter gauge",
+            lambda: deadletters.refresh_gauge(mongo_adapter.MongoDeadLetterRepo(d.db)))))
         rt.tasks.append(asyncio.create_task(telemetry.watch_consumer_lag(
             broker.connection.jetstream(), [subjects.STORE_RECEIVED, subjects.STORE_DELIVERY,
                                             subjects.STORE_AUDIT, subjects.STORE_CONTROL])))
@@ -180,7 +184,10 @@ def create_app(common: CommonSettings | None = None,
 
     app = AsgiFastStream(
         broker,
-        asgi_routes=[("/healthz", healthz), ("/readyz", readyz), ("/metrics", metrics)],
+        asgi_routes=[("/healthz", healthz), ("/readyz", readyz), ("/metrics", metrics),
+                     *admin_routes(cfg.admin_token,
+                                   lambda: mongo_adapter.MongoDeadLetterRepo(rt.get_deps().db),
+                                   lambda: deadletters.broker_publisher(broker))],
         on_startup=[start_clients],
         after_startup=[start_loops],
         on_shutdown=[stop_loops],

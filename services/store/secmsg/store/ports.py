@@ -149,3 +149,25 @@ class BlobStore(Protocol):
 
 class Publisher(Protocol):
     async def publish(self, event: BaseModel, msg_id: str) -> bool: ...
+
+
+class DeadLetterRepo(Protocol):
+    """``dead_letters`` (every worker appends, ``worker.MongoDeadLetters``; store operates)."""
+
+    async def find(self, *, service: str | None, state: str | None, limit: int) -> list[Doc]:
+        """Newest first; ``state`` None: any state (a missing state is ``open``)."""
+        ...
+
+    async def get(self, letter_id: str) -> Doc | None: ...
+
+    async def update(self, letter_id: str, fields: Mapping[str, Any]) -> None: ...
+
+    async def open_counts(self) -> dict[str, int]:
+        """Open dead letters by the service that wrote them."""
+        ...
+
+
+class RawPublisher(Protocol):
+    async def __call__(self, subject: str, payload: bytes, headers: dict[str, str]) -> int:
+        """Publish bytes as they are to the stream; the stream sequence it got."""
+        ...

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -403,3 +404,45 @@ class MongoRotationRepo:
     async def update(self, rotation_id: str, fields: Mapping[str, Any]) -> None:
         async with unavailable_as_503():
             await self._col.update_one({"_id": rotation_id}, {"$set": dict(fields)})
+
+
+class MongoDeadLetterRepo:
+    """Written by every worker (``secmsg.shared.worker.MongoDeadLetters``); a dead letter
+    recorded before its ``state`` field existed counts as ``open``."""
+
+    def __init__(self, db: AsyncDatabase[Any]) -> None:
+        self._col = db[mongo.DEAD_LETTERS]
+
+    @staticmethod
+    def _state(state: str) -> dict[str, Any]:
+        return {"state": {"$in": [state, None]}} if state == "open" else {"state": state}
+
+    async def find(self, *, service: str | None, state: str | None, limit: int) -> list[Doc]:
+        query: dict[str, Any] = {}
+        if service:
+            query["service"] = service
+        if state:
+            query |= self._state(state)
+        async with unavailable_as_503():
+            return await self._col.find(query).sort("at", DESCENDING).limit(limit).to_list(None)
+
+    @staticmethod
+    def _id(letter_id: str) -> dict[str, Any]:
+        # Dead letters written before ids were ``<stream>:<seq>`` have ObjectIds.
+        if ObjectId.is_valid(letter_id):
+            return {"_id": {"$in": [letter_id, ObjectId(letter_id)]}}
+        return {"_id": letter_id}
+
+    async def get(self, letter_id: str) -> Doc | None:
+        async with unavailable_as_503():
+            return await self._col.find_one(self._id(letter_id))
+
+    async def update(self, letter_id: str, fields: Mapping[str, Any]) -> None:
+        async with unavailable_as_503():
+            await self._col.update_one(self._id(letter_id), {"$set": dict(fields)})
+
+    async def open_counts(self) -> dict[str, int]:
+        async with unavailable_as_503():
+            services = await self._col.distinct("service")
+            return {str(s): await self._col.count_documents({"service": s, **self._state("open")})
+                    for s in services}

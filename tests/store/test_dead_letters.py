@@ -1,0 +1,179 @@
+"""Dead letters end to end (real NATS + FerretDB): a handler that keeps failing on one event
+dead-letters it after ``max_deliver`` deliveries while the others flow, and an operator lists
+and replays it with the CLI -- or the admin endpoints -- once the cause is fixed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from faststream.asgi import AsgiFastStream
+from faststream.nats import TestApp
+from nats.aio.client import Client as NATS
+
+from secmsg.shared import bus, mongo, subjects
+from secmsg.shared.events import MessageOpened
+from secmsg.store import deadletters, service
+from secmsg.store.app import create_app
+from tests.store.helpers import TENANT, drained, holds, wait_for
+
+MAX_DELIVER = 3
+TOKEN = "operator-token-" + "x" * 24
+
+
+@pytest.fixture
+def dl_env(store_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    extra = {"SECMSG_STORE_MAX_DELIVER": str(MAX_DELIVER),
+             "SECMSG_STORE_BACKOFF_BASE_S": "0.05", "SECMSG_STORE_BACKOFF_CAP_S": "0.2",
+             "SECMSG_STORE_DEAD_LETTERS_POLL_S": "0.2",
+             "SECMSG_STORE_ADMIN_TOKEN": TOKEN}
+    for k, v in extra.items():
+        monkeypatch.setenv(k, v)
+    return {**store_env, **extra}
+
+
+@pytest.fixture
+async def app(dl_env: dict[str, str]) -> AsyncIterator[AsgiFastStream]:
+    a = create_app()
+    async with TestApp(a):
+        yield a
+
+
+def opened(n: int) -> MessageOpened:
+    return MessageOpened(tenant_id=TENANT, message_id=uuid.uuid4().hex, event_id=f"ev{n}-"
+                         + uuid.uuid4().hex[:8], recipient=f"r{n}@example.org")
+
+
+async def cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "secmsg.store.deadletters", *args,
+        env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def audited(db: Any, event_id: str) -> bool:
+    return await db[mongo.AUDIT].find_one({"_id": event_id}) is not None
+
+
+async def test_a_bug_on_one_event_is_dead_lettered_then_replayed_by_the_operator(
+        app: AsgiFastStream, dl_env: dict[str, str], publisher: bus.EventPublisher,
+        nc: NATS, mongo_db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = service.record_audit
+    bad = opened(1)
+    tries: list[str] = []
+
+    async def buggy(*, event: Any, audit: Any) -> bool:
+        if event.event_id == bad.event_id:
+            tries.append(event.event_id)
+            raise KeyError("template_variable")  # a bug, not a TransientError
+        return await real(event=event, audit=audit)
+
+    monkeypatch.setattr(service, "record_audit", buggy)
+    before, after = opened(0), opened(2)
+    for ev in (before, bad, after):
+        await publisher.publish(ev, f"{ev.event_id}:opened")
+
+    dead = await wait_for(lambda: mongo_db[mongo.DEAD_LETTERS].find_one({}))
+    assert len(tries) == MAX_DELIVER
+    assert await audited(mongo_db, before.event_id) and await audited(mongo_db, after.event_id)
+    assert not await audited(mongo_db, bad.event_id)
+    assert dead["reason"] == (f"KeyError: 'template_variable' (gave up after {MAX_DELIVER} "
+                              "deliveries)")
+    assert (dead["service"], dead["consumer"], dead["state"], dead["deliveries"]) == (
+        "store", subjects.STORE_AUDIT, "open", MAX_DELIVER)
+    assert dead["subject"] == subjects.subject(TENANT, subjects.MESSAGE_OPENED)
+    assert dead["_id"] == f"{subjects.STREAM}:{dead['stream_seq']}"
+    assert MessageOpened.model_validate_json(dead["payload"]) == bad
+    await wait_for(lambda: drained(nc, subjects.STORE_AUDIT))
+    await wait_for(lambda: holds(deadletters.OPEN.labels("store")._value.get() == 1))
+
+    # Later events keep flowing.
+    later = opened(3)
+    await publisher.publish(later, f"{later.event_id}:opened")
+    await wait_for(lambda: audited(mongo_db, later.event_id))
+
+    # The operator finds it, the cause is fixed, the operator replays it.
+    code, out, err = await cli(dl_env, "list")
+    assert code == 0, err
+    assert dead["_id"] in out and "KeyError" in out and "1 dead letter(s)" in err
+    code, out, _ = await cli(dl_env, "show", dead["_id"])
+    assert code == 0 and json.loads(out)["payload"] == dead["payload"].decode()
+    monkeypatch.setattr(service, "record_audit", real)
+    code, out, err = await cli(dl_env, "replay", dead["_id"])
+    assert code == 0, err
+    assert json.loads(out)["state"] == "replayed"
+    await wait_for(lambda: audited(mongo_db, bad.event_id))
+    letter = await mongo_db[mongo.DEAD_LETTERS].find_one({"_id": dead["_id"]})
+    assert (letter["state"], letter["replays"]) == ("replayed", 1)
+    assert letter["replay_seq"] > dead["stream_seq"]
+    assert await mongo_db[mongo.DEAD_LETTERS].count_documents({}) == 1
+    await wait_for(lambda: holds(deadletters.OPEN.labels("store")._value.get() == 0))
+    # A second replay needs --force; an unknown id is refused.
+    assert (await cli(dl_env, "replay", dead["_id"]))[0] == 1
+    code, _, err = await cli(dl_env, "show", "SECMSG:999999")
+    assert code == 1 and "no dead letter" in err
+
+
+async def test_admin_endpoints_need_the_operator_token_and_replay_or_discard(
+        app: AsgiFastStream, nc: NATS, mongo_db: Any) -> None:
+    subj = subjects.subject(TENANT, subjects.AUDIT_RECORDED)
+    for body in (b"{not json", b"[]"):
+        await nc.jetstream().publish(subj, body, stream=subjects.STREAM)
+    await wait_for(lambda: _count(mongo_db, 2))
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://store") as http:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+            r = await http.get("/admin/dead-letters", headers=headers)
+            assert r.status_code == 401 and r.json()["error"] == "unauthorized"
+        r = await http.get("/admin/dead-letters", headers=auth)
+        assert r.status_code == 200
+        letters = r.json()["dead_letters"]
+        assert {x["subject"] for x in letters} == {subj} and len(letters) == 2
+        assert all(x["reason"].startswith("undecodable event") for x in letters)
+        for bad_query in ("state=maybe", "limit=0", "limit=x", "state=open&state=all"):
+            r = await http.get(f"/admin/dead-letters?{bad_query}", headers=auth)
+            assert r.status_code == 400 and r.json()["detail"], bad_query
+        first, second = letters
+        r = await http.get("/admin/dead-letter", params={"id": "SECMSG:424242"}, headers=auth)
+        assert r.status_code == 404
+        r = await http.get("/admin/dead-letter", params={"id": first["id"]}, headers=auth)
+        assert r.status_code == 200 and r.json()["payload"] in ("{not json", "[]")
+
+        r = await http.post("/admin/dead-letter/discard", params={"id": first["id"],
+                                                                  "note": "test"},
+                            headers=auth)
+        assert r.status_code == 200 and r.json()["state"] == "discarded"
+        r = await http.post("/admin/dead-letter/replay", params={"id": first["id"]},
+                            headers=auth)
+        assert r.status_code == 409
+        r = await http.post("/admin/dead-letter/replay", params={"id": second["id"]},
+                            headers=auth)
+        assert r.status_code == 200 and r.json()["replays"] == 1
+        # Still poison: the replay is dead-lettered again, as a new letter.
+        await wait_for(lambda: _count(mongo_db, 3))
+        r = await http.get("/admin/dead-letters?state=all", headers=auth)
+        assert sorted(x["state"] for x in r.json()["dead_letters"]) == [
+            "discarded", "open", "replayed"]
+        assert (await http.get("/admin/dead-letter", headers=auth)).status_code == 400
+
+
+async def test_admin_endpoints_do_not_exist_without_a_token(
+        store_app: AsgiFastStream, nc: NATS) -> None:  # without nc the teardown hangs (as before)
+    transport = httpx.ASGITransport(app=store_app)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://store") as http:
+        r = await http.get("/admin/dead-letters", headers={"Authorization": "Bearer x"})
+        assert r.status_code == 404
+
+
+async def _count(db: Any, n: int) -> bool:
+    return await db[mongo.DEAD_LETTERS].count_documents({}) >= n
