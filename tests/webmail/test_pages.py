@@ -35,8 +35,13 @@ async def test_link_page_headers_labels_and_csrf_cookie(app: Running, seeder: Se
     page = audit_form(r.text)
     assert page.controls and not page.unlabelled()
     assert {"main", "header", "footer"} <= page.landmarks
-    assert "ACME Medical" in r.text  # the tenant's display name brands the page
     assert "<script" not in r.text and "style=" not in r.text
+    # Only the genuine link (its recipient hint) shows the tenant's name; see
+    # test_page_answers for the neutral page everyone else gets.
+    assert "ACME Medical" not in r.text
+    hint = app.deps.keyring.recipient_hint(TENANT, msg.message_id, "bob@example.org")
+    r = await app.client.get(f"/m/{TENANT}/{msg.message_id}", params={"r": hint})
+    assert "ACME Medical" in r.text
 
     css = await app.client.get("/web/static/webmail.css")
     assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
@@ -63,7 +68,9 @@ async def test_forms_without_valid_csrf_are_refused(app: Running, seeder: Seeder
     assert r.status_code == 403
     r = await app.client.post("/web/signout", data={"csrf": csrf_of(opened.text)})
     assert r.status_code == 303
-    assert (await app.client.get("/web/inbox")).headers["location"] == "/web/signed-out"
+    # Signed out, the inbox sends this browser to its tenant's sign-in page, then back.
+    assert (await app.client.get("/web/inbox")).headers["location"] == \
+        f"/web/{TENANT}/signin?next=/web/inbox"
 
 
 async def test_message_body_is_sanitised_and_remote_images_need_consent(

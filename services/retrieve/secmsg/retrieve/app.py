@@ -15,7 +15,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from secmsg.retrieve import routes, routes_accounts, routes_tokens, routes_toolbar, service, web
@@ -243,8 +242,7 @@ def create_app(common: CommonSettings | None = None,
     app.include_router(routes_accounts.router)
     app.include_router(routes_tokens.router)
     # The webmail, which also serves the notification link page /m/{tenant}/{id}.
-    app.include_router(web.router)
-    app.mount("/web/static", StaticFiles(directory=web.STATIC_DIR), name="web-static")
+    web.install(app)
     app.include_router(routes_toolbar.router)
     telemetry.instrument_fastapi(app, telemetry.setup_tracing("retrieve", common))
 

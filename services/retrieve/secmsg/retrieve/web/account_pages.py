@@ -79,7 +79,7 @@ async def register_submit(tenant_id: TenantPath, request: Request, deps: DepsDep
                                    status=exc.status, error=detail, error_field=_field_of(exc),
                                    code=code.strip() if isinstance(exc, WeakPassword) else "")
     response = RedirectResponse(nxt, status_code=303)
-    _session_cookie(response, deps, new)
+    _session_cookie(response, deps, new, tenant_id)
     return response
 
 
@@ -104,7 +104,7 @@ async def reset_submit(tenant_id: TenantPath, request: Request, deps: DepsDep, w
                                    error_field=_field_of(exc),
                                    code=code.strip() if isinstance(exc, WeakPassword) else "")
     response = RedirectResponse(nxt, status_code=303)
-    _session_cookie(response, deps, new)
+    _session_cookie(response, deps, new, tenant_id)
     return response
 
 

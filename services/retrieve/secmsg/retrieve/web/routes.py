@@ -13,7 +13,9 @@ from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, BackgroundTasks, Form, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -23,7 +25,7 @@ from secmsg.retrieve.deps import ClientIpDep, DepsDep, UserAgentDep, account_por
 from secmsg.retrieve.ports import MessageRecord, SessionRecord
 from secmsg.retrieve.web import csrf
 from secmsg.retrieve.web import ingest as ingest_api
-from secmsg.retrieve.web.context import WebDep, brand_of, lifespan
+from secmsg.retrieve.web.context import WebContext, WebDep, brand_of, lifespan
 from secmsg.retrieve.web.filters import when
 from secmsg.retrieve.web.sanitize import clean_html
 from secmsg.shared.errors import InvalidInput, NotFound, SecmsgError, Unauthorized
@@ -33,15 +35,20 @@ log = logging.getLogger(__name__)
 ID = r"^[0-9a-f]{32}$"
 TenantPath = Annotated[str, Path(pattern=TENANT_ID_RE.pattern)]
 MessagePath = Annotated[str, Path(pattern=ID)]
-_NEXT_RE = re.compile(r"^/web/[A-Za-z0-9/_.=&?-]{0,200}$")
+# Where to go after sign-in: a path of this site under /web/ only (never a scheme, a host or
+# "//"), so a crafted link cannot send a person elsewhere after they sign in.
+_NEXT_RE = re.compile(r"^/web/[A-Za-z0-9/_.=&?%+-]{0,200}$")
+# The tenant last signed in to on this browser: where a signed-out visit to /web/inbox (or any
+# signed-in page) is sent to sign in. Names the organisation only, never the person.
+TENANT_COOKIE = "__Host-secmsg_tenant"
+TENANT_COOKIE_MAX_AGE_S = 400 * 24 * 3600
+NEUTRAL = ""  # ``Ctx.page(tenant_id=NEUTRAL)``: no tenant's name, logo, colour or footer
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
        "frame-ancestors 'none'; base-uri 'none'")
 # Only for a message whose sender's images the user chose to load.
 CSP_REMOTE_IMAGES = CSP.replace("img-src 'self' data:", "img-src 'self' data: https:")
 GONE_STATES = ("expired", "revoked", "recalled")
 Intent = Literal["signin", "register", "reset"]  # what the emailed code will be for
-
-router = APIRouter(include_in_schema=False, lifespan=lifespan)
 
 
 # --- page plumbing ---------------------------------------------------------------------------
@@ -74,14 +81,23 @@ class Ctx:
                           self.token if self.session else None, token)
 
     async def page(self, name: str, *, tenant_id: str | None = None, status: int = 200,
-                   csp: str = CSP, **values: Any) -> HTMLResponse:
-        tenant_id = tenant_id or (self.session.tenant_id if self.session else None)
+                   csp: str = CSP, brand_link: str | None = None,
+                   **values: Any) -> HTMLResponse:
+        """Render ``name``. Branded by ``tenant_id`` (default: the session's tenant;
+        ``NEUTRAL``: no tenant). ``brand_link`` is the query (message and recipient hint)
+        that justified branding a page before sign-in; the tenant stylesheet needs it too."""
+        if tenant_id is None and self.session:
+            tenant_id = self.session.tenant_id
         brand = brand_of(await self.web.queries.tenant(tenant_id) if tenant_id else None)
+        brand_css = None
+        if brand["tenant_id"] and brand["color"]:
+            brand_css = f"/web/brand/{brand['tenant_id']}.css" + (
+                f"?{brand_link}" if brand_link else "")
         token, fresh = csrf.issue(self.request, self.web.csrf_key,
                                   self.token if self.session else None)
         html = self.web.templates.get_template(name).render(
-            brand=brand, session=self.session, role=self.role, csrf=token,
-            csrf_field=csrf.FIELD, **values)
+            brand=brand, brand_css=brand_css, session=self.session, role=self.role,
+            csrf=token, csrf_field=csrf.FIELD, **values)
         response = HTMLResponse(html, status_code=status, headers={
             "Cache-Control": "no-store", "Content-Security-Policy": csp,
             "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"})
@@ -89,21 +105,114 @@ class Ctx:
         return response
 
     async def csrf_refused(self) -> HTMLResponse:
-        return await self.page("problem.html", status=403, title="This form has expired",
-                               text="For your security the form could not be accepted. Go "
-                                    "back, reload the page and try again.")
+        return await self.problem(status=403, title="This form has expired",
+                                  text="For your security the form could not be accepted. Go "
+                                       "back, reload the page and try again.")
+
+
+    async def problem(self, *, status: int, title: str, text: str,
+                      headers: dict[str, str] | None = None) -> HTMLResponse:
+        """The webmail's own error page: what happened and a way back (the inbox when signed
+        in, else this browser's sign-in page)."""
+        tenant = _remembered_tenant(self.request)
+        back = ("/web/inbox", "Back to your inbox") if self.session else (
+            (f"/web/{tenant}/signin", "Sign in") if tenant else None)
+        response = await self.page("problem.html", status=status, title=title, text=text,
+                                   back=back)
+        response.headers.update(headers or {})
+        return response
 
 
 def _safe_next(value: str | None) -> str:
     return value if value and _NEXT_RE.match(value) and "//" not in value else "/web/inbox"
 
 
+def _remembered_tenant(request: Request) -> str | None:
+    value = request.cookies.get(TENANT_COOKIE) or ""
+    return value if TENANT_ID_RE.fullmatch(value) else None
+
+
 async def _signed_in(ctx: Ctx) -> SessionRecord | RedirectResponse:
     session = await ctx.load_session()
     if session is None:
-        # The tenant of an expired session is unknown; the sign-in page needs one.
-        return RedirectResponse("/web/signed-out", status_code=303)
+        # Signed out: to this browser's sign-in page, then back here. Without a remembered
+        # tenant (a new browser), the page saying to open the notification link again.
+        request = ctx.request
+        here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        nxt = _safe_next(here if request.method == "GET" else None)
+        tenant = _remembered_tenant(request)
+        target = f"/web/{tenant}/signin?next={quote(nxt, safe='/')}" if tenant else \
+            "/web/signed-out"
+        return RedirectResponse(target, status_code=303)
     return session
+
+
+async def _hint_matches(ctx: Ctx, tenant_id: str, message_id: str, hint: str) -> str | None:
+    """The recipient a notification link's keyed hint (``?r=``) names, else None. Only the
+    genuine link of a real message has one, so it shows nothing to someone probing ids."""
+    if not hint or not re.fullmatch(ID, message_id):
+        return None
+    return ctx.deps.keyring.match_recipient_hint(
+        tenant_id, message_id, hint, await ctx.web.queries.recipients(tenant_id, message_id))
+
+
+# --- errors as pages -------------------------------------------------------------------------
+
+def _validation_page(exc: RequestValidationError) -> tuple[int, str, str]:
+    errors = exc.errors()
+    if any(e.get("loc", ("",))[0] == "path" for e in errors):
+        return 404, "This link is not valid", ("The address is not complete or not right. "
+                                                "Open the link from your email again, or "
+                                                "copy all of it.")
+    first = errors[0] if errors else {}
+    field = str(first.get("loc", ("", "form"))[-1])
+    return 422, "The form could not be read", (
+        f"{field}: {first.get('msg', 'invalid')}. Go back, check what you typed and try "
+        "again.")
+
+
+async def error_page(request: Request, exc: Exception) -> Response:
+    """The answer a person's browser gets instead of retrieve's JSON error."""
+    deps, web = request.app.state.deps, request.app.state.webmail
+    assert isinstance(web, WebContext)
+    ctx = Ctx(request, deps, web)
+    await ctx.load_session()
+    headers: dict[str, str] = {}
+    if isinstance(exc, RequestValidationError):
+        status, title, text = _validation_page(exc)
+    elif isinstance(exc, StarletteHTTPException) and exc.status_code == 404:
+        status, title, text = 404, "Page not found", (
+            "There is no page at this address. It may have been mistyped or moved.")
+    elif isinstance(exc, StarletteHTTPException):
+        status, title, text = exc.status_code, "This request could not be handled", str(
+            exc.detail)
+    elif isinstance(exc, SecmsgError):
+        status, title, text = exc.status, "This could not be done", exc.detail
+        if isinstance(exc, service.RateLimited):
+            headers["Retry-After"] = str(exc.retry_after)
+            title = "Too many attempts"
+    else:
+        raise exc
+    return await ctx.problem(status=status, title=title, text=text, headers=headers)
+
+
+class PageRoute(APIRoute):
+    """A webmail route: a refused path, query or form field, or a domain error no handler
+    explained, is the webmail's own error page (HTML, same status), never the API's JSON."""
+
+    def get_route_handler(self) -> Any:
+        handler = super().get_route_handler()
+
+        async def page_handler(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except (RequestValidationError, StarletteHTTPException, SecmsgError) as exc:
+                return await error_page(request, exc)
+
+        return page_handler
+
+
+router = APIRouter(include_in_schema=False, lifespan=lifespan, route_class=PageRoute)
 
 
 # --- sign-in ---------------------------------------------------------------------------------
@@ -120,11 +229,12 @@ async def link_page(tenant_id: TenantPath, message_id: MessagePath, request: Req
         return RedirectResponse(target, status_code=303)
     # The link names its recipient (keyed hint): pre-fill the address. It names, it does not
     # authenticate -- the emailed code still proves the mailbox.
-    email = None
-    if r:
-        email = deps.keyring.match_recipient_hint(
-            tenant_id, message_id, r, await web.queries.recipients(tenant_id, message_id))
-    return await _signin_form(ctx, tenant_id, next_path=target, from_link=True, email=email)
+    # The same hint is the only thing that brands a page before sign-in: every other visitor
+    # gets the neutral page, whether or not the tenant or the message exists.
+    email = await _hint_matches(ctx, tenant_id, message_id, r)
+    return await _signin_form(ctx, tenant_id, next_path=target, from_link=True, email=email,
+                              branded=email is not None,
+                              brand_link=f"m={message_id}&r={quote(r)}" if email else None)
 
 
 @router.get("/web/{tenant_id}/signin", response_class=HTMLResponse)
@@ -135,13 +245,22 @@ async def signin_page(tenant_id: TenantPath, request: Request, deps: DepsDep, we
 
 
 async def _signin_form(ctx: Ctx, tenant_id: str, *, next_path: str, from_link: bool,
-                       status: int = 200, **values: Any) -> HTMLResponse:
+                       status: int = 200, branded: bool = False,
+                       **values: Any) -> HTMLResponse:
     """The email form; under the policy ``password`` also the password, and wherever a
     password is used, the ways to create one or reset it with an emailed code."""
     policy = await accounts.load_policy(account_ports(ctx.deps), tenant_id)
-    return await ctx.page("signin.html", tenant_id=tenant_id, next=next_path, status=status,
-                          action=f"/web/{tenant_id}/signin", from_link=from_link,
+    return await ctx.page("signin.html", tenant_id=tenant_id if branded else NEUTRAL,
+                          next=next_path, status=status, action=f"/web/{tenant_id}/signin",
+                          verify_action=f"/web/{tenant_id}/verify", from_link=from_link,
                           signin=policy.signin, **values)
+
+
+async def _before_signin(ctx: Ctx, name: str, tenant_id: str, next_path: str,
+                         **values: Any) -> HTMLResponse:
+    """A page of the sign-in steps: neutral (no tenant name, logo, colour or footer), so it
+    says nothing about whether ``tenant_id`` exists."""
+    return await ctx.page(name, tenant_id=NEUTRAL, next=next_path, **values)
 
 
 @router.post("/web/{tenant_id}/signin", response_class=HTMLResponse)
@@ -170,24 +289,28 @@ async def signin_submit(tenant_id: TenantPath, request: Request, deps: DepsDep, 
         return await password_form(ctx, tenant_id, email=req.address, next_path=nxt,
                                    reset=intent == "reset")
     policy = await accounts.load_policy(account_ports(deps), tenant_id)
-    return await ctx.page("code.html", tenant_id=tenant_id, next=nxt, email=req.address,
-                          action=f"/web/{tenant_id}/verify", signin=policy.signin,
-                          ttl_minutes=max(1, deps.settings.code_ttl_s // 60))
+    return await _before_signin(ctx, "code.html", tenant_id, nxt, email=req.address,
+                                action=f"/web/{tenant_id}/verify", signin=policy.signin,
+                                ttl_minutes=max(1, deps.settings.code_ttl_s // 60))
 
 
 async def password_form(ctx: Ctx, tenant_id: str, *, email: str, next_path: str, reset: bool,
                         status: int = 200, **values: Any) -> HTMLResponse:
     """One step: the emailed code and the (new) password, the rules said up front."""
-    return await ctx.page(
-        "register.html", tenant_id=tenant_id, next=next_path, email=email, reset=reset,
-        status=status, action=f"/web/{tenant_id}/{'reset' if reset else 'register'}",
+    return await _before_signin(
+        ctx, "register.html", tenant_id, next_path, email=email, reset=reset, status=status,
+        action=f"/web/{tenant_id}/{'reset' if reset else 'register'}",
         ttl_minutes=max(1, ctx.deps.settings.code_ttl_s // 60), **values)
 
 
-def _session_cookie(response: Response, deps: DepsDep, new: service.NewSession) -> None:
+def _session_cookie(response: Response, deps: DepsDep, new: service.NewSession,
+                    tenant_id: str) -> None:
     max_age = max(1, int((new.expires_at - deps.clock()).total_seconds()))
     response.set_cookie(deps.settings.cookie_name, new.token, max_age=max_age, path="/",
                         secure=True, httponly=True, samesite="strict")
+    # Outlives the session: a later signed-out visit knows which sign-in page to show.
+    response.set_cookie(TENANT_COOKIE, tenant_id, max_age=TENANT_COOKIE_MAX_AGE_S, path="/",
+                        secure=True, httponly=True, samesite="lax")
 
 
 @router.post("/web/{tenant_id}/verify", response_class=HTMLResponse)
@@ -215,15 +338,15 @@ async def verify_submit(tenant_id: TenantPath, request: Request, deps: DepsDep, 
             return await _signin_form(ctx, tenant_id, next_path=nxt, from_link=False,
                                       status=exc.status, error=exc.detail, email=email)
         policy = await accounts.load_policy(ports, tenant_id)
-        return await ctx.page("code.html", tenant_id=tenant_id, next=nxt, email=email,
-                              status=exc.status, error=exc.detail, signin=policy.signin,
-                              action=f"/web/{tenant_id}/verify",
-                              ttl_minutes=max(1, deps.settings.code_ttl_s // 60))
+        return await _before_signin(ctx, "code.html", tenant_id, nxt, email=email,
+                                    status=exc.status, error=exc.detail, signin=policy.signin,
+                                    action=f"/web/{tenant_id}/verify",
+                                    ttl_minutes=max(1, deps.settings.code_ttl_s // 60))
     if result.session is None:
-        return await ctx.page("totp.html", tenant_id=tenant_id, next=nxt,
-                              ticket=result.mfa_ticket, action=f"/web/{tenant_id}/totp")
+        return await _before_signin(ctx, "totp.html", tenant_id, nxt,
+                                    ticket=result.mfa_ticket, action=f"/web/{tenant_id}/totp")
     response = RedirectResponse(nxt, status_code=303)
-    _session_cookie(response, deps, result.session)
+    _session_cookie(response, deps, result.session, tenant_id)
     return response
 
 
@@ -242,11 +365,11 @@ async def totp_submit(tenant_id: TenantPath, request: Request, deps: DepsDep, we
         new = await accounts.complete_totp(account_ports(deps), ticket=ticket, code=totp.strip(),
                                            client=Client(ip, ua), now=deps.clock())
     except SecmsgError as exc:
-        return await ctx.page("totp.html", tenant_id=tenant_id, next=nxt, ticket=ticket,
-                              status=exc.status, error=exc.detail,
-                              action=f"/web/{tenant_id}/totp")
+        return await _before_signin(ctx, "totp.html", tenant_id, nxt, ticket=ticket,
+                                    status=exc.status, error=exc.detail,
+                                    action=f"/web/{tenant_id}/totp")
     response = RedirectResponse(nxt, status_code=303)
-    _session_cookie(response, deps, new)
+    _session_cookie(response, deps, new, tenant_id)
     return response
 
 
@@ -267,8 +390,8 @@ async def signout(request: Request, deps: DepsDep, web: WebDep,
 
 @router.get("/web/signed-out", response_class=HTMLResponse)
 async def signed_out(request: Request, deps: DepsDep, web: WebDep) -> Response:
-    return await Ctx(request, deps, web).page(
-        "problem.html", title="You are signed out",
+    return await Ctx(request, deps, web).problem(
+        status=200, title="You are signed out",
         text="Open the link in your notification email again to sign in.")
 
 
@@ -404,8 +527,17 @@ async def outbound(request: Request, deps: DepsDep, web: WebDep,
 
 
 @router.get("/web/brand/{tenant_id}.css")
-async def brand_css(tenant_id: TenantPath, web: WebDep) -> Response:
-    brand = brand_of(await web.queries.tenant(tenant_id))
+async def brand_css(tenant_id: TenantPath, request: Request, deps: DepsDep, web: WebDep,
+                    m: Annotated[str, Query(max_length=32)] = "",
+                    r: Annotated[str, Query(max_length=64)] = "") -> Response:
+    # The colour only to someone signed in to the tenant or holding the genuine link of one
+    # of its messages (``m`` and its hint ``r``): an empty answer for everyone else, so it
+    # tells nothing about whether the tenant exists.
+    ctx = Ctx(request, deps, web)
+    session = await ctx.load_session()
+    allowed = (session is not None and session.tenant_id == tenant_id) or (
+        await _hint_matches(ctx, tenant_id, m, r) is not None)
+    brand = brand_of(await web.queries.tenant(tenant_id) if allowed else None)
     css = f":root {{ --brand: {brand['color']}; }}\n" if brand["color"] else ""
     return Response(css, media_type="text/css",
                     headers={"Cache-Control": "private, max-age=300"})
@@ -601,3 +733,26 @@ def _slip_rows(slip: dict[str, Any] | None) -> list[dict[str, Any]]:
             "last_download": _at(downloads[-1].get("at")) if downloads else None,
             "access": r.get("access") or "open"})
     return rows
+
+
+# --- what no page above answers (installed after the static files) --------------------------
+
+fallback = APIRouter(include_in_schema=False, route_class=PageRoute)
+_POST_ONLY_STEPS = ("verify", "totp", "register", "reset")
+
+
+@fallback.get("/web/{tenant_id}/{step}", response_class=HTMLResponse)
+async def step_reopened(tenant_id: str, step: str) -> Response:
+    """A sign-in step opened by address (a bookmark, a reload after the session ended): the
+    sign-in page it belongs to."""
+    if step in _POST_ONLY_STEPS and TENANT_ID_RE.fullmatch(tenant_id):
+        return RedirectResponse(f"/web/{tenant_id}/signin", status_code=303)
+    raise StarletteHTTPException(404)
+
+
+@fallback.api_route("/web/{rest:path}", methods=["GET", "HEAD", "POST"],
+                    response_class=HTMLResponse)
+@fallback.api_route("/m/{rest:path}", methods=["GET", "HEAD", "POST"],
+                    response_class=HTMLResponse)
+async def no_such_page(rest: str) -> Response:
+    raise StarletteHTTPException(404)
