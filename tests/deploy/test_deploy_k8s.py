@@ -23,7 +23,7 @@ INTERNAL = {"ingest": 9080, "store": 8081, "notify": 8082, "retrieve": 9443}
 WORKERS = {"store", "notify"}
 # Oldest Kubernetes we support and the newest the schemas know.
 K8S_VERSIONS = ("1.30", kubernetes_validate.utils.latest_version())
-CRDS = {("keda.sh/v1alpha1", "ScaledObject")}
+CRDS = {("keda.sh/v1alpha1", "ScaledObject"), ("monitoring.coreos.com/v1", "PrometheusRule")}
 DNS, NATS, MONGO, S3 = 53, 4222, 27017, 9000
 SMTP_PORTS = {25, 465, 587, 2525}
 
@@ -387,3 +387,21 @@ def test_secret_keys_are_documented() -> None:
     for key in ("SECMSG_MONGO_URL", "SECMSG_S3_ACCESS_KEY", "SECMSG_S3_SECRET_KEY",
                 "SECMSG_KEYRING", "SECMSG_RETRIEVE_CODE_PEPPER", "secmsg-retrieve-tls"):
         assert key in ops, f"docs/operations.md does not document {key}"
+
+
+def test_production_alerts_on_dead_letters_with_metrics_the_services_export(
+        rendered: dict[str, list[Doc]]) -> None:
+    from prometheus_client import REGISTRY
+
+    import secmsg.shared.worker
+    import secmsg.store.deadletters  # noqa: F401  (registers the gauge)
+
+    rule = named(rendered["production"], "PrometheusRule", "secmsg-dead-letters")
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert set(alerts) == {"SecmsgDeadLetters", "SecmsgDeadLettersGrowing"}
+    exported = {m.name for m in REGISTRY.collect()}
+    for name, used in (("SecmsgDeadLetters", "secmsg_dead_letters"),
+                       ("SecmsgDeadLettersGrowing", "secmsg_dead_lettered")):
+        assert used in alerts[name]["expr"] and used in exported, name
+        assert alerts[name]["labels"]["severity"] in ("warning", "critical")
+        assert "deadletters" in alerts[name]["annotations"]["description"]

@@ -97,7 +97,12 @@ class BusUser:
 USERS: tuple[BusUser, ...] = (
     BusUser("ingest", "ingest",
             publishes=(s.MESSAGE_RECEIVED, "control.>", s.AUDIT_RECORDED)),
-    BusUser("store", "store", publishes=(s.MESSAGE_STORED,),
+    # Besides message.stored, store may publish what it consumes itself: the platform
+    # operator's dead-letter replay (store's /admin/dead-letter/replay) re-publishes a failed
+    # event on its own subject. Only store consumes those, so this grants nothing new.
+    BusUser("store", "store",
+            publishes=(s.MESSAGE_STORED, s.MESSAGE_RECEIVED, "notification.>", "audit.>",
+                       "control.>"),
             consumers=(s.STORE_RECEIVED, s.STORE_DELIVERY, s.STORE_AUDIT, s.STORE_CONTROL),
             reads="message.received, notification.>, audit.>, control.>"),
     BusUser("notify", "notify",

@@ -17,6 +17,7 @@ from typing import Any
 
 from nats.errors import Error as NatsError
 
+from secmsg.shared import bus
 from secmsg.shared.errors import SecmsgError
 from secmsg.shared.mongo import make_client
 from secmsg.shared.settings import CommonSettings
@@ -72,7 +73,8 @@ async def run(args: argparse.Namespace, common: CommonSettings) -> int:
         else:
             from faststream.nats import NatsBroker
 
-            broker = NatsBroker(common.nats_url, name="secmsg-deadletters",
+            broker = NatsBroker(bus.servers(common.nats_url), **bus.broker_options(common),
+                                name="secmsg-deadletters",
                                 connect_timeout=3, max_reconnect_attempts=1,
                                 logger=logging.getLogger("secmsg.store.deadletters"))
             async with broker:
