@@ -191,10 +191,69 @@ async def test_nats_down_is_dependency_unavailable(nats_server: Server, nc: NATS
                 await call()
     finally:
         nats_server.start()
-    # Back once NATS is: the claim from before survived the restart (file storage).
+    # Back once NATS is: the claim from before survived the restart (file storage), and the
+    # SMTP acceptance that could not be written was kept in memory, never forgotten: the
+    # recipient is final (sent), not claimable again.
     await eventually(lambda: nc.is_connected, what="the client reconnected")
+    assert repo.unrecorded == 1
     again = await repo.claim(key, now=t(61), lease_until=t(120))
-    assert (again.outcome, again.attempts) == ("claimed", 2)
+    assert (again.outcome, again.state) == ("final", "sent")
+    assert repo.unrecorded == 0
+    doc = await read_claim(nc, "acme", key.split(":")[1], "bob@example.org")
+    assert doc is not None and doc["state"] == "sent" and doc["smtp_target"] == "smtp:25"
+
+
+async def test_kept_acceptances_are_written_by_the_background_task(
+        nats_server: Server, nc: NATS, repo: KvDeliveryRepo) -> None:
+    mid, key = new_key()
+    repo.start()
+    try:
+        await repo.claim(key, now=t(), lease_until=t(60))
+        nats_server.kill()
+        with pytest.raises(DependencyUnavailable):
+            await repo.mark_sent(key, now=t(1), smtp_target="smtp:25")
+        nats_server.start()
+        await eventually(lambda: repo.unrecorded == 0, timeout=30,
+                         what="the kept acceptance recorded")
+        doc = await read_claim(nc, "acme", mid, "bob@example.org")
+        assert doc is not None and doc["state"] == "sent"
+    finally:
+        await repo.stop()
+
+
+async def test_a_dead_owners_claim_is_free_before_its_lease_ends(
+        env: dict[str, str], nc: NATS) -> None:
+    ttl = 1.0
+    other_nc = await bus.connect(env["SECMSG_NATS_URL"], "kv-claims-tests-dead")
+    dead = await KvDeliveryRepo.open(other_nc, ttl_s=TTL_S, owner_ttl_s=ttl)
+    live = await KvDeliveryRepo.open(nc, ttl_s=TTL_S, owner_ttl_s=ttl)
+    live.start()
+    try:
+        _, key = new_key()
+        now = datetime.now(UTC)
+        lease = now + timedelta(seconds=600)  # the lease alone would hold it for 10 minutes
+        assert (await dead.claim(key, now=now, lease_until=lease)).outcome == "claimed"
+        held = await live.claim(key, now=now, lease_until=lease)
+        assert held.outcome == "busy"  # its owner's heartbeat is fresh
+        assert held.lease_until is not None and held.lease_until <= now + timedelta(seconds=ttl)
+        await other_nc.close()  # the owner dies without a word: its heartbeat key lapses
+
+        async def taken() -> bool:
+            c = await live.claim(key, now=datetime.now(UTC), lease_until=lease)
+            return c.outcome == "claimed"
+
+        await eventually(taken, timeout=15, what="the dead owner's claim taken over")
+        # A live owner's claim (heartbeats going on) stays its own meanwhile.
+        _, key2 = new_key()
+        assert (await live.claim(key2, now=now, lease_until=lease)).outcome == "claimed"
+        third = await KvDeliveryRepo.open(other_nc2 := await bus.connect(
+            env["SECMSG_NATS_URL"], "kv-claims-tests-3"), ttl_s=TTL_S, owner_ttl_s=ttl)
+        await asyncio.sleep(3 * ttl)
+        assert (await third.claim(key2, now=datetime.now(UTC),
+                                  lease_until=lease)).outcome == "busy"
+        await other_nc2.close()
+    finally:
+        await live.stop()
 
 
 async def test_mark_after_own_claim_writes_without_reading(

@@ -35,6 +35,8 @@ from secmsg.shared import subjects as s
 
 ADMIN = "admin"  # operators and in-process test code: everything
 DELIVERIES_BUCKET = "SECMSG_DELIVERIES"  # notify's delivery claims (notify/adapters/kv.py)
+OWNERS_BUCKET = "SECMSG_NOTIFY_OWNERS"  # notify's per-process heartbeats (the same module)
+
 
 
 def _stream_grants(stream: str) -> list[str]:
@@ -94,6 +96,10 @@ class BusUser:
         return [f"{self.inbox}.>"]
 
 
+# notify's retries, off the hot consumer (notify/retry.py)
+NOTIFY_RETRY = OwnStream("NOTIFY_RETRY", publishes=("notify.retry.*",),
+                         consumers=("notify-retry",))
+
 USERS: tuple[BusUser, ...] = (
     BusUser("ingest", "ingest",
             publishes=(s.MESSAGE_RECEIVED, "control.>", s.AUDIT_RECORDED)),
@@ -107,8 +113,8 @@ USERS: tuple[BusUser, ...] = (
             reads="message.received, notification.>, audit.>, control.>"),
     BusUser("notify", "notify",
             publishes=(s.NOTIFICATION_SENT, s.NOTIFICATION_DEFERRED, s.NOTIFICATION_FAILED),
-            consumers=(s.NOTIFY_STORED,), kv_buckets=(DELIVERIES_BUCKET,),
-            reads="message.stored"),
+            consumers=(s.NOTIFY_STORED,), kv_buckets=(DELIVERIES_BUCKET, OWNERS_BUCKET),
+            own_streams=(NOTIFY_RETRY,), reads="message.stored, notify.retry.*"),
     BusUser("notify-deliverability", "notify.deliverability",
             publishes=(s.NOTIFICATION_BOUNCED,)),
     BusUser("retrieve", "retrieve",

@@ -18,6 +18,7 @@ from nats.aio.client import Client as NATS
 from nats.js.api import ConsumerConfig
 from pymongo import AsyncMongoClient
 
+from secmsg.notify import retry
 from secmsg.notify.adapters.dkim_signer import DkimSigner, check_key
 from secmsg.notify.adapters.kv import KvDeliveryRepo
 from secmsg.notify.adapters.mongo import (
@@ -28,7 +29,7 @@ from secmsg.notify.adapters.mongo import (
 )
 from secmsg.notify.adapters.smtp import SmtpMailer
 from secmsg.notify.bounce_address import bounce_address
-from secmsg.notify.handlers import make_on_message_stored, raw_message
+from secmsg.notify.handlers import make_on_message_stored, make_on_retry, raw_message
 from secmsg.notify.ports import DkimKey, SmtpTarget
 from secmsg.notify.probes import nats_and_mongo_problems, probe_app
 from secmsg.notify.service import NotifyPolicy
@@ -119,7 +120,9 @@ class NotifyWorker:
                                  platform_rate_per_s=self.settings.platform_rate_per_s,
                                  saturated_wait_s=self.settings.target_saturated_wait_s,
                                  max_waiting=self.settings.target_max_waiting,
-                                 reuse=self.settings.smtp_reuse)
+                                 reuse=self.settings.smtp_reuse,
+                                 down_s=self.settings.target_down_s,
+                                 down_max_s=self.settings.target_down_max_s)
         self.renderer = templating.RenderPool(
             workers=self.settings.render_workers, per_tenant=self.settings.render_per_tenant,
             limits=dataclasses.replace(templating.LIMITS,
@@ -127,6 +130,7 @@ class NotifyWorker:
             max_waiting=self.settings.render_max_waiting, name="notify-render")
         self.nc: NATS | None = None
         self.publisher: bus.EventPublisher
+        self.retries: retry.RetryPublisher
         self.broker = NatsBroker(bus.servers(self.common.nats_url),
                                  **bus.broker_options(self.common),
                                  name="secmsg-notify",
@@ -148,17 +152,40 @@ class NotifyWorker:
             ack_policy=AckPolicy.MANUAL,
             max_workers=n,
             decoder=raw_message,
+            # Nothing waits here for long (retries go to the retry stream): this window only
+            # needs to cover the events in flight on every replica.
             config=ConsumerConfig(ack_wait=self.settings.ack_wait_s, max_deliver=-1,
-                                  max_ack_pending=max(1000, n * 64)),
+                                  max_ack_pending=self.settings.max_ack_pending),
         )(make_on_message_stored(self))
+        r = self.settings.retry_concurrency
+        self.broker.subscriber(
+            retry.any_tenant(),
+            stream=JStream(retry.STREAM, declare=False),
+            durable=retry.CONSUMER,
+            inbox_prefix=bus.subscriber_inbox(self.common),
+            pull_sub=PullSub(batch_size=r, timeout=self.settings.fetch_timeout_s),
+            ack_policy=AckPolicy.MANUAL,
+            max_workers=r,
+            decoder=raw_message,
+            # Holds every notification waiting for its time (nak with delay): large.
+            config=ConsumerConfig(ack_wait=self.settings.ack_wait_s, max_deliver=-1,
+                                  max_ack_pending=self.settings.retry_max_ack_pending),
+        )(make_on_retry(self))
 
     async def start(self) -> None:
         self.nc = await bus.connect(self.common.nats_url, "secmsg-notify-publisher",
                                     **bus.connect_options(self.common))
         await bus.ensure_stream(self.nc, replicas=self.common.nats_stream_replicas)
         self.publisher = bus.EventPublisher(self.nc)
+        await bus.ensure_stream(self.nc, replicas=self.common.nats_stream_replicas,
+                                config=retry.stream_config(max_age_s=(
+                                    self.settings.give_up_after_s + self.settings.retry_max_s
+                                    + 86400)))
+        self.retries = retry.RetryPublisher(self.nc)
         self.deliveries = await KvDeliveryRepo.open(self.nc, ttl_s=self.settings.claims_ttl_s,
-                                                    replicas=self.common.nats_kv_replicas)
+                                                    replicas=self.common.nats_kv_replicas,
+                                                    owner_ttl_s=self.settings.owner_ttl_s)
+        self.deliveries.start()
         await self.broker.start()
         log.info("notify started", extra={"event": "startup"})
 
@@ -169,6 +196,8 @@ class NotifyWorker:
         finally:
             await self.mailer.aclose()
             self.renderer.close()
+            if getattr(self, "deliveries", None) is not None:
+                await self.deliveries.stop()
             if self.nc is not None:
                 await self.nc.close()
             await self.mongo.close()

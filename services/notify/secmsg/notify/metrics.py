@@ -19,3 +19,9 @@ DELIVERY_PROBLEMS = Counter(
     "Deferred or failed notifications by SMTP target and reason (secmsg.shared.smtp_reasons), "
     "plus 'busy': events sent back because the target's connections or rate were used up",
     ["target", "reason"])
+RETRIES = Counter("secmsg_notify_retries_total",
+                  "Retry rounds: 'scheduled' onto the retry stream, 'done' (nothing left to wait)",
+                  ["outcome"])
+TARGETS_DOWN = Counter("secmsg_notify_target_down_total",
+                       "Times an SMTP target was marked down (connections failing or hanging)",
+                       ["target"])

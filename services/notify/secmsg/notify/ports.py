@@ -133,6 +133,10 @@ class DeliveryRepo(Protocol):
 
     async def mark_failed(self, key: str, *, now: datetime, reason: str) -> None: ...
 
+    def release(self, key: str) -> None:
+        """This process no longer works on ``key`` (called after every claimed attempt)."""
+        ...
+
 
 @dataclass(frozen=True)
 class DkimKey:

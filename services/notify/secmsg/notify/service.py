@@ -4,18 +4,20 @@ For each recipient, in order:
 
 1. **claim** the recipient ``<tenant>:<message_id>:<address lower>`` with a lease
    (``DeliveryRepo.claim``; the claims live in a NATS JetStream KV bucket, ``adapters/kv.py``):
-   a fresh claim, a ``deferred`` one, or a ``sending`` one whose lease ran out (its worker
-   died) is ours; ``sent``/``failed`` is final (its event is published
+   a fresh claim, a ``deferred`` one, or a ``sending`` one whose owner process is gone (its
+   heartbeat lapsed) or whose lease ran out is ours; ``sent``/``failed`` is final (its event
+   is published
    again -- the Nats-Msg-Id drops the copy); a live lease held by another worker means "later".
 2. **send** through the ``Mailer`` within the lease.
 3. **record** ``sent`` (or ``deferred`` / ``failed``), then publish the matching event.
 
 The one unavoidable duplicate window: the SMTP server has accepted the message (250 after
-DATA) but this process dies -- or the claims store refuses the write -- before step 3 stores
-``sent``. The claim then stays ``sending`` until its lease ends and the recipient is notified a
-second time. The window is one KV compare-and-set between the 250 reply and ``sent`` (against
-the revision our claim wrote; a read and another CAS only if someone wrote since, plus a few
-quick retries); nothing else happens in between.
+DATA) and this process dies before step 3 stores ``sent``. Its claims name it as owner and
+its heartbeat key lapses within ``OWNER_TTL_S``; the redelivered event then takes the claim
+over and the recipient is notified a second time -- with the same Message-ID. So a crash
+duplicates at most the SMTP transactions in flight at that moment. A live process never
+resends what SMTP accepted: when ``sent`` cannot be written (NATS down) the repo keeps the
+fact in memory and writes it when NATS answers (``adapters/kv.py``).
 
 Before the claim, the recipient's lane to the SMTP target is reserved
 (``Mailer.reserve``): a target whose connections are all busy, or whose rate is used up,
@@ -249,6 +251,9 @@ async def _notify_one(ctx: _Ctx, address: str) -> _Later | None:
         async with ctx.mailer.reserve(ctx.target) as lane:
             return await _claim_and_send(ctx, address, lane)
     except TargetBusy as exc:
+        if _past_give_up(ctx):
+            # Down (or saturated) for longer than anyone waits: the recipient fails.
+            return await _claim_and_send(ctx, address, None, reason=reasons.GAVE_UP)
         # Nothing claimed: the event simply comes back. Not a deferral of the recipient.
         DELIVERY_PROBLEMS.labels(ctx.target.label, "busy").inc()
         log.info("SMTP target busy; event back in %.1fs", exc.retry_in,
@@ -256,7 +261,15 @@ async def _notify_one(ctx: _Ctx, address: str) -> _Later | None:
         return _Later(delay=max(0.05, exc.retry_in), smtp_down=True)
 
 
-async def _claim_and_send(ctx: _Ctx, address: str, lane: Lane | None) -> _Later | None:
+def _past_give_up(ctx: _Ctx) -> bool:
+    received = ctx.event.received_at
+    if received.tzinfo is None:
+        received = received.replace(tzinfo=UTC)
+    return (ctx.clock() - received).total_seconds() >= ctx.policy.give_up_after_s
+
+
+async def _claim_and_send(ctx: _Ctx, address: str, lane: Lane | None, *,
+                          reason: str = reasons.UNDELIVERABLE) -> _Later | None:
     now = ctx.clock()
     key = delivery_key(ctx.event.tenant_id, ctx.event.message_id, address)
     claim = await ctx.deliveries.claim(
@@ -266,14 +279,24 @@ async def _claim_and_send(ctx: _Ctx, address: str, lane: Lane | None) -> _Later 
         return None
     if claim.outcome == "busy":
         remaining = ((claim.lease_until - now).total_seconds() if claim.lease_until
-                     else ctx.policy.retry_base_s)
+                     else 1.0)
         log.info("recipient held by another worker", extra={
             "recipient_hash": recipient_hash(address), "attempt": claim.attempts})
         return _Later(delay=max(0.1, remaining) + 0.1)
 
+    try:
+        return await _send_claimed(ctx, key, address, lane, claim, now, reason)
+    finally:
+        # Whatever happened, this coroutine no longer works on the recipient (a kept SMTP
+        # acceptance stays marked in the repo until it is recorded).
+        ctx.deliveries.release(key)
+
+
+async def _send_claimed(ctx: _Ctx, key: str, address: str, lane: Lane | None, claim: Claim,
+                        now: datetime, reason: str) -> _Later | None:
     attempt = claim.attempts
-    if lane is None:  # the address hard-bounced before
-        await _fail(ctx, key, address, attempt, reasons.UNDELIVERABLE)
+    if lane is None:  # the address hard-bounced before, or its target was down too long
+        await _fail(ctx, key, address, attempt, reason)
         return None
     try:
         note = (await ctx.render()).for_recipient(address, now=now)
@@ -318,9 +341,11 @@ async def _record_sent(ctx: _Ctx, key: str, address: str, attempt: int) -> None:
             break
         except DependencyUnavailable:
             if n == _MARK_SENT_TRIES:
-                log.error("SMTP accepted but 'sent' could not be recorded; the recipient will be "
-                          "notified again after the lease", extra={
-                              "recipient_hash": recipient_hash(address), "attempt": attempt})
+                # The repo keeps the acceptance and writes it once NATS answers; meanwhile
+                # this process never sends it again and other replicas see a live owner.
+                log.warning("SMTP accepted but 'sent' could not be recorded yet; kept in "
+                            "memory until NATS answers", extra={
+                                "recipient_hash": recipient_hash(address), "attempt": attempt})
                 raise
             await asyncio.sleep(0.2 * n)
     NOTIFICATIONS.labels(ctx.event.tenant_id, "sent", ctx.target.label).inc()

@@ -22,15 +22,36 @@ class NotifySettings(BaseSettings):
         description="how long a claim on one recipient stays exclusive; must exceed the "
                     "worst-case SMTP send (SECMSG_SMTP_TIMEOUT_S)")
     ack_wait_s: float = Field(
-        default=60.0, gt=0,
-        description="JetStream redelivers an event not acked within this time (e.g. after a "
-                    "crash); live claims make an early redelivery harmless")
-    retry_base_s: float = Field(default=30.0, gt=0)
+        default=6.0, gt=0,
+        description="JetStream redelivers an event not acked within this time (after a crash: "
+                    "keep it short); a live handler reports progress every quarter of it")
+    owner_ttl_s: float = Field(
+        default=5.0, gt=0,
+        description="a notify process's heartbeat key lives this long (rewritten every "
+                    "quarter): a killed replica's claims are taken over after at most this")
+    retry_base_s: float = Field(
+        default=30.0, gt=0, description="first back-off of a deferred notification; doubles "
+                                        "per attempt up to RETRY_MAX_S")
     retry_max_s: float = Field(default=3600.0, gt=0)
     give_up_after_s: float = Field(
-        default=172800.0, ge=0,
+        default=432000.0, ge=0,
         description="after this long since the message was received, a temporary failure "
-                    "becomes a permanent one")
+                    "becomes a permanent one (RFC 5321 4.5.4.1: at least 4-5 days)")
+    max_ack_pending: int = Field(
+        default=1024, ge=1,
+        description="the hot consumer's window of unacked events over all replicas (nothing "
+                    "waits in it: retries go to the NOTIFY_RETRY stream)")
+    retry_concurrency: int = Field(
+        default=8, ge=1, description="retries in flight per replica (beside CONCURRENCY)")
+    retry_max_ack_pending: int = Field(
+        default=100_000, ge=1,
+        description="notifications the retry consumer may hold waiting for their time; "
+                    "beyond, later retries queue in the stream behind them")
+    target_down_s: float = Field(
+        default=5.0, gt=0,
+        description="an SMTP target whose connection failed or hung is down this long (then "
+                    "one probe); doubles per failure up to TARGET_DOWN_MAX_S")
+    target_down_max_s: float = Field(default=300.0, gt=0)
     claims_ttl_s: float = Field(
         default=30 * 24 * 3600.0, gt=0,
         description="how long a recipient's delivery claim is kept (KV bucket max_age); must "

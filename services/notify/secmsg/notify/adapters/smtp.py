@@ -26,7 +26,7 @@ from aiosmtplib import (
     SMTPTimeoutError,
 )
 
-from secmsg.notify.metrics import SMTP_CONNECTIONS
+from secmsg.notify.metrics import SMTP_CONNECTIONS, TARGETS_DOWN
 from secmsg.notify.ports import (
     SmtpPermanentFailure,
     SmtpTarget,
@@ -108,7 +108,8 @@ class _Pool:
 
     def __init__(self, target: SmtpTarget, size: int, local_hostname: str, *,
                  rate_per_s: float = 0.0, saturated_wait_s: float = 2.0,
-                 max_waiting: int = 64, reuse: bool = True) -> None:
+                 max_waiting: int = 64, reuse: bool = True, down_s: float = 5.0,
+                 down_max_s: float = 300.0) -> None:
         self.target = target
         self._slots = asyncio.Semaphore(size)
         self._waiting = 0
@@ -120,12 +121,59 @@ class _Pool:
         self._wait_s = min(target.timeout_s, saturated_wait_s)
         self._progress_at = time.monotonic()  # last slot released, or all became busy
         self.reuse = reuse
+        # Down/up: a connection that failed or hung marks the target down for a cool-off
+        # (doubling per failure); then one probe goes through while others still wait.
+        self._down_s = down_s
+        self._down_max_s = down_max_s
+        self._failures = 0
+        self._down_until = 0.0
+        self._probing = False
+
+    def _check_up(self) -> bool:
+        """Raise ``TargetBusy`` while the target is down; True if this caller is the probe."""
+        now = time.monotonic()
+        if now < self._down_until:
+            raise TargetBusy("SMTP target down", retry_in=self._down_until - now)
+        if self._failures:
+            if self._probing:
+                raise TargetBusy("SMTP target being probed", retry_in=self._down_s)
+            self._probing = True
+            return True
+        return False
+
+    def failed(self) -> None:
+        """A connection to the target was refused, dropped or timed out."""
+        now = time.monotonic()
+        if now < self._down_until:
+            return  # the same outage seen by another send in flight
+        self._failures += 1
+        self._down_until = now + min(self._down_max_s,
+                                     self._down_s * 2 ** min(self._failures - 1, 20))
+        TARGETS_DOWN.labels(self.target.label).inc()
+        log.warning("SMTP target %s down for %.0fs", self.target.label,
+                    self._down_until - now)
+
+    def succeeded(self) -> None:
+        if self._failures:
+            log.info("SMTP target %s is up again", self.target.label)
+        self._failures = 0
+        self._down_until = 0.0
 
     def _stalled(self) -> bool:
         return time.monotonic() - self._progress_at > self._saturated_wait_s
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
+        probe = self._check_up()
+        try:
+            async with self._slot():
+                yield
+        finally:
+            if probe:
+                self._probing = False
+
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
         if self._slots.locked() and (self._stalled() or self._waiting >= self._max_waiting):
             raise TargetBusy("all SMTP connections busy", retry_in=self._saturated_wait_s)
         self._waiting += 1
@@ -253,15 +301,24 @@ class _Lane:
         self._pool = pool
 
     async def send(self, *, envelope_from: str, recipient: str, message: bytes) -> None:
-        await self._mailer._send_in_slot(self._pool, envelope_from=envelope_from,
-                                         recipient=recipient, message=message)
+        try:
+            await self._mailer._send_in_slot(self._pool, envelope_from=envelope_from,
+                                             recipient=recipient, message=message)
+        except (SmtpUnavailable, TimeoutError):
+            self._pool.failed()  # refused, dropped, hung: others need not try it meanwhile
+            raise
+        except (SmtpTemporaryFailure, SmtpPermanentFailure):
+            raise  # the server answered (or a local refusal): says nothing about it being up
+        self._pool.succeeded()
 
 
 class SmtpMailer:
     def __init__(self, *, pool_size: int = 4, local_hostname: str | None = None,
                  rate_per_s: float = 0.0, platform_rate_per_s: float = 0.0,
                  saturated_wait_s: float = 2.0, max_waiting: int = 64,
-                 reuse: bool = True) -> None:
+                 reuse: bool = True, down_s: float = 5.0, down_max_s: float = 300.0) -> None:
+        self._down_s = down_s
+        self._down_max_s = down_max_s
         self._pool_size = pool_size
         self._rate = rate_per_s
         self._platform_rate = platform_rate_per_s
@@ -280,7 +337,7 @@ class SmtpMailer:
                 # a tenant's own server (checked) vs the platform's relay: separate defaults
                 rate_per_s=self._rate if target.checked else self._platform_rate,
                 saturated_wait_s=self._saturated_wait_s, max_waiting=self._max_waiting,
-                reuse=self._reuse)
+                reuse=self._reuse, down_s=self._down_s, down_max_s=self._down_max_s)
         return pool
 
     @contextlib.asynccontextmanager
