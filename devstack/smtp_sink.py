@@ -157,3 +157,67 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+class StallingProxy:
+    """A TCP proxy in front of an SMTP server that can *stall*: while stalled, it accepts each
+    new connection and never sends a byte (a server that takes TCP and never answers, not even
+    the greeting); ``resume()`` closes the stalled ones and forwards new connections again.
+    Runs on the caller's event loop: ``await start()``, ``stall()``, ``resume()``, ``await
+    stop()``. Because nothing of a stalled session reaches the server, nothing sent then can
+    be delivered later behind the client's back."""
+
+    def __init__(self, upstream_port: int, port: int = 0) -> None:
+        import asyncio
+
+        self.upstream_port = upstream_port
+        self.port = port
+        self.stalled = False
+        self.accepted_while_stalled = 0
+        self._held: list[asyncio.StreamWriter] = []
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        import asyncio
+
+        self._server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def stall(self) -> None:
+        self.stalled = True
+
+    def resume(self) -> None:
+        self.stalled = False
+        held, self._held = self._held, []
+        for w in held:
+            w.close()
+
+    async def stop(self) -> None:
+        self.resume()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _client(self, reader: Any, writer: Any) -> None:
+        import asyncio
+        import contextlib
+
+        if self.stalled:
+            self.accepted_while_stalled += 1
+            self._held.append(writer)
+            return
+        try:
+            up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        except OSError:
+            writer.close()
+            return
+
+        async def pipe(src: Any, dst: Any) -> None:
+            with contextlib.suppress(Exception):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            with contextlib.suppress(Exception):
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
