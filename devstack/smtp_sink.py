@@ -160,12 +160,13 @@ if __name__ == "__main__":
 
 
 class StallingProxy:
-    """A TCP proxy in front of an SMTP server that can *stall*: while stalled, it accepts each
-    new connection and never sends a byte (a server that takes TCP and never answers, not even
-    the greeting); ``resume()`` closes the stalled ones and forwards new connections again.
-    Runs on the caller's event loop: ``await start()``, ``stall()``, ``resume()``, ``await
-    stop()``. Because nothing of a stalled session reaches the server, nothing sent then can
-    be delivered later behind the client's back."""
+    """A TCP proxy in front of an SMTP server that can *stall* like a hung server: while
+    stalled, new connections are accepted and never get a byte (not even the greeting), and
+    open sessions go silent (what the client sends is dropped, nothing comes back).
+    ``resume()`` closes every silenced connection and forwards new ones again. Runs on the
+    caller's event loop: ``await start()``, ``stall()``, ``resume()``, ``await stop()``.
+    Nothing sent during a stall reaches the server, so nothing can be delivered later behind
+    the client's back."""
 
     def __init__(self, upstream_port: int, port: int = 0) -> None:
         import asyncio
@@ -174,7 +175,8 @@ class StallingProxy:
         self.port = port
         self.stalled = False
         self.accepted_while_stalled = 0
-        self._held: list[asyncio.StreamWriter] = []
+        self._held: list[Any] = []
+        self._open: set[Any] = set()  # client-side writers of forwarded sessions
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -185,6 +187,8 @@ class StallingProxy:
 
     def stall(self) -> None:
         self.stalled = True
+        self._held.extend(self._open)  # open sessions go silent and are dropped on resume
+        self._open.clear()
 
     def resume(self) -> None:
         self.stalled = False
@@ -194,6 +198,8 @@ class StallingProxy:
 
     async def stop(self) -> None:
         self.resume()
+        for w in list(self._open):
+            w.close()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -211,13 +217,20 @@ class StallingProxy:
         except OSError:
             writer.close()
             return
+        self._open.add(writer)
 
         async def pipe(src: Any, dst: Any) -> None:
             with contextlib.suppress(Exception):
                 while data := await src.read(65536):
+                    if writer not in self._open:
+                        continue  # silenced by a stall: swallow, answer nothing
                     dst.write(data)
                     await dst.drain()
             with contextlib.suppress(Exception):
                 dst.close()
 
-        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
+        try:
+            await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
+        finally:
+            self._open.discard(writer)
+            up_w.close()

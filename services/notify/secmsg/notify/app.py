@@ -122,6 +122,9 @@ class NotifyWorker:
                                  max_waiting=self.settings.target_max_waiting,
                                  reuse=self.settings.smtp_reuse,
                                  down_s=self.settings.target_down_s,
+                                 tenant_max_waiting=self.settings.tenant_target_max_waiting,
+                                 tenant_max_rate_wait_s=(
+                                     self.settings.tenant_target_max_rate_wait_s),
                                  down_max_s=self.settings.target_down_max_s)
         self.renderer = templating.RenderPool(
             workers=self.settings.render_workers, per_tenant=self.settings.render_per_tenant,

@@ -73,6 +73,15 @@ class NotifySettings(BaseSettings):
     target_max_waiting: int = Field(
         default=64, ge=0, description="handlers that may queue for a busy (not stalled) SMTP "
                                       "target's connections; more get the event sent back")
+    tenant_target_max_waiting: int = Field(
+        default=2, ge=0, description="handlers that may queue for a tenant's OWN SMTP server "
+                                     "beyond its connections (per replica); more go to the "
+                                     "retry stream, so one tenant's server never holds the "
+                                     "handlers others need")
+    tenant_target_max_rate_wait_s: float = Field(
+        default=0.25, gt=0, description="longest wait in a handler for a rate turn of a "
+                                        "tenant's own server; a later turn goes to the retry "
+                                        "stream")
     smtp_reuse: bool = Field(
         default=True, description="keep SMTP connections open for the next notification; "
                                   "false: one connection per message (benchmarks)")

@@ -109,7 +109,7 @@ class _Pool:
     def __init__(self, target: SmtpTarget, size: int, local_hostname: str, *,
                  rate_per_s: float = 0.0, saturated_wait_s: float = 2.0,
                  max_waiting: int = 64, reuse: bool = True, down_s: float = 5.0,
-                 down_max_s: float = 300.0) -> None:
+                 down_max_s: float = 300.0, max_rate_wait_s: float | None = None) -> None:
         self.target = target
         self._slots = asyncio.Semaphore(size)
         self._waiting = 0
@@ -118,6 +118,8 @@ class _Pool:
         self._local_hostname = local_hostname
         self._bucket = _TokenBucket(_rate(rate_per_s, target.rate_per_s))
         self._saturated_wait_s = saturated_wait_s
+        self._max_rate_wait_s = (saturated_wait_s if max_rate_wait_s is None
+                                 else min(max_rate_wait_s, saturated_wait_s))
         self._wait_s = min(target.timeout_s, saturated_wait_s)
         self._progress_at = time.monotonic()  # last slot released, or all became busy
         self.reuse = reuse
@@ -192,7 +194,7 @@ class _Pool:
         if self._slots.locked():
             self._progress_at = max(self._progress_at, time.monotonic())  # now all busy
         try:
-            await self._bucket.take(self._saturated_wait_s)
+            await self._bucket.take(self._max_rate_wait_s)
             yield
         finally:
             self._slots.release()
@@ -316,7 +318,15 @@ class SmtpMailer:
     def __init__(self, *, pool_size: int = 4, local_hostname: str | None = None,
                  rate_per_s: float = 0.0, platform_rate_per_s: float = 0.0,
                  saturated_wait_s: float = 2.0, max_waiting: int = 64,
-                 reuse: bool = True, down_s: float = 5.0, down_max_s: float = 300.0) -> None:
+                 reuse: bool = True, down_s: float = 5.0, down_max_s: float = 300.0,
+                 tenant_max_waiting: int | None = None,
+                 tenant_max_rate_wait_s: float | None = None) -> None:
+        # A tenant's own server serves one tenant: few handlers may wait for it (the rest of
+        # its notifications go to the retry stream), so it cannot take the handlers the other
+        # tenants need. The platform relay serves everyone: its backlog queues as before.
+        self._tenant_max_waiting = max_waiting if tenant_max_waiting is None \
+            else tenant_max_waiting
+        self._tenant_max_rate_wait_s = tenant_max_rate_wait_s
         self._down_s = down_s
         self._down_max_s = down_max_s
         self._pool_size = pool_size
@@ -336,7 +346,9 @@ class SmtpMailer:
                 target, self._pool_size, self._local_hostname,
                 # a tenant's own server (checked) vs the platform's relay: separate defaults
                 rate_per_s=self._rate if target.checked else self._platform_rate,
-                saturated_wait_s=self._saturated_wait_s, max_waiting=self._max_waiting,
+                saturated_wait_s=self._saturated_wait_s,
+                max_waiting=self._tenant_max_waiting if target.checked else self._max_waiting,
+                max_rate_wait_s=self._tenant_max_rate_wait_s if target.checked else None,
                 reuse=self._reuse, down_s=self._down_s, down_max_s=self._down_max_s)
         return pool
 
