@@ -5,16 +5,15 @@ MongoDB is in tests/store/test_dead_letters.py."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from faststream.nats import NatsBroker, TestNatsBroker
-from faststream.nats.testing import PatchedMessage
 
 from secmsg.shared import subjects, worker
 from secmsg.shared.errors import DependencyUnavailable, PermanentError
 from secmsg.shared.events import MessageStored, NotificationSent
+from tests.shared.jetstream_fakes import raw
 
 STORED = subjects.subject("acme", subjects.MESSAGE_STORED)
 SENT = subjects.subject("acme", subjects.NOTIFICATION_SENT)
@@ -32,45 +31,6 @@ def stored(n: int = 0) -> MessageStored:
 def sent(n: int) -> NotificationSent:
     return NotificationSent(tenant_id="acme", message_id=uuid.uuid4().hex,
                             recipient=f"r{n}@example.org", attempt=1, smtp_target="platform")
-
-
-@dataclass
-class Meta:
-    num_delivered: int
-    consumer: str = "c"
-    stream: str = subjects.STREAM
-    sequence: Any = None
-
-
-class Raw(PatchedMessage):
-    """A JetStream message as the subscriber gets it, recording how it was settled."""
-
-    delivered = 1
-    seq = 7
-
-    @property
-    def metadata(self) -> Any:  # type: ignore[override]
-        return Meta(self.delivered, sequence=type("Seq", (), {"stream": self.seq})())
-
-    async def ack(self) -> None:
-        self.settled = "ack"
-        self._ackd = True
-
-    async def nak(self, delay: float | None = None) -> None:
-        self.settled = f"nak {delay}"
-        self._ackd = True
-
-    async def term(self) -> None:
-        self.settled = "term"
-        self._ackd = True
-
-
-def raw(body: bytes | str, subject: str = STORED, delivered: int = 1, seq: int = 7) -> Raw:
-    m = Raw(_client=None, subject=subject, reply="",  # type: ignore[arg-type]
-            data=body.encode() if isinstance(body, str) else body,
-            headers={"Nats-Msg-Id": "id-1"})
-    m.delivered, m.seq, m.settled = delivered, seq, ""  # type: ignore[attr-defined]
-    return m
 
 
 class Sink:

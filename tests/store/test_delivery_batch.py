@@ -1,32 +1,39 @@
-"""notification.* consumed in batches: one batch's writes, poison on its own, outages retried."""
+"""notification.* consumed in batches: one batch's writes, poison on its own, outages retried.
+
+The batch tests feed store's real subscriber (handlers.register) in memory with FastStream's
+TestNatsBroker over the real database; the last two run the whole worker on real NATS."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from faststream.nats import TestApp
+from faststream.nats import NatsBroker, TestApp, TestNatsBroker
 from nats.aio.client import Client as NATS
 
 from devstack.servers import Stack
 from secmsg.shared import bus, mongo, subjects, worker
 from secmsg.shared.errors import DependencyUnavailable
 from secmsg.shared.events import (
-    NotificationDeferred,
-    NotificationFailed,
-    NotificationSent,
     event_msg_id,
 )
 from secmsg.store import service
 from secmsg.store.adapters import mongo as mongo_adapter
-from secmsg.store.adapters.mongo import DELIVERY_FINAL, DELIVERY_STATUS, MongoDeliveryRepo
+from secmsg.store.adapters.mongo import (
+    DELIVERY_FINAL,
+    DELIVERY_STATUS,
+    MongoAuditRepo,
+    MongoDeliveryRepo,
+    MongoUndeliverableRepo,
+)
 from secmsg.store.app import create_app
+from secmsg.store.handlers import Deps, register
+from secmsg.store.settings import StoreSettings
+from tests.shared.jetstream_fakes import Raw, raw
 from tests.store.helpers import TENANT, deferred, drained, failed, holds, sent, wait_for
-
-DELIVERY = (NotificationSent, NotificationDeferred, NotificationFailed)
 
 
 def mixed(mid: str) -> list[Any]:
@@ -52,53 +59,39 @@ async def _states(db: Any, mid: str) -> dict[str, tuple[str, int]]:
     return {d["recipient"]: (d["state"], d["attempt"]) for d in docs}
 
 
-@dataclass
-class FakeMsg:
-    """The parts of a nats-py JetStream message ``worker.process_batch`` uses."""
-
-    data: bytes
-    subject: str
-    delivered: int = 1
-    outcome: list[tuple[str, float | None]] = field(default_factory=list)
-
-    @property
-    def metadata(self) -> Any:
-        return type("Meta", (), {"num_delivered": self.delivered})()
-
-    async def ack(self) -> None:
-        self.outcome.append(("ack", None))
-
-    async def nak(self, delay: float | None = None) -> None:
-        self.outcome.append(("nak", delay))
-
-    async def term(self) -> None:
-        self.outcome.append(("term", None))
+def fake(ev: Any, delivered: int = 1) -> Raw:
+    return raw(ev.model_dump_json(), subjects.subject_for(ev), delivered=delivered,
+               consumer=subjects.STORE_DELIVERY)
 
 
-def fake(ev: Any) -> FakeMsg:
-    return FakeMsg(ev.model_dump_json().encode(), subjects.subject_for(ev))
+@contextlib.asynccontextmanager
+async def delivery_consumer(db: Any, **settings: Any) -> AsyncIterator[Any]:
+    """Store's real ``store-delivery`` subscriber (handlers.register) in memory
+    (TestNatsBroker) over the real database: feed it batches with ``process_message``."""
+    deps = Deps(db=db, deliveries=MongoDeliveryRepo(db), audit=MongoAuditRepo(db),
+                undeliverable=MongoUndeliverableRepo(db),
+                **dict.fromkeys(("messages", "claims", "blobs", "publisher", "rotations",
+                                 "tenants", "keyring", "owner")))  # type: ignore[arg-type]
+    broker = NatsBroker()
+    consumers = register(broker, lambda: deps, StoreSettings(**settings))
+    async with TestNatsBroker(broker):
+        yield consumers.subscribers[subjects.STORE_DELIVERY]
 
 
 POISON_SUBJECT = subjects.subject(TENANT, subjects.NOTIFICATION_SENT)
 
 
-def batch_handler(repo: MongoDeliveryRepo) -> Callable[[list[Any]], Any]:
-    async def handle(events: list[Any]) -> None:
-        await service.record_deliveries(events=events, deliveries=repo)
-    return handle
-
-
 async def test_mixed_batch_ends_in_the_per_event_state(mongo_db: Any) -> None:
     mid = uuid.uuid4().hex
     msgs = [fake(e) for e in mixed(mid)]
-    poison = FakeMsg(b'{"kind": "notification.sent", "nope": 1}', POISON_SUBJECT)
+    poison = raw(b'{"kind": "notification.sent", "nope": 1}', POISON_SUBJECT)
     msgs.insert(4, poison)
-    await worker.process_batch(msgs, DELIVERY, batch_handler(MongoDeliveryRepo(mongo_db)),
-                               db=mongo_db, service="store", consumer=subjects.STORE_DELIVERY)
+    async with delivery_consumer(mongo_db) as sub:
+        await sub.process_message(msgs)
 
     assert await _states(mongo_db, mid) == EXPECTED
-    assert poison.outcome == [("term", None)]
-    assert all(m.outcome == [("ack", None)] for m in msgs if m is not poison)
+    assert poison.settled == "term"
+    assert all(m.settled == "ack" for m in msgs if m is not poison)
     dead = await mongo_db[mongo.DEAD_LETTERS].find({}).to_list(None)
     assert [(d["service"], d["subject"]) for d in dead] == [("store", POISON_SUBJECT)]
     carol = await mongo_db[DELIVERY_STATUS].find_one({"_id": f"{mid}:carol@example.org"})
@@ -150,20 +143,16 @@ async def test_final_recorded_but_status_not_yet_is_repaired_by_the_redelivery(
 
     monkeypatch.setattr(mongo_adapter, "_put_many", down_once)
     events = [sent(mid, "bob@example.org", 1), deferred(mid, "carol@example.org", 1)]
-    msgs = [fake(e) for e in events]
-    handle = batch_handler(MongoDeliveryRepo(mongo_db))
-    await worker.process_batch(msgs, DELIVERY, handle, db=mongo_db, service="store",
-                               consumer=subjects.STORE_DELIVERY,
-                               backoff_fn=lambda n: 0.25 * n)
-    assert [m.outcome for m in msgs] == [[("nak", 0.25)], [("nak", 0.25)]]
-    assert await mongo_db[DELIVERY_FINAL].count_documents({}) == 1  # half-way
-    assert await _states(mongo_db, mid) == {}
+    async with delivery_consumer(mongo_db, backoff_base_s=0.25) as sub:
+        msgs = [fake(e) for e in events]
+        await sub.process_message(msgs)
+        assert [m.settled for m in msgs] == ["nak 0.25", "nak 0.25"]
+        assert await mongo_db[DELIVERY_FINAL].count_documents({}) == 1  # half-way
+        assert await _states(mongo_db, mid) == {}
 
-    for m in msgs:
-        m.delivered += 1
-    await worker.process_batch(msgs, DELIVERY, handle, db=mongo_db, service="store",
-                               consumer=subjects.STORE_DELIVERY)
-    assert [m.outcome[-1] for m in msgs] == [("ack", None), ("ack", None)]
+        msgs = [fake(e, delivered=2) for e in events]
+        await sub.process_message(msgs)
+    assert [m.settled for m in msgs] == ["ack", "ack"]
     assert await _states(mongo_db, mid) == {"bob@example.org": ("sent", 1),
                                             "carol@example.org": ("deferred", 1)}
 

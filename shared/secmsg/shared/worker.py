@@ -508,6 +508,7 @@ class EventWorker:
         # Outermost of the broker's own middlewares: it sees every exception, tracing included.
         broker.insert_middleware(self.outcomes)
         self.consumers: list[_Consumer] = []
+        self.subscribers: dict[str, Any] = {}  # FastStream's subscriber by durable (tests)
 
     def subscriber(self, subject: str, *, durable: str, batch_size: int,
                    fetch_timeout_s: float, batch: bool = False, max_workers: int | None = None,
@@ -531,6 +532,7 @@ class EventWorker:
                                   max_deliver=policy.max_deliver + RECORD_RETRIES,
                                   max_ack_pending=max_ack_pending),
             **kwargs)
+        self.subscribers[durable] = sub
         return Registration(sub, self.outcomes, policy)
 
     async def ensure_consumers(self, nc: NATS) -> None:
