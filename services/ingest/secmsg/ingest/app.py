@@ -44,6 +44,12 @@ from secmsg.ingest.wiring import Deps
 from secmsg.shared import bus, mongo, telemetry
 from secmsg.shared.blobstore import S3BlobStore
 from secmsg.shared.errors import DependencyUnavailable, SecmsgError
+from secmsg.shared.http_errors import (
+    BODY_PARSE_ERROR,
+    error_body,
+    use_error_schema,
+    validation_detail,
+)
 from secmsg.shared.httpserver import probe_app
 from secmsg.shared.settings import CommonSettings
 
@@ -52,7 +58,7 @@ log = logging.getLogger(__name__)
 
 def _error(status: int, code: str, detail: str, headers: dict[str, str] | None = None
            ) -> JSONResponse:
-    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+    return JSONResponse(error_body(code, detail), status_code=status, headers=headers)
 
 
 class _Metrics:
@@ -152,6 +158,7 @@ def create_app(common: CommonSettings | None = None, cfg: IngestSettings | None 
                 "notified to read it over HTTPS.",
         lifespan=lifespan,
     )
+    use_error_schema(app)  # 422 documented as the {"error", "detail"} it is
     app.add_middleware(_Metrics)
     app.include_router(router)
     app.include_router(admin_router)
@@ -174,12 +181,12 @@ def create_app(common: CommonSettings | None = None, cfg: IngestSettings | None 
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        return _error(422, "invalid_input", f"{where}: {first.get('msg', 'invalid request')}")
+        return _error(422, "invalid_input", validation_detail(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == BODY_PARSE_ERROR:  # e.g. not UTF-8
+            return _error(422, "invalid_input", "body: not valid JSON")
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return _error(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 

@@ -22,6 +22,7 @@ from secmsg.shared.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from secmsg.shared.http_errors import ErrorBody
 
 router = APIRouter()
 
@@ -29,11 +30,6 @@ router = APIRouter()
 class MessageAccepted(BaseModel):
     message_id: str = Field(description="32 hex characters",
                             examples=["3f2b9c1e8d7a4b6f9e0d1c2b3a495867"])
-
-
-class ErrorBody(BaseModel):
-    error: str = Field(description="machine-readable code", examples=["invalid_input"])
-    detail: str = Field(description="what went wrong, in a sentence")
 
 
 def _err(description: str) -> dict[str, Any]:

@@ -52,6 +52,12 @@ from secmsg.shared.errors import (
     TransientError,
     Unauthorized,
 )
+from secmsg.shared.http_errors import (
+    BODY_PARSE_ERROR,
+    error_body,
+    use_error_schema,
+    validation_detail,
+)
 from secmsg.shared.httpserver import probe_app
 from secmsg.shared.settings import CommonSettings
 
@@ -112,7 +118,7 @@ class EdgeMiddleware:
 
 def _error(status: int, code: str, detail: str,
            headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+    return JSONResponse(error_body(code, detail), status_code=status, headers=headers)
 
 
 async def on_secmsg_error(request: Request, exc: Exception) -> Response:
@@ -136,13 +142,13 @@ async def on_secmsg_error(request: Request, exc: Exception) -> Response:
 
 async def on_validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    first = exc.errors()[0] if exc.errors() else {}
-    where = ".".join(str(p) for p in first.get("loc", ()))
-    return _error(422, "invalid_input", f"{where}: {first.get('msg', 'invalid')}")
+    return _error(422, "invalid_input", validation_detail(exc.errors()))
 
 
 async def on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == BODY_PARSE_ERROR:  # e.g. not UTF-8
+        return _error(422, "invalid_input", "body: not valid JSON")
     codes = {404: "not_found", 405: "method_not_allowed"}
     return _error(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail),
                   dict(exc.headers or {}))
@@ -233,6 +239,7 @@ def create_app(common: CommonSettings | None = None,
                     '`{"error": code, "detail": sentence}`.',
         lifespan=lifespan, docs_url=None, redoc_url=None,
     )
+    use_error_schema(app)  # 422 documented as the {"error", "detail"} it is
     app.add_middleware(EdgeMiddleware)
     app.add_exception_handler(SecmsgError, on_secmsg_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

@@ -24,6 +24,7 @@ from secmsg.retrieve.headers import content_disposition, safe_content_type
 from secmsg.retrieve.ports import MessageRecord
 from secmsg.retrieve.service import CodeRequest, NewSession
 from secmsg.shared import logs
+from secmsg.shared.http_errors import ErrorBody
 from secmsg.shared.subjects import TENANT_ID_RE
 
 TENANT_PATTERN = TENANT_ID_RE.pattern
@@ -32,13 +33,12 @@ log = logging.getLogger(__name__)
 EXAMPLE_ID = "3f2a9c1e5b7d4e8fa0b1c2d3e4f50617"
 
 
-class ErrorOut(BaseModel):
-    error: str = Field(examples=["not_found"])
-    detail: str = Field(examples=["message not found"])
+ErrorOut = ErrorBody  # the one error body of the HTTP services (secmsg.shared.http_errors)
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    text = {400: "Invalid input", 401: "Not signed in, or the session expired",
+    text = {400: "Invalid input, e.g. an address that is not an email address",
+            401: "Not signed in, or the session expired",
             404: "Not there, or not yours (the two are indistinguishable)",
             416: "Range outside the content", 422: "Request validation failed",
             429: "Rate limited; see Retry-After",
@@ -145,7 +145,7 @@ def _schedule_code(background: BackgroundTasks, deps: DepsDep, req: CodeRequest)
           description="Always answers 202 with the same body, whether or not the address has "
                       "messages; the code is emailed only if the tenant has a live message "
                       "for it. Rate-limited per address and per client IP.",
-          responses=_errors(422, 429, 503))
+          responses=_errors(400, 422, 429, 503))
 async def request_code(body: CodeRequestIn, background: BackgroundTasks, deps: DepsDep,
                        ip: ClientIpDep) -> CodeAccepted:
     req = await service.request_code(tenant_id=body.tenant_id, email=body.email, client_ip=ip,
@@ -162,7 +162,7 @@ async def request_code(body: CodeRequestIn, background: BackgroundTasks, deps: D
                       "/v1/auth/signin). With an authenticator enrolled: 202 and a ticket "
                       "for /v1/auth/totp. Sets a Secure, HttpOnly, SameSite=Strict cookie "
                       "with the same token.",
-          responses=_errors(401, 422, 429, 503))
+          responses=_errors(400, 401, 422, 429, 503))
 async def create_session(body: SessionIn, response: Response, deps: DepsDep,
                          ip: ClientIpDep, ua: UserAgentDep) -> Response | SessionOut:
     result = await accounts.sign_in(account_ports(deps), tenant_id=body.tenant_id,

@@ -104,7 +104,7 @@ async def register(body: RegisterIn, response: Response, deps: DepsDep, ip: Clie
                          "code as the fallback; `password+code`: both. With an authenticator "
                          "enrolled, answers 202 with a ticket unless `totp` is given. Every "
                          "failure is the same 401.",
-             responses={202: {"model": MfaRequired}, **_errors(401, 422, 429, 503)})
+             responses={202: {"model": MfaRequired}, **_errors(400, 401, 422, 429, 503)})
 async def sign_in(body: SignInIn, response: Response, deps: DepsDep, ip: ClientIpDep,
                   ua: UserAgentDep) -> Response | SessionOut:
     result = await accounts.sign_in(account_ports(deps), tenant_id=body.tenant_id, email=body.email,
