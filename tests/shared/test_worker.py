@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from faststream.nats import NatsBroker, TestNatsBroker
+from pydantic import BaseModel
 
 from secmsg.shared import subjects, worker
 from secmsg.shared.errors import DependencyUnavailable, PermanentError
@@ -222,3 +223,31 @@ async def test_batch_transient_failure_naks_all(sink: Sink) -> None:
         await sub.subscriber.process_message(batch)
     assert [m.settled for m in batch] == ["nak 0.5", "nak 1.0"]  # type: ignore[attr-defined]
     assert sink.letters == []
+
+
+class Retry(BaseModel):
+    """A service's own message on a stream of its own (not a shared event)."""
+
+    event: MessageStored
+    round: int
+
+
+async def test_a_handler_of_a_service_model_on_its_own_stream(sink: Sink) -> None:
+    broker, ew = make(sink)
+    seen: list[Retry] = []
+    sub = ew.subscriber("svc.retry.*", durable="r", batch_size=1, fetch_timeout_s=1,
+                        stream="SVC_RETRY")
+
+    @sub
+    async def on_retry(item: Retry) -> None:
+        seen.append(item)
+
+    good = Retry(event=stored(), round=2)
+    async with TestNatsBroker(broker) as br:
+        await br.publish(good, "svc.retry.acme", stream="SVC_RETRY")
+        bad = raw(b'{"round": "x"}', "svc.retry.acme")
+        await sub.subscriber.process_message(bad)
+    assert seen == [good]
+    assert bad.settled == "term"
+    assert sink.letters[0].reason.startswith("undecodable (event: Field required")
+    assert ew.consumers[0].stream == "SVC_RETRY"

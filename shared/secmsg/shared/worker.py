@@ -76,7 +76,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from prometheus_client import Counter
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -218,9 +218,43 @@ def _attempt(raw: Any) -> int:
 # -- decoding ----------------------------------------------------------------------------
 
 
+Decode = Callable[[bytes], Any]
+
+
+def shared_events(raw: bytes) -> Any:
+    """Bytes -> one of the shared event models (``events.decode_event``) or ``PoisonEvent``."""
+    return decode_event(raw, ALL_EVENTS)  # type: ignore[arg-type]
+
+
+def model_decoder(accepts: tuple[type, ...]) -> Decode:
+    """How a handler's body is decoded: the shared events' contract when it takes shared
+    events (unknown kind/version -> poison), else a pydantic adapter for what it takes (a
+    service's own stream, e.g. notify's retries)."""
+    if not accepts or all(t in ALL_EVENTS for t in accepts):
+        return shared_events
+    adapter: TypeAdapter[Any] = TypeAdapter(accepts[0] if len(accepts) == 1
+                                            else typing.Union[accepts])  # noqa: UP007
+
+    def decode(raw: bytes) -> Any:
+        try:
+            return adapter.validate_json(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ()))
+            raise PoisonEvent(f"undecodable ({where}: {first.get('msg')})") from None
+
+    return decode
+
+
+def one_decoder(decode: Decode) -> Callable[[StreamMessage[Any]], Awaitable[Any]]:
+    async def decoder(msg: StreamMessage[Any]) -> Any:
+        return decode(msg.body)
+    return decoder
+
+
 async def decode_one(msg: StreamMessage[Any]) -> BaseModel:
     """Subscriber decoder: the body as its shared event model, or ``PoisonEvent``."""
-    return decode_event(msg.body, ALL_EVENTS)  # type: ignore[arg-type]
+    return shared_events(msg.body)  # type: ignore[no-any-return]
 
 
 class DecodedBatch(list[Any]):
@@ -230,20 +264,25 @@ class DecodedBatch(list[Any]):
     good: list[Msg]
 
 
-async def decode_batch(msg: StreamMessage[Any]) -> DecodedBatch:
-    """Batch subscriber decoder: each message decoded alone, poison ones set aside."""
-    out = DecodedBatch()
-    out.poison, out.good = [], []
-    for raw in msg.raw_message:
-        if raw._ackd:  # already settled (terminated as poison on an earlier pass)
-            continue
-        try:
-            out.append(decode_event(raw.data, ALL_EVENTS))  # type: ignore[arg-type]
-        except PoisonEvent as exc:
-            out.poison.append((raw, exc.detail))
-        else:
-            out.good.append(raw)
-    return out
+def batch_decoder(decode: Decode) -> Callable[[StreamMessage[Any]], Awaitable[DecodedBatch]]:
+    async def decoder(msg: StreamMessage[Any]) -> DecodedBatch:
+        """Each message decoded alone, poison ones set aside."""
+        out = DecodedBatch()
+        out.poison, out.good = [], []
+        for raw in msg.raw_message:
+            if raw._ackd:  # already settled (terminated as poison on an earlier pass)
+                continue
+            try:
+                out.append(decode(raw.data))
+            except PoisonEvent as exc:
+                out.poison.append((raw, exc.detail))
+            else:
+                out.good.append(raw)
+        return out
+    return decoder
+
+
+decode_batch = batch_decoder(shared_events)
 
 
 # -- outcomes ----------------------------------------------------------------------------
@@ -454,7 +493,7 @@ class _Outcome(BaseMiddleware):
 
 @dataclass
 class _Consumer:
-    subject: str
+    stream: str
     durable: str
     config: ConsumerConfig
 
@@ -476,14 +515,19 @@ class Registration:
     """What ``EventWorker.subscriber`` returns: decorate the handler with it.
     ``subscriber`` is FastStream's subscriber (``process_message`` in tests)."""
 
-    def __init__(self, sub: Any, outcomes: EventOutcomes, policy: DeliveryPolicy) -> None:
+    def __init__(self, sub: Any, outcomes: EventOutcomes, policy: DeliveryPolicy,
+                 batch: bool) -> None:
         self.subscriber = sub
         self._outcomes = outcomes
         self._policy = policy
+        self._batch = batch
 
     def __call__(self, func: Callable[..., Awaitable[Any]]) -> Any:
-        self._outcomes.subscribers[id(self.subscriber)] = (self._policy, accepted_events(func))
-        return self.subscriber(func)
+        accepts = accepted_events(func)
+        self._outcomes.subscribers[id(self.subscriber)] = (self._policy, accepts)
+        decode = model_decoder(accepts)
+        return self.subscriber(func, decoder=batch_decoder(decode) if self._batch
+                               else one_decoder(decode))
 
 
 class EventWorker:
@@ -512,34 +556,37 @@ class EventWorker:
 
     def subscriber(self, subject: str, *, durable: str, batch_size: int,
                    fetch_timeout_s: float, batch: bool = False, max_workers: int | None = None,
-                   max_ack_pending: int | None = None,
-                   policy: DeliveryPolicy | None = None) -> Registration:
+                   max_ack_pending: int | None = None, policy: DeliveryPolicy | None = None,
+                   stream: str = subjects.STREAM) -> Registration:
+        """A durable pull consumer of ``stream`` (``SECMSG`` unless the service keeps a
+        stream of its own) filtered to ``subject``. ``policy`` overrides the worker's: a
+        consumer that re-schedules by nak'ing (a retry queue) needs a ``max_deliver`` that
+        covers its schedule, since every delivery counts."""
         policy = policy or self.outcomes.policy
         config = ConsumerConfig(
             durable_name=durable, name=durable, filter_subject=subject,
             ack_wait=policy.ack_wait_s, max_deliver=policy.max_deliver + RECORD_RETRIES,
             max_ack_pending=max_ack_pending)
-        self.consumers.append(_Consumer(subject, durable, config))
+        self.consumers.append(_Consumer(stream, durable, config))
         kwargs: dict[str, Any] = {}
         if max_workers is not None:
             kwargs["max_workers"] = max_workers
         sub = self.broker.subscriber(
-            subject, stream=JStream(subjects.STREAM, declare=False), durable=durable,
+            subject, stream=JStream(stream, declare=False), durable=durable,
             pull_sub=PullSub(batch_size=batch_size, timeout=fetch_timeout_s, batch=batch),
-            ack_policy=AckPolicy.NACK_ON_ERROR,
-            decoder=decode_batch if batch else decode_one, inbox_prefix=self.inbox_prefix,
+            ack_policy=AckPolicy.NACK_ON_ERROR, inbox_prefix=self.inbox_prefix,
             config=ConsumerConfig(ack_wait=policy.ack_wait_s,
                                   max_deliver=policy.max_deliver + RECORD_RETRIES,
                                   max_ack_pending=max_ack_pending),
             **kwargs)
         self.subscribers[durable] = sub
-        return Registration(sub, self.outcomes, policy)
+        return Registration(sub, self.outcomes, policy, batch)
 
     async def ensure_consumers(self, nc: NATS) -> None:
         """Create each durable consumer, or bring its limits up to date. Idempotent."""
         js = nc.jetstream()
         for c in self.consumers:
-            await js.add_consumer(subjects.STREAM, config=c.config)
+            await js.add_consumer(c.stream, config=c.config)
 
 
 # -- publishing --------------------------------------------------------------------------

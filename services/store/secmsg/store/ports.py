@@ -168,6 +168,7 @@ class DeadLetterRepo(Protocol):
 
 
 class RawPublisher(Protocol):
-    async def __call__(self, subject: str, payload: bytes, headers: dict[str, str]) -> int:
-        """Publish bytes as they are to the stream; the stream sequence it got."""
+    async def __call__(self, subject: str, payload: bytes, headers: dict[str, str],
+                       stream: str) -> int:
+        """Publish bytes as they are to ``stream``; the stream sequence they got."""
         ...

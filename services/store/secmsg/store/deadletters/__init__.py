@@ -8,7 +8,7 @@ platform operator's endpoints on store's internal port (``routes.py``):
 * ``list_letters`` -- newest first, by service and state (``open``, ``replayed``,
   ``discarded``);
 * ``show`` -- one letter with its payload;
-* ``replay`` -- publish the payload again, unchanged, on its original subject, with the
+* ``replay`` -- publish the payload again, unchanged, on its original subject (and stream), with the
   ``Nats-Msg-Id`` ``<original>:replay:<n>`` (the original id would be dropped by the stream's
   duplicate window). The consumer handles it like any event -- handlers are idempotent, so an
   event that was half done completes; if it fails again it becomes a new dead letter. The
@@ -27,6 +27,7 @@ from typing import Any
 
 from prometheus_client import Gauge
 
+from secmsg.shared import subjects
 from secmsg.shared.errors import Conflict, InvalidInput, NotFound
 from secmsg.store.ports import DeadLetterRepo, Doc, RawPublisher
 
@@ -127,7 +128,8 @@ async def replay(*, repo: DeadLetterRepo, publish: RawPublisher, letter_id: str,
                        "be replayed")
     n = int(doc.get("replays", 0)) + 1
     msg_id = f"{doc.get('msg_id') or doc['_id']}:replay:{n}"
-    seq = await publish(str(doc["subject"]), doc["payload"], {"Nats-Msg-Id": msg_id})
+    seq = await publish(str(doc["subject"]), doc["payload"], {"Nats-Msg-Id": msg_id},
+                        str(doc.get("stream") or subjects.STREAM))
     fields = {"state": "replayed", "replays": n, "replayed_at": now or datetime.now(UTC),
               "replayed_by": by, "replay_seq": seq, "replay_msg_id": msg_id}
     await repo.update(str(doc["_id"]), fields)
@@ -149,10 +151,9 @@ async def discard(*, repo: DeadLetterRepo, letter_id: str, by: str, note: str | 
 
 def broker_publisher(broker: Any, *, timeout: float = 5.0) -> RawPublisher:
     """``RawPublisher`` through a connected FastStream ``NatsBroker`` (JetStream-acked)."""
-    from secmsg.shared import subjects
-
-    async def publish(subject: str, payload: bytes, headers: dict[str, str]) -> int:
-        ack = await broker.publish(payload, subject, headers=headers, stream=subjects.STREAM,
+    async def publish(subject: str, payload: bytes, headers: dict[str, str],
+                      stream: str) -> int:
+        ack = await broker.publish(payload, subject, headers=headers, stream=stream,
                                    timeout=timeout)
         return int(ack.seq)
 
