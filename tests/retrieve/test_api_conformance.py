@@ -38,14 +38,15 @@ async def test_retrieve_answers_match_its_openapi(
         tmp_path: Path) -> None:
     retrieve = services("retrieve")
     await seeder.message(attachments=[("report.pdf", "application/pdf", b"%PDF-1.4 " * 300)])
-    await seeder.message(subject="Second", html=None)
+    await seeder.message(subject="Second", html=None,
+                         attachments=[("notes.txt", "text/plain", b"line\r\n" * 50)])
     await seeder.message(to=[CAROL], subject="For Carol")
     async with httpx.AsyncClient(base_url=retrieve.base_url, verify=False, timeout=20) as c:
         token = await _session(c, sink, BOB)
         spare = await _session(c, sink, CAROL)
     result = run_schemathesis(retrieve.base_url, token=token, spare_token=spare,
                               spare_ops=("POST /v1/auth/logout", "POST /v1/auth/logout-everywhere"),
-                              report_dir=tmp_path / "report", max_examples=10,
+                              report_dir=tmp_path / "report", max_examples=25,
                               tls_verify=False)
     print(result.stdout[-20000:])
     assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-3000:] + retrieve.tail()

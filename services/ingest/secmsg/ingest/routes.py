@@ -36,6 +36,15 @@ def _err(description: str) -> dict[str, Any]:
     return {"model": ErrorBody, "description": description}
 
 
+# OpenAPI links: what a client (and schemathesis' stateful phase) can do with the new id.
+_MESSAGE_LINKS = {
+    name: {"operationId": op, "parameters": {"message_id": "$response.body#/message_id"}}
+    for name, op in (("GetSlip", "delivery_slip_v1_messages__message_id__slip_get"),
+                     ("ChangeExpiry", "patch_message_v1_messages__message_id__patch"),
+                     ("Recall", "recall_message_v1_messages__message_id__recall_post"),
+                     ("Revoke", "revoke_message_v1_messages__message_id__revoke_post"))}
+
+
 def origin(request: Request) -> Origin:
     return Origin(client_ip=request.client.host if request.client else None,
                   user_agent=(request.headers.get("user-agent") or "")[:256] or None)
@@ -61,6 +70,13 @@ _REQUEST_BODY = {
         "example": {"envelope": ENVELOPE_EXAMPLE},
     }},
 }
+
+
+RFC822_EXAMPLE = "\r\n".join((
+    "From: Alice Sender <alice@clinic.example>", "To: Bob <bob@example.org>",
+    "Subject: Lab results", "Date: Thu, 03 Dec 2026 10:00:00 +0000",
+    "Message-ID: <example-1@clinic.example>", "MIME-Version: 1.0",
+    "Content-Type: text/plain; charset=utf-8", "", "Your results are ready.", ""))
 
 
 async def _counted(request: Request) -> AsyncIterator[bytes]:
@@ -89,6 +105,8 @@ async def _counted(request: Request) -> AsyncIterator[bytes]:
         "the tenant. `in_reply_to` names the message answered (recorded as `message.replied` "
         "in its audit trail); `bcc` recipients are notified but never shown to the others."),
     responses={
+        202: {"description": "accepted: stored encrypted and queued for delivery",
+              "links": _MESSAGE_LINKS},
         400: _err("malformed multipart body, envelope or header value; an in_reply_to that "
                   "names no message the caller may answer"),
         401: _err("missing, unknown, expired or revoked API key or token"),
@@ -156,8 +174,9 @@ async def submit_message(
         503: _err("object store, database or event bus unavailable; retry later"),
     },
     openapi_extra={"requestBody": {"required": True,
-                                   "content": {"message/rfc822": {"schema": {
-                                       "type": "string", "format": "binary"}}}}},
+                                   "content": {"message/rfc822": {
+                                       "schema": {"type": "string", "format": "binary"},
+                                       "example": RFC822_EXAMPLE}}}},
 )
 async def submit_rfc822(
     request: Request,

@@ -10,7 +10,14 @@ from pydantic import BaseModel, Field
 
 from secmsg.ingest import admin_access
 from secmsg.ingest.routes import origin
-from secmsg.ingest.routes_common import AUTH_ERRORS, Admin, DepsDep, err, partial_body
+from secmsg.ingest.routes_common import (
+    AUTH_ERRORS,
+    Admin,
+    DepsDep,
+    body_schema,
+    err,
+    partial_body,
+)
 
 router = APIRouter(prefix="/v1/admin", tags=["admin: access"])
 
@@ -187,7 +194,7 @@ async def get_policy(creds: Admin, deps: DepsDep) -> PolicyOut:
 
 
 _POLICY_BODY = {"requestBody": {"required": True, "content": {"application/json": {
-    "schema": admin_access.PolicyIn.model_json_schema(),
+    "schema": body_schema(admin_access.PolicyIn),
     "example": {"signin": "password+code", "session_idle_minutes": 15,
                 "limits": {"max_recipients": 20}}}}}}
 

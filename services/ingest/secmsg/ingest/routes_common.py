@@ -53,6 +53,26 @@ Sender = Annotated[Credentials, Depends(_sender)]
 DepsDep = Annotated[Deps, Depends(get_deps)]
 
 
+def body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """``model``'s JSON Schema for an ``openapi_extra`` request body, nested models inlined:
+    a ``$ref`` to the schema's own ``$defs`` would point into the OpenAPI document's root."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline({**defs[ref.removeprefix("#/$defs/")],
+                               **{k: v for k, v in node.items() if k != "$ref"}})
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return dict(inline(schema))
+
+
 async def partial_body(request: Request, model: type[M]) -> tuple[M, dict[str, Any]]:
     """A PUT body where a field left out stays as it is and an explicit null clears it: the
     validated model, and the JSON object as sent (to tell the two apart)."""

@@ -188,7 +188,14 @@ async def logout(deps: DepsDep, token: TokenDep) -> Response:
 
 @api.get("/messages", response_model=MessageList, tags=["messages"],
          summary="List my messages", description="Newest first, live messages only.",
-         responses=_errors(400, 401, 503))
+         responses={200: {"description": "a page of my messages", "links": {
+             name: {"operationId": op,
+                    "parameters": {"message_id": "$response.body#/messages/0/id"}}
+             for name, op in (("ReadFirst", "read_message_v1_messages__message_id__get"),
+                              ("OriginalOfFirst",
+                               "original_v1_toolbar_messages__message_id__original_get"),
+                              ("AckFirst", "ack_v1_toolbar_messages__message_id__ack_post"))}},
+                    **_errors(400, 401, 503)})
 async def list_messages(session: SessionDep, deps: DepsDep,
                         limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
                         cursor: Annotated[str | None, Query(max_length=200)] = None
@@ -206,7 +213,11 @@ MessageId = Annotated[str, Path(max_length=64, description="32 hex characters",
 @api.get("/messages/{message_id}", response_model=MessageOut, tags=["messages"],
          summary="Read a message", description="Every read is audited (message.opened); if "
          "the audit event cannot be recorded the read is refused with 503.",
-         responses=_errors(401, 404, 503))
+         responses={200: {"description": "the message", "links": {"DownloadFirstAttachment": {
+             "operationId": "download_v1_messages__message_id__attachments__object_id__get",
+             "parameters": {"message_id": "$request.path.message_id",
+                            "object_id": "$response.body#/attachments/0/object_id"}}}},
+                    **_errors(401, 404, 503)})
 async def read_message(message_id: MessageId, session: SessionDep, deps: DepsDep,
                        ip: ClientIpDep, ua: UserAgentDep) -> MessageOut:
     _correlate(message_id, session.tenant_id)
@@ -241,8 +252,15 @@ async def _primed(first: bytes, rest: Any) -> Any:
                      "Audited (attachment.downloaded) before any byte is sent. A failed "
                      "integrity check mid-stream aborts the connection.",
          response_class=StreamingResponse,
-         responses={200: {"content": {"application/octet-stream": {}}},
-                    206: {"description": "Partial content"}, **_errors(401, 404, 416, 503)})
+         responses={200: {"description": "The whole attachment, as the content type it was "
+                                         "sent with (application/octet-stream if that is not "
+                                         "a well-formed media type)",
+                          "content": {"*/*": {"schema": {"type": "string",
+                                                         "format": "binary"}}}},
+                    206: {"description": "Partial content (one range)",
+                          "content": {"*/*": {"schema": {"type": "string",
+                                                         "format": "binary"}}}},
+                    **_errors(401, 404, 416, 503)})
 async def download(message_id: MessageId, object_id: MessageId, session: SessionDep,
                    deps: DepsDep, ip: ClientIpDep, ua: UserAgentDep,
                    range_header: Annotated[str | None, Header(alias="range")] = None,
