@@ -9,40 +9,23 @@ screenshot of every step lands in test-artifacts/screenshots/.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from devstack.services import ServiceProc
 from secmsg.shared import mongo
 from tests.e2e.helpers import Platform, code_from_mail, eventually, submit
+from tests.webmail.browser import shot
 
 pytestmark = pytest.mark.timeout(280)
 
-SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 DOCTOR = "doctor@acme.example"
 BOB = "bob@example.org"
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield b
-        await b.close()
-
-
-async def shot(page: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
 def notifications(platform: Platform, address: str) -> list[Any]:
@@ -56,6 +39,15 @@ async def notification_for(platform: Platform, address: str, message_id: str) ->
                  if m["X-Secure-Message-Id"] == message_id],
         timeout=60, what=f"notification of {message_id} to {address}")
     return found[0]
+
+
+def body_link(mail: Any) -> str:
+    """Path and query of the link in the notification's text body (``?r=`` names the
+    recipient, which is what lets the page show the tenant's name before sign-in)."""
+    text = next(part for part in mail.walk() if part.get_content_type() == "text/plain")
+    link = next(w for w in text.get_content().split() if "/m/" in w and "?r=" in w)
+    parts = urlsplit(link)
+    return f"{parts.path}?{parts.query}"
 
 
 async def sign_in_with_code(platform: Platform, page: Page, address: str,
@@ -94,7 +86,7 @@ async def test_recipient_reads_downloads_replies_and_sender_sees_slip(
 
     # 1. The link from the notification mail (its path, on this retrieve).
     mail = await notification_for(platform, BOB, first)
-    link = web.base_url + urlsplit(mail["X-Secure-Message-Url"]).path
+    link = web.base_url + body_link(mail)  # the body's link, which names its recipient
     bob = await browser.new_context(ignore_https_errors=True, accept_downloads=True)
     page = await bob.new_page()
     await page.goto(link)
@@ -201,10 +193,7 @@ async def test_new_recipient_registers_from_the_notification_link(
     page = await context.new_page()
     # The link in the notification's body (not the toolbar header) names its recipient (?r=),
     # so the page already knows the address: the person types nothing there.
-    text = next(part for part in mail.walk() if part.get_content_type() == "text/plain")
-    link = next(w for w in text.get_content().split() if "/m/acme/" in w and "?r=" in w)
-    parts = urlsplit(link)
-    await page.goto(f"{web.base_url}{parts.path}?{parts.query}")
+    await page.goto(web.base_url + body_link(mail))
     await expect(page.get_by_role("heading", name="You have a secure message")).to_be_visible()
 
     filled: list[str] = []
