@@ -36,7 +36,7 @@ HOOKS = Path(__file__).with_name("api_conformance_hooks.py")
 def run_schemathesis(base_url: str, *, token: str, report_dir: Path, max_examples: int,
                      spare_token: str = "", spare_ops: tuple[str, ...] = (),
                      keep_key_id: str = "", phases: tuple[str, ...] = PHASES,
-                     timeout_s: float = 300, tls_verify: bool = True
+                     timeout_s: float = 240, tls_verify: bool = True
                      ) -> subprocess.CompletedProcess[str]:
     """``schemathesis run`` against ``base_url``'s own /openapi.json; the finished process.
 
