@@ -15,13 +15,16 @@ from typing import Any
 import httpx
 import pytest
 from faststream.asgi import AsgiFastStream
-from faststream.nats import TestApp
+from faststream.nats import NatsBroker, TestApp
 from nats.aio.client import Client as NATS
+from nats.js.api import ConsumerConfig
 
-from secmsg.shared import bus, mongo, subjects
+from secmsg.shared import bus, mongo, subjects, worker
 from secmsg.shared.events import MessageOpened
 from secmsg.store import deadletters, service
 from secmsg.store.app import create_app
+from secmsg.store.handlers import register
+from secmsg.store.settings import StoreSettings
 from tests.store.helpers import TENANT, drained, holds, wait_for
 
 MAX_DELIVER = 3
@@ -177,3 +180,21 @@ async def test_admin_endpoints_do_not_exist_without_a_token(
 
 async def _count(db: Any, n: int) -> bool:
     return await db[mongo.DEAD_LETTERS].count_documents({}) >= n
+
+
+async def test_a_consumer_made_by_an_older_version_gets_the_finite_limit(
+        store_env: dict[str, str], nc: NATS) -> None:
+    """JetStream binds an existing durable as it is: start-up (``ensure_consumers``, what
+    store's start runs before its subscribers bind) must update it."""
+    js = nc.jetstream()
+    await js.add_consumer(subjects.STREAM, ConsumerConfig(
+        durable_name=subjects.STORE_AUDIT, name=subjects.STORE_AUDIT,
+        filter_subject=subjects.any_tenant("audit.>"), max_deliver=-1, ack_wait=30))
+    cfg = StoreSettings()
+    consumers = register(NatsBroker(), lambda: None, cfg)  # type: ignore[arg-type,return-value]
+    await consumers.ensure_consumers(nc)
+    info = await js.consumer_info(subjects.STREAM, subjects.STORE_AUDIT)
+    assert info.config.max_deliver == cfg.max_deliver + worker.RECORD_RETRIES
+    assert info.config.ack_wait == cfg.ack_wait_s
+    # Twice is fine (every replica runs it at start-up).
+    await consumers.ensure_consumers(nc)
