@@ -95,6 +95,10 @@ class Lane(Protocol):
 
 
 class Mailer(Protocol):
+    def precheck(self, target: SmtpTarget) -> None:
+        """Raise ``TargetBusy`` at once if ``target`` is known to be down or stalled."""
+        ...
+
     def reserve(self, target: SmtpTarget) -> AbstractAsyncContextManager[Lane]:
         """A lane to ``target``; raises ``TargetBusy`` at entry instead of waiting long."""
         ...

@@ -239,15 +239,18 @@ async def _notify_one(ctx: _Ctx, address: str) -> _Later | None:
     if address.lower() in ctx.blocked:
         return await _claim_and_send(ctx, address, None)
     try:
-        # Before any claim or SMTP slot: a tenant whose slow templates are queued up hands
-        # the event back instead of parking a handler other tenants need.
-        await ctx.render()
-    except templating.RenderBusy as exc:
-        log.info("tenant's template renders queued up; event back in %.1fs", exc.retry_in)
-        return _Later(delay=exc.retry_in, smtp_down=True)
-    except InvalidInput:
-        pass  # remembered in ctx.rendered; the recipient fails once claimed
-    try:
+        # A target known to be down (or stalled) sends the event back before any work:
+        # a down tenant's flood must cost the hot path as little as possible.
+        ctx.mailer.precheck(ctx.target)
+        try:
+            # Before any claim or SMTP slot: a tenant whose slow templates are queued up
+            # hands the event back instead of parking a handler other tenants need.
+            await ctx.render()
+        except templating.RenderBusy as exc:
+            log.info("tenant's template renders queued up; event back in %.1fs", exc.retry_in)
+            return _Later(delay=exc.retry_in, smtp_down=True)
+        except InvalidInput:
+            pass  # remembered in ctx.rendered; the recipient fails once claimed
         async with ctx.mailer.reserve(ctx.target) as lane:
             return await _claim_and_send(ctx, address, lane)
     except TargetBusy as exc:

@@ -143,6 +143,17 @@ class _Pool:
             return True
         return False
 
+    def precheck(self) -> None:
+        """``TargetBusy`` now if a reservation would be refused anyway (down, probe under
+        way, or every connection busy on a stalled target); takes nothing."""
+        now = time.monotonic()
+        if now < self._down_until:
+            raise TargetBusy("SMTP target down", retry_in=self._down_until - now)
+        if self._failures and self._probing:
+            raise TargetBusy("SMTP target being probed", retry_in=self._down_s)
+        if self._slots.locked() and (self._stalled() or self._waiting >= self._max_waiting):
+            raise TargetBusy("all SMTP connections busy", retry_in=self._saturated_wait_s)
+
     def failed(self) -> None:
         """A connection to the target was refused, dropped or timed out."""
         now = time.monotonic()
@@ -351,6 +362,9 @@ class SmtpMailer:
                 max_rate_wait_s=self._tenant_max_rate_wait_s if target.checked else None,
                 reuse=self._reuse, down_s=self._down_s, down_max_s=self._down_max_s)
         return pool
+
+    def precheck(self, target: SmtpTarget) -> None:
+        self._pool(target).precheck()
 
     @contextlib.asynccontextmanager
     async def reserve(self, target: SmtpTarget) -> AsyncIterator[_Lane]:
