@@ -20,19 +20,20 @@ resends what SMTP accepted: when ``sent`` cannot be written (NATS down) the repo
 fact in memory and writes it when NATS answers (``adapters/kv.py``).
 
 Before the claim, the recipient's lane to the SMTP target is reserved
-(``Mailer.reserve``): a target whose connections are all busy, or whose rate is used up,
-answers ``TargetBusy`` at once and the event comes back shortly -- nothing claimed, no
-handler parked on one slow server. An address on the tenant's ``undeliverable`` list (hard
+(``Mailer.reserve``): a target that is down (a connection failed or hung), whose connections
+are all busy, or whose rate is used up, answers ``TargetBusy`` at once and the event comes
+back later -- nothing claimed, no handler parked on one slow server. An address on the tenant's ``undeliverable`` list (hard
 bounces, one query per event) is failed with reason ``undeliverable`` instead of sent. Every
 notification is DKIM-signed: the tenant's key when it has one, else the platform's.
 
 Reasons (events, claims, logs, metrics) are the fixed words of ``secmsg.shared.smtp_reasons``.
 
-Temporary failures (4xx, connection trouble) leave the recipient ``deferred``; the caller
-raises :class:`RetryLater` so the whole event is redelivered after a back-off, and recipients
-already ``sent`` are skipped then. A temporary failure past ``give_up_after_s`` (counted from
-the message's ``received_at``), a 5xx reply or invalid data (e.g. a line break in a header
-value) makes the recipient ``failed`` at once.
+Temporary failures (4xx, connection trouble) leave the recipient ``deferred``; this raises
+:class:`RetryLater` and the handler puts the event on the retry stream (``retry.py``) for its
+next try, off the hot consumer; recipients already ``sent`` are skipped then. A temporary
+failure (or a target down) past ``give_up_after_s`` (counted from the message's
+``received_at``), a 5xx reply or invalid data (e.g. a line break in a header value) makes
+the recipient ``failed``.
 """
 
 from __future__ import annotations
