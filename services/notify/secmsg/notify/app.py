@@ -12,10 +12,8 @@ import dataclasses
 import logging
 from typing import Any
 
-from faststream.middlewares import AckPolicy
-from faststream.nats import JStream, NatsBroker, PullSub
+from faststream.nats import NatsBroker
 from nats.aio.client import Client as NATS
-from nats.js.api import ConsumerConfig
 from pymongo import AsyncMongoClient
 
 from secmsg.notify import retry
@@ -29,12 +27,12 @@ from secmsg.notify.adapters.mongo import (
 )
 from secmsg.notify.adapters.smtp import SmtpMailer
 from secmsg.notify.bounce_address import bounce_address
-from secmsg.notify.handlers import make_on_message_stored, make_on_retry, raw_message
+from secmsg.notify.handlers import register
 from secmsg.notify.ports import DkimKey, SmtpTarget
 from secmsg.notify.probes import nats_and_mongo_problems, probe_app
 from secmsg.notify.service import NotifyPolicy
 from secmsg.notify.settings import NotifySettings
-from secmsg.shared import bus, subjects, templating
+from secmsg.shared import bus, templating
 from secmsg.shared.mongo import make_client
 from secmsg.shared.settings import CommonSettings
 
@@ -140,40 +138,8 @@ class NotifyWorker:
                                  max_reconnect_attempts=-1, reconnect_time_wait=1,
                                  graceful_timeout=self.settings.graceful_timeout_s,
                                  logger=logging.getLogger("secmsg.notify.broker"),
-                                 log_level=logging.DEBUG,
-                                 # The handler takes the raw message (see handlers.py):
-                                 # no FastDepends resolution, which ran the Context lookup
-                                 # in a worker thread for every event.
-                                 apply_types=False)
-        n = self.settings.concurrency
-        self.broker.subscriber(
-            subjects.any_tenant(subjects.MESSAGE_STORED),
-            stream=JStream(subjects.STREAM, declare=False),
-            durable=subjects.NOTIFY_STORED,
-            inbox_prefix=bus.subscriber_inbox(self.common),
-            pull_sub=PullSub(batch_size=n, timeout=self.settings.fetch_timeout_s),
-            ack_policy=AckPolicy.MANUAL,
-            max_workers=n,
-            decoder=raw_message,
-            # Nothing waits here for long (retries go to the retry stream): this window only
-            # needs to cover the events in flight on every replica.
-            config=ConsumerConfig(ack_wait=self.settings.ack_wait_s, max_deliver=-1,
-                                  max_ack_pending=self.settings.max_ack_pending),
-        )(make_on_message_stored(self))
-        r = self.settings.retry_concurrency
-        self.broker.subscriber(
-            retry.any_tenant(),
-            stream=JStream(retry.STREAM, declare=False),
-            durable=retry.CONSUMER,
-            inbox_prefix=bus.subscriber_inbox(self.common),
-            pull_sub=PullSub(batch_size=r, timeout=self.settings.fetch_timeout_s),
-            ack_policy=AckPolicy.MANUAL,
-            max_workers=r,
-            decoder=raw_message,
-            # Holds every notification waiting for its time (nak with delay): large.
-            config=ConsumerConfig(ack_wait=self.settings.ack_wait_s, max_deliver=-1,
-                                  max_ack_pending=self.settings.retry_max_ack_pending),
-        )(make_on_retry(self))
+                                 log_level=logging.DEBUG)
+        self.events = register(self)
 
     async def start(self) -> None:
         self.nc = await bus.connect(self.common.nats_url, "secmsg-notify-publisher",
@@ -189,6 +155,9 @@ class NotifyWorker:
                                                     replicas=self.common.nats_kv_replicas,
                                                     owner_ttl_s=self.settings.owner_ttl_s)
         self.deliveries.start()
+        # The consumers' limits exist before the subscribers bind (JetStream binds an
+        # existing durable without changing it).
+        await self.events.ensure_consumers(self.nc)
         await self.broker.start()
         log.info("notify started", extra={"event": "startup"})
 

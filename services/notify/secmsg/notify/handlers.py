@@ -13,17 +13,15 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from faststream.nats.message import NatsMessage
-from pydantic import ValidationError
+from faststream.exceptions import NackMessage
+from faststream.nats.annotations import NatsMessage
 
 from secmsg.notify import retry, service
 from secmsg.notify.metrics import RETRIES
-from secmsg.shared import subjects, worker
-from secmsg.shared.errors import PermanentError
+from secmsg.shared import bus, subjects, worker
 from secmsg.shared.events import MessageStored, utcnow
 
 if TYPE_CHECKING:
@@ -37,15 +35,6 @@ async def _keep_alive(msg: NatsMessage, every_s: float) -> None:
         await asyncio.sleep(every_s)
         with contextlib.suppress(Exception):  # NATS away: the redelivery is harmless anyway
             await msg.in_progress()
-
-
-async def raw_message(msg: NatsMessage) -> NatsMessage:
-    """The subscriber's decoder: the handler gets the message itself, not its parsed body.
-
-    With the broker's ``apply_types=False`` FastStream calls the handler with whatever the
-    decoder returns; the handler decodes and validates the body once, itself.
-    """
-    return msg
 
 
 async def _notify(rt: NotifyWorker, msg: NatsMessage, event: MessageStored) -> None:
@@ -77,65 +66,53 @@ async def schedule_retry(rt: NotifyWorker, event: MessageStored, *, round_: int,
     RETRIES.labels("scheduled").inc()
 
 
-def make_on_message_stored(rt: NotifyWorker) -> Callable[..., Awaitable[None]]:
-    async def on_message_stored(msg: NatsMessage) -> None:
-        async def handle(event: MessageStored) -> None:
-            try:
-                await _notify(rt, msg, event)
-            except service.RetryLater as exc:
-                # Off the hot path: the retry stream holds it until it is due. If that
-                # publish fails, the event is nak'ed (infrastructure back-off) and tried again.
-                await schedule_retry(rt, event, round_=1, delay=exc.delay)
+def register(rt: NotifyWorker) -> worker.EventWorker:
+    """notify's two consumers on ``rt.broker`` (``worker.EventWorker``: typed handlers, acks
+    by outcome, finite ``max_deliver`` then a dead letter); the returned worker ensures them."""
+    cfg = rt.settings
+    events = worker.EventWorker(
+        rt.broker, service="notify",
+        # Infrastructure trouble (MongoDB, NATS): retry soon, then back off; SMTP waits never
+        # come here (they go to the retry stream).
+        policy=worker.DeliveryPolicy(max_deliver=cfg.max_deliver,
+                                     backoff_base_s=min(1.0, cfg.retry_base_s),
+                                     backoff_cap_s=cfg.retry_max_s, ack_wait_s=cfg.ack_wait_s),
+        dead_letters=lambda: worker.MongoDeadLetters(rt.db),
+        inbox_prefix=bus.subscriber_inbox(rt.common))
 
-        def delay_for(attempt: int) -> float:
-            # Infrastructure trouble (MongoDB, NATS): start retrying soon, then back off.
-            return worker.backoff(attempt, base=min(1.0, rt.policy.retry_base_s),
-                                  cap=rt.policy.retry_max_s)
-
-        await worker.process(msg, MessageStored, handle, db=rt.db, service="notify",
-                             consumer=subjects.NOTIFY_STORED, backoff_fn=delay_for)
-
-    return on_message_stored
-
-
-def make_on_retry(rt: NotifyWorker) -> Callable[..., Awaitable[None]]:
-    async def on_retry(msg: NatsMessage) -> None:
-        subject = msg.raw_message.subject
+    # Nothing waits in this consumer (retries go to the retry stream): its window only needs
+    # to cover the events in flight on every replica.
+    @events.subscriber(subjects.any_tenant(subjects.MESSAGE_STORED),
+                       durable=subjects.NOTIFY_STORED, batch_size=cfg.concurrency,
+                       fetch_timeout_s=cfg.fetch_timeout_s, max_workers=cfg.concurrency,
+                       max_ack_pending=cfg.max_ack_pending)
+    async def on_message_stored(event: MessageStored, msg: NatsMessage) -> None:
         try:
-            item = retry.NotifyRetry.model_validate_json(msg.body)
-        except ValidationError:
-            log.error("undecodable retry terminated", extra={"subject": subject})
-            await worker.record_dead_letter(rt.db, service="notify", subject=subject,
-                                            reason="undecodable retry", body=msg.body)
-            await msg.reject()
-            return
+            await _notify(rt, msg, event)
+        except service.RetryLater as exc:
+            # Off the hot path: the retry stream holds it until it is due. If that publish
+            # fails, the event is nak'ed (infrastructure back-off) and tried again.
+            await schedule_retry(rt, event, round_=1, delay=exc.delay)
+
+    # Holds every notification waiting for its time (nak with the remaining delay), so a
+    # large window; each round is a new message, so a few deliveries per message suffice.
+    @events.subscriber(retry.any_tenant(), durable=retry.CONSUMER, stream=retry.STREAM,
+                       batch_size=cfg.retry_concurrency, fetch_timeout_s=cfg.fetch_timeout_s,
+                       max_workers=cfg.retry_concurrency,
+                       max_ack_pending=cfg.retry_max_ack_pending,
+                       policy=worker.DeliveryPolicy(
+                           max_deliver=cfg.max_deliver + 2,
+                           backoff_base_s=min(1.0, cfg.retry_base_s),
+                           backoff_cap_s=cfg.retry_max_s, ack_wait_s=cfg.ack_wait_s))
+    async def on_retry(item: retry.NotifyRetry, msg: NatsMessage) -> None:
         wait = (item.not_before - utcnow()).total_seconds()
         if wait > 0.05:
-            await msg.nack(delay=wait)  # JetStream's timer brings it back when due
-            return
-        attempt = msg.raw_message.metadata.num_delivered or 1
+            raise NackMessage(delay=wait)  # JetStream's timer brings it back when due
         try:
             await _notify(rt, msg, item.event)
         except service.RetryLater as exc:
-            try:
-                await schedule_retry(rt, item.event, round_=item.round + 1, delay=exc.delay)
-            except Exception:
-                await msg.nack(delay=min(exc.delay, 5.0))
-                return
-        except PermanentError as exc:
-            log.error("retry failed permanently: %s", exc.detail, extra={"subject": subject})
-            await worker.record_dead_letter(rt.db, service="notify", subject=subject,
-                                            reason=exc.detail, body=msg.body)
-            await msg.reject()
-            return
-        except Exception:
-            delay = worker.backoff(attempt, base=min(1.0, rt.policy.retry_base_s),
-                                   cap=rt.policy.retry_max_s)
-            log.warning("retry round failed, again in %.1fs", delay, exc_info=True,
-                        extra={"subject": subject})
-            await msg.nack(delay=delay)
+            await schedule_retry(rt, item.event, round_=item.round + 1, delay=exc.delay)
             return
         RETRIES.labels("done").inc()
-        await msg.ack()
 
-    return on_retry
+    return events

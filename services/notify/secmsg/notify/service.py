@@ -22,9 +22,10 @@ fact in memory and writes it when NATS answers (``adapters/kv.py``).
 Before the claim, the recipient's lane to the SMTP target is reserved
 (``Mailer.reserve``): a target that is down (a connection failed or hung), whose connections
 are all busy, or whose rate is used up, answers ``TargetBusy`` at once and the event comes
-back later -- nothing claimed, no handler parked on one slow server. An address on the tenant's ``undeliverable`` list (hard
-bounces, one query per event) is failed with reason ``undeliverable`` instead of sent. Every
-notification is DKIM-signed: the tenant's key when it has one, else the platform's.
+back later -- nothing claimed, no handler parked on one slow server. An address on the
+tenant's ``undeliverable`` list (hard bounces, one query per event) is failed with reason
+``undeliverable`` instead of sent. Every notification is DKIM-signed: the tenant's key when
+it has one, else the platform's.
 
 Reasons (events, claims, logs, metrics) are the fixed words of ``secmsg.shared.smtp_reasons``.
 

@@ -41,6 +41,10 @@ class NotifySettings(BaseSettings):
         default=1024, ge=1,
         description="the hot consumer's window of unacked events over all replicas (nothing "
                     "waits in it: retries go to the NOTIFY_RETRY stream)")
+    max_deliver: int = Field(
+        default=10, ge=1,
+        description="deliveries of an event that keeps failing for a reason other than SMTP "
+                    "(MongoDB or NATS trouble, a bug) before it goes to the dead letters")
     retry_concurrency: int = Field(
         default=8, ge=1, description="retries in flight per replica (beside CONCURRENCY)")
     retry_max_ack_pending: int = Field(
