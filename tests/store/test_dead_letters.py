@@ -87,7 +87,8 @@ async def test_a_bug_on_one_event_is_dead_lettered_then_replayed_by_the_operator
 
     dead = await wait_for(lambda: mongo_db[mongo.DEAD_LETTERS].find_one({}))
     assert len(tries) == MAX_DELIVER
-    assert await audited(mongo_db, before.event_id) and await audited(mongo_db, after.event_id)
+    await wait_for(lambda: audited(mongo_db, before.event_id))
+    await wait_for(lambda: audited(mongo_db, after.event_id))
     assert not await audited(mongo_db, bad.event_id)
     assert dead["reason"] == (f"KeyError: 'template_variable' (gave up after {MAX_DELIVER} "
                               "deliveries)")
