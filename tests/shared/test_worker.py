@@ -251,3 +251,21 @@ async def test_a_handler_of_a_service_model_on_its_own_stream(sink: Sink) -> Non
     assert bad.settled == "term"
     assert sink.letters[0].reason.startswith("undecodable (event: Field required")
     assert ew.consumers[0].stream == "SVC_RETRY"
+
+
+async def test_an_all_poison_batch_never_calls_the_handler(sink: Sink) -> None:
+    broker, ew = make(sink)
+    sub = ew.subscriber(subjects.any_tenant("notification.>"), durable="b", batch_size=10,
+                        fetch_timeout_s=1, batch=True)
+
+    @sub
+    async def on_sent(events: list[NotificationSent]) -> None:
+        raise AssertionError("called")
+
+    batch = [raw(b"[]", SENT, seq=1), raw(b"", SENT, seq=2),
+             raw(stored().model_dump_json(), SENT, seq=3)]  # a kind it does not take
+    async with TestNatsBroker(broker):
+        await sub.subscriber.process_message(batch)
+    assert [m.settled for m in batch] == ["term"] * 3
+    assert [x.stream_seq for x in sink.letters] == [1, 2, 3]
+    assert "unexpected event kind 'message.stored'" in sink.letters[2].reason

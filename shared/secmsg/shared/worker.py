@@ -49,9 +49,6 @@ the good ones are acked, the bad one follows the rules above.
 
 Exactly-once effects stay the handlers' business, as before: ``Nats-Msg-Id`` dedupe on
 publish (``BrokerPublisher``) and idempotent writes / claims.
-
-Backward compatibility: ``process`` / ``process_batch`` (the manual loop of the earlier
-design, used by notify until it moves to ``EventWorker``) still work, with the finite limit.
 """
 
 from __future__ import annotations
@@ -71,7 +68,7 @@ from faststream._internal.middlewares import BaseMiddleware
 from faststream.exceptions import HandlerException, NackMessage, RejectMessage
 from faststream.message import StreamMessage
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
-from faststream.nats.message import NatsBatchMessage, NatsMessage
+from faststream.nats.message import NatsBatchMessage
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
@@ -252,9 +249,6 @@ def one_decoder(decode: Decode) -> Callable[[StreamMessage[Any]], Awaitable[Any]
     return decoder
 
 
-async def decode_one(msg: StreamMessage[Any]) -> BaseModel:
-    """Subscriber decoder: the body as its shared event model, or ``PoisonEvent``."""
-    return shared_events(msg.body)  # type: ignore[no-any-return]
 
 
 class DecodedBatch(list[Any]):
@@ -281,8 +275,6 @@ def batch_decoder(decode: Decode) -> Callable[[StreamMessage[Any]], Awaitable[De
         return out
     return decoder
 
-
-decode_batch = batch_decoder(shared_events)
 
 
 # -- outcomes ----------------------------------------------------------------------------
@@ -637,122 +629,3 @@ class BrokerPublisher:
             await nc.jetstream(timeout=self._timeout).stream_info(subjects.STREAM)
         except (NatsError, OSError, TimeoutError) as exc:
             raise DependencyUnavailable(f"JetStream unavailable ({type(exc).__name__})") from exc
-
-
-# -- the earlier manual loop (kept for notify until it moves to EventWorker) ---------------
-
-
-async def record_dead_letter(db: AsyncDatabase[Any], *, service: str, subject: str,
-                             reason: str, body: bytes, raw: Msg | None = None,
-                             error: str | None = None) -> None:
-    letter = (letter_from(raw, service=service, consumer="", reason=reason, error=error)
-              if raw is not None else
-              DeadLetter(service=service, consumer="", subject=subject, reason=reason,
-                         payload=body, error=error))
-    try:
-        await MongoDeadLetters(db).record(letter)
-    except Exception:  # the terminate must still happen; the log line is the record then
-        log.exception("could not record dead letter", extra={"subject": subject})
-
-
-async def process(msg: NatsMessage, expected: type[E] | tuple[type, ...],
-                  handler: Callable[[E], Awaitable[None]], *, db: AsyncDatabase[Any],
-                  service: str, consumer: str,
-                  backoff_fn: Callable[[int], float] = backoff,
-                  max_deliver: int | None = None) -> None:
-    """Deprecated manual loop (subscriber with ``AckPolicy.MANUAL`` and an identity decoder):
-    use ``EventWorker``. Same outcomes; a failure is dead-lettered on delivery
-    ``max_deliver`` only when one is given (None: retried for ever, the earlier behaviour)."""
-    raw = msg.raw_message
-    subject = raw.subject
-    attempt = _attempt(raw)
-    try:
-        event = decode_event(msg.body, expected)  # type: ignore[arg-type]
-    except PermanentError as exc:
-        log.error("poison event terminated: %s", exc.detail, extra={"subject": subject})
-        await record_dead_letter(db, service=service, subject=subject, reason=exc.detail,
-                                 body=msg.body, raw=raw)
-        await msg.reject()
-        EVENTS.labels(service, consumer, "terminated").inc()
-        return
-    token_c = logs.correlation_id.set(getattr(event, "message_id", None))
-    token_t = logs.tenant_id.set(getattr(event, "tenant_id", None))
-    try:
-        await handler(event)
-    except PermanentError as exc:
-        log.error("event failed permanently: %s", exc.detail, extra={"subject": subject})
-        await record_dead_letter(db, service=service, subject=subject, reason=exc.detail,
-                                 body=msg.body, raw=raw, error=type(exc).__name__)
-        await msg.reject()
-        EVENTS.labels(service, consumer, "terminated").inc()
-    except Exception as exc:
-        detail = exc.detail if isinstance(exc, TransientError) else str(exc)
-        if max_deliver is not None and attempt >= max_deliver:
-            log.error("failed on delivery %d, dead-lettered: %s", attempt, detail,
-                      extra={"subject": subject, "attempt": attempt})
-            await record_dead_letter(
-                db, service=service, subject=subject, body=msg.body, raw=raw,
-                reason=f"{type(exc).__name__}: {detail} (gave up after {attempt} deliveries)",
-                error=type(exc).__name__)
-            await msg.reject()
-            EVENTS.labels(service, consumer, "terminated").inc()
-            return
-        delay = backoff_fn(attempt)
-        if isinstance(exc, TransientError):
-            log.warning("transient failure, retry in %.0fs: %s", delay, detail,
-                        extra={"subject": subject, "attempt": attempt})
-        else:
-            log.exception("unexpected error, retry in %.0fs", delay,
-                          extra={"subject": subject, "attempt": attempt})
-        await msg.nack(delay=delay)
-        EVENTS.labels(service, consumer, "naked").inc()
-    else:
-        await msg.ack()
-        EVENTS.labels(service, consumer, "acked").inc()
-    finally:
-        logs.correlation_id.reset(token_c)
-        logs.tenant_id.reset(token_t)
-
-
-async def process_batch(msgs: Sequence[Msg], expected: type[E] | tuple[type, ...],
-                        handler: Callable[[list[E]], Awaitable[None]], *,
-                        db: AsyncDatabase[Any], service: str, consumer: str,
-                        backoff_fn: Callable[[int], float] = backoff) -> None:
-    """Deprecated manual batch loop: use ``EventWorker.subscriber(..., batch=True)``.
-
-    Each message is decoded alone: a poison one is dead-lettered and terminated on its own.
-    The handler gets the good events in stream order; only then is each acked. Any failure
-    naks every good message with its own back-off, so the whole batch comes again.
-    """
-    good: list[Msg] = []
-    events: list[E] = []
-    for m in msgs:
-        try:
-            events.append(decode_event(m.data, expected))  # type: ignore[arg-type]
-        except PermanentError as exc:
-            log.error("poison event terminated: %s", exc.detail, extra={"subject": m.subject})
-            await record_dead_letter(db, service=service, subject=m.subject,
-                                     reason=exc.detail, body=m.data)
-            await m.term()
-            EVENTS.labels(service, consumer, "terminated").inc()
-        else:
-            good.append(m)
-    if not good:
-        return
-    try:
-        await handler(events)
-    except Exception as exc:
-        for m in good:
-            await m.nak(delay=backoff_fn(_attempt(m)))
-        EVENTS.labels(service, consumer, "naked").inc(len(good))
-        first = _attempt(good[0])
-        if isinstance(exc, TransientError):
-            log.warning("transient failure, batch of %d to retry in %.0fs: %s", len(good),
-                        backoff_fn(first), exc.detail, extra={"attempt": first})
-        else:
-            log.error("batch of %d failed, retry in %.0fs", len(good), backoff_fn(first),
-                      exc_info=True, extra={"attempt": first})
-        return
-    for m in good:
-        await m.ack()
-    EVENTS.labels(service, consumer, "acked").inc(len(good))
