@@ -8,8 +8,8 @@ Starts NATS and FerretDB (devstack) and notify as a process (defaults, except a 
 timeout and, so the drain after recovery fits a few minutes, retry back-off and down
 cool-off capped at 60 s and 30 s). Tenant B uses the platform relay (an SMTP sink); tenant A
 its own server (a STARTTLS sink behind ``devstack.smtp_sink.StallingProxy``, which can take
-TCP and never answer). In each phase A publishes a flood of ``message.stored`` events at once while B
-publishes a steady 10 per second for ``--phase-s`` seconds; B's latency is from its
+TCP and never answer). In each phase A publishes a flood of ``message.stored`` events at
+once while B publishes a steady 10 per second for ``--phase-s`` seconds; B's latency is from its
 ``message.stored`` publish to the capture at the sink (notify's part of submit->SMTP: ingest
 and store are not in this loop).
 
