@@ -16,7 +16,7 @@ from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field
 
 from secmsg.ingest import audit
-from secmsg.ingest.envelope import MAX_EXPIRY_DAYS, check_header_value
+from secmsg.ingest.envelope import MAX_EXPIRY_DAYS
 from secmsg.ingest.ports import (
     SCOPE_ADMIN,
     SCOPE_SEND,
@@ -27,6 +27,7 @@ from secmsg.ingest.ports import (
 )
 from secmsg.ingest.tenants import DEFAULT_EXPIRY_DAYS, DEFAULT_LIMITS
 from secmsg.shared.errors import Conflict, InvalidInput, NotFound
+from secmsg.shared.headers import check_header_value
 
 ROLES = ("sender", "admin")
 DEFAULT_POLICY: dict[str, Any] = {"signin": "code", "allow_totp": True,

@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field
 
 from secmsg.ingest import audit
-from secmsg.ingest.envelope import check_header_value
 from secmsg.ingest.ports import AccessRepo, Credentials, EventSink, Origin
 from secmsg.shared.errors import InvalidInput
+from secmsg.shared.headers import check_header_value
 
 MAX_LOGO_DATA_URL = 64 * 1024
 _DATA_LOGO = re.compile(r"^data:image/(png|jpeg|gif);base64,[A-Za-z0-9+/=]+$")

@@ -23,10 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 from secmsg.ingest.ports import Tenant
 from secmsg.shared.errors import InvalidInput, PayloadTooLarge
 from secmsg.shared.events import Recipient
+from secmsg.shared.headers import check_header_value
 
 _LINE_BREAKERS = re.compile(r"[\r\n\x00]")
-# C0 controls but TAB, DEL, NEL, LINE and PARAGRAPH SEPARATOR.
-_CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
 _CONTENT_TYPE_RE = re.compile(r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(;[\x20-\x7e]*)?$")
 MAX_SUBJECT_CHARS = 998  # RFC 5322 line limit
 MAX_DISCLAIMER_CHARS = 10_000
@@ -66,13 +65,6 @@ ENVELOPE_EXAMPLE: dict[str, Any] = {
     "expires_in_days": 14,
     "disclaimer": "Confidential: for the named recipient only.",
 }
-
-
-def check_header_value(field: str, value: str) -> None:
-    m = _CONTROLS.search(value)
-    if m:
-        raise InvalidInput(f"{field} must not contain CR, LF, NUL or another control "
-                           f"character (found U+{ord(m.group()):04X}; TAB is allowed)")
 
 
 def _check_line_breaks(field: str, value: str) -> None:

@@ -51,6 +51,7 @@ from secmsg.notify.ports import TenantBranding
 from secmsg.shared import templating
 from secmsg.shared.errors import InvalidInput
 from secmsg.shared.events import MessageStored
+from secmsg.shared.headers import check_header_value
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +81,6 @@ def _body(kind: str, branding: TenantBranding, context: dict[str, Any],
 def uses_tenant_templates(branding: TenantBranding) -> bool:
     """Whether rendering runs tenant code (then it belongs off the event loop)."""
     return any(k in branding.templates for k in (_TEXT, _HTML))
-
-
-def check_header_value(name: str, value: str) -> str:
-    if "\r" in value or "\n" in value or "\0" in value:
-        raise InvalidInput(f"{name} contains a line break or NUL; refusing to build the header")
-    return value
 
 
 def _is_plain(value: str) -> bool:
