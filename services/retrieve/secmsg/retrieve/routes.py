@@ -33,9 +33,6 @@ log = logging.getLogger(__name__)
 EXAMPLE_ID = "3f2a9c1e5b7d4e8fa0b1c2d3e4f50617"
 
 
-ErrorOut = ErrorBody  # the one error body of the HTTP services (secmsg.shared.http_errors)
-
-
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     text = {400: "Invalid input, e.g. an address that is not an email address",
             401: "Not signed in, or the session expired",
@@ -43,7 +40,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
             416: "Range outside the content", 422: "Request validation failed",
             429: "Rate limited; see Retry-After",
             503: "A dependency (database, object store, event bus) is unavailable"}
-    return {c: {"model": ErrorOut, "description": text[c]} for c in codes}
+    return {c: {"model": ErrorBody, "description": text[c]} for c in codes}
 
 
 class CodeIn(BaseModel):

@@ -17,8 +17,9 @@ from secmsg.retrieve.deps import (
     SessionDep,
     UserAgentDep,
 )
-from secmsg.retrieve.routes import TENANT_PATTERN, ErrorOut, _errors
+from secmsg.retrieve.routes import TENANT_PATTERN, _errors
 from secmsg.shared.errors import NotFound
+from secmsg.shared.http_errors import ErrorBody
 
 router = APIRouter(prefix="/v1")
 Scope = Literal["read", "send", "admin"]
@@ -78,7 +79,7 @@ class TokenList(BaseModel):
     tokens: list[TokenInfo]
 
 
-_FLOW_ERRORS = {400: {"model": ErrorOut, "description": "authorization_pending, slow_down, "
+_FLOW_ERRORS = {400: {"model": ErrorBody, "description": "authorization_pending, slow_down, "
                       "expired_token or access_denied (RFC 8628)"}}
 
 

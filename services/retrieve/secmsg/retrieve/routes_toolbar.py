@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from secmsg.retrieve import service, toolbar
 from secmsg.retrieve.deps import ClientIpDep, DepsDep, SessionDep, UserAgentDep
-from secmsg.retrieve.routes import EXAMPLE_ID, ErrorOut, _correlate, _errors, _primed
+from secmsg.retrieve.routes import EXAMPLE_ID, _correlate, _errors, _primed
+from secmsg.shared.http_errors import ErrorBody
 from secmsg.shared.templating import message_url
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ async def detect(body: DetectIn, session: SessionDep,
             response_class=StreamingResponse,
             responses={200: {"content": {"message/rfc822": {}}},
                        **_errors(401, 404, 503),
-                       410: {"model": ErrorOut, "description": "Revoked or recalled "
+                       410: {"model": ErrorBody, "description": "Revoked or recalled "
                              "(`error` is `revoked` or `recalled`)"}})
 async def original(message_id: MessageId, session: SessionDep,
                    deps: DepsDep, ip: ClientIpDep, ua: UserAgentDep) -> StreamingResponse:
