@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shlex
 import signal
 import socket
 import sys
@@ -28,6 +29,17 @@ DEFAULT_PORTS = {"nats": 4222, "mongo": 27017, "s3": 9000, "smtp": 2525, "ingest
                  "notify.deliverability": 8083, "bounces": 2526,
                  # the internal ports (/healthz, /readyz, /metrics) of the two public services
                  "ingest.internal": 9080, "retrieve.internal": 9443}
+
+
+# Where the running stack really listens (a taken default port is replaced by a free one), as
+# shell assignments: `. .run/urls.env` (README walk-through); removed when the stack stops.
+URLS_FILE = "urls.env"
+
+
+def _write_urls(path: Path, urls: dict[str, str]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in urls.items()))
+    tmp.replace(path)  # a reader never sees half a file
 
 
 def _port(preferred: int) -> int:
@@ -134,6 +146,7 @@ def main() -> None:
             p.stop()
         sink.stop()
         stack.stop()
+        (run_dir / URLS_FILE).unlink(missing_ok=True)  # nothing listens there any more
         say("stopped.")
 
     try:
@@ -141,6 +154,16 @@ def main() -> None:
             say(f"starting {p.name} on {p.base_url} ...")
             p.start(timeout=60)
         api_key = asyncio.run(_demo_tenant(env, run_dir))
+        urls = {"INGEST_URL": by_name["ingest"].base_url, "RETRIEVE_URL": retrieve_url,
+                **{f"{p.name.upper().replace('.', '_')}_INTERNAL_URL": p.internal_url
+                   for p in procs},
+                "NATS_URL": f"nats://127.0.0.1:{ports['nats']}",
+                "MONGO_URL": f"mongodb://127.0.0.1:{ports['mongo']}",
+                "S3_URL": f"http://127.0.0.1:{ports['s3']}",
+                "SMTP_SINK": f"127.0.0.1:{ports['smtp']}",
+                "BOUNCES_SMTP": f"127.0.0.1:{ports['bounces']}",
+                "MAIL_DIR": str(mail_dir)}
+        _write_urls(run_dir / URLS_FILE, urls)
     except BaseException:
         shutdown()
         raise
@@ -149,7 +172,7 @@ def main() -> None:
 secmsg is running (up in {time.monotonic() - t0:.1f}s). Ctrl-C stops everything.
 
   ingest    {by_name['ingest'].base_url}    (OpenAPI: {by_name['ingest'].base_url}/docs)
-  retrieve  {retrieve_url}   (self-signed certificate: {cert})
+  retrieve  {retrieve_url}   (OpenAPI: {retrieve_url}/docs; self-signed certificate: {cert})
             Secure Message Center: open the link in a notification in {mail_dir}
   probes    /healthz /readyz /metrics of each service (loopback only):
             ingest {by_name['ingest'].internal_url}   retrieve {by_name['retrieve'].internal_url}
@@ -164,6 +187,7 @@ others in {stack.base / 'nats' / 'nats.passwords.json'})
   logs      {run_dir / 'logs'}
 
   demo tenant: demo     API key: {api_key}
+  these addresses as shell variables: . {run_dir / URLS_FILE}
 
 Send a secure message:
   curl -sS {by_name['ingest'].base_url}/v1/messages -H "Authorization: Bearer {api_key}" \\

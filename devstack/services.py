@@ -29,6 +29,11 @@ def port_env(name: str) -> str:
     return f"SECMSG_{name.upper().replace('.', '_')}_PORT"
 
 
+def host_env(name: str) -> str:
+    """The public listen address' variable: "retrieve" -> SECMSG_RETRIEVE_HOST."""
+    return f"SECMSG_{name.upper().replace('.', '_')}_HOST"
+
+
 def internal_port_env(name: str) -> str:
     # "notify.deliverability" -> SECMSG_NOTIFY_DELIVERABILITY_INTERNAL_PORT
     return f"SECMSG_{name.upper().replace('.', '_')}_INTERNAL_PORT"
@@ -64,6 +69,10 @@ class ServiceProc:
         if self.name in PUBLIC:
             ports[port_env(self.name)] = str(self.port)
         env = {**os.environ, **self.env, **self.extra_env, **ports}
+        if self.name in PUBLIC:
+            # The public API listens on loopback too (the settings' default 0.0.0.0 is for a
+            # container); a host the caller sets wins.
+            env.setdefault(host_env(self.name), "127.0.0.1")
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen([sys.executable, "-m", f"secmsg.{self.name}"], env=env,
                                      stdout=log, stderr=subprocess.STDOUT,

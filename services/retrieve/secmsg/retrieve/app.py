@@ -5,7 +5,10 @@ readiness, metrics)."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -13,7 +16,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -75,6 +79,24 @@ SECURITY_HEADERS = [
 # Pages carry no script and no style: nothing may load, forms only post back here.
 STRICT_CSP = (b"default-src 'none'; form-action 'self'; frame-ancestors 'none'; "
               b"base-uri 'none'")
+
+
+# The interactive API page (/docs, as ingest has): FastAPI's Swagger UI page, whose one inline
+# script is allowed by its hash, not by 'unsafe-inline'; the UI's files come from the CDN
+# FastAPI uses, and it may only fetch this origin (the OpenAPI document, "Try it out").
+_SWAGGER_CDN = "https://cdn.jsdelivr.net"
+
+
+def docs_page() -> Response:
+    page = get_swagger_ui_html(openapi_url="/openapi.json", title="secmsg retrieve - API")
+    html = bytes(page.body).decode()
+    inline = re.findall(r"<script>(.*?)</script>", html, flags=re.DOTALL)
+    hashes = " ".join("'sha256-" + base64.b64encode(hashlib.sha256(s.encode()).digest())
+                      .decode() + "'" for s in inline)
+    csp = (f"default-src 'none'; script-src {_SWAGGER_CDN} {hashes}; "
+           f"style-src {_SWAGGER_CDN}; img-src 'self' data: https://fastapi.tiangolo.com; "
+           "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+    return HTMLResponse(html, headers={"content-security-policy": csp})
 
 
 class EdgeMiddleware:
@@ -248,6 +270,7 @@ def create_app(common: CommonSettings | None = None,
     app.include_router(routes.api)
     app.include_router(routes_accounts.router)
     app.include_router(routes_tokens.router)
+    app.add_api_route("/docs", docs_page, methods=["GET"], include_in_schema=False)
     # The webmail, which also serves the notification link page /m/{tenant}/{id}.
     web.install(app)
     app.include_router(routes_toolbar.router)
