@@ -13,11 +13,12 @@ import sys
 
 from secmsg.ingest.app import create_app
 from secmsg.ingest.settings import IngestSettings
-from secmsg.shared import httpserver, logs
+from secmsg.shared import cli, httpserver, logs
 from secmsg.shared.settings import CommonSettings
 
 
 def main() -> int:
+    cli.parse_args("secmsg.ingest", __doc__, CommonSettings, IngestSettings)
     common = CommonSettings()
     cfg = IngestSettings()
     logs.setup("ingest", common.log_level)

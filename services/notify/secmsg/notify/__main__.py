@@ -14,7 +14,7 @@ from secmsg.notify import observability
 from secmsg.notify.app import NotifyWorker, make_http_app
 from secmsg.notify.probes import serve
 from secmsg.notify.settings import NotifySettings
-from secmsg.shared import logs
+from secmsg.shared import cli, logs
 from secmsg.shared.settings import CommonSettings
 
 
@@ -38,4 +38,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    cli.parse_args("secmsg.notify", __doc__, CommonSettings, NotifySettings)
     asyncio.run(main())

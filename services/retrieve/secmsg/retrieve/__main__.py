@@ -9,11 +9,12 @@ import sys
 
 from secmsg.retrieve.app import create_app
 from secmsg.retrieve.settings import RetrieveSettings
-from secmsg.shared import httpserver, logs
+from secmsg.shared import cli, httpserver, logs
 from secmsg.shared.settings import CommonSettings
 
 
 def main() -> int:
+    cli.parse_args("secmsg.retrieve", __doc__, CommonSettings, RetrieveSettings)
     common = CommonSettings()
     settings = RetrieveSettings()
     logs.setup("retrieve", common.log_level)

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from secmsg.shared import httpserver, logs
+from secmsg.shared import cli, httpserver, logs
 from secmsg.shared.settings import CommonSettings
 from secmsg.store.app import create_app
 from secmsg.store.settings import StoreSettings
 
 
 def main() -> int:
+    cli.parse_args("secmsg.store", __doc__, CommonSettings, StoreSettings)
     common = CommonSettings()
     cfg = StoreSettings()
     logs.setup("store", common.log_level)

@@ -12,7 +12,7 @@ import asyncio
 from secmsg.notify.deliverability.app import Deliverability, make_http_app
 from secmsg.notify.deliverability.settings import DeliverabilitySettings
 from secmsg.notify.probes import serve
-from secmsg.shared import logs
+from secmsg.shared import cli, logs
 from secmsg.shared.settings import CommonSettings
 
 
@@ -26,4 +26,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    cli.parse_args("secmsg.notify.deliverability", __doc__, CommonSettings, DeliverabilitySettings)
     asyncio.run(main())
