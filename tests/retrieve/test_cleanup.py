@@ -16,7 +16,7 @@ from tests.retrieve.helpers import TENANT, Running
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)  # on a window boundary, so window ends are exact
 NOW = T0 + timedelta(seconds=120)  # the clean-up pass runs here
-USED = mongo.LOGIN_CODES + "_used"
+USED = mongo.LOGIN_CODES_USED
 
 
 async def _ids(db: Any, name: str) -> set[str]:

@@ -22,7 +22,10 @@ from pymongo.errors import AutoReconnect, ConnectionFailure, ServerSelectionTime
 from secmsg.shared.errors import DependencyUnavailable
 from secmsg.shared.settings import CommonSettings
 
-# Collections, and the service that writes each (others only read).
+# Collections. Each has exactly one service that writes it; the others read it through a
+# typed read-only view (``secmsg.shared.documents``) or learn through events. The table of
+# owners is in docs/design.md ("Who owns which collection"), checked by
+# tests/shared/test_ownership.py against the source.
 TENANTS = "tenants"  # ingest (admin)
 API_KEYS = "api_keys"  # ingest (admin)
 IDEMPOTENCY = "idempotency_keys"  # ingest
@@ -33,6 +36,7 @@ PURGE_CLAIMS = "purge_claims"  # store (insert-only purge leases)
 AUDIT = "audit_events"  # store
 DEAD_LETTERS = "dead_letters"  # any worker, append-only
 LOGIN_CODES = "login_codes"  # retrieve
+LOGIN_CODES_USED = "login_codes_used"  # retrieve (insert-only: codes already redeemed)
 SESSIONS = "sessions"  # retrieve
 RATE_LIMITS = "rate_limits"  # retrieve
 ACCOUNTS = "accounts"  # retrieve (people: recipients and tenant users, password, TOTP)
@@ -45,6 +49,13 @@ KEY_ROTATIONS = "key_rotations"  # store (re-wrap job progress); ingest creates 
 UNDELIVERABLE = "undeliverable"  # store (hard bounces, per tenant); notify reads
 DNSBL_STATUS = "dnsbl_status"  # notify (deliverability monitor); ingest admin + notify read
 DNSBL_STATUS_ID = "platform"  # the one document of DNSBL_STATUS: the platform's sending status
+
+COLLECTIONS = (
+    TENANTS, API_KEYS, IDEMPOTENCY, MESSAGES, DELIVERY_STATUS, DELIVERY_FINAL, PURGE_CLAIMS,
+    AUDIT, DEAD_LETTERS, LOGIN_CODES, LOGIN_CODES_USED, SESSIONS, RATE_LIMITS, ACCOUNTS, TOKENS,
+    DEVICE_CODES, ACCESS_MARKERS, TENANT_USERS, REVOCATIONS, KEY_ROTATIONS, UNDELIVERABLE,
+    DNSBL_STATUS,
+)
 
 
 def make_client(s: CommonSettings) -> AsyncMongoClient:

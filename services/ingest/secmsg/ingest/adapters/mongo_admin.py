@@ -18,6 +18,7 @@ from pymongo.errors import DuplicateKeyError
 from secmsg.ingest import admin
 from secmsg.ingest.ports import MessageRecord
 from secmsg.shared import mongo
+from secmsg.shared.documents import MessageDoc, ReadView
 from secmsg.shared.errors import NotFound
 
 _NO_SECRETS = {"_id": 0}
@@ -50,36 +51,33 @@ async def _revoke(col: Any, query: dict[str, Any], now: datetime) -> dict[str, A
 
 
 class MongoMessageRepo:
+    """Store's ``messages`` (read-only view) and ingest's own ``revocations``."""
+
     def __init__(self, db: AsyncDatabase[Any]):
         self._db = db
+        self._messages = ReadView(db, MessageDoc)
 
     async def get(self, tenant_id: str, message_id: str) -> MessageRecord | None:
-        async with mongo.unavailable_as_503():
-            doc = await self._db[mongo.MESSAGES].find_one(
-                {"_id": message_id, "tenant_id": tenant_id},
-                {"objects": 0})
+        doc = await self._messages.find_one({"_id": message_id, "tenant_id": tenant_id},
+                                            {"objects": 0})
         if doc is None:
             return None
-        recipients = tuple((str(r.get("address", "")), str(r.get("kind", "to")))
-                           for r in doc.get("recipients") or () if isinstance(r, dict))
         return MessageRecord(
-            message_id=doc["_id"], tenant_id=tenant_id, sender=str(doc.get("sender", "")),
-            recipients=recipients, submitted_by=str(doc.get("submitted_by", "")),
-            state=str(doc.get("state", "stored")), expires_at=_aware(doc.get("expires_at")),
-            received_at=_aware(doc.get("received_at")))
+            message_id=doc.id, tenant_id=tenant_id, sender=doc.sender,
+            recipients=tuple((r.address, r.kind) for r in doc.recipients),
+            submitted_by=doc.submitted_by, state=doc.state, expires_at=doc.expires_at,
+            received_at=doc.received_at)
 
     async def received_from(self, tenant_id: str, recipient: str,
                             senders: list[str]) -> set[str]:
         found: set[str] = set()
-        async with mongo.unavailable_as_503():
-            for sender in senders:
-                # Senders are stored as given; the comparison is case-insensitive.
-                doc = await self._db[mongo.MESSAGES].find_one(
-                    {"tenant_id": tenant_id, "recipient_addresses": recipient.lower(),
-                     "sender": {"$regex": f"^{re.escape(sender)}$", "$options": "i"}},
-                    {"_id": 1})
-                if doc is not None:
-                    found.add(sender.lower())
+        for sender in senders:
+            # Senders are stored as given; the comparison is case-insensitive.
+            doc = await self._messages.find_one(
+                {"tenant_id": tenant_id, "recipient_addresses": recipient.lower(),
+                 "sender": {"$regex": f"^{re.escape(sender)}$", "$options": "i"}}, ["_id"])
+            if doc is not None:
+                found.add(sender.lower())
         return found
 
     async def revocations(self, tenant_id: str, message_id: str) -> list[dict[str, Any]]:

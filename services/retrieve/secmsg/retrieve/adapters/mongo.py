@@ -18,12 +18,12 @@ from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from secmsg.retrieve.ports import MessageRecord, SessionRecord
 from secmsg.shared import mongo
+from secmsg.shared.documents import MessageDoc, ReadView
 from secmsg.shared.events import Recipient, StoredObject
 
 log = logging.getLogger(__name__)
 
 Doc = dict[str, Any]
-_OBJECT_FIELDS = frozenset(StoredObject.model_fields)
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -41,36 +41,31 @@ def _live_filter(tenant_id: str, address: str, now: datetime) -> Doc:
     }
 
 
-def _record(doc: Doc) -> MessageRecord:
-    objects = [StoredObject.model_validate({k: v for k, v in o.items() if k in _OBJECT_FIELDS})
-               for o in doc.get("objects", [])]
-    recipients = [Recipient(address=r["address"], kind=r.get("kind", "to"))
-                  for r in doc.get("recipients", [])]
-    received_at = _aware(doc.get("received_at")) or datetime.fromtimestamp(0, UTC)
+def _record(doc: MessageDoc) -> MessageRecord:
+    objects = [StoredObject.model_validate(o.model_dump()) for o in doc.objects]
     return MessageRecord(
-        message_id=doc["_id"],
-        tenant_id=doc["tenant_id"],
-        sender=doc.get("sender", ""),
-        recipients=recipients,
-        subject=doc.get("subject", ""),
+        message_id=doc.id,
+        tenant_id=doc.tenant_id,
+        sender=doc.sender,
+        recipients=[Recipient(address=r.address, kind=r.kind) for r in doc.recipients],
+        subject=doc.subject,
         objects=objects,
-        attachment_count=int(doc.get("attachment_count",
-                                     sum(o.role == "attachment" for o in objects))),
-        total_size=int(doc.get("total_size", sum(o.size for o in objects))),
-        received_at=received_at,
-        expires_at=_aware(doc.get("expires_at")),
-        disclaimer=doc.get("disclaimer"),
+        attachment_count=doc.attachment_count or sum(o.role == "attachment" for o in objects),
+        total_size=doc.total_size or sum(o.size for o in objects),
+        received_at=doc.received_at or datetime.fromtimestamp(0, UTC),
+        expires_at=doc.expires_at,
+        disclaimer=doc.disclaimer,
     )
 
 
 class MongoMessageRepo:
+    """Reads store's ``messages`` through the shared read-only view."""
+
     def __init__(self, db: AsyncDatabase[Doc]):
-        self._col = db[mongo.MESSAGES]
+        self._messages = ReadView(db, MessageDoc)
 
     async def has_live(self, *, tenant_id: str, address: str, now: datetime) -> bool:
-        async with mongo.unavailable_as_503():
-            doc = await self._col.find_one(_live_filter(tenant_id, address, now),
-                                           projection={"_id": 1})
+        doc = await self._messages.find_one(_live_filter(tenant_id, address, now), ["_id"])
         return doc is not None
 
     async def list_live(self, *, tenant_id: str, address: str, now: datetime, limit: int,
@@ -84,25 +79,20 @@ class MongoMessageRepo:
                 {"$or": [{"received_at": {"$lt": at}},
                          {"received_at": at, "_id": {"$lt": mid}}]},
             ]
-        async with mongo.unavailable_as_503():
-            cursor = self._col.find(query).sort(
-                [("received_at", DESCENDING), ("_id", DESCENDING)]).limit(limit)
-            return [_record(doc) async for doc in cursor]
+        docs = await self._messages.find(query, sort=[("received_at", DESCENDING),
+                                                      ("_id", DESCENDING)], limit=limit)
+        return [_record(doc) for doc in docs]
 
     async def get_live(self, *, tenant_id: str, message_id: str, address: str,
                        now: datetime) -> MessageRecord | None:
         query = {"_id": message_id, **_live_filter(tenant_id, address, now)}
-        async with mongo.unavailable_as_503():
-            doc = await self._col.find_one(query)
+        doc = await self._messages.find_one(query)
         return _record(doc) if doc is not None else None
-
 
     async def addressed(self, *, tenant_id: str, message_id: str, address: str) -> bool:
         """Whether the message (in any state: revoked and recalled ones too) names them."""
-        async with mongo.unavailable_as_503():
-            doc = await self._col.find_one({"_id": message_id, "tenant_id": tenant_id,
-                                            "recipient_addresses": address},
-                                           projection={"_id": 1})
+        doc = await self._messages.find_one({"_id": message_id, "tenant_id": tenant_id,
+                                             "recipient_addresses": address}, ["_id"])
         return doc is not None
 
 
@@ -129,7 +119,7 @@ class MongoCodeRepo:
 
     def __init__(self, db: AsyncDatabase[Doc]):
         self._col = db[mongo.LOGIN_CODES]
-        self._used = db[mongo.LOGIN_CODES + "_used"]
+        self._used = db[mongo.LOGIN_CODES_USED]
 
     async def replace(self, *, tenant_id: str, address: str, code_hash: str,
                       expires_at: datetime, now: datetime) -> None:
@@ -270,7 +260,7 @@ class MongoJanitor:
 
 # Every collection of expiring sign-in state, device codes and single-use markers (TOTP
 # steps, redeemed device codes) included: each is cleaned and indexed on ``expires_at``.
-_EXPIRING = (mongo.LOGIN_CODES, mongo.LOGIN_CODES + "_used", mongo.SESSIONS, mongo.RATE_LIMITS,
+_EXPIRING = (mongo.LOGIN_CODES, mongo.LOGIN_CODES_USED, mongo.SESSIONS, mongo.RATE_LIMITS,
              mongo.DEVICE_CODES, mongo.ACCESS_MARKERS)
 
 

@@ -18,6 +18,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from secmsg.shared import mongo
+from secmsg.shared.documents import AuditDoc, DeliveryStatusDoc, MessageDoc
 from secmsg.shared.mongo import unavailable_as_503
 from secmsg.store.ports import BounceUpdate, DeliveryUpdate, Doc
 
@@ -83,17 +84,13 @@ async def _put_many(col: AsyncCollection[Any], docs: Mapping[str, Mapping[str, A
 
 async def ensure_indexes(db: AsyncDatabase[Any]) -> None:
     async with unavailable_as_503():
-        await db[mongo.MESSAGES].create_index(
-            [("tenant_id", ASCENDING), ("recipient_addresses", ASCENDING)],
-            name="tenant_recipient")
-        await db[mongo.MESSAGES].create_index(
-            [("expires_at", ASCENDING), ("state", ASCENDING)], name="expiry")
+        # The indexes other services' reads rely on (secmsg.shared.documents), then our own.
+        for view in (MessageDoc, AuditDoc, DeliveryStatusDoc):
+            for index in view.INDEXES:
+                await db[view.COLLECTION].create_index(list(index.keys), name=index.name,
+                                                       unique=index.unique)
         await db[PURGE_CLAIMS].create_index(
             [("message_id", ASCENDING), ("gen", ASCENDING)], name="message_gen")
-        await db[DELIVERY_STATUS].create_index([("message_id", ASCENDING)], name="message")
-        await db[mongo.AUDIT].create_index(
-            [("tenant_id", ASCENDING), ("message_id", ASCENDING), ("at", ASCENDING)],
-            name="tenant_message_at")
 
 
 async def ping(db: AsyncDatabase[Any]) -> None:

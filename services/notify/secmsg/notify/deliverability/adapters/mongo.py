@@ -9,6 +9,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from secmsg.notify.deliverability.ports import DnsblStatus, Listing
 from secmsg.shared import mongo
+from secmsg.shared.documents import MessageDoc, ReadView
 from secmsg.shared.mongo import unavailable_as_503
 
 STATUS_ID = mongo.DNSBL_STATUS_ID
@@ -44,14 +45,13 @@ class MongoStatusRepo:
 
 
 class MongoMessageDirectory:
+    """Reads store's ``messages`` through the shared read-only view."""
+
     def __init__(self, db: AsyncDatabase[Any]) -> None:
-        self._col = db[mongo.MESSAGES]
+        self._messages = ReadView(db, MessageDoc)
 
     async def recipients_of(self, message_id: str) -> tuple[str, frozenset[str]] | None:
-        async with unavailable_as_503():
-            doc = await self._col.find_one({"_id": message_id},
-                                           {"tenant_id": 1, "recipient_addresses": 1})
-        if doc is None or not doc.get("tenant_id"):
+        doc = await self._messages.get(message_id, ["tenant_id", "recipient_addresses"])
+        if doc is None or not doc.tenant_id:
             return None
-        return str(doc["tenant_id"]), frozenset(
-            str(a).lower() for a in doc.get("recipient_addresses") or ())
+        return doc.tenant_id, frozenset(a.lower() for a in doc.recipient_addresses)

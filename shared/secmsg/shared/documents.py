@@ -1,0 +1,379 @@
+"""Typed read-only views of the MongoDB documents one service writes and others read.
+
+Every collection has exactly one writer (its owner, ``OWNER``; the table is in docs/design.md,
+"Who owns which collection"). A service that needs another one's documents reads them here:
+a frozen pydantic model per document (the fields readers rely on; fields the owner adds later
+are ignored, so the owner can grow its document without breaking a reader), the indexes the
+readers' queries rely on (``INDEXES``: the owner creates them, tests/shared/test_documents.py
+checks it does), and ``ReadView``, an accessor with find and count only -- no write method
+exists to call.
+
+A reader that needs a field the model lacks adds it here, in the owner's words, so a rename in
+the owner breaks a test instead of another service at run time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, Generic, Literal, NamedTuple, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+
+from secmsg.shared import mongo
+
+
+def _utc(value: datetime) -> datetime:
+    # FerretDB and old documents may hand back naive datetimes; they are UTC.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+
+
+class Index(NamedTuple):
+    """An index a reader's query relies on, as the owner creates it."""
+
+    name: str
+    keys: tuple[tuple[str, int], ...]
+    unique: bool = False
+
+
+class Document(BaseModel):
+    """Base of the read views: ``_id`` as ``id``, unknown fields ignored, immutable."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    COLLECTION: ClassVar[str]
+    OWNER: ClassVar[str]
+    INDEXES: ClassVar[tuple[Index, ...]] = ()
+
+    id: str = Field(alias="_id")
+
+
+# --- messages (store) ---------------------------------------------------------------------
+
+MessageState = Literal["stored", "purging", "purged", "recalled"]
+
+
+class ObjectDoc(BaseModel):
+    """One encrypted object of a message (``secmsg.shared.events.StoredObject`` on record)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    object_id: str
+    key: str
+    role: Literal["text", "html", "attachment", "original"]
+    filename: str | None = None
+    content_type: str = "application/octet-stream"
+    size: int = 0
+    sha256: str = ""
+    wrapped_key: str = ""
+    segment_size: int = 1
+
+
+class RecipientDoc(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    address: str
+    kind: Literal["to", "cc", "bcc"] = "to"
+
+
+class MessageDoc(Document):
+    """``messages``: one per message, ``_id`` = the message id. A reader asking with a
+    projection gets the defaults for the fields it left out."""
+
+    COLLECTION = mongo.MESSAGES
+    OWNER = "store"
+    INDEXES = (
+        Index("tenant_recipient", (("tenant_id", 1), ("recipient_addresses", 1))),
+        Index("expiry", (("expires_at", 1), ("state", 1))),
+    )
+
+    tenant_id: str = ""
+    sender: str = ""
+    submitted_by: str = ""
+    recipients: tuple[RecipientDoc, ...] = ()
+    recipient_addresses: tuple[str, ...] = ()  # lower-case, unique, in recipient order
+    subject: str = ""
+    objects: tuple[ObjectDoc, ...] = ()
+    attachment_count: int = 0
+    total_size: int = 0
+    disclaimer: str | None = None
+    expires_at: UtcDatetime | None = None
+    received_at: UtcDatetime | None = None
+    stored_at: UtcDatetime | None = None
+    state: MessageState = "stored"
+    purged_at: UtcDatetime | None = None
+    recalled_at: UtcDatetime | None = None
+    notify: bool = True
+
+
+# --- audit_events, delivery_status, undeliverable, key_rotations (store) -------------------
+
+class AuditDoc(Document):
+    """``audit_events``: append-only, deterministic ``_id``s. Extra fields (an attachment
+    download's ``object_id``, ``range_start``, ``range_end``) are kept for the export."""
+
+    model_config = ConfigDict(frozen=True, extra="allow", populate_by_name=True)
+    COLLECTION = mongo.AUDIT
+    OWNER = "store"
+    INDEXES = (Index("tenant_message_at", (("tenant_id", 1), ("message_id", 1), ("at", 1))),)
+
+    tenant_id: str
+    message_id: str = ""
+    kind: str
+    actor: str = ""
+    recipient: str | None = None
+    subject_address: str | None = None
+    detail: dict[str, str] = Field(default_factory=dict)
+    client_ip: str | None = None
+    user_agent: str | None = None
+    at: UtcDatetime
+
+
+DeliveryState = Literal["sent", "deferred", "failed", "bounced"]
+
+
+class DeliveryStatusDoc(Document):
+    """``delivery_status``: the state that stands per recipient, ``_id`` =
+    ``<message id>:<address>``."""
+
+    COLLECTION = mongo.DELIVERY_STATUS
+    OWNER = "store"
+    INDEXES = (Index("message", (("message_id", 1),)),)
+
+    tenant_id: str
+    message_id: str
+    recipient: str
+    state: DeliveryState
+    attempt: int | None = None
+    reason: str | None = None
+    retry_at: UtcDatetime | None = None
+    bounce_status: str | None = None
+    hard: bool | None = None
+    occurred_at: UtcDatetime | None = None
+    updated_at: UtcDatetime | None = None
+
+
+class UndeliverableDoc(Document):
+    """``undeliverable``: an address that hard-bounced, ``_id`` = ``<tenant>:<address>``."""
+
+    COLLECTION = mongo.UNDELIVERABLE
+    OWNER = "store"
+
+    tenant_id: str
+    address: str
+    status: str = ""
+    message_id: str = ""
+    at: UtcDatetime | None = None
+
+    @staticmethod
+    def id_for(tenant_id: str, address: str) -> str:
+        return f"{tenant_id}:{address.lower()}"
+
+
+RotationState = Literal["requested", "running", "done", "failed"]
+
+
+class KeyRotationDoc(Document):
+    """``key_rotations``: progress of one re-wrap job, ``_id`` = the rotation id."""
+
+    COLLECTION = mongo.KEY_ROTATIONS
+    OWNER = "store"
+
+    tenant_id: str
+    generation: int
+    state: RotationState
+    total: int | None = None
+    done: int | None = None
+    rewrapped: int | None = None
+    reason: str | None = None
+    requested_by: str | None = None
+    started_at: UtcDatetime | None = None
+    updated_at: UtcDatetime | None = None
+    finished_at: UtcDatetime | None = None
+
+
+# --- dnsbl_status (notify) -----------------------------------------------------------------
+
+class ListingDoc(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    target: str
+    zone: str
+    answer: str = ""
+
+
+class DnsblStatusDoc(Document):
+    """``dnsbl_status``: one document, ``_id`` = ``mongo.DNSBL_STATUS_ID``."""
+
+    COLLECTION = mongo.DNSBL_STATUS
+    OWNER = "notify"
+
+    listed: bool = False
+    listings: tuple[ListingDoc, ...] = ()
+    checked_at: UtcDatetime | None = None
+    relay: Literal["primary", "standby"] = "primary"
+    switched_at: UtcDatetime | None = None
+
+
+# --- tenants, tenant_users, revocations (ingest) -------------------------------------------
+
+class TemplateDoc(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    source: str
+    version: int = 1
+    updated_at: UtcDatetime | None = None
+    updated_by: str | None = None
+
+
+class BrandingDoc(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    logo_url: str | None = None
+    primary_color: str | None = None
+
+
+class TenantDoc(Document):
+    """``tenants``: the tenant's profile and settings. ``smtp``, ``dkim`` and ``policy`` stay
+    mappings here: their shapes are ingest's (``secmsg.ingest.tenant_smtp`` and the admin
+    policy model) and each reader checks the few keys it uses."""
+
+    COLLECTION = mongo.TENANTS
+    OWNER = "ingest"
+
+    name: str | None = None
+    display_name: str | None = None
+    footer: str | None = None
+    disclaimers: tuple[str, ...] = ()
+    branding: BrandingDoc = Field(default_factory=BrandingDoc)
+    templates: dict[str, TemplateDoc] = Field(default_factory=dict)
+    policy: dict[str, Any] = Field(default_factory=dict)
+    smtp: dict[str, Any] | None = None
+    dkim: dict[str, Any] | None = None
+    key_generation: int = 0
+    disabled_at: UtcDatetime | None = None
+
+    def shown_name(self) -> str:
+        return self.display_name or self.name or self.id
+
+
+class TenantUserDoc(Document):
+    """``tenant_users``: who at the tenant sends or administers, ``_id`` =
+    ``<tenant>:<address>``."""
+
+    COLLECTION = mongo.TENANT_USERS
+    OWNER = "ingest"
+
+    tenant_id: str = ""
+    email: str = ""
+    role: Literal["sender", "admin"] | None = None
+
+    @staticmethod
+    def id_for(tenant_id: str, address: str) -> str:
+        return f"{tenant_id}:{address.lower()}"
+
+
+class RevocationDoc(Document):
+    """``revocations``: access withdrawn, ``_id`` = ``<message id>:<address>`` (one
+    recipient) or ``<message id>:*`` (a recall: everyone)."""
+
+    COLLECTION = mongo.REVOCATIONS
+    OWNER = "ingest"
+
+    tenant_id: str = ""
+    message_id: str = ""
+    recipient: str = "*"
+    kind: Literal["revoked", "recalled"] = "revoked"
+
+    @staticmethod
+    def id_for(message_id: str, address: str | None) -> str:
+        return f"{message_id}:{address.lower() if address else '*'}"
+
+
+# --- accounts, tokens (retrieve) -----------------------------------------------------------
+
+class AccountDoc(Document):
+    """``accounts``: the fields other services may read (never the secrets)."""
+
+    COLLECTION = mongo.ACCOUNTS
+    OWNER = "retrieve"
+
+    tenant_id: str = ""
+    email_lower: str = ""
+    sessions_valid_after: UtcDatetime | None = None
+
+    @staticmethod
+    def id_for(tenant_id: str, address: str) -> str:
+        return f"{tenant_id}:{address.lower()}"
+
+
+class TokenDoc(Document):
+    """``tokens``: a user token, ``_id`` = the SHA-256 of the token (the token itself is
+    never stored)."""
+
+    COLLECTION = mongo.TOKENS
+    OWNER = "retrieve"
+
+    token_id: str = ""
+    tenant_id: str = ""
+    email: str = ""
+    scopes: tuple[str, ...] = ()
+    name: str | None = None
+    created_at: UtcDatetime | None = None
+    expires_at: UtcDatetime | None = None
+    last_used_at: UtcDatetime | None = None
+    revoked_at: UtcDatetime | None = None
+
+
+# --- the accessor ------------------------------------------------------------------------
+
+D = TypeVar("D", bound=Document)
+Filter = Mapping[str, Any]
+Projection = Mapping[str, Any] | Sequence[str] | None
+Sort = Sequence[tuple[str, int]] | None
+
+
+class ReadView(Generic[D]):
+    """Find and count on one collection, documents decoded into ``model``; nothing else.
+
+    Database errors that mean "unreachable" become ``DependencyUnavailable`` (503 / retry).
+    """
+
+    def __init__(self, db: AsyncDatabase[Any], model: type[D]) -> None:
+        self._col: AsyncCollection[Any] = db[model.COLLECTION]
+        self._model = model
+
+    @property
+    def model(self) -> type[D]:
+        return self._model
+
+    async def get(self, doc_id: str, projection: Projection = None) -> D | None:
+        return await self.find_one({"_id": doc_id}, projection)
+
+    async def find_one(self, query: Filter, projection: Projection = None, *,
+                       sort: Sort = None) -> D | None:
+        async with mongo.unavailable_as_503():
+            doc = await self._col.find_one(dict(query), projection, sort=sort)
+        return None if doc is None else self._model.model_validate(doc)
+
+    async def find(self, query: Filter, projection: Projection = None, *, sort: Sort = None,
+                   limit: int = 0, batch_size: int = 0) -> list[D]:
+        async with mongo.unavailable_as_503():
+            cursor = self._col.find(dict(query), projection, sort=sort, limit=limit,
+                                    batch_size=batch_size)
+            return [self._model.model_validate(d) async for d in cursor]
+
+    async def count(self, query: Filter) -> int:
+        async with mongo.unavailable_as_503():
+            return await self._col.count_documents(dict(query))
+
+
+VIEWS: tuple[type[Document], ...] = (
+    MessageDoc, AuditDoc, DeliveryStatusDoc, UndeliverableDoc, KeyRotationDoc, DnsblStatusDoc,
+    TenantDoc, TenantUserDoc, RevocationDoc, AccountDoc, TokenDoc,
+)
