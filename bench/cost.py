@@ -1,0 +1,308 @@
+"""The cost of one message: CPU ms per process, Mongo commands, S3 requests and NATS messages.
+
+    uv run python -m bench.cost                       # 300 messages x (1, then 3 recipients)
+    uv run python -m bench.cost --messages 100        # quicker
+    uv run python -m bench.cost --prefill 50000       # the same, then again after 50,000 stored
+
+Starts the local stack as ``bench.run`` does (NATS, FerretDB, versitygw, the SMTP sink, the
+four services, each its own process), submits ``--messages`` small messages through ingest
+(8 concurrent senders, one recipient each, then three each) and waits until every
+notification reached the sink and every JetStream consumer is drained (store has recorded the
+deliveries). Over exactly that window it takes, per process, the CPU time delta from
+``/proc/<pid>/stat`` (user + system), and from the servers' own counters: FerretDB's commands
+(its ``/debug/metrics``, by command name), versitygw's requests (lines in its access log) and
+the messages NATS received from clients (``/varz`` ``in_msgs``, the bench's own polling
+subtracted). Every figure is divided by the number of messages submitted.
+
+``--prefill N`` then stores N more messages the fast way and measures the same phases again,
+printing both tables and the growth ratio (after / before). The fast way: the documents one
+real message (submitted through the stack in the first phase) left in every collection are
+cloned N times with fresh message ids (the 32-hex id replaced in the BSON bytes, so every
+field that names the message follows) and inserted with ``insert_many`` in batches. So the
+database holds N messages' worth of the very documents the pipeline writes (message, audit
+events, delivery records), without N runs through the pipeline. Their S3 objects and NATS
+history are not cloned (no hot-path query reads them by scanning). Prefilled messages carry
+recipients ``p<n>@example.org`` (zero-padded).
+
+Nothing in a test depends on these numbers: they are for the cost model in docs/cost.md.
+Writes ``bench/results/cost-<time>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bson
+import httpx
+
+from bench.run import Bench, progress
+from devstack.servers import Stack, free_port, start_stack
+
+ROOT = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PROCESSES = ("ferretdb", "ingest", "store", "notify", "retrieve", "versitygw", "nats-server",
+             "smtp sink")
+HEX32 = re.compile(rb"[0-9a-f]{32}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process (``/proc/<pid>/stat`` fields 14 and 15)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def http_text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return str(r.read().decode())
+
+
+_METRIC = re.compile(r'^ferretdb_client_requests_total\{command="([^"]+)",[^}]*\} (\S+)$')
+
+
+@dataclass
+class Snapshot:
+    cpu: dict[str, float]
+    mongo: dict[str, float]
+    s3: int
+    nats_in: int
+    at: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class CostBench(Bench):
+    polls: int = 0  # NATS requests the bench itself made (subtracted from in_msgs)
+
+    def start_servers(self, base: Path) -> Stack:
+        """The servers with their counters on: versitygw's access log, FerretDB's debug
+        endpoint, NATS's monitoring port (restarted once with it, before any client)."""
+        self.s3_log = base / "s3-access.log"
+        os.environ["VGW_ACCESS_LOG"] = str(self.s3_log)
+        self.ferret_debug, self.nats_mon = free_port(), free_port()
+        stack = start_stack(base)
+        stack.mongo.stop()
+        stack.mongo.argv = [a for a in stack.mongo.argv if not a.startswith("--debug-addr")]
+        stack.mongo.argv.append(f"--debug-addr=127.0.0.1:{self.ferret_debug}")
+        stack.mongo.start()
+        stack.nats.stop()
+        stack.nats.argv = [*stack.nats.argv, "-m", str(self.nats_mon)]
+        stack.nats.start()
+        return stack
+
+    def pids(self) -> dict[str, int]:
+        s = self.stack
+        out = {"ferretdb": s.mongo.proc.pid, "versitygw": s.s3.proc.pid,  # type: ignore[union-attr]
+               "nats-server": s.nats.proc.pid, "smtp sink": self.sink.pid}  # type: ignore[union-attr]
+        for name, p in self.procs.items():
+            out[name] = p.proc.pid  # type: ignore[union-attr]
+        return out
+
+    def mongo_counts(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for line in http_text(f"http://127.0.0.1:{self.ferret_debug}/debug/metrics").splitlines():
+            m = _METRIC.match(line)
+            if m:
+                out[m.group(1)] = out.get(m.group(1), 0) + float(m.group(2))
+        return out
+
+    def snapshot(self) -> Snapshot:
+        varz = json.loads(http_text(f"http://127.0.0.1:{self.nats_mon}/varz"))
+        s3 = sum(1 for _ in self.s3_log.open("rb")) if self.s3_log.exists() else 0
+        return Snapshot(cpu={k: cpu_seconds(pid) for k, pid in self.pids().items()},
+                        mongo=self.mongo_counts(), s3=s3, nats_in=int(varz["in_msgs"]))
+
+    async def drained(self, timeout: float = 900) -> None:
+        """Until every JetStream consumer has nothing pending and nothing unacknowledged."""
+        import nats
+
+        nc = await nats.connect(self.settings.nats_url)
+        js = nc.jetstream()
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                busy = 0
+                streams = await js.streams_info()
+                self.polls += 1
+                for st in streams:
+                    for c in await js.consumers_info(st.config.name):
+                        self.polls += 1
+                        busy += c.num_pending + c.num_ack_pending
+                if not busy:
+                    return
+                await asyncio.sleep(0.5)
+            raise RuntimeError("consumers not drained in time")
+        finally:
+            await nc.close()
+
+    async def submit(self, n: int, tag: str, recipients: int) -> set[str]:
+        sent: set[str] = set()
+        sem = asyncio.Semaphore(8)
+        url = self.procs["ingest"].base_url + "/v1/messages"
+        async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=8)) as http:
+            async def one(i: int) -> None:
+                env = json.dumps({"from": "alice@bench.example",
+                                  "to": [f"{tag}-{i}-{r}@example.org" for r in range(recipients)],
+                                  "subject": f"{tag} {i}", "text": "hello"}).encode()
+                async with sem:
+                    r = await http.post(url, headers={"Authorization": f"Bearer {self.api_key}"},
+                                        files=[("envelope", (None, env, "application/json"))])
+                    assert r.status_code == 202, r.text
+                    sent.add(r.json()["message_id"])
+
+            await asyncio.gather(*(one(i) for i in range(n)))
+        return sent
+
+    async def wait_mails(self, want: int, timeout: float = 900) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if sum(1 for e in os.scandir(self.mail_dir) if e.name.endswith(".eml")) >= want:
+                return
+            await asyncio.sleep(0.2)
+        raise RuntimeError("notifications did not all arrive")
+
+    async def phase(self, n: int, recipients: int, tag: str) -> dict[str, Any]:
+        """Submit ``n`` messages and measure until the pipeline is quiet again."""
+        await self.drained()
+        mails = sum(1 for e in os.scandir(self.mail_dir) if e.name.endswith(".eml")) \
+            if self.mail_dir.exists() else 0
+        polls0 = self.polls
+        before = self.snapshot()
+        progress(f"{tag}: {n} messages x {recipients} recipient(s)...")
+        ids = await self.submit(n, tag, recipients)
+        await self.wait_mails(mails + n * recipients)
+        await self.drained()
+        after = self.snapshot()
+        polls = self.polls - polls0
+        self.last_ids = ids
+        mongo = {k: (after.mongo.get(k, 0) - before.mongo.get(k, 0)) / n
+                 for k in after.mongo if after.mongo.get(k, 0) - before.mongo.get(k, 0) > 0}
+        cpu = {k: (after.cpu[k] - before.cpu[k]) * 1000 / n for k in PROCESSES}
+        return {"messages": n, "recipients": recipients, "seconds": after.at - before.at,
+                "cpu_ms": cpu, "cpu_ms_total": sum(cpu.values()),
+                "mongo_commands": mongo, "mongo_total": sum(mongo.values()),
+                "s3_requests": (after.s3 - before.s3) / n,
+                # the bench's polls: one request in, one reply out, each
+                "nats_in_msgs": (after.nats_in - before.nats_in - polls) / n}
+
+    async def prefill(self, n: int, template_ids: set[str]) -> None:
+        """Clone one real message's documents ``n`` times (see the module docstring)."""
+        mid = sorted(template_ids)[0]
+        names = await self.db.list_collection_names()
+        templates: dict[str, list[bytes]] = {}
+        for name in names:
+            docs = await self.db[name].find({}).to_list(None)
+            raw = [bson.encode(d) for d in docs]
+            hits = [r for r in raw if mid.encode() in r]
+            if hits:
+                templates[name] = hits
+        progress(f"prefill: cloning {sum(map(len, templates.values()))} documents of message "
+                 f"{mid} ({', '.join(templates)}) {n} times...")
+        addr = re.compile(rb"[a-z0-9]+-\d+-\d+@example\.org")
+        batch = 1000
+        t = time.perf_counter()
+        for start in range(0, n, batch):
+            count = min(batch, n - start)
+            for name, raws in templates.items():
+                docs = []
+                for k in range(start, start + count):
+                    new = os.urandom(16).hex().encode()
+                    # Same-length replacements keep the BSON length prefixes right.
+                    for r in raws:
+                        b = r.replace(mid.encode(), new)
+                        docs.append(bson.decode(addr.sub(lambda m, k=k: _same_length(m, k), b)))
+                await self.db[name].insert_many(docs, ordered=False)
+            if (start // batch) % 10 == 0:
+                progress(f"  prefill {start + count}/{n} ({time.perf_counter() - t:.0f} s)")
+        progress(f"prefill: {n} messages in {time.perf_counter() - t:.0f} s")
+
+
+def _same_length(m: re.Match[bytes], k: int) -> bytes:
+    """``p<k>`` zero-padded to the local part's length: the BSON sizes stay right."""
+    local, _, domain = m.group(0).partition(b"@")
+    return f"p{k:0{len(local) - 1}d}@".encode() + domain
+
+
+def table(title: str, phases: list[dict[str, Any]], compare: list[dict[str, Any]] | None = None
+          ) -> str:
+    head = [f"\n{title}\n", "| per message | " + " | ".join(
+        f"{p['recipients']} rcpt" + (" (after)" if compare else "") for p in phases) + " |"]
+    if compare:
+        head[1] = "| per message | " + " | ".join(
+            f"{p['recipients']} rcpt before | after | growth" for p in phases) + " |"
+    cols = 3 if compare else 1
+    head.append("|---|" + "---|" * (cols * len(phases)))
+
+    def row(label: str, get: Any, fmt: str = "{:.2f}") -> str:
+        cells = []
+        for i, p in enumerate(phases):
+            if compare:
+                b, a = get(compare[i]), get(p)
+                cells += [fmt.format(b), fmt.format(a), f"{a / b:.2f}x" if b else "-"]
+            else:
+                cells.append(fmt.format(get(p)))
+        return f"| {label} | " + " | ".join(cells) + " |"
+
+    lines = [*head]
+    for proc in PROCESSES:
+        lines.append(row(f"CPU ms, {proc}", lambda p, proc=proc: p["cpu_ms"][proc]))
+    lines.append(row("**CPU ms, total**", lambda p: p["cpu_ms_total"]))
+    cmds = sorted({c for p in phases + (compare or []) for c in p["mongo_commands"]})
+    for c in cmds:
+        lines.append(row(f"Mongo `{c}`", lambda p, c=c: p["mongo_commands"].get(c, 0)))
+    lines.append(row("**Mongo commands**", lambda p: p["mongo_total"]))
+    lines.append(row("S3 requests", lambda p: p["s3_requests"]))
+    lines.append(row("NATS messages in", lambda p: p["nats_in_msgs"]))
+    lines.append(row("wall seconds (whole phase)", lambda p: p["seconds"], "{:.1f}"))
+    return "\n".join(lines)
+
+
+async def amain(args: argparse.Namespace) -> None:
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="secmsg-cost-"))
+    bench = CostBench(base, False)
+    results: dict[str, Any] = {"messages": args.messages, "prefill": args.prefill,
+                               "cpus": os.cpu_count()}
+    try:
+        await bench.setup()
+        progress("warm-up: 20 messages (connections, caches, consumers)...")
+        await bench.phase(20, 1, "warm")
+        template = bench.last_ids
+        empty = [await bench.phase(args.messages, r, f"empty{r}") for r in (1, 3)]
+        results["empty"] = empty
+        print(table("On an empty database (after a 20-message warm-up)", empty))
+        if args.prefill:
+            await bench.prefill(args.prefill, template)
+            full = [await bench.phase(args.messages, r, f"full{r}") for r in (1, 3)]
+            results["after_prefill"] = full
+            print(table(f"After {args.prefill:,} stored messages, next to the empty database",
+                        full, compare=empty))
+    finally:
+        bench.teardown()
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    path = out / f"cost-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(results, indent=2))
+    print(f"\nresults: {path}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--messages", type=int, default=300,
+                    help="messages per phase (default 300)")
+    ap.add_argument("--prefill", type=int, default=0,
+                    help="store this many messages (fast path), then measure again")
+    asyncio.run(amain(ap.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
