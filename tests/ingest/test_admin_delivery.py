@@ -84,10 +84,14 @@ async def test_delivery_stats_deliverability_undeliverable(ingest: Ingest,
     r = await ingest.client.delete("/v1/admin/undeliverable/Gone@example.org",
                                    headers=auth(admin_key))
     assert r.status_code == 204
-    r = await ingest.client.delete("/v1/admin/undeliverable/gone@example.org",
+    r = await ingest.client.delete("/v1/admin/undeliverable/nobody@example.org",
                                    headers=auth(admin_key))
     assert r.status_code == 404
-    assert await ingest.db[mongo.UNDELIVERABLE].count_documents({}) == 1  # other tenant's
+    # Store owns the list: ingest asks it by an event and removes nothing itself.
+    assert await ingest.db[mongo.UNDELIVERABLE].count_documents({}) == 2
+    cleared = [e for e in await published(ingest.settings) if e.kind == "undeliverable.cleared"]
+    assert [(e.tenant_id, e.address) for e in cleared] == [(TENANT, "gone@example.org")]
+    assert cleared[0].cleared_by.startswith("key:")
     ev = await audits(ingest.settings, "undeliverable.cleared")
     assert [e.subject_address for e in ev] == ["gone@example.org"] and ev[0].detail == {}
 
@@ -106,9 +110,12 @@ async def test_key_rotation(ingest: Ingest, admin_key: str) -> None:
     assert [(e.rotation_id, e.generation) for e in requested] == [(rotation_id, 1)]
     assert len(await audits(ingest.settings, "key.rotated")) == 1
 
+    # Until store takes it up, the rotation is the request ingest recorded with the tenant.
+    assert await ingest.db[mongo.KEY_ROTATIONS].count_documents({}) == 0
     r = await ingest.client.get(f"/v1/admin/keys/rotations/{rotation_id}",
                                 headers=auth(admin_key))
     assert r.json()["state"] == "requested" and r.json()["generation"] == 1
+    assert r.json()["requested_by"] == requested[0].requested_by
 
     # New content is wrapped under generation 1.
     r = await ingest.post([env_part(envelope())])
@@ -116,6 +123,16 @@ async def test_key_rotation(ingest: Ingest, admin_key: str) -> None:
     ring = ingest.settings.key_ring
     event = (await ingest.events())[-1]
     assert {ring.wrapped_generation(o.wrapped_key) for o in event.objects} == {1}
+
+    # Store's progress record (standing in for store here) is what the admin sees once there.
+    await ingest.db[mongo.KEY_ROTATIONS].insert_one({
+        "_id": rotation_id, "tenant_id": TENANT, "generation": 1, "state": "running",
+        "total": 10, "done": 4, "started_at": T0, "updated_at": T0})
+    r = await ingest.client.get(f"/v1/admin/keys/rotations/{rotation_id}",
+                                headers=auth(admin_key))
+    assert (r.json()["state"], r.json()["done"], r.json()["total"]) == ("running", 4, 10)
+    r = await ingest.client.post("/v1/admin/keys/rotate", headers=auth(admin_key))
+    assert r.status_code == 409 and "running" in r.json()["detail"]
 
     # Once store finished, the next rotation goes to generation 2.
     await ingest.db[mongo.KEY_ROTATIONS].update_one({"_id": rotation_id},

@@ -187,3 +187,25 @@ async def test_poison_control_events_are_dead_lettered(
         == "stored"
     for obj in ev.objects:
         assert await object_exists(blobs, obj.key)
+
+
+async def test_an_undeliverable_address_cleared_by_ingest_leaves_the_list(
+        store_app: AsgiFastStream, publisher: bus.EventPublisher, nc: NATS,
+        mongo_db: Any) -> None:
+    """Store owns ``undeliverable``: ingest's admin route asks by ``undeliverable.cleared``."""
+    from secmsg.shared.documents import UndeliverableDoc
+    from secmsg.shared.events import UndeliverableCleared
+
+    gone = {"_id": UndeliverableDoc.id_for(TENANT, "gone@example.org"), "tenant_id": TENANT,
+            "address": "gone@example.org", "status": "5.1.1", "message_id": "m",
+            "at": datetime.now(UTC)}
+    other = {**gone, "_id": UndeliverableDoc.id_for("other", "gone@example.org"),
+             "tenant_id": "other"}
+    await mongo_db[mongo.UNDELIVERABLE].insert_many([gone, other])
+    ev = UndeliverableCleared(tenant_id=TENANT, message_id="", event_id=uuid.uuid4().hex,
+                              address="gone@example.org", cleared_by="key:k1")
+    await _publish_twice(publisher, ev)  # the second copy finds nothing to remove
+    await wait_for(lambda: drained(nc, subjects.STORE_CONTROL))
+    left = [d["_id"] async for d in mongo_db[mongo.UNDELIVERABLE].find({})]
+    assert left == [other["_id"]]
+    assert await mongo_db[mongo.DEAD_LETTERS].count_documents({}) == 0

@@ -14,7 +14,7 @@ the owner breaks a test instead of another service at run time.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Generic, Literal, NamedTuple, TypeVar
 
@@ -367,6 +367,14 @@ class ReadView(Generic[D]):
             cursor = self._col.find(dict(query), projection, sort=sort, limit=limit,
                                     batch_size=batch_size)
             return [self._model.model_validate(d) async for d in cursor]
+
+    async def iterate(self, query: Filter, projection: Projection = None, *, sort: Sort = None,
+                      batch_size: int = 0) -> AsyncIterator[D]:
+        """``find`` one document at a time (constant memory, e.g. an export)."""
+        async with mongo.unavailable_as_503():
+            cursor = self._col.find(dict(query), projection, sort=sort, batch_size=batch_size)
+            async for doc in cursor:
+                yield self._model.model_validate(doc)
 
     async def count(self, query: Filter) -> int:
         async with mongo.unavailable_as_503():

@@ -147,6 +147,18 @@ class KeyRotationRequested(_Event):
     requested_by: str
 
 
+class UndeliverableCleared(_Event):
+    """ingest → store: a tenant admin took ``address`` off the tenant's undeliverable list
+    (store owns the list; notify sends to the address again once store applied it).
+    ``message_id`` is ``""`` (the list is the tenant's); ``event_id`` tells two clears of one
+    address apart (the address may hard-bounce again in between)."""
+
+    kind: Literal["undeliverable.cleared"] = "undeliverable.cleared"
+    event_id: str
+    address: str
+    cleared_by: str
+
+
 AuditAction = Literal[
     "message.accepted", "message.revoked", "message.recalled", "message.expiry_changed",
     "message.replied", "recipient.registered", "signin.succeeded", "signin.failed",
@@ -202,7 +214,8 @@ T = TypeVar("T", bound=_Event)
 AnyEvent = Annotated[
     MessageReceived | MessageStored | NotificationSent | NotificationDeferred
     | NotificationFailed | NotificationBounced | MessageRecalled | MessageExpiryChanged
-    | KeyRotationRequested | AuditRecorded | MessageOpened | AttachmentDownloaded,
+    | KeyRotationRequested | UndeliverableCleared | AuditRecorded | MessageOpened
+    | AttachmentDownloaded,
     Field(discriminator="kind"),
 ]
 _ANY = TypeAdapter(AnyEvent)

@@ -27,6 +27,7 @@ NOTIFICATION_BOUNCED = "notification.bounced"
 MESSAGE_RECALLED = "control.message.recalled"
 MESSAGE_EXPIRY_CHANGED = "control.message.expiry_changed"
 KEY_ROTATION_REQUESTED = "control.key.rotation_requested"
+UNDELIVERABLE_CLEARED = "control.undeliverable.cleared"
 MESSAGE_OPENED = "audit.message.opened"
 ATTACHMENT_DOWNLOADED = "audit.attachment.downloaded"
 AUDIT_RECORDED = "audit.recorded"
@@ -41,6 +42,7 @@ KIND_TO_SUFFIX = {
     "message.recalled": MESSAGE_RECALLED,
     "message.expiry_changed": MESSAGE_EXPIRY_CHANGED,
     "key.rotation_requested": KEY_ROTATION_REQUESTED,
+    "undeliverable.cleared": UNDELIVERABLE_CLEARED,
     "message.opened": MESSAGE_OPENED,
     "attachment.downloaded": ATTACHMENT_DOWNLOADED,
     "audit.recorded": AUDIT_RECORDED,
@@ -67,4 +69,5 @@ STORE_RECEIVED = "store-received"
 STORE_DELIVERY = "store-delivery"
 STORE_AUDIT = "store-audit"
 NOTIFY_STORED = "notify-stored"
-STORE_CONTROL = "store-control"  # secmsg.*.control.> (recall, expiry change, key rotation)
+# secmsg.*.control.> (recall, expiry change, key rotation, undeliverable address cleared)
+STORE_CONTROL = "store-control"

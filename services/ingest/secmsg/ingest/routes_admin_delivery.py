@@ -4,7 +4,7 @@ undeliverable addresses, key rotation."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
@@ -14,7 +14,7 @@ from secmsg.ingest import reports
 from secmsg.ingest.access import MESSAGE_ID_RE
 from secmsg.ingest.routes import origin
 from secmsg.ingest.routes_common import AUTH_ERRORS, Admin, DepsDep, err
-from secmsg.shared.errors import InvalidInput, NotFound
+from secmsg.shared.errors import InvalidInput
 
 router = APIRouter(prefix="/v1/admin", tags=["admin: delivery and audit"])
 
@@ -90,12 +90,9 @@ async def deliverability(creds: Admin, deps: DepsDep) -> Deliverability:
     if doc is None:
         return Deliverability(checked=False)
     return Deliverability(
-        checked=True, listed=bool(doc.get("listed")),
-        listings=[Listing(target=str(x.get("target", "")), zone=str(x.get("zone", "")),
-                          answer=None if x.get("answer") is None else str(x.get("answer")))
-                  for x in doc.get("listings") or () if isinstance(x, dict)],
-        checked_at=doc.get("checked_at"), relay=doc.get("relay"),
-        switched_at=doc.get("switched_at"))
+        checked=True, listed=doc.listed,
+        listings=[Listing(target=x.target, zone=x.zone, answer=x.answer) for x in doc.listings],
+        checked_at=doc.checked_at, relay=doc.relay, switched_at=doc.switched_at)
 
 
 class Undeliverable(BaseModel):
@@ -114,13 +111,15 @@ class UndeliverableList(BaseModel):
 async def list_undeliverable(creds: Admin, deps: DepsDep) -> UndeliverableList:
     docs = await deps.reports.undeliverable(creds.tenant.tenant_id)
     return UndeliverableList(addresses=[Undeliverable(
-        address=str(d.get("address")), status=d.get("status"), message_id=d.get("message_id"),
-        at=d.get("at")) for d in docs])
+        address=d.address, status=d.status or None, message_id=d.message_id or None, at=d.at)
+        for d in docs])
 
 
 @router.delete("/undeliverable/{address}", status_code=204,
                responses={**AUTH_ERRORS, 404: err("the address is not on the list")},
-               summary="Clear an address (e.g. the mailbox was fixed): notify sends again")
+               summary="Clear an address (e.g. the mailbox was fixed): notify sends again",
+               description="Store owns the list: the change reaches it as an event and is "
+                           "applied within moments (the list may show the address until).")
 async def clear_undeliverable(address: str, creds: Admin, deps: DepsDep,
                               request: Request) -> None:
     await reports.clear_undeliverable(creds=creds, address=address, reports=deps.reports,
@@ -161,11 +160,9 @@ async def rotate_key(creds: Admin, deps: DepsDep, request: Request) -> RotationS
             responses={**AUTH_ERRORS, 404: err("no such rotation of this tenant")},
             summary="Progress of a key rotation")
 async def get_rotation(rotation_id: str, creds: Admin, deps: DepsDep) -> Rotation:
-    doc: dict[str, Any] | None = await deps.reports.rotation(creds.tenant.tenant_id,
-                                                             rotation_id)
-    if doc is None:
-        raise NotFound("no such rotation")
-    return Rotation(rotation_id=doc["_id"], generation=int(doc.get("generation", 0)),
-                    state=str(doc.get("state")), total=doc.get("total"), done=doc.get("done"),
-                    started_at=doc.get("started_at"), updated_at=doc.get("updated_at"),
-                    finished_at=doc.get("finished_at"), requested_by=doc.get("requested_by"))
+    doc = await reports.rotation(tenant_id=creds.tenant.tenant_id, rotation_id=rotation_id,
+                                 reports=deps.reports, access=deps.access)
+    return Rotation(rotation_id=doc.id, generation=doc.generation, state=doc.state,
+                    total=doc.total, done=doc.done, started_at=doc.started_at,
+                    updated_at=doc.updated_at, finished_at=doc.finished_at,
+                    requested_by=doc.requested_by)

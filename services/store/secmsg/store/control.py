@@ -1,4 +1,5 @@
-"""``control.*`` events: recall and expiry change of one message.
+"""``control.*`` events: recall and expiry change of one message; an address cleared from the
+tenant's undeliverable list.
 
 Every write to a stored message's document after its insert -- purge, recall, expiry change,
 the key re-wrap -- runs under that message's purge claim (``PurgeClaims``, an insert with a
@@ -14,9 +15,16 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from secmsg.shared.errors import PermanentError, TransientError
-from secmsg.shared.events import MessageExpiryChanged, MessageRecalled
+from secmsg.shared.events import MessageExpiryChanged, MessageRecalled, UndeliverableCleared
 from secmsg.store import audit as audit_docs
-from secmsg.store.ports import AuditRepo, BlobStore, Doc, MessageRepo, PurgeClaims
+from secmsg.store.ports import (
+    AuditRepo,
+    BlobStore,
+    Doc,
+    MessageRepo,
+    PurgeClaims,
+    UndeliverableRepo,
+)
 from secmsg.store.service import delete_objects
 
 log = logging.getLogger(__name__)
@@ -122,3 +130,13 @@ async def change_expiry(*, event: MessageExpiryChanged, messages: MessageRepo,
                  doc.get("state"))
     await audit.insert(audit_docs.expiry_changed(event))
     return applied
+
+
+async def clear_undeliverable(*, event: UndeliverableCleared,
+                              undeliverable: UndeliverableRepo) -> bool:
+    """Take the address off the tenant's undeliverable list (ingest asked; ingest audits it).
+    Idempotent: a redelivery finds nothing to remove. True when this call removed it."""
+    removed = await undeliverable.remove(event.tenant_id, event.address)
+    log.info("undeliverable address %s", "cleared" if removed else "was not on the list",
+             extra={"event": event.kind})
+    return removed

@@ -27,6 +27,7 @@ from secmsg.shared.events import (
     MessageExpiryChanged,
     MessageRecalled,
     MessageReceived,
+    UndeliverableCleared,
 )
 from secmsg.store import control, rewrap, service
 from secmsg.store.ports import (
@@ -125,10 +126,13 @@ def register(broker: NatsBroker, get_deps: Callable[[], Deps], cfg: StoreSetting
     # would sit out their ack_wait and be redelivered.
     @subscribe(subjects.any_tenant("control.>"), subjects.STORE_CONTROL, batch_size=1)
     async def on_control_event(
-            event: MessageRecalled | MessageExpiryChanged | KeyRotationRequested,
+            event: MessageRecalled | MessageExpiryChanged | KeyRotationRequested
+            | UndeliverableCleared,
             msg: NatsMessage) -> None:
         d = get_deps()
-        if isinstance(event, MessageRecalled):
+        if isinstance(event, UndeliverableCleared):
+            await control.clear_undeliverable(event=event, undeliverable=d.undeliverable)
+        elif isinstance(event, MessageRecalled):
             await control.recall_message(event=event, messages=d.messages, claims=d.claims,
                                          blobs=d.blobs, audit=d.audit, owner=d.owner,
                                          lease_s=cfg.purge_lease_s)

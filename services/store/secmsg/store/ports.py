@@ -122,6 +122,10 @@ class UndeliverableRepo(Protocol):
         """Insert ``undeliverable`` entries; the first per ``_id`` wins. How many were new."""
         ...
 
+    async def remove(self, tenant_id: str, address: str) -> bool:
+        """Take ``address`` off the tenant's list; False when it was not on it."""
+        ...
+
 
 class TenantPolicies(Protocol):
     async def retention_days(self) -> list[tuple[str, int]]:

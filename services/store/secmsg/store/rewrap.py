@@ -102,7 +102,7 @@ async def rotate_keys(*, event: KeyRotationRequested, messages: MessageRepo,
     """Run (or resume) one rotation to its end; returns the final ``key_rotations`` fields."""
     rid, tenant, gen = event.rotation_id, event.tenant_id, event.generation
     rot = await rotations.get(rid)
-    if rot is None:  # ingest records the request first; a missing one is recreated here
+    if rot is None:  # store owns key_rotations: the record starts when the job is taken up
         await rotations.create({"_id": rid, "tenant_id": tenant, "generation": gen,
                                 "state": "requested", "total": None, "done": 0,
                                 "started_at": event.occurred_at, "updated_at": _now(),

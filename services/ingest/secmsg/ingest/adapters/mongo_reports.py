@@ -1,5 +1,7 @@
-"""MongoDB adapters of the admin reports: audit export, delivery figures, deliverability,
-undeliverable addresses, and key rotations (the one request ingest creates)."""
+"""MongoDB reads of the admin reports: the audit export, delivery figures, deliverability,
+undeliverable addresses and key rotations -- all owned by store (notify for deliverability)
+and read here through the typed views of ``secmsg.shared.documents``; ingest writes none of
+them."""
 
 from __future__ import annotations
 
@@ -9,10 +11,16 @@ from typing import Any
 
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
 
-from secmsg.ingest.adapters.mongo_admin import aware_doc
 from secmsg.shared import mongo
+from secmsg.shared.documents import (
+    AuditDoc,
+    DeliveryStatusDoc,
+    DnsblStatusDoc,
+    KeyRotationDoc,
+    ReadView,
+    UndeliverableDoc,
+)
 
 _BATCH = 500
 
@@ -28,62 +36,39 @@ def _range(field: str, since: datetime | None, until: datetime | None) -> dict[s
 
 class MongoReports:
     def __init__(self, db: AsyncDatabase[Any]):
-        self._db = db
+        self._audit = ReadView(db, AuditDoc)
+        self._deliveries = ReadView(db, DeliveryStatusDoc)
+        self._dnsbl = ReadView(db, DnsblStatusDoc)
+        self._undeliverable = ReadView(db, UndeliverableDoc)
+        self._rotations = ReadView(db, KeyRotationDoc)
 
     async def audit(self, tenant_id: str, *, since: datetime | None, until: datetime | None,
-                    message_id: str | None) -> AsyncIterator[dict[str, Any]]:
+                    message_id: str | None) -> AsyncIterator[AuditDoc]:
         query: dict[str, Any] = {"tenant_id": tenant_id, **_range("at", since, until)}
         if message_id is not None:
             query["message_id"] = message_id
-        async with mongo.unavailable_as_503():
-            cursor = self._db[mongo.AUDIT].find(query, batch_size=_BATCH).sort(
-                [("at", ASCENDING), ("_id", ASCENDING)])
-            async for doc in cursor:
-                yield aware_doc(doc)
+        async for doc in self._audit.iterate(query, sort=[("at", ASCENDING), ("_id", ASCENDING)],
+                                             batch_size=_BATCH):
+            yield doc
 
     async def delivery_counts(self, tenant_id: str, *, since: datetime | None,
                               until: datetime | None) -> dict[str, int]:
         base = {"tenant_id": tenant_id, **_range("updated_at", since, until)}
-        col = self._db[mongo.DELIVERY_STATUS]
-        async with mongo.unavailable_as_503():
-            return {state: await col.count_documents({**base, "state": state})
-                    for state in ("sent", "deferred", "bounced", "failed")}
+        return {state: await self._deliveries.count({**base, "state": state})
+                for state in ("sent", "deferred", "bounced", "failed")}
 
-    async def dnsbl(self) -> dict[str, Any] | None:
-        async with mongo.unavailable_as_503():
-            doc = await self._db[mongo.DNSBL_STATUS].find_one({"_id": mongo.DNSBL_STATUS_ID})
-        return aware_doc(doc) if doc else None
+    async def dnsbl(self) -> DnsblStatusDoc | None:
+        return await self._dnsbl.get(mongo.DNSBL_STATUS_ID)
 
-    async def undeliverable(self, tenant_id: str) -> list[dict[str, Any]]:
-        async with mongo.unavailable_as_503():
-            cursor = self._db[mongo.UNDELIVERABLE].find({"tenant_id": tenant_id}).sort(
-                "at", ASCENDING).limit(10_000)
-            return [aware_doc(d) async for d in cursor]
+    async def undeliverable(self, tenant_id: str) -> list[UndeliverableDoc]:
+        return await self._undeliverable.find({"tenant_id": tenant_id}, sort=[("at", ASCENDING)],
+                                              limit=10_000)
 
-    async def clear_undeliverable(self, tenant_id: str, address: str) -> bool:
-        async with mongo.unavailable_as_503():
-            res = await self._db[mongo.UNDELIVERABLE].delete_one(
-                {"_id": f"{tenant_id}:{address.lower()}", "tenant_id": tenant_id})
-        return res.deleted_count == 1
+    async def is_undeliverable(self, tenant_id: str, address: str) -> bool:
+        doc = await self._undeliverable.find_one(
+            {"_id": UndeliverableDoc.id_for(tenant_id, address), "tenant_id": tenant_id},
+            ["_id", "tenant_id", "address"])
+        return doc is not None
 
-    # --- key rotations ---
-
-    async def active_rotation(self, tenant_id: str) -> dict[str, Any] | None:
-        async with mongo.unavailable_as_503():
-            doc = await self._db[mongo.KEY_ROTATIONS].find_one(
-                {"tenant_id": tenant_id, "state": {"$in": ["requested", "running"]}})
-        return aware_doc(doc) if doc else None
-
-    async def insert_rotation(self, doc: dict[str, Any]) -> bool:
-        async with mongo.unavailable_as_503():
-            try:
-                await self._db[mongo.KEY_ROTATIONS].insert_one(doc)
-            except DuplicateKeyError:
-                return False
-        return True
-
-    async def rotation(self, tenant_id: str, rotation_id: str) -> dict[str, Any] | None:
-        async with mongo.unavailable_as_503():
-            doc = await self._db[mongo.KEY_ROTATIONS].find_one(
-                {"_id": rotation_id, "tenant_id": tenant_id})
-        return aware_doc(doc) if doc else None
+    async def rotation(self, tenant_id: str, rotation_id: str) -> KeyRotationDoc | None:
+        return await self._rotations.find_one({"_id": rotation_id, "tenant_id": tenant_id})

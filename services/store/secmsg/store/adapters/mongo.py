@@ -18,7 +18,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from secmsg.shared import mongo
-from secmsg.shared.documents import AuditDoc, DeliveryStatusDoc, MessageDoc
+from secmsg.shared.documents import AuditDoc, DeliveryStatusDoc, MessageDoc, UndeliverableDoc
 from secmsg.shared.mongo import unavailable_as_503
 from secmsg.store.ports import BounceUpdate, DeliveryUpdate, Doc
 
@@ -366,6 +366,12 @@ class MongoUndeliverableRepo:
     async def add_many(self, docs: Sequence[Mapping[str, Any]]) -> int:
         return len(docs) - len(await _insert_new(self._col, [dict(d) for d in docs]))
 
+    async def remove(self, tenant_id: str, address: str) -> bool:
+        async with unavailable_as_503():
+            res = await self._col.delete_one({"_id": UndeliverableDoc.id_for(tenant_id, address),
+                                              "tenant_id": tenant_id})
+        return res.deleted_count == 1
+
 
 class MongoTenantPolicies:
     """Reads ``tenants.policy`` (ingest writes it)."""
@@ -386,7 +392,8 @@ class MongoTenantPolicies:
 
 
 class MongoRotationRepo:
-    """``key_rotations``: ingest inserts the request, the re-wrap job alone updates it."""
+    """``key_rotations``: the re-wrap job creates and updates it (ingest keeps the request
+    in its ``tenants`` document and reads the progress through ``KeyRotationDoc``)."""
 
     def __init__(self, db: AsyncDatabase[Any]):
         self._col = db[mongo.KEY_ROTATIONS]
