@@ -15,20 +15,27 @@
 #
 # See docs/operations.md ("Images").
 
+# The base of both stages and its interpreter. Without a registry, `python -m devstack.image`
+# builds on a debootstrap Debian base instead (PYTHON=/usr/bin/python3.11 there).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG PYTHON=/usr/local/bin/python3.11
 ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13
+# Labels: the release and the git commit it was built from.
+ARG VERSION=0.0.0
+ARG REVISION=unknown
 
 FROM ${UV_IMAGE} AS uv
 
 # ---------------------------------------------------------------- builder
-# Same base as the runtime stage: the venv's interpreter symlink points at
-# /usr/local/bin/python3.11, which must exist at the same path in the final image.
+# Same base as the runtime stage: the venv's interpreter symlink points at ${PYTHON}, which
+# must exist at the same path in the final image.
 FROM ${PYTHON_IMAGE} AS builder
+ARG PYTHON
 COPY --from=uv /uv /uvx /bin/
 ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
     UV_PYTHON_DOWNLOADS=never \
-    UV_PYTHON=/usr/local/bin/python3.11 \
+    UV_PYTHON=${PYTHON} \
     UV_PROJECT_ENVIRONMENT=/app/.venv
 WORKDIR /src
 
@@ -41,22 +48,32 @@ COPY services/store/pyproject.toml services/store/pyproject.toml
 COPY services/notify/pyproject.toml services/notify/pyproject.toml
 COPY services/retrieve/pyproject.toml services/retrieve/pyproject.toml
 COPY toolbar/pyproject.toml toolbar/pyproject.toml
+# build_ca (optional build secret): a CA bundle for a TLS-intercepting proxy between the build
+# and PyPI (`--secret id=build_ca,src=/etc/ssl/certs/ca-certificates.crt`); never in a layer.
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-install-workspace
+    --mount=type=secret,id=build_ca,required=false \
+    if [ -s /run/secrets/build_ca ]; then export SSL_CERT_FILE=/run/secrets/build_ca; fi \
+ && uv sync --frozen --no-dev --no-install-workspace
 
 # Then our own packages, installed as wheels (not editable) so /src is not needed at run time.
 COPY shared/ shared/
 COPY services/ services/
 COPY toolbar/ toolbar/
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-editable \
+    --mount=type=secret,id=build_ca,required=false \
+    if [ -s /run/secrets/build_ca ]; then export SSL_CERT_FILE=/run/secrets/build_ca; fi \
+ && uv sync --frozen --no-dev --no-editable \
  && /app/.venv/bin/python -c "import secmsg.shared, secmsg.ingest, secmsg.store, secmsg.notify, secmsg.retrieve, secmsg.notify.deliverability, secmsg.toolbar"
 
 # ---------------------------------------------------------------- runtime
 FROM ${PYTHON_IMAGE} AS runtime
+ARG VERSION
+ARG REVISION
 LABEL org.opencontainers.image.title="secmsg" \
       org.opencontainers.image.description="secmsg services: python -m secmsg.<ingest|store|notify|retrieve>" \
-      org.opencontainers.image.licenses="Apache-2.0"
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}"
 
 # A fixed numeric uid/gid so Kubernetes' runAsNonRoot can verify it without a passwd lookup.
 RUN groupadd --system --gid 10001 secmsg \

@@ -1,4 +1,4 @@
-"""Dockerfile and .dockerignore (no container engine here: read them, do not build them), the
+"""Dockerfile and .dockerignore read as text (test_image_build.py builds and runs the image), the
 entry points the image runs, and the container health check script."""
 
 from __future__ import annotations
