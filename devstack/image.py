@@ -50,6 +50,9 @@ BASE_IMAGE = f"localhost/secmsg-base:{BASE_TAG}"
 PYTHON = "/usr/bin/python3.11"  # Debian's interpreter in the base (the official image: /usr/local)
 IMAGE = "localhost/secmsg"
 ISOLATION = ("--isolation", "chroot")
+# What the build reads from the environment (besides SSL_CERT_FILE); the image test also
+# reads SECMSG_IMAGE_TESTS (0: leave it out).
+BUILD_VARIABLES = ("SECMSG_DEBIAN_MIRROR", "SECMSG_IMAGE_CACHE", "SECMSG_IMAGE_TESTS")
 
 
 def image_cache() -> Path:

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from pydantic_settings import BaseSettings
 
+from devstack import image
 from secmsg.shared.settings import CommonSettings
 from tests.deploy.conftest import K8S, ROOT
 
@@ -30,6 +31,7 @@ def known_setting_names() -> set[str]:
     """Every SECMSG_* variable some settings class reads (plus the health check's own)."""
     names = {f"SECMSG_{f.upper()}" for f in CommonSettings.model_fields}
     names.add("SECMSG_SERVICE")  # deploy/docker/healthcheck.py
+    names |= set(image.BUILD_VARIABLES)  # the image build's own (devstack/image.py)
     for svc in (*SERVICES, "notify.deliverability"):
         module = importlib.import_module(f"secmsg.{svc}.settings")
         for obj in vars(module).values():
