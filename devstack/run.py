@@ -17,6 +17,7 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from devstack.servers import free_port, say, start_stack
 from devstack.services import ServiceProc
@@ -71,9 +72,11 @@ async def _demo_tenant(env: dict[str, str], run_dir: Path) -> str:
     from secmsg.shared.settings import CommonSettings
 
     key_file = run_dir / "demo-api-key"
-    settings = CommonSettings(**{k[len("SECMSG_"):].lower(): v for k, v in env.items()
-                                 if k.startswith("SECMSG_") and k[7:].lower()
-                                 in CommonSettings.model_fields})
+    # Field values as strings: pydantic-settings parses them as it would the environment.
+    fields: dict[str, Any] = {k[len("SECMSG_"):].lower(): v for k, v in env.items()
+                              if k.startswith("SECMSG_") and k[7:].lower()
+                              in CommonSettings.model_fields}
+    settings = CommonSettings(**fields)
     client = make_client(settings)
     try:
         db = client[settings.mongo_db]
@@ -196,7 +199,11 @@ Send a secure message:
     -F attachment=@README.md
 """, flush=True)
 
-    signal.signal(signal.SIGTERM, lambda *_: (shutdown(), sys.exit(0)))
+    def on_sigterm(*_: object) -> None:
+        shutdown()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         while True:
             time.sleep(1)

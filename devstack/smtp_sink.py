@@ -33,7 +33,7 @@ class Captured:
 
     @property
     def message(self) -> EmailMessage:
-        return email.message_from_bytes(self.data, policy=email.policy.default)  # type: ignore[return-value]
+        return email.message_from_bytes(self.data, _class=EmailMessage, policy=email.policy.default)
 
 
 @dataclass

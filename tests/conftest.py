@@ -148,6 +148,6 @@ async def platform(services: Callable[..., ServiceProc], mongo_db: Any, sink: Si
                                "Call: (555) 555-7323",
                         disclaimers=["Confidential: for the named recipients only."])
     key = await create_api_key(mongo_db, tenant_id="acme", label="e2e")
-    yield Platform(tenant="acme", api_key=key, db=mongo_db, sink=sink,
-                   s3_data_dir=stack.s3_data_dir / settings.s3_bucket, procs=procs,
-                   start_service=services)
+    return Platform(tenant="acme", api_key=key, db=mongo_db, sink=sink,
+                    s3_data_dir=stack.s3_data_dir / settings.s3_bucket, procs=procs,
+                    start_service=services)

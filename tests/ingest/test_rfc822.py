@@ -180,7 +180,7 @@ def check_placeholder(raw: bytes, placeholder: bytes, message_id: str,
     assert f"Secure-Message-Id: {message_id}" in text and f"Secure-Message-Url: {url}" in text
     assert f'<meta name="secure-message-id" content="{message_id}">' in html
     assert f'data-secure-message-url="{url}"' in html
-    assert [p for p in out.iter_attachments()] == []
+    assert list(out.iter_attachments()) == []
     for s in secrets:
         assert s not in placeholder
 

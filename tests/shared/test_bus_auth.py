@@ -43,8 +43,8 @@ async def _connect(server: NatsServer, user: str | None, password: str | None = 
     return nc
 
 
-@pytest.mark.parametrize("user,password", [(None, None), ("notify", "not-the-password"),
-                                           ("nobody", "x")])
+@pytest.mark.parametrize(("user", "password"),
+                         [(None, None), ("notify", "not-the-password"), ("nobody", "x")])
 async def test_connecting_without_valid_credentials_is_refused(
         nats_server: NatsServer, user: str | None, password: str | None) -> None:
     with pytest.raises((NoServersError, nats.errors.Error)):

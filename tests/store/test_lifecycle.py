@@ -155,8 +155,8 @@ async def test_tenant_retention_purges_old_messages_without_an_expiry(
     old, young = await aged(8), await aged(6)
     old_elsewhere = await aged(400, tenant="other")  # no retention policy: kept
     tenants, claims = MongoTenantPolicies(mongo_db), MongoPurgeClaims(mongo_db)
-    kw: dict[str, Any] = dict(messages=repo, tenants=tenants, claims=claims, blobs=blobs,
-                              owner="r", lease_s=30, limit=100)
+    kw: dict[str, Any] = {"messages": repo, "tenants": tenants, "claims": claims,
+                          "blobs": blobs, "owner": "r", "lease_s": 30, "limit": 100}
     assert await service.purge_retained(**kw) == 1
     assert (await repo.get(old.message_id))["state"] == "purged"
     for obj in old.objects:

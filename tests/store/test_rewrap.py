@@ -123,10 +123,10 @@ async def test_restarted_job_resumes_and_counts_right(
         mongo_db: Any) -> None:
     events = await _recorded(7, settings, blobs, publisher, mongo_db)
     req = await _request(mongo_db, generation=2)
-    kw: dict[str, Any] = dict(event=req, claims=MongoPurgeClaims(mongo_db),
-                              rotations=MongoRotationRepo(mongo_db),
-                              audit=MongoAuditRepo(mongo_db), keyring=settings.key_ring,
-                              owner="t", lease_s=5, page_size=2, progress_every=2)
+    kw: dict[str, Any] = {"event": req, "claims": MongoPurgeClaims(mongo_db),
+                          "rotations": MongoRotationRepo(mongo_db),
+                          "audit": MongoAuditRepo(mongo_db), "keyring": settings.key_ring,
+                          "owner": "t", "lease_s": 5, "page_size": 2, "progress_every": 2}
     with pytest.raises(DependencyUnavailable):
         await rewrap.rotate_keys(messages=_CrashingRepo(mongo_db, left=5), **kw)
     mid = await mongo_db[mongo.KEY_ROTATIONS].find_one({"_id": req.rotation_id})

@@ -13,9 +13,9 @@ import contextlib
 import functools
 import queue
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
+from typing import Any, BinaryIO, ParamSpec, Protocol, TypeVar, cast
 
 import urllib3
 from minio import Minio
@@ -40,12 +40,15 @@ def message_prefix(tenant_id: str, message_id: str) -> str:
 
 PART_SIZE = 8 * 1024 * 1024
 CHUNK = 4 * 1024 * 1024
-_EOF = object()
+_EOF = None  # the end of an upload's chunks on the hand-off queue
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 class BlobStore(Protocol):
     async def put_stream(self, key: str, chunks: AsyncIterator[bytes]) -> int: ...
-    async def get_range(self, key: str, offset: int, length: int) -> AsyncIterator[bytes]: ...
+    # An async generator: called without await, iterated with ``async for``.
+    def get_range(self, key: str, offset: int, length: int) -> AsyncIterator[bytes]: ...
     async def delete(self, key: str) -> None: ...
     async def delete_prefix(self, prefix: str) -> int: ...
     async def ping(self) -> None: ...
@@ -61,15 +64,11 @@ class _QueueReader:
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, maxsize: int = 8):
-        self.q: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self.q: queue.SimpleQueue[bytes | BaseException | None] = queue.SimpleQueue()
         self.room = asyncio.Semaphore(maxsize)
         self._loop = loop
         self._buf = bytearray()
         self._eof = False
-
-    async def feed(self, item: object) -> None:
-        await self.room.acquire()
-        self.q.put(item)
 
     def read(self, n: int = -1) -> bytes:
         while not self._eof and (n < 0 or len(self._buf) < n):
@@ -80,7 +79,7 @@ class _QueueReader:
             elif isinstance(item, BaseException):
                 raise item
             else:
-                self._buf += item  # type: ignore[operator]
+                self._buf += item
         if n < 0:
             n = len(self._buf)
         out = bytes(self._buf[:n])
@@ -116,10 +115,10 @@ class S3BlobStore:
                        secure=s.s3_secure, region=s.s3_region, http_client=http)
         return cls(client, s.s3_bucket)
 
-    async def _call(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+    async def _call(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         return await self._mapped(asyncio.to_thread(fn, *args, **kwargs))
 
-    async def _mapped(self, aw):  # type: ignore[no-untyped-def]
+    async def _mapped(self, aw: Awaitable[_T]) -> _T:
         try:
             return await aw
         except S3Error as exc:
@@ -150,14 +149,16 @@ class S3BlobStore:
         loop = asyncio.get_running_loop()
         reader = _QueueReader(loop)
         upload = loop.run_in_executor(self._uploads, functools.partial(
-            self._client.put_object, self.bucket, key, reader, -1,
+            # minio only calls read(n) on the data it is given.
+            self._client.put_object, self.bucket, key, cast(BinaryIO, reader), -1,
             part_size=PART_SIZE, num_parallel_uploads=1,
             content_type="application/octet-stream"))
 
-        async def feed(item: object) -> bool:
+        async def feed(item: bytes | None) -> bool:
             # Bounded hand-off; gives up if the upload thread has already died.
             room = asyncio.ensure_future(reader.room.acquire())
-            done, _ = await asyncio.wait({room, upload}, return_when=asyncio.FIRST_COMPLETED)
+            both: set[asyncio.Future[Any]] = {room, upload}
+            done, _ = await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
             if room not in done:
                 room.cancel()
                 return False

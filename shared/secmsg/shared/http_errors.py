@@ -76,6 +76,7 @@ def use_error_schema(app: Any) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             app.openapi_schema = document_errors(generate())
-        return app.openapi_schema
+        schema: dict[str, Any] = app.openapi_schema
+        return schema
 
     app.openapi = openapi

@@ -38,7 +38,7 @@ import math
 import signal
 import socket
 from collections.abc import Awaitable, Callable, Generator
-from typing import Any
+from typing import Any, Literal
 
 import h11
 import uvicorn
@@ -322,7 +322,8 @@ class _Server(uvicorn.Server):
             self.listening.set()
 
 
-def internal_config(app: ASGIApp, *, host: str, port: int, lifespan: str = "off",
+def internal_config(app: ASGIApp, *, host: str, port: int,
+                    lifespan: Literal["auto", "on", "off"] = "off",
                     **kwargs: Any) -> uvicorn.Config:
     """The internal (probe) server's config: a 10 s head deadline, no access log."""
     return uvicorn.Config(app, host=host, port=port, lifespan=lifespan, access_log=False,

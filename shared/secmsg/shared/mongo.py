@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from pymongo import AsyncMongoClient
 from pymongo.errors import AutoReconnect, ConnectionFailure, ServerSelectionTimeoutError
@@ -58,7 +59,7 @@ COLLECTIONS = (
 )
 
 
-def make_client(s: CommonSettings) -> AsyncMongoClient:
+def make_client(s: CommonSettings) -> AsyncMongoClient[dict[str, Any]]:
     return AsyncMongoClient(
         s.mongo_url,
         serverSelectionTimeoutMS=s.mongo_timeout_ms,

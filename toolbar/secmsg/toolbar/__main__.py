@@ -325,7 +325,7 @@ class _Stop(Exception):
 
 
 def _on_term(signum: int, frame: FrameType | None) -> None:
-    raise _Stop()
+    raise _Stop
 
 
 def _watch(box: Mailbox, api: Retrieve, args: argparse.Namespace, password: str,

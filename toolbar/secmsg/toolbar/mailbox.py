@@ -8,6 +8,7 @@ import imaplib
 import re
 import select
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from email import message_from_bytes
 from email import policy as email_policy
@@ -95,7 +96,7 @@ class Mailbox:
         if typ == "OK" and data and data[0]:
             self.capabilities = {c.upper() for c in data[0].decode().split()}
 
-    def _ok(self, what: str, result: tuple[str, list[object]]) -> list[object]:
+    def _ok(self, what: str, result: tuple[str, Sequence[object]]) -> Sequence[object]:
         typ, data = result
         if typ != "OK":
             raise ImapUnavailable(f"IMAP {what} failed: {data!r}")
@@ -124,7 +125,8 @@ class Mailbox:
             meta = self._ok("FETCH", self._c.uid("FETCH", uid,
                                                  "(FLAGS INTERNALDATE RFC822.SIZE)"))
             line = b" ".join(m if isinstance(m, bytes) else b"" for m in meta)
-            flags, date, size = (), "", 0
+            flags: tuple[str, ...] = ()
+            date, size = "", 0
             for m in _FETCH_RE.finditer(line):
                 if m[1] is not None:
                     flags = tuple(f.decode() for f in m[1].split())
@@ -160,7 +162,7 @@ class Mailbox:
         if "IDLE" not in self.capabilities:
             return False
         c = self._c
-        tag = c._new_tag()  # type: ignore[attr-defined]
+        tag = c._new_tag()
         c.send(tag + b" IDLE\r\n")
         if not c.readline().startswith(b"+"):
             raise ImapUnavailable("the IMAP server refused IDLE")

@@ -24,7 +24,7 @@ async def record(*, events: EventSink, creds: Credentials, action: str, origin: 
         raise ValueError(f"not an audit action: {action}")
     event = AuditRecorded(
         tenant_id=creds.tenant.tenant_id, message_id=message_id, event_id=uuid.uuid4().hex,
-        action=action, actor=creds.actor, subject_address=subject_address,  # type: ignore[arg-type]
+        action=action, actor=creds.actor, subject_address=subject_address,
         detail=dict(detail or {}), client_ip=origin.client_ip, user_agent=origin.user_agent)
     await events.publish(event, event_msg_id(event, event.event_id))
     return event

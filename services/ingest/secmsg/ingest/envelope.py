@@ -105,7 +105,7 @@ def recipients_of(env: Envelope, tenant: Tenant) -> list[Recipient]:
             value = _check_address(f"{kind}[{i}]", addr)
             if value.lower() not in seen:
                 seen.add(value.lower())
-                out.append(Recipient(address=value, kind=kind))  # type: ignore[arg-type]
+                out.append(Recipient(address=value, kind=kind))
     if len(out) > tenant.max_recipients:
         raise PayloadTooLarge(
             f"{len(out)} recipients, the tenant allows at most {tenant.max_recipients}")

@@ -93,7 +93,7 @@ async def iter_parts(body: AsyncIterator[bytes], boundary: bytes, *, max_size: i
                      ) -> AsyncIterator[Event]:
     """Yield ``PartStart``, data ``bytes`` and ``PartEnd`` events; 400 if malformed."""
     c = _Collector()
-    parser = MultipartParser(boundary, callbacks={  # type: ignore[arg-type]
+    parser = MultipartParser(boundary, callbacks={
         "on_part_begin": c.on_part_begin, "on_header_field": c.on_header_field,
         "on_header_value": c.on_header_value, "on_header_end": c.on_header_end,
         "on_headers_finished": c.on_headers_finished, "on_part_data": c.on_part_data,

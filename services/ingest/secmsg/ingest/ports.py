@@ -127,6 +127,9 @@ class IdempotencyStore(Protocol):
 
 class EventSink(Protocol):
     async def publish(self, event: BaseModel, msg_id: str) -> bool: ...
+    async def ping(self) -> None:
+        """Readiness: raise if the event bus cannot take a publish now."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ in a To, Cc or Bcc field that parsed cleanly:
 * a From, To, Cc or Bcc field with a parse defect (8-bit UTF-8 in it is fine), or whose
   encoded words decode to a control character;
 * a Subject, display name or threading field with a control character other than TAB after
-  decoding (``envelope.check_header_value``, the same rule as the JSON path);
+  decoding (``shared.headers.check_header_value``, the same rule as the JSON path);
 * multipart nesting deeper than ``MAX_MIME_DEPTH`` (64) levels.
 
 A ``message/*`` part (a forwarded mail, a bounce report) is one attachment whose bytes are
@@ -41,16 +41,17 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email import errors as email_errors
+from email.errors import MessageDefect
+from email.headerregistry import Address
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.policy import default as default_policy
-from typing import Any
+from typing import Any, Protocol, cast
 
 from secmsg.ingest import service
 from secmsg.ingest.envelope import (
     _check_address,
     attachment_content_type,
-    check_header_value,
     sanitize_filename,
 )
 from secmsg.ingest.ports import (
@@ -65,6 +66,7 @@ from secmsg.shared import templating
 from secmsg.shared.crypto import KeyRing
 from secmsg.shared.errors import InvalidInput, PayloadTooLarge
 from secmsg.shared.events import MessageReceived, Recipient, StoredObject
+from secmsg.shared.headers import check_header_value
 
 CONTENT_TYPE = "message/rfc822"
 # Headers describing the body we replace; X-Secure-Message-* are ours to write.
@@ -180,14 +182,25 @@ def _unescape(name: str, value: str) -> str:
         raise InvalidInput(f"the {name} header has 8-bit bytes that are not UTF-8") from None
 
 
+class _AddressField(Protocol):
+    """What ``get_all`` gives for an address field under ``email.policy.default`` (a str
+    subclass built by the header registry; the stubs say plain ``str``)."""
+
+    @property
+    def defects(self) -> tuple[MessageDefect, ...]: ...
+    @property
+    def addresses(self) -> tuple[Address, ...]: ...
+
+
 def _addresses(msg: Message, name: str) -> list[str]:
     out: list[str] = []
     try:
         for value in msg.get_all(name) or ():
-            defects = [d for d in value.defects if not isinstance(d, _TOLERATED_DEFECTS)]
+            field = cast(_AddressField, value)
+            defects = [d for d in field.defects if not isinstance(d, _TOLERATED_DEFECTS)]
             if defects:
                 raise InvalidInput(f"the {name} header does not parse cleanly: {defects[0]}")
-            for addr in value.addresses:
+            for addr in field.addresses:
                 check_header_value(name, _unescape(name, str(addr.display_name or "")))
                 out.append(_check_address(name, _unescape(name, addr.addr_spec)))
     except (AttributeError, ValueError, IndexError, TypeError,
@@ -199,11 +212,17 @@ def _addresses(msg: Message, name: str) -> list[str]:
     return out
 
 
+def _decoded(part: Message) -> bytes:
+    """A leaf part's body with its base64 or quoted-printable layer removed."""
+    data = part.get_payload(decode=True)
+    return data if isinstance(data, bytes) else b""
+
+
 def _text_of(part: EmailMessage) -> str:
     try:
         content = part.get_content()
     except (LookupError, UnicodeError, ValueError):  # unknown charset and the like
-        content = (part.get_payload(decode=True) or b"").decode("utf-8", "replace")
+        content = _decoded(part).decode("utf-8", "replace")
     return content if isinstance(content, str) else content.decode("utf-8", "replace")
 
 
@@ -240,8 +259,9 @@ def _leaves(msg: _Part) -> list[_Part]:
         for defect in part.defects:
             if isinstance(defect, _FATAL_DEFECTS):
                 raise InvalidInput(f"the MIME structure is broken: {type(defect).__name__}")
-        if part.is_multipart():
-            stack.extend((sub, depth + 1) for sub in reversed(part.get_payload()))  # type: ignore[union-attr]
+        payload = part.get_payload()
+        if isinstance(payload, list):  # multipart; every part is a _Part (_POLICY's factory)
+            stack.extend((sub, depth + 1) for sub in reversed(payload) if isinstance(sub, _Part))
         else:
             out.append(part)
     return out
@@ -272,7 +292,7 @@ def parse(raw: bytes, tenant: Tenant) -> Parsed:
         for addr in _addresses(msg, name):
             if addr.lower() not in seen:
                 seen.add(addr.lower())
-                recipients.append(Recipient(address=addr, kind=kind))  # type: ignore[arg-type]
+                recipients.append(Recipient(address=addr, kind=kind))
     if not recipients:
         raise InvalidInput("the message has no recipients (To, Cc and Bcc are empty)")
     if len(recipients) > tenant.max_recipients:
@@ -296,7 +316,7 @@ def parse(raw: bytes, tenant: Tenant) -> Parsed:
             html = _text_of(part)
         else:
             # The bytes as they came (only a base64 or quoted-printable layer removed).
-            data = part.get_payload(decode=True) or b""
+            data = _decoded(part)
             default_name = "message.eml" if ctype == "message/rfc822" else "attachment"
             try:
                 filename = part.get_filename()

@@ -82,10 +82,11 @@ async def _source(request: Request) -> str:
     try:
         return TemplateSource.model_validate_json(bytes(body)).source
     except ValidationError as exc:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ())) or "body"
-        raise InvalidInput(f"expected JSON {{\"source\": \"...\"}}: {where}: "
-                           f"{first.get('msg', 'invalid')}") from None
+        errors = exc.errors()
+        where = ".".join(str(p) for p in errors[0]["loc"]) if errors else ""
+        what = errors[0]["msg"] if errors else "invalid"
+        raise InvalidInput(f"expected JSON {{\"source\": \"...\"}}: {where or 'body'}: "
+                           f"{what}") from None
 
 
 def _model(view: tenant_templates.TemplateView) -> Template:

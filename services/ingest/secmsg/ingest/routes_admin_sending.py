@@ -42,8 +42,7 @@ async def test_smtp(body: SmtpTestIn, creds: Admin, deps: DepsDep) -> SmtpTestOu
     mode, reason = await smtp_test.run(
         creds=creds, to=body.to, store=deps.smtp, key_ring=deps.key_ring,
         platform=deps.platform_smtp, prober=deps.prober, limiter=deps.smtp_test_limiter)
-    return SmtpTestOut(ok=reason is None, mode=mode,  # type: ignore[arg-type]
-                       reason=reason)  # type: ignore[arg-type]
+    return SmtpTestOut(ok=reason is None, mode=mode, reason=reason)
 
 
 def _millis(at: datetime) -> datetime:

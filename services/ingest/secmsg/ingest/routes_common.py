@@ -11,9 +11,9 @@ from pydantic import BaseModel, ValidationError
 
 from secmsg.ingest.auth import authenticate, bearer
 from secmsg.ingest.ports import SCOPE_ADMIN, SCOPE_SEND, Credentials
-from secmsg.ingest.routes import ErrorBody
 from secmsg.ingest.wiring import Deps, get_deps
 from secmsg.shared.errors import InvalidInput
+from secmsg.shared.http_errors import ErrorBody
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -147,7 +147,7 @@ class _Upload:
         await self._put(_EOF)
         await self._task
         metrics.PLAINTEXT_BYTES.inc(self._enc.plaintext_size)
-        return StoredObject(object_id=self.object_id, key=self.key, role=self.role,  # type: ignore[arg-type]
+        return StoredObject(object_id=self.object_id, key=self.key, role=self.role,
                             filename=self.filename, content_type=self.content_type,
                             size=self._enc.plaintext_size, sha256=self._sha.hexdigest(),
                             wrapped_key=self._wrapped, segment_size=self._segment_size)

@@ -116,7 +116,8 @@ def _platform_address(value: str) -> Address:
 
 def _folded(name: str, value: Any) -> str:
     """``name: value`` exactly as ``EmailMessage`` with ``POLICY`` would write it."""
-    return POLICY.header_factory(name, value).fold(policy=POLICY)
+    folded: str = POLICY.header_factory(name, value).fold(policy=POLICY)
+    return folded
 
 
 def _fits(name: str, value: str) -> bool:
@@ -292,14 +293,13 @@ def render_event(*, event: MessageStored, branding: TenantBranding, platform_fro
         text_body = _body(_TEXT, branding, context, limits).rstrip("\n") + "\n"
         # The sandbox autoescaped every value; the template's own markup is the tenant's.
         # The frames (shared with ingest's placeholders) add the toolbar markers.
-        text, html = templating.render_frames(
+        plain_text, plain_html = templating.render_frames(
             text_body=text_body, html_body=_body(_HTML, branding, context, limits),
             message_id=message_id, url=url, subject=subject)
-        plain_text, plain_html = text, html
         if hinter is not None:
             text, html = _HINT_SLOT, _HINT_SLOT  # encoded per recipient, with its hint
         else:
-            text, html = _qp(text), _qp(html)
+            text, html = _qp(plain_text), _qp(plain_html)
     except UnicodeEncodeError as exc:  # a lone surrogate escaped in the event's JSON
         raise InvalidInput("the notification text is not valid Unicode") from exc
     try:

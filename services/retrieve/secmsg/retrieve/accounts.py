@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from secmsg.retrieve import audit as audit_log
-from secmsg.retrieve import passwords, service, totp
+from secmsg.retrieve import passwords, service, tokens, totp
 from secmsg.retrieve.metrics import SIGNINS
 from secmsg.retrieve.ports import (
     AccountRecord,
@@ -103,7 +103,7 @@ async def start_session(p: AccountPorts, *, tenant_id: str, address: str, policy
     """A brand-new random token at every sign-in (never a pre-sign-in one reused)."""
     token = secrets.token_urlsafe(32)
     expires_at = now + timedelta(seconds=policy.absolute_s)
-    await p.sessions.create(token_hash=service.hash_token(token), tenant_id=tenant_id,
+    await p.sessions.create(token_hash=tokens.hash_token(token), tenant_id=tenant_id,
                             address=address, now=now, expires_at=expires_at,
                             idle_s=policy.idle_s)
     SIGNINS.labels("accepted").inc()

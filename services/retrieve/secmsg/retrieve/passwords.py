@@ -64,6 +64,10 @@ def _breached(password: str) -> bool:
     return password.lower() in matching.RANKED_DICTIONARIES["passwords"]
 
 
+async def _breached_online(url: str, password: str, timeout_s: float) -> bool:
+    return await asyncio.to_thread(_pwned_range, url, password, timeout_s)
+
+
 def _pwned_range(url: str, password: str, timeout_s: float) -> bool:
     """k-anonymity range query (Have I Been Pwned shape): only 5 hex chars of the SHA-1
     leave the platform. Unreachable means "not known breached" (the offline checks stand)."""
@@ -99,6 +103,5 @@ async def check_password(password: str, *, email: str, tenant_name: str,
     if int(result["score"]) < MIN_SCORE:
         raise WeakPassword("the password is too easy to guess; a few unrelated words work "
                            "well")
-    if range_url and await asyncio.to_thread(_pwned_range, range_url, password,
-                                             range_timeout_s):
+    if range_url and await _breached_online(range_url, password, range_timeout_s):
         raise WeakPassword("this password is in lists of breached passwords; choose another")

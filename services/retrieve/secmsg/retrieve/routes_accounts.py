@@ -21,6 +21,7 @@ from secmsg.retrieve.deps import (
     account_ports,
 )
 from secmsg.retrieve.routes import CodeIn, SessionOut, _errors, _set_cookie
+from secmsg.retrieve.service import NewSession
 
 router = APIRouter(prefix="/v1", tags=["accounts"])
 
@@ -78,7 +79,7 @@ class TotpConfirmIn(BaseModel):
     code: str = Field(min_length=1, max_length=16)
 
 
-def _session_response(response: Response, deps: Deps, new: accounts.NewSession
+def _session_response(response: Response, deps: Deps, new: NewSession
                       ) -> SessionOut:
     _set_cookie(response, deps, new)
     return SessionOut(token=new.token, expires_at=new.expires_at)

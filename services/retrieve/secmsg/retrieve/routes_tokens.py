@@ -4,7 +4,7 @@ token list. Thin: decode, call ``device``/``tokens``, shape the response."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, Field
@@ -79,8 +79,9 @@ class TokenList(BaseModel):
     tokens: list[TokenInfo]
 
 
-_FLOW_ERRORS = {400: {"model": ErrorBody, "description": "authorization_pending, slow_down, "
-                      "expired_token or access_denied (RFC 8628)"}}
+_FLOW_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "authorization_pending, slow_down, "
+          "expired_token or access_denied (RFC 8628)"}}
 
 
 @router.post("/device/authorize", response_model=AuthorizeOut, tags=["device"],

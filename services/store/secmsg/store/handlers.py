@@ -97,10 +97,11 @@ def register(broker: NatsBroker, get_deps: Callable[[], Deps], cfg: StoreSetting
         broker, service=SERVICE, policy=delivery_policy(cfg),
         dead_letters=lambda: worker.MongoDeadLetters(get_deps().db), inbox_prefix=inbox)
 
-    def subscribe(filter_subject: str, durable: str, **kw: object) -> Callable[[object], object]:
-        opts: dict[str, object] = {"batch_size": cfg.batch_size,
-                                   "fetch_timeout_s": cfg.fetch_timeout_s, **kw}
-        return consumers.subscriber(filter_subject, durable=durable, **opts)  # type: ignore[arg-type]
+    def subscribe(filter_subject: str, durable: str, *, batch: bool = False,
+                  batch_size: int = cfg.batch_size,
+                  fetch_timeout_s: float = cfg.fetch_timeout_s) -> worker.Registration:
+        return consumers.subscriber(filter_subject, durable=durable, batch=batch,
+                                    batch_size=batch_size, fetch_timeout_s=fetch_timeout_s)
 
     @subscribe(subjects.any_tenant(subjects.MESSAGE_RECEIVED), subjects.STORE_RECEIVED)
     async def on_message_received(event: MessageReceived) -> None:

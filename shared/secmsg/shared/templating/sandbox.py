@@ -34,10 +34,11 @@ from jinja2 import (
     meta,
     nodes,
 )
+from jinja2.exceptions import SecurityError
 from jinja2.filters import FILTERS, do_join
 from jinja2.nodes import EvalContext
 from jinja2.runtime import LoopContext, Macro, markup_join, str_join
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError, safe_range
+from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
 from jinja2.utils import pass_eval_context
 from jinja2.visitor import NodeTransformer
 
@@ -135,7 +136,8 @@ def _join(eval_ctx: EvalContext, value: Iterable[Any], d: str = "",
     size = len(d) * max(0, len(items) - 1) + sum(len(str(i)) for i in items)
     if size > _limits().max_output_bytes:
         raise _too_large("join()")
-    return do_join(eval_ctx, items, d)
+    joined: str = do_join(eval_ctx, items, d)  # a Markup when autoescaping: keep it so
+    return joined
 
 
 @pass_eval_context

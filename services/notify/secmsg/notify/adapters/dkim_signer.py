@@ -14,7 +14,7 @@ import hashlib
 from collections import OrderedDict
 from typing import Any
 
-import dkim
+import dkim  # type: ignore[import-untyped]  # dkimpy ships no type hints
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
@@ -28,7 +28,7 @@ SIGNED_HEADERS: tuple[bytes, ...] = (
 _CACHE_SIZE = 256
 
 
-class _OpenSslDKIM(dkim.DKIM):
+class _OpenSslDKIM(dkim.DKIM):  # type: ignore[misc]  # dkim.DKIM is untyped (Any)
     """``dkim.DKIM`` whose header generation signs with an OpenSSL RSA key."""
 
     rsa_key: rsa.RSAPrivateKey
@@ -49,7 +49,8 @@ class _OpenSslDKIM(dkim.DKIM):
         idx = next(i for i, f in enumerate(fields) if f[0] == b"b")
         fields[idx] = (b"b", base64.b64encode(sig))
         header_value = b"; ".join(b"=".join(x) for x in fields) + self.linesep
-        return dkim.fold(header_value, namelen=len(header_name), linesep=self.linesep)
+        folded: bytes = dkim.fold(header_value, namelen=len(header_name), linesep=self.linesep)
+        return folded
 
 
 class DkimSigner:
@@ -76,7 +77,7 @@ class DkimSigner:
         d = _OpenSslDKIM(message, signature_algorithm=b"rsa-sha256")
         d.rsa_key = self._key(key.private_key_pem)
         # dkimpy parses the PEM once more inside sign() (~0.1 ms) before our gen_header.
-        header = d.sign(key.selector.encode(), key.domain.encode(), key.private_key_pem,
+        header: bytes = d.sign(key.selector.encode(), key.domain.encode(), key.private_key_pem,
                         include_headers=list(SIGNED_HEADERS),
                         canonicalize=(b"relaxed", b"simple"))
         return header + message

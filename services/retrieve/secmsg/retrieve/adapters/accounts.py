@@ -180,8 +180,9 @@ class MongoRevocationRepo:
             return None
         # A recall (everyone) outranks a per-recipient revocation in what the page says.
         docs.sort(key=lambda d: d.get("kind") != "recalled")
-        kind = "recalled" if docs[0].get("kind") == "recalled" else "revoked"
-        return Revocation(kind=kind, recipient=str(docs[0].get("recipient", "*")))
+        recalled = docs[0].get("kind") == "recalled"
+        return Revocation(kind="recalled" if recalled else "revoked",
+                          recipient=str(docs[0].get("recipient", "*")))
 
     async def revoked_ids(self, *, message_ids: list[str], address: str) -> set[str]:
         if not message_ids:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -20,8 +20,10 @@ CHUNK = 64 * 1024
 
 
 class Upload(Protocol):
-    filename: str | None
-    content_type: str | None
+    @property
+    def filename(self) -> str | None: ...
+    @property
+    def content_type(self) -> str | None: ...
 
     async def read(self, size: int = -1) -> bytes: ...
 
@@ -38,7 +40,7 @@ def _header_safe(value: str) -> str:
 
 
 async def _multipart(boundary: str, envelope: dict[str, Any],
-                     files: list[Upload]) -> AsyncIterator[bytes]:
+                     files: Sequence[Upload]) -> AsyncIterator[bytes]:
     b = boundary.encode()
     yield (b"--" + b + b'\r\nContent-Disposition: form-data; name="envelope"\r\n'
            b"Content-Type: application/json\r\n\r\n" + json.dumps(envelope).encode() + b"\r\n")
@@ -55,7 +57,7 @@ async def _multipart(boundary: str, envelope: dict[str, Any],
 
 
 async def submit(*, http: httpx.AsyncClient, ingest_url: str, token: str,
-                 envelope: dict[str, Any], files: list[Upload]) -> str:
+                 envelope: dict[str, Any], files: Sequence[Upload]) -> str:
     """POST /v1/messages; the new message id, or ``IngestRefused`` with ingest's reason."""
     boundary = "secmsg-" + secrets.token_hex(16)
     try:

@@ -157,4 +157,4 @@ def broker_publisher(broker: Any, *, timeout: float = 5.0) -> RawPublisher:
                                    timeout=timeout)
         return int(ack.seq)
 
-    return publish  # type: ignore[return-value]
+    return publish
