@@ -26,6 +26,8 @@ K8S_VERSIONS = ("1.30", kubernetes_validate.utils.latest_version())
 CRDS = {("keda.sh/v1alpha1", "ScaledObject"), ("monitoring.coreos.com/v1", "PrometheusRule")}
 DNS, NATS, MONGO, S3 = 53, 4222, 27017, 9000
 SMTP_PORTS = {25, 465, 587, 2525}
+OTLP = (4317, 4318)
+NODELOCAL_DNS = "169.254.20.10/32"
 
 
 def of_kind(docs: list[Doc], kind: str) -> list[Doc]:
@@ -243,7 +245,7 @@ def test_network_policies_deny_by_default_and_allow_only_what_each_service_needs
                 assert not _ports([r]) & {"internal", INTERNAL[svc]}, (svc, r)
         ports = _ports(egress)
         assert {DNS, NATS, MONGO, S3} <= ports, (svc, ports)
-        allowed = {DNS, NATS, MONGO, S3}
+        allowed = {DNS, NATS, MONGO, S3, *OTLP}
         if svc in ("notify", "retrieve", "ingest"):
             # notify: notifications; retrieve: sign-in codes; ingest: the SMTP test action
             assert SMTP_PORTS & ports, f"{svc} sends email"
@@ -256,6 +258,9 @@ def test_network_policies_deny_by_default_and_allow_only_what_each_service_needs
             for peer in r["to"]:
                 block = peer.get("ipBlock")
                 if block is None:
+                    continue
+                if block["cidr"] == NODELOCAL_DNS:  # one link-local address, DNS only
+                    assert _ports([r]) == {DNS}, (svc, r)
                     continue
                 assert _ports([r]) <= SMTP_PORTS, f"{svc}: ipBlock egress beyond SMTP"
                 assert any(ipaddress.ip_network("169.254.169.254/32").subnet_of(
