@@ -252,7 +252,7 @@ async def test_link_with_recipient_hint_prefills_the_address(app: Running, seede
 
 
 async def test_signed_out_device_code_lookups_are_rate_limited(app: Running) -> None:
-    from secmsg.retrieve.web.account_pages import DEVICE_LOOKUPS
+    from secmsg.retrieve.web.device_approval import DEVICE_LOOKUPS
 
     statuses = [(await app.client.get("/web/device", params={"user_code": f"ABCD-{i:04d}"}))
                 .status_code for i in range(DEVICE_LOOKUPS + 1)]
