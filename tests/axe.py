@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from playwright.async_api import Browser, Page, Route
@@ -53,9 +54,10 @@ async def _offline(route: Route) -> None:
 
 
 async def axe_html(browser: Browser, html: str, *, color_scheme: str = "light",
-                   width: int = 1024) -> list[dict[str, Any]]:
+                   width: int = 1024, screenshot: Path | None = None) -> list[dict[str, Any]]:
     """axe's violations on a standalone HTML document (an email body), in a fresh context with
-    the given ``prefers-color-scheme`` and viewport width; remote resources are refused."""
+    the given ``prefers-color-scheme`` and viewport width; remote resources are refused. With
+    ``screenshot``, the whole page is saved there as PNG first."""
     context = await browser.new_context(
         color_scheme=color_scheme,  # type: ignore[arg-type]  # "light" | "dark"
         viewport={"width": width, "height": 900}, java_script_enabled=True)
@@ -63,6 +65,8 @@ async def axe_html(browser: Browser, html: str, *, color_scheme: str = "light",
         page = await context.new_page()
         await page.route("**/*", _offline)
         await page.set_content(html, wait_until="load")
+        if screenshot is not None:
+            await page.screenshot(path=str(screenshot), full_page=True)
         return await axe_violations(page)
     finally:
         await context.close()

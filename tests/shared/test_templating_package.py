@@ -1,5 +1,5 @@
-"""The shipped default templates are package data: they must be in the built wheel, not only in
-the source tree, or an installed service has no defaults to fall back to."""
+"""The shipped default templates (and the frame's stylesheet) are package data: they must be in
+the built wheel, not only in the source tree, or an installed service has no defaults."""
 
 from __future__ import annotations
 
@@ -25,8 +25,10 @@ def test_the_shared_wheel_ships_the_default_templates(tmp_path: Path) -> None:
                    cwd=ROOT, check=True, capture_output=True, timeout=120)
     (wheel,) = tmp_path.glob("secmsg_shared-*.whl")
     with zipfile.ZipFile(wheel) as zf:
-        shipped = {n: zf.read(n).decode("utf-8") for n in zf.namelist()
+        names = zf.namelist()
+        shipped = {n: zf.read(n).decode("utf-8") for n in names
                    if n.startswith("secmsg/shared/templating/defaults/")}
+    assert "secmsg/shared/templating/email.css" in names  # the frame's stylesheet
     assert sorted(Path(n).name for n in shipped) == sorted(p.name for p in DEFAULTS.iterdir())
     for kind in templating.KINDS.values():
         assert kind.default in shipped.values(), kind.name

@@ -391,14 +391,12 @@ async def placeholder(*, parsed: Parsed, creds: Credentials, message_id: str,
     tenant_id = creds.tenant.tenant_id
     profile = await templates.profile(tenant_id)
     url = templating.message_url(public_url, tenant_id, message_id)
-    context = {
-        "sender": parsed.sender, "tenant_name": profile.display_name,
-        "logo_url": profile.logo_url, "subject": parsed.subject,
-        "attachment_count": len(parsed.attachments),
-        "expires_at": expires_at.astimezone(UTC) if expires_at else None, "link": url,
-        "message_id": message_id, "footer": profile.footer,
-        "disclaimers": list(profile.disclaimers), "disclaimer": None,
-    }
+    context = templating.notification_context(
+        sender=parsed.sender, tenant_name=profile.display_name, logo_url=profile.logo_url,
+        subject=parsed.subject, attachment_count=len(parsed.attachments),
+        expires_at=expires_at.astimezone(UTC) if expires_at else None, link=url,
+        message_id=message_id, footer=profile.footer, disclaimers=profile.disclaimers,
+        disclaimer=None)
 
     def render() -> tuple[str, str]:
         sources = {k: (t.source if (t := profile.templates.get(k)) else None)

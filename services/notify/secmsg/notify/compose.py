@@ -275,20 +275,14 @@ def render_event(*, event: MessageStored, branding: TenantBranding, platform_fro
         head.append(address_line("Cc", cc))
     head.append(header_line("Subject", subject))
 
-    context = {  # the variables documented in templating.KINDS
-        "sender": sender.addr_spec,
-        "tenant_name": display_name,
-        "logo_url": branding.logo_url,
-        "subject": subject,
-        "attachment_count": event.attachment_count,
-        "expires_at": _as_utc(event.expires_at),
+    context = templating.notification_context(  # the variables documented in KINDS
+        sender=sender.addr_spec, tenant_name=display_name, logo_url=branding.logo_url,
+        subject=subject, attachment_count=event.attachment_count,
+        expires_at=_as_utc(event.expires_at),
         # per recipient: the link names whom it was sent to (``hinter``), filled in later
-        "link": f"{url}?r={HINT_PLACEHOLDER}" if hinter is not None else url,
-        "message_id": message_id,
-        "footer": branding.footer,
-        "disclaimers": list(branding.disclaimers),
-        "disclaimer": event.disclaimer,
-    }
+        link=f"{url}?r={HINT_PLACEHOLDER}" if hinter is not None else url,
+        message_id=message_id, footer=branding.footer, disclaimers=branding.disclaimers,
+        disclaimer=event.disclaimer)
     try:
         text_body = _body(_TEXT, branding, context, limits).rstrip("\n") + "\n"
         # The sandbox autoescaped every value; the template's own markup is the tenant's.

@@ -20,6 +20,7 @@ from secmsg.shared.templating.kinds import (
     SAMPLE_LOGO,
     Kind,
     get_kind,
+    notification_context,
     sample_context,
 )
 from secmsg.shared.templating.renderer import (
@@ -41,5 +42,5 @@ from secmsg.shared.templating.sandbox import (
 
 __all__ = ["ALLOWED_FILTERS", "DEFAULT_LIMITS", "KINDS", "LIMITS", "SAMPLE_LINK", "SAMPLE_LOGO",
            "CheckedTemplate", "Kind", "Limits", "RenderBusy", "RenderPool", "compile_checked",
-           "default_pool", "get_kind", "message_url", "render_frames", "render_limited",
-           "render_or_default", "sample_context", "validate"]
+           "default_pool", "get_kind", "message_url", "notification_context", "render_frames",
+           "render_limited", "render_or_default", "sample_context", "validate"]

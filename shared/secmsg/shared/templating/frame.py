@@ -6,6 +6,7 @@ toolbar finds the same markers in both.
 from __future__ import annotations
 
 import functools
+from importlib import resources
 from typing import Any
 
 __all__ = ["message_url", "render_frames"]
@@ -15,15 +16,24 @@ Secure-Message-Id: {{ message_id }}
 Secure-Message-Url: {{ url }}
 """
 _FRAME_HTML = """<!DOCTYPE html>
-<html>
+<html lang="en">
 <head>
 <meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="x-apple-disable-message-reformatting">
+<meta name="color-scheme" content="light dark">
+<meta name="supported-color-schemes" content="light dark">
 <meta name="secure-message-id" content="{{ message_id }}">
 <meta name="secure-message-url" content="{{ url }}">
 <title>{{ subject }}</title>
+<style>
+{{ css }}
+</style>
 </head>
 <body data-secure-message-id="{{ message_id }}" data-secure-message-url="{{ url }}">
+<div role="main">
 {{ body }}
+</div>
 <span style="display:none" class="secure-message-marker">Secure-Message-Id: {{ message_id }}</span>
 </body>
 </html>
@@ -33,6 +43,13 @@ _FRAME_HTML = """<!DOCTYPE html>
 def message_url(public_url: str, tenant_id: str, message_id: str) -> str:
     """The link in every notification and placeholder (it grants nothing by itself)."""
     return f"{public_url.rstrip('/')}/m/{tenant_id}/{message_id}"
+
+
+@functools.cache
+def _css() -> str:
+    # Ours, not the tenant's: a fixed sheet beside this module (package data).
+    return (resources.files("secmsg.shared.templating") / "email.css").read_text(
+        encoding="utf-8").strip()
 
 
 @functools.cache
@@ -55,7 +72,8 @@ def render_frames(*, text_body: str, html_body: str, message_id: str, url: str,
     from markupsafe import Markup
 
     text_frame, html_frame = _frame_templates()
-    frame = {"message_id": message_id, "url": url, "subject": subject}
+    css = Markup(_css())  # noqa: S704 -- our own stylesheet file, no outside input
+    frame = {"message_id": message_id, "url": url, "subject": subject, "css": css}
     text = text_frame.render(frame, body=text_body)
     html = html_frame.render(frame, body=Markup(html_body))  # noqa: S704
     return text, html

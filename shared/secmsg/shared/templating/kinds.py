@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
+from urllib.parse import urlsplit
 
 from secmsg.shared.errors import InvalidInput
 
-__all__ = ["KINDS", "SAMPLE_LINK", "SAMPLE_LOGO", "Kind", "get_kind", "sample_context"]
+__all__ = ["KINDS", "SAMPLE_LINK", "SAMPLE_LOGO", "Kind", "get_kind", "notification_context",
+           "sample_context"]
 
 # What every kind may show of the tenant (``tenants.display_name``, ``branding.logo_url``,
 # ``footer``, ``disclaimers``).
@@ -34,6 +36,7 @@ _NOTIFICATION_VARIABLES: dict[str, str] = {
     "expires_at": "UTC datetime after which the message is gone, or none "
                   "(e.g. expires_at.strftime('%Y-%m-%d'))",
     "link": "the URL of the message (required: a notification without it is useless)",
+    "link_host": "the host name the link leads to (for the 'is this email genuine?' line)",
     **_TENANT_VARIABLES,
     "disclaimer": "the message's own disclaimer, or none",
     "message_id": "the message id (notify adds the toolbar markers itself)",
@@ -91,18 +94,25 @@ def sample_context(kind: str, *, tenant_name: str = "Example Clinic",
         return {"code": "12345678", "purpose": "signin", "valid_minutes": 10,
                 "tenant_name": tenant_name, "logo_url": SAMPLE_LOGO, "footer": footer,
                 "disclaimers": list(disclaimers)}
+    return notification_context(
+        sender="alice@example.com", subject="Lab results <b>& more</b>", attachment_count=2,
+        expires_at=datetime(2030, 1, 31, 12, 0, tzinfo=UTC), link=SAMPLE_LINK,
+        tenant_name=tenant_name, logo_url=SAMPLE_LOGO, footer=footer, disclaimers=disclaimers,
+        disclaimer="Please do not forward.", message_id="0123456789abcdef0123456789abcdef")
+
+
+def notification_context(*, sender: str, subject: str, attachment_count: int,
+                         expires_at: datetime | None, link: str, tenant_name: str,
+                         logo_url: str | None, footer: str | None, disclaimers: Iterable[str],
+                         disclaimer: str | None, message_id: str) -> dict[str, Any]:
+    """The variables of a notification kind (``_NOTIFICATION_VARIABLES``), the derived ones
+    included -- what notify's notifications and ingest's placeholders render."""
     return {
-        "sender": "alice@example.com",
-        "subject": "Lab results <b>& more</b>",
-        "attachment_count": 2,
-        "expires_at": datetime(2030, 1, 31, 12, 0, tzinfo=UTC),
-        "link": SAMPLE_LINK,
-        "tenant_name": tenant_name,
-        "logo_url": SAMPLE_LOGO,
-        "footer": footer,
-        "disclaimers": list(disclaimers),
-        "disclaimer": "Please do not forward.",
-        "message_id": "0123456789abcdef0123456789abcdef",
+        "sender": sender, "subject": subject, "attachment_count": attachment_count,
+        "expires_at": expires_at, "link": link,
+        "link_host": urlsplit(link).hostname or link,
+        "tenant_name": tenant_name, "logo_url": logo_url, "footer": footer,
+        "disclaimers": list(disclaimers), "disclaimer": disclaimer, "message_id": message_id,
     }
 
 
