@@ -72,6 +72,8 @@ class BusUser:
     kv_buckets: tuple[str, ...] = ()
     own_streams: tuple[OwnStream, ...] = ()
     reads: str = ""  # what the consumers receive, for the docs
+    # event subject suffixes, any tenant, heard on a plain core-NATS subscription (no durable)
+    listens: tuple[str, ...] = ()
 
     @property
     def inbox(self) -> str:
@@ -93,7 +95,7 @@ class BusUser:
         return allow
 
     def subscribe_allow(self) -> list[str]:
-        return [f"{self.inbox}.>"]
+        return [f"{self.inbox}.>", *(s.any_tenant(x) for x in self.listens)]
 
 
 # notify's retries, off the hot consumer (notify/retry.py)
@@ -101,8 +103,11 @@ NOTIFY_RETRY = OwnStream("NOTIFY_RETRY", publishes=("notify.retry.*",),
                          consumers=("notify-retry",))
 
 USERS: tuple[BusUser, ...] = (
+    # tenant.changed: ingest announces admin changes; every caching service drops its
+    # cached entries of the tenant (shared/tenant_cache.py)
     BusUser("ingest", "ingest",
-            publishes=(s.MESSAGE_RECEIVED, "control.>", s.AUDIT_RECORDED)),
+            publishes=(s.MESSAGE_RECEIVED, "control.>", s.AUDIT_RECORDED, s.TENANT_CHANGED),
+            listens=(s.TENANT_CHANGED,)),
     # Besides message.stored, store may publish what it consumes itself: the platform
     # operator's dead-letter replay (store's /admin/dead-letter/replay) re-publishes a failed
     # event on its own subject. Only store consumes those, so this grants nothing new.
@@ -114,7 +119,8 @@ USERS: tuple[BusUser, ...] = (
     BusUser("notify", "notify",
             publishes=(s.NOTIFICATION_SENT, s.NOTIFICATION_DEFERRED, s.NOTIFICATION_FAILED),
             consumers=(s.NOTIFY_STORED,), kv_buckets=(DELIVERIES_BUCKET, OWNERS_BUCKET),
-            own_streams=(NOTIFY_RETRY,), reads="message.stored, notify.retry.*"),
+            own_streams=(NOTIFY_RETRY,), reads="message.stored, notify.retry.*",
+            listens=(s.TENANT_CHANGED,)),
     BusUser("notify-deliverability", "notify.deliverability",
             publishes=(s.NOTIFICATION_BOUNCED,)),
     BusUser("retrieve", "retrieve",

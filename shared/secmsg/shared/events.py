@@ -209,13 +209,29 @@ class AttachmentDownloaded(_Event):
     user_agent: str | None = None
 
 
+TenantAspect = Literal["api_keys", "policy", "branding", "templates", "smtp", "dkim",
+                       "key_generation", "undeliverable"]
+
+
+class TenantChanged(_Event):
+    """ingest → every process that caches tenant data (ingest and notify replicas):
+    the tenant's settings or API keys changed; drop what is cached for the tenant. Received
+    on a plain core-NATS subscription (no durable consumer, nothing to ack): see
+    ``secmsg.shared.tenant_cache``. ``message_id`` is ``""``; ``aspect`` says what changed
+    (for logs; a listener drops every entry of the tenant whatever it is)."""
+
+    kind: Literal["tenant.changed"] = "tenant.changed"
+    change_id: str
+    aspect: TenantAspect
+
+
 T = TypeVar("T", bound=_Event)
 
 AnyEvent = Annotated[
     MessageReceived | MessageStored | NotificationSent | NotificationDeferred
     | NotificationFailed | NotificationBounced | MessageRecalled | MessageExpiryChanged
     | KeyRotationRequested | UndeliverableCleared | AuditRecorded | MessageOpened
-    | AttachmentDownloaded,
+    | AttachmentDownloaded | TenantChanged,
     Field(discriminator="kind"),
 ]
 _ANY = TypeAdapter(AnyEvent)

@@ -62,6 +62,15 @@ class CommonSettings(BaseSettings):
     s3_secure: bool = Field(default=False, description="Use HTTPS to reach S3")
     s3_region: str = Field(default="us-east-1", description="S3 region")
     s3_bucket: str = Field(default="secmsg", description="Bucket holding encrypted content")
+    tenant_cache_ttl_s: float = Field(
+        default=30.0, ge=0,
+        description="Longest time ingest uses a cached API key or tenant (a safety net: "
+                    "admin changes drop cached entries at once through tenant.changed; "
+                    "0: no cache)")
+    tenant_cache_max_entries: int = Field(
+        default=10_000, ge=0,
+        description="Cached API keys / tenants per cache and process, least recently used "
+                    "dropped first (0: no cache)")
 
     keyring: str = Field(
         default=_DEV_KEYRING,

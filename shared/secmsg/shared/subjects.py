@@ -31,6 +31,8 @@ UNDELIVERABLE_CLEARED = "control.undeliverable.cleared"
 MESSAGE_OPENED = "audit.message.opened"
 ATTACHMENT_DOWNLOADED = "audit.attachment.downloaded"
 AUDIT_RECORDED = "audit.recorded"
+# Not consumed by any durable: every caching process listens with a core subscription.
+TENANT_CHANGED = "tenant.changed"
 
 KIND_TO_SUFFIX = {
     "message.received": MESSAGE_RECEIVED,
@@ -46,6 +48,7 @@ KIND_TO_SUFFIX = {
     "message.opened": MESSAGE_OPENED,
     "attachment.downloaded": ATTACHMENT_DOWNLOADED,
     "audit.recorded": AUDIT_RECORDED,
+    "tenant.changed": TENANT_CHANGED,
 }
 
 

@@ -31,6 +31,8 @@ from secmsg.shared.subjects import TENANT_ID_RE
 if TYPE_CHECKING:
     from pymongo.asynchronous.database import AsyncDatabase
 
+    from secmsg.shared.events import TenantAspect
+
 __all__ = ["create_api_key", "create_tenant", "ensure_indexes", "main", "revoke_api_key"]
 
 KEY_PREFIX = "smk"
@@ -125,6 +127,37 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+async def announce_change(settings: CommonSettings, tenant_id: str,
+                          aspect: TenantAspect) -> bool:
+    """Publish ``tenant.changed`` so running services drop their cached keys and settings of
+    the tenant at once; False (and a warning) if NATS cannot be reached: they then notice
+    within ``SECMSG_TENANT_CACHE_TTL_S``."""
+    from secmsg.shared import bus
+    from secmsg.shared.events import event_msg_id
+    from secmsg.shared.tenant_cache import tenant_changed
+
+    change = tenant_changed(tenant_id, aspect)
+    try:
+        nc = await asyncio.wait_for(
+            bus.connect(settings.nats_url, "secmsg-ingest-admin",
+                        **bus.connect_options(settings)), timeout=10)
+    except Exception as exc:
+        print(f"warning: NATS unreachable ({type(exc).__name__}): running services may use "
+              f"their cached copy for up to {settings.tenant_cache_ttl_s:g} s",
+              file=sys.stderr)
+        return False
+    try:
+        await bus.EventPublisher(nc).publish(change, event_msg_id(change, change.change_id))
+        return True
+    except Exception as exc:
+        print(f"warning: tenant.changed not published ({type(exc).__name__}): running "
+              f"services may use their cached copy for up to {settings.tenant_cache_ttl_s:g} s",
+              file=sys.stderr)
+        return False
+    finally:
+        await nc.close()
+
+
 async def _run(args: argparse.Namespace) -> int:
     settings = CommonSettings()
     client = mongo.make_client(settings)
@@ -136,16 +169,20 @@ async def _run(args: argparse.Namespace) -> int:
                       if k not in ("command", "tenant_id", "name") and v is not None}
             doc = await create_tenant(db, tenant_id=args.tenant_id, name=args.name, **policy)
             print(f"tenant {doc['_id']} ({doc['name']}) limits={doc['limits']}")
+            await announce_change(settings, args.tenant_id, "policy")
         elif args.command == "create-api-key":
             scopes = ((SCOPE_ADMIN,) + ((SCOPE_SEND,) if args.send else ())
                       if args.admin else (SCOPE_SEND,))
             print(await create_api_key(db, tenant_id=args.tenant_id, label=args.label,
                                        scopes=scopes))
         else:
+            key = await db[mongo.API_KEYS].find_one({"key_id": args.key_id}, {"tenant_id": 1})
             if not await revoke_api_key(db, key_id=args.key_id):
                 print(f"no active key {args.key_id}", file=sys.stderr)
                 return 1
             print(f"revoked {args.key_id}")
+            if key is not None:
+                await announce_change(settings, str(key["tenant_id"]), "api_keys")
         return 0
     finally:
         await client.close()

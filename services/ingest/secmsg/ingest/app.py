@@ -52,6 +52,7 @@ from secmsg.shared.http_errors import (
 )
 from secmsg.shared.httpserver import probe_app
 from secmsg.shared.settings import CommonSettings
+from secmsg.shared.tenant_cache import TenantChanges
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +112,10 @@ def create_app(common: CommonSettings | None = None, cfg: IngestSettings | None 
         client = mongo.make_client(common)
         db = client[common.mongo_db]
         blobs = S3BlobStore.from_settings(common)
+        changes = TenantChanges()  # cached keys and tenants, dropped on tenant.changed
         events = NatsEventSink(common.nats_url, timeout=cfg.publish_timeout_s,
                                options=bus.connect_options(common),
-                               replicas=common.nats_stream_replicas)
+                               replicas=common.nats_stream_replicas, changes=changes)
         await events.start()
         # A dependency that is down at start-up must not stop the process: /readyz says 503
         # and these finish once it is back.
@@ -125,17 +127,21 @@ def create_app(common: CommonSettings | None = None, cfg: IngestSettings | None 
         ]
         await asyncio.wait(setup, timeout=10)
         app.state.deps = Deps(
-            tenants=MongoTenantDirectory(db), idempotency=MongoIdempotencyStore(db),
+            tenants=MongoTenantDirectory(db, changes=changes,
+                                         ttl_s=common.tenant_cache_ttl_s,
+                                         max_entries=common.tenant_cache_max_entries),
+            idempotency=MongoIdempotencyStore(db),
             blobs=blobs, events=events, key_ring=common.key_ring,
             options=Options(segment_size=cfg.segment_size, queue_chunks=cfg.upload_queue_chunks,
                             heartbeat_s=cfg.idempotency_heartbeat_s,
                             stale_s=cfg.idempotency_stale_s),
             uploads=UploadSlots(cfg.max_concurrent_uploads,
                                 cfg.max_concurrent_uploads_per_tenant),
-            templates=MongoTemplateStore(db), smtp=MongoSmtpConfigStore(db),
+            templates=MongoTemplateStore(db, changes=changes),
+            smtp=MongoSmtpConfigStore(db, changes=changes),
             public_url=common.retrieve_public_url,
             smtp_allowed_targets=common.smtp_allowed_targets,
-            messages=MongoMessageRepo(db), access=MongoAccessRepo(db),
+            messages=MongoMessageRepo(db), access=MongoAccessRepo(db, changes=changes),
             reports=MongoReports(db), prober=SmtpProbe(),
             platform_smtp=PlatformSmtp(
                 host=common.smtp_host, port=common.smtp_port, tls=common.smtp_tls,

@@ -35,6 +35,7 @@ from secmsg.notify.settings import NotifySettings
 from secmsg.shared import bus, templating
 from secmsg.shared.mongo import make_client
 from secmsg.shared.settings import CommonSettings
+from secmsg.shared.tenant_cache import TenantChanges
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +107,10 @@ class NotifyWorker:
                                        standby=standby_smtp(self.common, self.settings),
                                        check_s=self.settings.relay_check_s)
         self.deliveries: KvDeliveryRepo  # bound in start(): it needs the NATS connection
+        self.changes = TenantChanges()  # drops cached tenants on tenant.changed
         self.tenants = MongoTenantDirectory(
-            self.db, ttl_s=self.settings.tenant_cache_s,
+            self.db, ttl_s=self.settings.tenant_cache_s, changes=self.changes,
+            max_entries=self.common.tenant_cache_max_entries,
             smtp=TenantSmtpOptions(
                 allowed_targets=common.smtp_allowed_targets, ca_file=common.smtp_ca_file,
                 timeout_s=common.smtp_timeout_s,
@@ -145,6 +148,7 @@ class NotifyWorker:
         self.nc = await bus.connect(self.common.nats_url, "secmsg-notify-publisher",
                                     **bus.connect_options(self.common))
         await bus.ensure_stream(self.nc, replicas=self.common.nats_stream_replicas)
+        await self.changes.listen(self.nc)
         self.publisher = bus.EventPublisher(self.nc)
         await bus.ensure_stream(self.nc, replicas=self.common.nats_stream_replicas,
                                 config=retry.stream_config(max_age_s=(
@@ -170,6 +174,7 @@ class NotifyWorker:
             self.renderer.close()
             if getattr(self, "deliveries", None) is not None:
                 await self.deliveries.stop()
+            await self.changes.close()
             if self.nc is not None:
                 await self.nc.close()
             await self.mongo.close()

@@ -124,7 +124,11 @@ class NotifySettings(BaseSettings):
         default=0.5, gt=0, le=0.5, description="CPU time one tenant template render may take "
                                                "before the default is used (at most the "
                                                "save-time limit, 0.5 s)")
-    tenant_cache_s: float = Field(default=60.0, ge=0)
+    tenant_cache_s: float = Field(
+        default=60.0, ge=0,
+        description="Longest time a tenant's cached branding, templates and SMTP settings "
+                    "are used (dropped at once on tenant.changed) and its undeliverable list "
+                    "is kept; 0: read every time")
     fetch_timeout_s: float = Field(default=5.0, gt=0)
     graceful_timeout_s: float = Field(
         default=20.0, gt=0, description="on SIGTERM, wait this long for in-flight events")

@@ -1,4 +1,4 @@
-"""MongoDB adapters: API-key lookup and Idempotency-Key claims.
+"""MongoDB adapters: API-key lookup (cached) and Idempotency-Key claims.
 
 Only single-document atomic operations (FerretDB has no transactions): a claim is an insert
 guarded by the unique ``_id``; a takeover is a compare-and-set on the old heartbeat.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,12 +22,14 @@ from secmsg.ingest.ports import (
     Claim,
     Credentials,
     StoredTemplate,
+    Tenant,
     TenantProfile,
 )
 from secmsg.ingest.tenant_smtp import SmtpConfig
 from secmsg.ingest.tenants import tenant_from_doc
 from secmsg.shared import mongo
 from secmsg.shared.errors import NotFound
+from secmsg.shared.tenant_cache import TenantCache, TenantChanges
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TOKEN_PREFIX = "smt_"  # noqa: S105 - a prefix, not a secret
@@ -58,25 +60,70 @@ async def ensure_indexes(db: AsyncDatabase[Any], *, idempotency_ttl_s: int = 7 *
                                                      expireAfterSeconds=idempotency_ttl_s)
 
 
+@dataclass(frozen=True)
+class _ApiKey:
+    """What a request needs of an ``api_keys`` document (cached by the key's hash)."""
+
+    tenant_id: str
+    key_id: str
+    scopes: frozenset[str]
+    revoked: bool
+
+
 class MongoTenantDirectory:
-    def __init__(self, db: AsyncDatabase[Any]):
+    """Who a bearer secret is. API keys and tenants are cached (``changes``, see
+    ``secmsg.shared.tenant_cache``): a submission then costs no MongoDB read to authenticate;
+    user tokens are read every time (retrieve revokes them too), only their tenant is cached.
+    """
+
+    def __init__(self, db: AsyncDatabase[Any], *, changes: TenantChanges | None = None,
+                 ttl_s: float = 30.0, max_entries: int = 10_000):
         self._db = db
+        changes = changes or TenantChanges()
+        self._keys: TenantCache[str, _ApiKey] = changes.cache(
+            "ingest_api_keys", max_entries=max_entries, ttl_s=ttl_s)
+        self._tenants: TenantCache[str, Tenant] = changes.cache(
+            "ingest_tenants", max_entries=max_entries, ttl_s=ttl_s)
+
+    async def _api_key(self, key_hash: str) -> _ApiKey | None:
+        key = self._keys.get(key_hash)
+        if key is not None:
+            return key
+        async with mongo.unavailable_as_503():
+            doc = await self._db[mongo.API_KEYS].find_one({"_id": key_hash})
+        if doc is None:
+            return None  # misses are not cached: a new key works at once everywhere
+        scopes = doc.get("scopes")
+        key = _ApiKey(tenant_id=str(doc["tenant_id"]), key_id=str(doc.get("key_id", "")),
+                      scopes=DEFAULT_SCOPES if scopes is None
+                      else frozenset(str(s) for s in scopes),
+                      revoked=doc.get("revoked_at") is not None)
+        self._keys.put(key_hash, key.tenant_id, key)
+        return key
+
+    async def _tenant(self, tenant_id: str) -> Tenant | None:
+        """The tenant, or None if it does not exist or is disabled."""
+        tenant = self._tenants.get(tenant_id)
+        if tenant is not None:
+            return tenant
+        async with mongo.unavailable_as_503():
+            doc = await self._db[mongo.TENANTS].find_one({"_id": tenant_id})
+        if doc is None or doc.get("disabled_at") is not None:
+            return None
+        tenant = tenant_from_doc(doc)
+        self._tenants.put(tenant_id, tenant_id, tenant)
+        return tenant
 
     async def authenticate(self, secret: str) -> Credentials | None:
         if secret.startswith(TOKEN_PREFIX):
             return await self._token(secret)
-        api_key = secret
-        async with mongo.unavailable_as_503():
-            key = await self._db[mongo.API_KEYS].find_one({"_id": hash_api_key(api_key)})
-            if key is None or key.get("revoked_at") is not None:
-                return None
-            tenant = await self._db[mongo.TENANTS].find_one({"_id": key["tenant_id"]})
-        if tenant is None or tenant.get("disabled_at") is not None:
+        key = await self._api_key(hash_api_key(secret))
+        if key is None or key.revoked:
             return None
-        scopes = key.get("scopes")
-        return Credentials(tenant=tenant_from_doc(tenant), key_id=str(key.get("key_id", "")),
-                           scopes=DEFAULT_SCOPES if scopes is None
-                           else frozenset(str(s) for s in scopes))
+        tenant = await self._tenant(key.tenant_id)
+        if tenant is None:
+            return None
+        return Credentials(tenant=tenant, key_id=key.key_id, scopes=key.scopes)
 
     async def _token(self, token: str) -> Credentials | None:
         """A user token is dead when revoked, expired, or issued before the account's
@@ -93,9 +140,10 @@ class MongoTenantDirectory:
             email = str(doc.get("email", "")).lower()
             if not tenant_id or not email:
                 return None
-            tenant = await self._db[mongo.TENANTS].find_one({"_id": tenant_id})
-            if tenant is None or tenant.get("disabled_at") is not None:
-                return None
+        tenant = await self._tenant(tenant_id)
+        if tenant is None:
+            return None
+        async with mongo.unavailable_as_503():
             account = await self._db[mongo.ACCOUNTS].find_one({"_id": f"{tenant_id}:{email}"},
                                                                {"sessions_valid_after": 1})
             valid_after = (account or {}).get("sessions_valid_after")
@@ -110,7 +158,7 @@ class MongoTenantDirectory:
         role = str(user["role"]) if user and user.get("role") in ("sender", "admin") else None
         issued = frozenset(str(s) for s in doc.get("scopes") or ()) & TOKEN_SCOPES
         effective = issued if role == "admin" else issued - {SCOPE_ADMIN}
-        return Credentials(tenant=tenant_from_doc(tenant), key_id="", scopes=effective,
+        return Credentials(tenant=tenant, key_id="", scopes=effective,
                            email=email, token_id=str(doc.get("token_id", "")), role=role,
                            token_scopes=issued)
 
@@ -194,8 +242,9 @@ class MongoTemplateStore:
     """``tenants.templates.<kind> = {source, version, updated_at, updated_by}``; one
     single-document update per change (only validated sources ever reach it)."""
 
-    def __init__(self, db: AsyncDatabase[Any]):
+    def __init__(self, db: AsyncDatabase[Any], *, changes: TenantChanges | None = None):
         self._col = db[mongo.TENANTS]
+        self._changes = changes or TenantChanges()
 
     async def profile(self, tenant_id: str) -> TenantProfile:
         async with mongo.unavailable_as_503():
@@ -221,6 +270,7 @@ class MongoTemplateStore:
                           f"{field}.updated_by": key_id},
                  "$inc": {f"{field}.version": 1}},
                 return_document=ReturnDocument.AFTER)
+        self._changes.forget(tenant_id)
         stored = _stored(kind, ((doc or {}).get("templates") or {}).get(kind))
         if stored is None:
             raise NotFound(f"tenant {tenant_id!r} does not exist")
@@ -231,14 +281,16 @@ class MongoTemplateStore:
             res = await self._col.update_one(
                 {"_id": tenant_id, f"templates.{kind}": {"$exists": True}},
                 {"$unset": {f"templates.{kind}": ""}})
+        self._changes.forget(tenant_id)
         return res.modified_count == 1
 
 
 class MongoSmtpConfigStore:
     """``tenants.smtp``: the tenant's SMTP selection (see ``secmsg.ingest.tenant_smtp``)."""
 
-    def __init__(self, db: AsyncDatabase[Any]):
+    def __init__(self, db: AsyncDatabase[Any], *, changes: TenantChanges | None = None):
         self._col = db[mongo.TENANTS]
+        self._changes = changes or TenantChanges()
 
     async def load(self, tenant_id: str) -> SmtpConfig:
         async with mongo.unavailable_as_503():
@@ -257,6 +309,7 @@ class MongoSmtpConfigStore:
                 {"_id": tenant_id},
                 {"$set": {"smtp": {**config.to_doc(), "updated_at": now,
                                    "updated_by": key_id}}})
+        self._changes.forget(tenant_id)
         if res.matched_count != 1:
             raise NotFound(f"tenant {tenant_id!r} does not exist")
         return replace(config, updated_at=now)

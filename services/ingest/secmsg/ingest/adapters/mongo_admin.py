@@ -20,6 +20,7 @@ from secmsg.ingest.ports import MessageRecord
 from secmsg.shared import mongo
 from secmsg.shared.documents import MessageDoc, ReadView
 from secmsg.shared.errors import NotFound
+from secmsg.shared.tenant_cache import TenantChanges
 
 _NO_SECRETS = {"_id": 0}
 
@@ -120,8 +121,13 @@ class MongoMessageRepo:
 
 
 class MongoAccessRepo:
-    def __init__(self, db: AsyncDatabase[Any]):
+    """API keys, tenant users, tokens and the tenant document's admin fields. Every change
+    to a key or the tenant document drops this process's cached entries of the tenant at once
+    (``changes``); other processes hear of it through ``tenant.changed`` (``audit.record``)."""
+
+    def __init__(self, db: AsyncDatabase[Any], *, changes: TenantChanges | None = None):
         self._db = db
+        self._changes = changes or TenantChanges()
 
     async def list_keys(self, tenant_id: str) -> list[dict[str, Any]]:
         async with mongo.unavailable_as_503():
@@ -135,8 +141,11 @@ class MongoAccessRepo:
 
     async def revoke_key(self, tenant_id: str, key_id: str, *,
                          now: datetime) -> dict[str, Any] | None:
-        return await _revoke(self._db[mongo.API_KEYS], {"key_id": key_id,
-                                                        "tenant_id": tenant_id}, now)
+        try:
+            return await _revoke(self._db[mongo.API_KEYS], {"key_id": key_id,
+                                                            "tenant_id": tenant_id}, now)
+        finally:
+            self._changes.forget(tenant_id)
 
     async def users(self, tenant_id: str, emails: list[str] | None = None
                     ) -> list[dict[str, Any]]:
@@ -199,5 +208,6 @@ class MongoAccessRepo:
             return
         async with mongo.unavailable_as_503():
             res = await self._db[mongo.TENANTS].update_one({"_id": tenant_id}, update)
+        self._changes.forget(tenant_id)
         if res.matched_count != 1:
             raise NotFound(f"tenant {tenant_id!r} does not exist")

@@ -17,13 +17,16 @@ from pydantic import BaseModel
 
 from secmsg.shared import bus
 from secmsg.shared.errors import DependencyUnavailable
+from secmsg.shared.tenant_cache import TenantChanges
 
 log = logging.getLogger(__name__)
 
 
 class NatsEventSink:
     def __init__(self, url: str, *, timeout: float, name: str = "secmsg-ingest",
-                 options: dict[str, Any] | None = None, replicas: int = 1):
+                 options: dict[str, Any] | None = None, replicas: int = 1,
+                 changes: TenantChanges | None = None):
+        self._changes = changes  # listens for tenant.changed once connected
         self._url = url
         self._options = options or {}  # bus.connect_options: credentials, TLS, inbox
         self._replicas = replicas
@@ -48,6 +51,12 @@ class NatsEventSink:
         except Exception:
             await nc.close()
             raise
+        if self._changes is not None:
+            try:
+                await self._changes.listen(nc)
+            except Exception:
+                await nc.close()
+                raise
         self._nc, self._pub = nc, bus.EventPublisher(nc, timeout=self._timeout)
 
     async def _keep_trying(self, every_s: float) -> None:
@@ -74,6 +83,8 @@ class NatsEventSink:
             self._retry.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._retry
+        if self._changes is not None:
+            await self._changes.close()
         if self._nc is not None and not self._nc.is_closed:
             with contextlib.suppress(Exception):
                 await self._nc.drain()

@@ -16,6 +16,7 @@ from secmsg.notify.ports import DkimKey, SmtpTarget, TenantBranding
 from secmsg.shared import crypto, mongo, templating
 from secmsg.shared.errors import SecmsgError
 from secmsg.shared.mongo import unavailable_as_503
+from secmsg.shared.tenant_cache import TenantCache, TenantChanges
 
 log = logging.getLogger(__name__)
 
@@ -36,20 +37,22 @@ class TenantSmtpOptions:
 
 
 class MongoTenantDirectory:
-    """Tenant display name, footer, disclaimers and templates, cached for ``ttl_s`` per
-    tenant (a saved template reaches notify within that time)."""
+    """Tenant display name, footer, disclaimers, templates, SMTP and DKIM settings, cached
+    per tenant (``changes``: dropped as soon as ``tenant.changed`` says the tenant changed,
+    else kept ``ttl_s`` at most; not cached while that listener is not running)."""
 
     def __init__(self, db: AsyncDatabase[Any], *, ttl_s: float = 60.0,
-                 smtp: TenantSmtpOptions | None = None) -> None:
+                 smtp: TenantSmtpOptions | None = None, changes: TenantChanges | None = None,
+                 max_entries: int = 10_000) -> None:
         self._coll = db[mongo.TENANTS]
         self._smtp = smtp or TenantSmtpOptions()
-        self._ttl = ttl_s
-        self._cache: dict[str, tuple[float, TenantBranding]] = {}
+        self._cache: TenantCache[str, TenantBranding] = (changes or TenantChanges()).cache(
+            "notify_tenants", max_entries=max_entries, ttl_s=ttl_s)
 
     async def branding(self, tenant_id: str) -> TenantBranding:
         hit = self._cache.get(tenant_id)
-        if hit is not None and hit[0] > time.monotonic():
-            return hit[1]
+        if hit is not None:
+            return hit
         async with unavailable_as_503():
             doc = await self._coll.find_one(
                 {"_id": tenant_id}, {"name": 1, "display_name": 1, "footer": 1,
@@ -66,7 +69,7 @@ class MongoTenantDirectory:
             smtp=self._tenant_smtp(tenant_id, doc.get("smtp")),
             dkim=self._tenant_dkim(tenant_id, doc.get("dkim")),
         )
-        self._cache[tenant_id] = (time.monotonic() + self._ttl, branding)
+        self._cache.put(tenant_id, tenant_id, branding)
         return branding
 
     def _tenant_dkim(self, tenant_id: str, value: Any) -> DkimKey | None:
