@@ -194,11 +194,23 @@ def test_no_secret_values_are_committed(rendered: dict[str, list[Doc]], overlay:
     for svc in SERVICES:
         (c,) = secmsg_deployment(docs, svc)["spec"]["template"]["spec"]["containers"]
         env = {e["name"]: e for e in c.get("env", [])}
-        for key in ("SECMSG_KEYRING", "SECMSG_S3_SECRET_KEY", "SECMSG_MONGO_URL"):
+        for key in ("SECMSG_S3_SECRET_KEY", "SECMSG_MONGO_URL"):
             ref = env[key]["valueFrom"]["secretKeyRef"]
             assert ref["name"] == "secmsg-secrets" and ref["key"] == key, (svc, key)
             assert not ref.get("optional"), f"{svc}: {key} must not be optional"
-        assert all("value" not in e for k, e in env.items() if any(s in k for s in sensitive))
+        # The keyring is a file from the same Secret (never in the environment).
+        assert "SECMSG_KEYRING" not in env, svc
+        path = env["SECMSG_KEYRING_FILE"]["value"]
+        pod = secmsg_deployment(docs, svc)["spec"]["template"]["spec"]
+        (mount,) = [m for m in c["volumeMounts"] if path.startswith(m["mountPath"] + "/")]
+        assert mount.get("readOnly") is True, svc
+        (vol,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+        assert vol["secret"]["secretName"] == "secmsg-secrets", svc
+        assert vol["secret"]["items"] == [{"key": "SECMSG_KEYRING",
+                                           "path": path.rsplit("/", 1)[1]}], svc
+        assert not vol["secret"].get("optional") and vol["secret"]["defaultMode"] & 0o007 == 0
+        assert all("value" not in e for k, e in env.items()
+                   if any(s in k for s in sensitive) and k != "SECMSG_KEYRING_FILE")
 
 
 def _policies_for(docs: list[Doc], labels: dict[str, str], kind: str) -> list[Doc]:

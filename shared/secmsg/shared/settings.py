@@ -7,11 +7,13 @@ Outside ``SECMSG_ENVIRONMENT=development`` the placeholder secrets are refused a
 from __future__ import annotations
 
 from functools import cached_property
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from secmsg.shared import keysource
 from secmsg.shared.crypto import KeyRing
 
 _DEV_KEYRING = "1:ZGV2ZWxvcG1lbnQta2V5cmluZy1kby1ub3QtdXNlISE="  # 32 bytes, development only
@@ -78,6 +80,16 @@ class CommonSettings(BaseSettings):
                     "only); keep old versions after a rotation")
     keyring_active: int | None = Field(
         default=None, description="Version that wraps new data keys (default: the highest)")
+    keyring_file: Path | None = Field(
+        default=None,
+        description="A file holding the keyring (one '<version>:<base64>' per line or "
+                    "comma-separated), e.g. a Kubernetes Secret mounted read-only; read at "
+                    "start-up and used instead of SECMSG_KEYRING")
+    keyring_source: str | None = Field(
+        default=None,
+        description="A keyring plugin 'module:function' (function(settings) -> keyring text, "
+                    "e.g. decrypting a keyring kept under a Vault transit or KMS key); used "
+                    "instead of SECMSG_KEYRING_FILE and SECMSG_KEYRING")
 
     retrieve_public_url: str = Field(
         default="https://127.0.0.1:8443",
@@ -123,6 +135,7 @@ class CommonSettings(BaseSettings):
         recipient hint in every notification link and for tenants' sealed SMTP passwords and
         DKIM keys; store for the per-tenant re-wrap job (it moves wrapped data keys, never
         decrypts content)."""
-        if self.environment == "production" and self.keyring == _DEV_KEYRING:
+        spec = keysource.keyring_text(self)
+        if self.environment == "production" and spec == _DEV_KEYRING:
             raise ValueError("SECMSG_KEYRING must be set to a real keyring in production")
-        return KeyRing.parse(self.keyring, self.keyring_active)
+        return KeyRing.parse(spec, self.keyring_active)
