@@ -29,17 +29,11 @@ from secmsg.ingest.adapters.mongo_admin import MongoAccessRepo, MongoMessageRepo
 from secmsg.ingest.adapters.mongo_reports import MongoReports
 from secmsg.ingest.adapters.nats import NatsEventSink
 from secmsg.ingest.adapters.smtp import SmtpProbe
-from secmsg.ingest.routes import router
-from secmsg.ingest.routes_admin import router as admin_router
-from secmsg.ingest.routes_admin_access import router as access_router
-from secmsg.ingest.routes_admin_branding import router as branding_router
-from secmsg.ingest.routes_admin_delivery import router as delivery_router
-from secmsg.ingest.routes_admin_sending import router as sending_router
-from secmsg.ingest.routes_messages_manage import router as messages_router
+from secmsg.ingest.routes import ROUTERS
 from secmsg.ingest.service import Options
 from secmsg.ingest.settings import IngestSettings
 from secmsg.ingest.slots import UploadSlots
-from secmsg.ingest.smtp_test import PlatformSmtp, RateLimiter
+from secmsg.ingest.smtp_check import PlatformSmtp, RateLimiter
 from secmsg.ingest.wiring import Deps
 from secmsg.shared import bus, mongo, telemetry
 from secmsg.shared.blobstore import S3BlobStore
@@ -166,13 +160,8 @@ def create_app(common: CommonSettings | None = None, cfg: IngestSettings | None 
     )
     use_error_schema(app)  # 422 documented as the {"error", "detail"} it is
     app.add_middleware(_Metrics)
-    app.include_router(router)
-    app.include_router(admin_router)
-    app.include_router(messages_router)
-    app.include_router(access_router)
-    app.include_router(delivery_router)
-    app.include_router(sending_router)
-    app.include_router(branding_router)
+    for router in ROUTERS:
+        app.include_router(router)
     telemetry.instrument_fastapi(app, telemetry.setup_tracing("ingest", common))
 
     @app.exception_handler(SecmsgError)

@@ -19,7 +19,7 @@ from secmsg.ingest.ports import (
 )
 from secmsg.ingest.service import Options
 from secmsg.ingest.slots import UploadSlots
-from secmsg.ingest.smtp_test import PlatformSmtp, RateLimiter
+from secmsg.ingest.smtp_check import PlatformSmtp, RateLimiter
 from secmsg.ingest.tenant_smtp import SmtpConfigStore
 from secmsg.shared.crypto import KeyRing
 

@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from secmsg.retrieve import routes, routes_accounts, routes_tokens, routes_toolbar, service, web
+from secmsg.retrieve import service, web
 from secmsg.retrieve.access import GuardedMessageRepo
 from secmsg.retrieve.adapters.accounts import (
     MongoAccountRepo,
@@ -45,6 +45,7 @@ from secmsg.retrieve.adapters.mongo import (
 from secmsg.retrieve.adapters.smtp import SmtpCodeMailer
 from secmsg.retrieve.deps import Deps
 from secmsg.retrieve.metrics import BYTES_OUT, LATENCY, REQUESTS
+from secmsg.retrieve.routes import ROUTERS
 from secmsg.retrieve.service import RangeUnsatisfiable, RateLimited
 from secmsg.retrieve.settings import RetrieveSettings
 from secmsg.shared import bus, mongo, telemetry
@@ -267,13 +268,11 @@ def create_app(common: CommonSettings | None = None,
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected)
-    app.include_router(routes.api)
-    app.include_router(routes_accounts.router)
-    app.include_router(routes_tokens.router)
+    for router in ROUTERS:
+        app.include_router(router)
     app.add_api_route("/docs", docs_page, methods=["GET"], include_in_schema=False)
     # The webmail, which also serves the notification link page /m/{tenant}/{id}.
     web.install(app)
-    app.include_router(routes_toolbar.router)
     telemetry.instrument_fastapi(app, telemetry.setup_tracing("retrieve", common))
 
     async def readiness() -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""HTTP routes of ingest: thin -- authenticate, hand the body stream to the service, answer."""
+"""Submitting a message (JSON + files, or a whole RFC 5322 message): thin -- authenticate,
+hand the body stream to the service, answer."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from secmsg.ingest import audit, metrics, rfc822, service
 from secmsg.ingest.access import SendGuard
 from secmsg.ingest.auth import authenticate, bearer
 from secmsg.ingest.envelope import ENVELOPE_EXAMPLE, Envelope
-from secmsg.ingest.ports import SCOPE_SEND, Origin
+from secmsg.ingest.ports import SCOPE_SEND
+from secmsg.ingest.routes.common import origin
 from secmsg.ingest.wiring import Deps, get_deps
 from secmsg.shared.errors import (
     InvalidInput,
@@ -43,11 +45,6 @@ _MESSAGE_LINKS = {
                      ("ChangeExpiry", "patch_message_v1_messages__message_id__patch"),
                      ("Recall", "recall_message_v1_messages__message_id__recall_post"),
                      ("Revoke", "revoke_message_v1_messages__message_id__revoke_post"))}
-
-
-def origin(request: Request) -> Origin:
-    return Origin(client_ip=request.client.host if request.client else None,
-                  user_agent=(request.headers.get("user-agent") or "")[:256] or None)
 
 
 def _envelope_schema() -> dict[str, Any]:

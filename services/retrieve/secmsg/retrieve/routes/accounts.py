@@ -20,7 +20,7 @@ from secmsg.retrieve.deps import (
     UserAgentDep,
     account_ports,
 )
-from secmsg.retrieve.routes import CodeIn, SessionOut, _errors, _set_cookie
+from secmsg.retrieve.routes.common import CodeIn, SessionOut, errors, set_cookie
 from secmsg.retrieve.service import NewSession
 
 router = APIRouter(prefix="/v1", tags=["accounts"])
@@ -81,7 +81,7 @@ class TotpConfirmIn(BaseModel):
 
 def _session_response(response: Response, deps: Deps, new: NewSession
                       ) -> SessionOut:
-    _set_cookie(response, deps, new)
+    set_cookie(response, deps, new)
     return SessionOut(token=new.token, expires_at=new.expires_at)
 
 
@@ -90,7 +90,7 @@ def _session_response(response: Response, deps: Deps, new: NewSession
              description="Ask for a code first (`POST /v1/auth/code`, purpose `register`). "
                          "The password is checked before the code is used, so a refused "
                          "password (400 `weak_password`) does not burn the code.",
-             responses=_errors(400, 401, 422, 429, 503))
+             responses=errors(400, 401, 422, 429, 503))
 async def register(body: RegisterIn, response: Response, deps: DepsDep, ip: ClientIpDep,
                    ua: UserAgentDep) -> SessionOut:
     new = await accounts.register(account_ports(deps), tenant_id=body.tenant_id, email=body.email,
@@ -105,7 +105,7 @@ async def register(body: RegisterIn, response: Response, deps: DepsDep, ip: Clie
                          "code as the fallback; `password+code`: both. With an authenticator "
                          "enrolled, answers 202 with a ticket unless `totp` is given. Every "
                          "failure is the same 401.",
-             responses={202: {"model": MfaRequired}, **_errors(400, 401, 422, 429, 503)})
+             responses={202: {"model": MfaRequired}, **errors(400, 401, 422, 429, 503)})
 async def sign_in(body: SignInIn, response: Response, deps: DepsDep, ip: ClientIpDep,
                   ua: UserAgentDep) -> Response | SessionOut:
     result = await accounts.sign_in(account_ports(deps), tenant_id=body.tenant_id, email=body.email,
@@ -121,7 +121,7 @@ async def sign_in(body: SignInIn, response: Response, deps: DepsDep, ip: ClientI
 
 @router.post("/auth/totp", response_model=SessionOut,
              summary="Finish a sign-in with the authenticator code",
-             responses=_errors(401, 422, 429, 503))
+             responses=errors(401, 422, 429, 503))
 async def finish_totp(body: TotpIn, response: Response, deps: DepsDep, ip: ClientIpDep,
                       ua: UserAgentDep) -> SessionOut:
     new = await accounts.complete_totp(account_ports(deps), ticket=body.mfa_ticket, code=body.totp,
@@ -133,7 +133,7 @@ async def finish_totp(body: TotpIn, response: Response, deps: DepsDep, ip: Clien
              summary="Set a new password with an emailed code",
              description="Ask for a code first (purpose `reset`). Ends every other session "
                          "and token of the account.",
-             responses=_errors(400, 401, 422, 429, 503))
+             responses=errors(400, 401, 422, 429, 503))
 async def reset_password(body: ResetIn, response: Response, deps: DepsDep, ip: ClientIpDep,
                          ua: UserAgentDep) -> SessionOut:
     new = await accounts.reset_password(account_ports(deps), tenant_id=body.tenant_id,
@@ -145,7 +145,7 @@ async def reset_password(body: ResetIn, response: Response, deps: DepsDep, ip: C
 
 @router.post("/auth/logout-everywhere", status_code=204, response_class=Response,
              summary="Sign out on every device", description="Ends every session and "
-             "revokes every token of the signed-in person.", responses=_errors(401, 503))
+             "revokes every token of the signed-in person.", responses=errors(401, 503))
 async def logout_everywhere(request: Request, session: BrowserSessionDep, deps: DepsDep,
                             ip: ClientIpDep, ua: UserAgentDep) -> Response:
     await accounts.logout_everywhere(account_ports(deps), session=session, client=client(ip, ua),
@@ -160,7 +160,7 @@ async def logout_everywhere(request: Request, session: BrowserSessionDep, deps: 
              summary="Start enrolling an authenticator app",
              description="Confirm with the app's first code at /v1/account/totp/confirm; "
                          "until then sign-in does not ask for it.",
-             responses=_errors(401, 503))
+             responses=errors(401, 503))
 async def start_totp(session: BrowserSessionDep, deps: DepsDep) -> TotpStartOut:
     enrol = await accounts.start_totp(account_ports(deps), session=session, now=deps.clock())
     return TotpStartOut(secret=enrol.secret, otpauth_uri=enrol.uri)
@@ -168,7 +168,7 @@ async def start_totp(session: BrowserSessionDep, deps: DepsDep) -> TotpStartOut:
 
 @router.post("/account/totp/confirm", status_code=204, response_class=Response,
              summary="Confirm the authenticator with its first code",
-             responses=_errors(400, 401, 429, 503))
+             responses=errors(400, 401, 429, 503))
 async def confirm_totp(body: TotpConfirmIn, session: BrowserSessionDep, deps: DepsDep,
                        ip: ClientIpDep, ua: UserAgentDep) -> Response:
     await accounts.confirm_totp(account_ports(deps), session=session, code=body.code,
@@ -186,7 +186,7 @@ class AccountOut(BaseModel):
 
 
 @router.get("/account", response_model=AccountOut, summary="Who am I",
-            responses=_errors(401, 503))
+            responses=errors(401, 503))
 async def whoami(session: BrowserSessionDep, deps: DepsDep) -> AccountOut:
     account = await deps.accounts.get(tenant_id=session.tenant_id, email=session.address)
     return AccountOut(tenant_id=session.tenant_id, email=session.address,

@@ -10,8 +10,7 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.requests import ClientDisconnect
 
 from secmsg.ingest import audit, tenant_smtp, tenant_templates
-from secmsg.ingest.routes import origin
-from secmsg.ingest.routes_common import AUTH_ERRORS, Admin, DepsDep, err
+from secmsg.ingest.routes.common import AUTH_ERRORS, Admin, DepsDep, err, origin
 from secmsg.shared import templating
 from secmsg.shared.errors import InvalidInput, PayloadTooLarge
 

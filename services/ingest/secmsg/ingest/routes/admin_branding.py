@@ -6,8 +6,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from secmsg.ingest import branding
-from secmsg.ingest.routes import origin
-from secmsg.ingest.routes_common import AUTH_ERRORS, Admin, DepsDep, err, partial_body
+from secmsg.ingest.routes.common import AUTH_ERRORS, Admin, DepsDep, err, origin, partial_body
 
 router = APIRouter(prefix="/v1/admin", tags=["admin: branding"])
 

@@ -9,13 +9,13 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from secmsg.ingest import admin_access
-from secmsg.ingest.routes import origin
-from secmsg.ingest.routes_common import (
+from secmsg.ingest.routes.common import (
     AUTH_ERRORS,
     Admin,
     DepsDep,
     body_schema,
     err,
+    origin,
     partial_body,
 )
 

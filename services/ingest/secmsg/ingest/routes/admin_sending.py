@@ -8,9 +8,8 @@ from typing import Literal
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from secmsg.ingest import dkim, smtp_test
-from secmsg.ingest.routes import origin
-from secmsg.ingest.routes_common import AUTH_ERRORS, Admin, DepsDep, err
+from secmsg.ingest import dkim, smtp_check
+from secmsg.ingest.routes.common import AUTH_ERRORS, Admin, DepsDep, err, origin
 
 router = APIRouter(prefix="/v1/admin", tags=["admin: sending"])
 
@@ -39,7 +38,7 @@ class SmtpTestOut(BaseModel):
                          "`SECMSG_INGEST_SMTP_TEST_PER_MINUTE` tests per tenant per minute on "
                          "each ingest instance.")
 async def test_smtp(body: SmtpTestIn, creds: Admin, deps: DepsDep) -> SmtpTestOut:
-    mode, reason = await smtp_test.run(
+    mode, reason = await smtp_check.run(
         creds=creds, to=body.to, store=deps.smtp, key_ring=deps.key_ring,
         platform=deps.platform_smtp, prober=deps.prober, limiter=deps.smtp_test_limiter)
     return SmtpTestOut(ok=reason is None, mode=mode, reason=reason)

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from secmsg.retrieve import service, toolbar
 from secmsg.retrieve.deps import ClientIpDep, DepsDep, SessionDep, UserAgentDep
-from secmsg.retrieve.routes import EXAMPLE_ID, _correlate, _errors, _primed
+from secmsg.retrieve.routes.common import EXAMPLE_ID, correlate, errors, primed
 from secmsg.shared.http_errors import ErrorBody
 from secmsg.shared.templating import message_url
 
@@ -63,7 +63,7 @@ MessageId = Annotated[str, Path(max_length=64, description="32 hex characters",
                          "or placeholder as text: the `X-Secure-Message-Id`/`-Url` headers, or "
                          "the body markers if a mail client stripped them). Answers 404 when "
                          "`raw` carries no markers. Reads no content and records nothing.",
-             responses=_errors(400, 401, 404, 422, 503))
+             responses=errors(400, 401, 404, 422, 503))
 async def detect(body: DetectIn, session: SessionDep,
                  deps: DepsDep) -> DetectOut:
     toolbar.require_read(session)
@@ -85,12 +85,12 @@ async def detect(body: DetectIn, session: SessionDep,
                         "constant memory; audited (`message.fetched`) before any byte is sent.",
             response_class=StreamingResponse,
             responses={200: {"content": {"message/rfc822": {}}},
-                       **_errors(401, 404, 503),
+                       **errors(401, 404, 503),
                        410: {"model": ErrorBody, "description": "Revoked or recalled "
                              "(`error` is `revoked` or `recalled`)"}})
 async def original(message_id: MessageId, session: SessionDep,
                    deps: DepsDep, ip: ClientIpDep, ua: UserAgentDep) -> StreamingResponse:
-    _correlate(message_id, session.tenant_id)
+    correlate(message_id, session.tenant_id)
     now = deps.clock()
     record = await toolbar.plan_fetch(session=session, message_id=message_id, load=_load,
                                       messages=deps.messages, audit=deps.audit, client_ip=ip,
@@ -101,7 +101,7 @@ async def original(message_id: MessageId, session: SessionDep,
     # Decrypt the first segment before the status line: broken content gets a clean error.
     first = await anext(body, b"")
     log.info("message fetched", extra={"event": "message.fetched"})
-    return StreamingResponse(_primed(first, body), media_type="message/rfc822", headers={
+    return StreamingResponse(primed(first, body), media_type="message/rfc822", headers={
         "Content-Disposition": f'attachment; filename="{record.message_id}.eml"',
         "Cache-Control": "no-store", "Content-Security-Policy": "default-src 'none'; sandbox"})
 
@@ -110,10 +110,10 @@ async def original(message_id: MessageId, session: SessionDep,
              summary="Acknowledge a replaced placeholder",
              description="The toolbar put the real message in the mailbox; recorded in the "
                          "audit trail as `message.acknowledged`. Repeating it records again.",
-             responses=_errors(401, 404, 503))
+             responses=errors(401, 404, 503))
 async def ack(message_id: MessageId, session: SessionDep, deps: DepsDep, ip: ClientIpDep,
               ua: UserAgentDep) -> AckOut:
-    _correlate(message_id, session.tenant_id)
+    correlate(message_id, session.tenant_id)
     record = await toolbar.acknowledge(session=session, message_id=message_id, load=_load,
                                        messages=deps.messages, audit=deps.audit, client_ip=ip,
                                        user_agent=ua, now=deps.clock())

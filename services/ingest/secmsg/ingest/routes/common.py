@@ -10,12 +10,18 @@ from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, ValidationError
 
 from secmsg.ingest.auth import authenticate, bearer
-from secmsg.ingest.ports import SCOPE_ADMIN, SCOPE_SEND, Credentials
+from secmsg.ingest.ports import SCOPE_ADMIN, SCOPE_SEND, Credentials, Origin
 from secmsg.ingest.wiring import Deps, get_deps
 from secmsg.shared.errors import InvalidInput
 from secmsg.shared.http_errors import ErrorBody
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def origin(request: Request) -> Origin:
+    """Who called, for the audit log (the user agent cut to 256 characters)."""
+    return Origin(client_ip=request.client.host if request.client else None,
+                  user_agent=(request.headers.get("user-agent") or "")[:256] or None)
 
 
 def err(description: str) -> dict[str, Any]:

@@ -9,8 +9,7 @@ from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, Field
 
 from secmsg.ingest import messages_manage
-from secmsg.ingest.routes import origin
-from secmsg.ingest.routes_common import SENDER_ERRORS, DepsDep, Sender, err
+from secmsg.ingest.routes.common import SENDER_ERRORS, DepsDep, Sender, err, origin
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"])
 

@@ -17,7 +17,7 @@ from secmsg.retrieve.deps import (
     SessionDep,
     UserAgentDep,
 )
-from secmsg.retrieve.routes import TENANT_PATTERN, _errors
+from secmsg.retrieve.routes.common import TENANT_PATTERN, errors
 from secmsg.shared.errors import NotFound
 from secmsg.shared.http_errors import ErrorBody
 
@@ -87,7 +87,7 @@ _FLOW_ERRORS: dict[int | str, dict[str, Any]] = {
 @router.post("/device/authorize", response_model=AuthorizeOut, tags=["device"],
              summary="A toolbar asks for a token",
              description="Show `user_code` to the person and poll `/v1/device/token` every "
-                         "`interval` seconds.", responses=_errors(422, 429, 503))
+                         "`interval` seconds.", responses=errors(422, 429, 503))
 async def authorize(body: AuthorizeIn, deps: DepsDep, ip: ClientIpDep) -> AuthorizeOut:
     a = await device.authorize(devices=deps.devices, limiter=deps.limiter,
                                settings=deps.settings, public_url=deps.public_url,
@@ -111,21 +111,21 @@ async def _decide(body: UserCodeIn, session: BrowserSessionDep, deps: DepsDep,
 
 @router.post("/device/approve", response_model=DecisionOut, tags=["device"],
              summary="The signed-in person approves a toolbar",
-             responses=_errors(401, 404, 429, 503))
+             responses=errors(401, 404, 429, 503))
 async def approve(body: UserCodeIn, session: BrowserSessionDep, deps: DepsDep) -> DecisionOut:
     return await _decide(body, session, deps, True)
 
 
 @router.post("/device/deny", response_model=DecisionOut, tags=["device"],
              summary="The signed-in person refuses a toolbar",
-             responses=_errors(401, 404, 429, 503))
+             responses=errors(401, 404, 429, 503))
 async def deny(body: UserCodeIn, session: BrowserSessionDep, deps: DepsDep) -> DecisionOut:
     return await _decide(body, session, deps, False)
 
 
 @router.post("/device/token", response_model=TokenOut, tags=["device"],
              summary="The toolbar polls for its token (single use)",
-             responses={**_FLOW_ERRORS, **_errors(422, 503)})
+             responses={**_FLOW_ERRORS, **errors(422, 503)})
 async def token(body: TokenIn, deps: DepsDep, ip: ClientIpDep, ua: UserAgentDep) -> TokenOut:
     issued = await device.redeem(devices=deps.devices, markers=deps.markers,
                                  tokens=deps.tokens, accounts=deps.accounts, audit=deps.audit,
@@ -136,7 +136,7 @@ async def token(body: TokenIn, deps: DepsDep, ip: ClientIpDep, ua: UserAgentDep)
 
 
 @router.get("/tokens", response_model=TokenList, tags=["tokens"],
-            summary="My tokens (no secrets)", responses=_errors(401, 503))
+            summary="My tokens (no secrets)", responses=errors(401, 503))
 async def list_tokens(session: BrowserSessionDep, deps: DepsDep) -> TokenList:
     rows = await tokens.list_tokens(tokens=deps.tokens, accounts=deps.accounts,
                                     session=session, now=deps.clock())
@@ -149,7 +149,7 @@ async def list_tokens(session: BrowserSessionDep, deps: DepsDep) -> TokenList:
 @router.delete("/tokens/{token_id}", status_code=204, response_class=Response, tags=["tokens"],
                summary="Revoke one of my tokens",
                description="With a session, or with the token itself (a toolbar signing out).",
-               responses=_errors(401, 404, 503))
+               responses=errors(401, 404, 503))
 async def revoke(token_id: Annotated[str, Path(max_length=64)], session: SessionDep,
                  deps: DepsDep, ip: ClientIpDep, ua: UserAgentDep) -> Response:
     if session.via == "token" and session.token_id != token_id:

@@ -12,8 +12,7 @@ from pydantic import BaseModel, Field
 
 from secmsg.ingest import reports
 from secmsg.ingest.access import MESSAGE_ID_RE
-from secmsg.ingest.routes import origin
-from secmsg.ingest.routes_common import AUTH_ERRORS, Admin, DepsDep, err
+from secmsg.ingest.routes.common import AUTH_ERRORS, Admin, DepsDep, err, origin
 from secmsg.shared.errors import InvalidInput
 
 router = APIRouter(prefix="/v1/admin", tags=["admin: delivery and audit"])
