@@ -13,21 +13,73 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from faststream.exceptions import NackMessage
+from faststream.nats import NatsBroker
 from faststream.nats.annotations import NatsMessage
+from pymongo.asynchronous.database import AsyncDatabase
 
 from secmsg.notify import retry, service
 from secmsg.notify.metrics import RETRIES
-from secmsg.shared import bus, subjects, worker
+from secmsg.notify.ports import (
+    DeliveryRepo,
+    DkimKey,
+    Mailer,
+    Publisher,
+    RelayChooser,
+    Signer,
+    TenantDirectory,
+    UndeliverableList,
+)
+from secmsg.notify.settings import NotifySettings
+from secmsg.shared import bus, subjects, templating, worker
 from secmsg.shared.events import MessageStored, utcnow
-
-if TYPE_CHECKING:
-    from secmsg.notify.app import NotifyWorker
+from secmsg.shared.settings import CommonSettings
 
 log = logging.getLogger(__name__)
+
+
+class Runtime(Protocol):
+    """What the consumers use of the running service (``app.NotifyWorker`` is one); a
+    protocol, so this module does not import the app that registers it."""
+
+    @property
+    def settings(self) -> NotifySettings: ...
+    @property
+    def common(self) -> CommonSettings: ...
+    @property
+    def broker(self) -> NatsBroker: ...
+    @property
+    def db(self) -> AsyncDatabase[Any]: ...
+    @property
+    def policy(self) -> service.NotifyPolicy: ...
+    @property
+    def deliveries(self) -> DeliveryRepo: ...
+    @property
+    def mailer(self) -> Mailer: ...
+    @property
+    def tenants(self) -> TenantDirectory: ...
+    @property
+    def publisher(self) -> Publisher: ...
+    @property
+    def retries(self) -> retry.RetryPublisher: ...
+    @property
+    def relay(self) -> RelayChooser: ...
+    @property
+    def signer(self) -> Signer: ...
+    @property
+    def platform_dkim(self) -> DkimKey | None: ...
+    @property
+    def undeliverable(self) -> UndeliverableList: ...
+    @property
+    def bounce_base(self) -> str | None: ...
+    @property
+    def recipient_hint(self) -> Callable[[str, str, str], str]: ...
+    @property
+    def renderer(self) -> templating.RenderPool: ...
 
 
 async def _keep_alive(msg: NatsMessage, every_s: float) -> None:
@@ -37,7 +89,7 @@ async def _keep_alive(msg: NatsMessage, every_s: float) -> None:
             await msg.in_progress()
 
 
-async def _notify(rt: NotifyWorker, msg: NatsMessage, event: MessageStored) -> None:
+async def _notify(rt: Runtime, msg: NatsMessage, event: MessageStored) -> None:
     # JetStream redelivers an event unacked for ACK_WAIT_S: short, so a killed replica's
     # events come back within seconds; a live handler says "in progress" well within it.
     keepalive = asyncio.create_task(_keep_alive(msg, rt.settings.ack_wait_s / 4))
@@ -55,7 +107,7 @@ async def _notify(rt: NotifyWorker, msg: NatsMessage, event: MessageStored) -> N
         keepalive.cancel()
 
 
-async def schedule_retry(rt: NotifyWorker, event: MessageStored, *, round_: int,
+async def schedule_retry(rt: Runtime, event: MessageStored, *, round_: int,
                          delay: float) -> None:
     """Publish the next try of ``event`` to the retry stream (deduplicated per round)."""
     # A little jitter: a target's many deferred notifications do not all come due at once.
@@ -66,7 +118,7 @@ async def schedule_retry(rt: NotifyWorker, event: MessageStored, *, round_: int,
     RETRIES.labels("scheduled").inc()
 
 
-def register(rt: NotifyWorker) -> worker.EventWorker:
+def register(rt: Runtime) -> worker.EventWorker:
     """notify's two consumers on ``rt.broker`` (``worker.EventWorker``: typed handlers, acks
     by outcome, finite ``max_deliver`` then a dead letter); the returned worker ensures them."""
     cfg = rt.settings

@@ -9,7 +9,6 @@ the action unique. ``detail`` holds short fixed-vocabulary strings only, never c
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from secmsg.shared.events import (
     AttachmentDownloaded,
@@ -21,10 +20,7 @@ from secmsg.shared.events import (
     NotificationBounced,
     NotificationSent,
 )
-from secmsg.store.ports import Doc
-
-if TYPE_CHECKING:  # service imports this module
-    from secmsg.store.service import DeliveryEvent
+from secmsg.store.ports import DeliveryEvent, Doc
 
 SYSTEM = "system"
 

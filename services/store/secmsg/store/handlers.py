@@ -31,8 +31,10 @@ from secmsg.shared.events import (
 )
 from secmsg.store import control, rewrap, service
 from secmsg.store.ports import (
+    AuditEvent,
     AuditRepo,
     BlobStore,
+    DeliveryEvent,
     DeliveryRepo,
     MessageRepo,
     Publisher,
@@ -114,13 +116,13 @@ def register(broker: NatsBroker, get_deps: Callable[[], Deps], cfg: StoreSetting
     @subscribe(subjects.any_tenant("notification.>"), subjects.STORE_DELIVERY,
                batch=True, batch_size=cfg.delivery_batch_size,
                fetch_timeout_s=cfg.delivery_batch_wait_s)
-    async def on_notification_events(events: list[service.DeliveryEvent]) -> None:
+    async def on_notification_events(events: list[DeliveryEvent]) -> None:
         d = get_deps()
         await service.record_deliveries(events=events, deliveries=d.deliveries, audit=d.audit,
                                         undeliverable=d.undeliverable)
 
     @subscribe(subjects.any_tenant("audit.>"), subjects.STORE_AUDIT)
-    async def on_audit_event(event: service.AuditEvent) -> None:
+    async def on_audit_event(event: AuditEvent) -> None:
         await service.record_audit(event=event, audit=get_deps().audit)
 
     # One event per fetch: a key rotation can run for minutes, and events fetched behind it

@@ -13,7 +13,22 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
+from secmsg.shared.events import (
+    AttachmentDownloaded,
+    AuditRecorded,
+    MessageOpened,
+    NotificationBounced,
+    NotificationDeferred,
+    NotificationFailed,
+    NotificationSent,
+)
+
 Doc = dict[str, Any]
+
+# The events store's consumers take, by consumer (shared by service.py and audit.py).
+StatusEvent = NotificationSent | NotificationDeferred | NotificationFailed
+DeliveryEvent = StatusEvent | NotificationBounced
+AuditEvent = MessageOpened | AttachmentDownloaded | AuditRecorded
 
 
 class MessageRepo(Protocol):

@@ -20,28 +20,27 @@ from secmsg.shared.blobstore import OBJECT_KEY_RE, OBJECT_ROOT, message_prefix, 
 from secmsg.shared.crypto import ciphertext_size
 from secmsg.shared.errors import IntegrityError, InvalidInput, NotFound, PermanentError
 from secmsg.shared.events import (
-    AttachmentDownloaded,
     AuditRecorded,
-    MessageOpened,
     MessageReceived,
     MessageStored,
     NotificationBounced,
     NotificationDeferred,
-    NotificationFailed,
-    NotificationSent,
     event_msg_id,
 )
 from secmsg.store import audit as audit_docs
 from secmsg.store.ports import (
+    AuditEvent,
     AuditRepo,
     BlobStore,
     BounceUpdate,
+    DeliveryEvent,
     DeliveryRepo,
     DeliveryUpdate,
     Doc,
     MessageRepo,
     Publisher,
     PurgeClaims,
+    StatusEvent,
     TenantPolicies,
     UndeliverableRepo,
 )
@@ -58,9 +57,6 @@ DELIVERIES = Counter("secmsg_store_deliveries_total",
                      "Delivery states recorded (first time each), by tenant and state",
                      ["tenant", "state"])
 
-StatusEvent = NotificationSent | NotificationDeferred | NotificationFailed
-DeliveryEvent = StatusEvent | NotificationBounced
-AuditEvent = MessageOpened | AttachmentDownloaded | AuditRecorded
 
 
 def _now() -> datetime:
