@@ -131,3 +131,24 @@ async def test_the_tenant_logo_shows_in_the_default_html_notification(
     text, html = bodies(cap.message)
     assert '<img src="https://www.acme.example/logo.png?v=1&amp;x=2" alt="Acme Medical"' in html
     assert "logo.png" not in text
+
+
+async def test_the_render_limit_setting_applies_to_tenant_templates(
+        mongo_db: Any, sink: Sink, nbus: Bus, start_notify: Any) -> None:
+    """SECMSG_NOTIFY_TEMPLATE_TIMEOUT_S lowers the 0.5 s save-time limit for sending: a stored
+    template slower than the setting (valid at save) gives way to the default."""
+    slow = ("{% for i in range(3000) %}{% for j in range(300) %}{% endfor %}{% endfor %}"
+            "SLOW {{ link }}\n")  # about 0.3 s here, well over the 0.02 s set below
+    now = datetime.now(UTC)
+    await mongo_db[mongo.TENANTS].insert_one({
+        "_id": "acme", "name": "acme", "display_name": "Acme Medical", "created_at": now,
+        "footer": FOOTER, "disclaimers": [DISCLAIMER],
+        "templates": {"notification_text": {"source": slow, "version": 1, "updated_at": now}}})
+    await start_notify(SECMSG_NOTIFY_TEMPLATE_TIMEOUT_S="0.02")
+    ev = stored_event(to=["bob@example.org"])
+    await nbus.publish(ev)
+    [cap] = await eventually(lambda: sink.handler.for_recipient("bob@example.org"),
+                             what="the notification")
+    text, _ = bodies(cap.message)
+    assert "SLOW" not in text
+    assert "sent you a secure message through Acme Medical" in text

@@ -81,7 +81,7 @@ def render_or_default(kind: str, source: str | None, context: Mapping[str, Any],
     class is logged: an error message could quote the data."""
     if source is not None:
         try:
-            out = render_limited(compile_checked(kind, source), context)
+            out = render_limited(compile_checked(kind, source), context, limits=limits)
             if not _missing_required(kind, context, out):
                 return out
             log.warning("tenant template %s lost a required value; the default is used", kind)
