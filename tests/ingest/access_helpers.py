@@ -3,8 +3,6 @@ retrieve, messages and audit by store) inserted directly, and the events ingest 
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,6 +13,7 @@ from pydantic import TypeAdapter
 
 from secmsg.shared import mongo, subjects
 from secmsg.shared.events import AnyEvent
+from secmsg.shared.ids import UserToken, token_hash
 from secmsg.shared.settings import CommonSettings
 
 _ANY: TypeAdapter[Any] = TypeAdapter(AnyEvent)
@@ -27,11 +26,11 @@ def auth(secret: str) -> dict[str, str]:
 async def make_token(db: Any, *, tenant: str, email: str, scopes: list[str],
                      created_at: datetime | None = None, expires_at: datetime | None = None,
                      client: str = "toolbar") -> tuple[str, str]:
-    """A token as retrieve issues it; returns (token, token_id)."""
-    token_id = secrets.token_hex(8)
-    token = f"smt_{token_id}_{secrets.token_urlsafe(32)}"
+    """A token as retrieve issues it (the shared format); returns (token, token_id)."""
+    minted = UserToken.new()
+    token_id, token = minted.token_id, str(minted)
     await db[mongo.TOKENS].insert_one({
-        "_id": hashlib.sha256(token.encode()).hexdigest(), "token_id": token_id,
+        "_id": token_hash(token), "token_id": token_id,
         "tenant_id": tenant, "email": email.lower(), "scopes": scopes, "client": client,
         "label": "test", "created_at": created_at or datetime.now(UTC),
         "expires_at": expires_at, "last_used_at": None, "revoked_at": None})

@@ -10,14 +10,12 @@ them).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from secmsg.ingest.ports import AccessRepo, Credentials, MessageRepo
 from secmsg.shared.errors import Forbidden, InvalidInput
 from secmsg.shared.events import Recipient
-
-MESSAGE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+from secmsg.shared.ids import is_message_id
 
 
 @dataclass
@@ -39,7 +37,7 @@ class SendGuard:
             raise Forbidden("a token may send only from its own address "
                             f"(from must be {creds.email})")
         if in_reply_to is not None:
-            if not MESSAGE_ID_RE.match(in_reply_to):
+            if not is_message_id(in_reply_to):
                 raise InvalidInput("in_reply_to must be a message id (32 hex characters)")
             original = await self.messages.get(tenant_id, in_reply_to)
             addressed = original is not None and creds.email in {

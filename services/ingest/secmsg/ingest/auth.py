@@ -8,6 +8,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from secmsg.ingest.ports import SCOPE_ADMIN, Credentials, TenantDirectory
 from secmsg.shared import logs
 from secmsg.shared.errors import Forbidden, Unauthorized
+from secmsg.shared.ids import looks_like_user_token
 
 bearer = HTTPBearer(auto_error=False,
                     description="The tenant's API key (smk_<key_id>_<secret>) or a user token "
@@ -21,7 +22,7 @@ async def authenticate(tenants: TenantDirectory, auth: HTTPAuthorizationCredenti
         raise Unauthorized("an API key or token is required: 'Authorization: Bearer <key>'")
     creds = await tenants.authenticate(auth.credentials)
     if creds is None:
-        what = "token" if auth.credentials.startswith("smt_") else "API key"
+        what = "token" if looks_like_user_token(auth.credentials) else "API key"
         raise Unauthorized(f"the {what} is unknown, expired or revoked")
     logs.tenant_id.set(creds.tenant.tenant_id)
     wanted = (scope,) if isinstance(scope, str) else scope

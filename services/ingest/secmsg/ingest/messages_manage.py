@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from secmsg.ingest import audit
-from secmsg.ingest.access import MESSAGE_ID_RE
 from secmsg.ingest.envelope import MAX_EXPIRY_DAYS
 from secmsg.ingest.ports import (
     SCOPE_ADMIN,
@@ -28,6 +27,7 @@ from secmsg.ingest.ports import (
 )
 from secmsg.shared.errors import Conflict, InvalidInput, NotFound
 from secmsg.shared.events import MessageExpiryChanged, MessageRecalled, event_msg_id
+from secmsg.shared.ids import is_message_id
 
 ALL = "*"
 
@@ -48,7 +48,7 @@ def may_manage(creds: Credentials, message: MessageRecord) -> bool:
 
 async def load(*, creds: Credentials, message_id: str, messages: MessageRepo) -> MessageRecord:
     not_found = NotFound("no such message")
-    if not MESSAGE_ID_RE.match(message_id):
+    if not is_message_id(message_id):
         raise not_found
     message = await messages.get(creds.tenant.tenant_id, message_id)
     if message is None or not may_manage(creds, message):

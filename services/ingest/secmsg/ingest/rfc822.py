@@ -67,6 +67,7 @@ from secmsg.shared.crypto import KeyRing
 from secmsg.shared.errors import InvalidInput, PayloadTooLarge
 from secmsg.shared.events import MessageReceived, Recipient, StoredObject
 from secmsg.shared.headers import check_header_value
+from secmsg.shared.markers import HEADER_ID, HEADER_URL
 
 CONTENT_TYPE = "message/rfc822"
 # Headers describing the body we replace; X-Secure-Message-* are ours to write.
@@ -412,8 +413,8 @@ async def placeholder(*, parsed: Parsed, creds: Credentials, message_id: str,
     boundary = f"==============={secrets.randbelow(sys.maxsize):019d}==".encode()
     return b"".join((
         *parsed.header_lines,
-        b"X-Secure-Message-Id: ", message_id.encode("ascii"), nl,
-        b"X-Secure-Message-Url: ", url.encode("ascii"), nl,
+        HEADER_ID.encode(), b": ", message_id.encode("ascii"), nl,
+        HEADER_URL.encode(), b": ", url.encode("ascii"), nl,
         b"MIME-Version: 1.0", nl,
         b'Content-Type: multipart/alternative; boundary="', boundary, b'"', nl, nl,
         b"--", boundary, nl,

@@ -52,6 +52,7 @@ from secmsg.shared import templating
 from secmsg.shared.errors import InvalidInput
 from secmsg.shared.events import MessageStored
 from secmsg.shared.headers import check_header_value
+from secmsg.shared.markers import HEADER_ID, HEADER_URL
 
 log = logging.getLogger(__name__)
 
@@ -298,8 +299,8 @@ def render_event(*, event: MessageStored, branding: TenantBranding, platform_fro
         raise InvalidInput("the notification text is not valid Unicode") from exc
     try:
         head_bytes = "".join(head).encode("ascii")
-        markers = (header_line("X-Secure-Message-Id", message_id)
-                   + header_line("X-Secure-Message-Url", url)).encode("ascii")
+        markers = (header_line(HEADER_ID, message_id)
+                   + header_line(HEADER_URL, url)).encode("ascii")
     except UnicodeEncodeError as exc:
         raise InvalidInput("a header value is not valid Unicode") from exc
     boundary = _boundary()

@@ -59,10 +59,10 @@ from secmsg.shared.events import (
     Recipient,
     StoredObject,
 )
+from secmsg.shared.ids import is_message_id
 
 log = logging.getLogger(__name__)
 
-ID_RE = re.compile(r"^[0-9a-f]{32}$")
 CODE_RE = re.compile(r"^[0-9]{8}$")
 _RANGE_RE = re.compile(r"^(\d*)-(\d*)$")
 
@@ -280,7 +280,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         when = datetime.fromisoformat(at)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidInput("cursor is not valid") from None
-    if not ID_RE.match(mid) or when.tzinfo is None:
+    if not is_message_id(mid) or when.tzinfo is None:
         raise InvalidInput("cursor is not valid")
     return when, mid
 
@@ -298,7 +298,7 @@ async def list_messages(*, session: SessionRecord, messages: MessageRepo, limit:
 
 async def get_mine(*, session: SessionRecord, message_id: str, messages: MessageRepo,
                     now: datetime) -> MessageRecord:
-    if not ID_RE.match(message_id):
+    if not is_message_id(message_id):
         raise NotFound("message not found")
     record = await messages.get_live(tenant_id=session.tenant_id, message_id=message_id,
                                      address=session.address, now=now)
@@ -449,7 +449,7 @@ async def plan_download(*, session: SessionRecord, message_id: str, object_id: s
                              now=now)
     obj = next((o for o in record.objects
                 if o.object_id == object_id and o.role == "attachment"), None)
-    if obj is None or not ID_RE.match(object_id):
+    if obj is None or not is_message_id(object_id):
         raise NotFound("message not found")
     _check_key(record, obj)
     etag = etag_for(obj)

@@ -8,10 +8,6 @@ expired, or issued before the account's ``sessions_valid_after`` (sign out every
 
 from __future__ import annotations
 
-import hashlib
-import re
-import secrets
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,9 +21,15 @@ from secmsg.retrieve.ports import (
     TokenRepo,
 )
 from secmsg.shared.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from secmsg.shared.ids import (
+    TOKEN_PREFIX,
+    UserToken,
+    is_message_id,
+    looks_like_user_token,
+    token_hash,
+)
 
-PREFIX = "smt_"
-TOKEN_RE = re.compile(r"^smt_([0-9a-f]{32})_([A-Za-z0-9_-]{43})$")
+PREFIX = TOKEN_PREFIX
 SCOPES = frozenset({"read", "send", "admin"})
 WEBMAIL_SEND_TTL = timedelta(minutes=5)
 # last_used_at is informational: written at most this often, not on every request.
@@ -36,12 +38,12 @@ _DEAD = "the token is unknown, revoked or expired"
 
 
 def looks_like_token(credential: str) -> bool:
-    return credential.startswith(PREFIX)
+    return looks_like_user_token(credential)
 
 
 def hash_token(token: str) -> str:
     """What is stored for any bearer secret (session, access token, device code)."""
-    return hashlib.sha256(token.encode()).hexdigest()
+    return token_hash(token)
 
 
 def check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
@@ -70,8 +72,8 @@ async def issue_token(*, tokens: TokenRepo, accounts: AccountRepo, audit: AuditP
     if "admin" in wanted and await accounts.tenant_role(tenant_id=tenant_id,
                                                         email=email) != "admin":
         raise Forbidden("only tenant admins may hold a token with scope admin")
-    token_id = uuid.uuid4().hex
-    token = f"{PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
+    minted = UserToken.new()
+    token_id, token = minted.token_id, str(minted)
     expires_at = now + ttl if ttl is not None else None
     await audit_log.record(audit, tenant_id=tenant_id, action="token.issued", actor=email,
                            now=now, detail={"token_id": token_id, "client": client[:64],
@@ -110,11 +112,11 @@ async def verify_token(*, token: str, tokens: TokenRepo, accounts: AccountRepo,
                        now: datetime, scope: str = "read") -> SessionRecord:
     """The caller behind a bearer token, shaped like a session; ``Unauthorized`` if dead,
     ``Forbidden`` if alive without ``scope``."""
-    m = TOKEN_RE.match(token)
-    if m is None:
+    parsed = UserToken.parse(token)
+    if parsed is None:
         raise Unauthorized(_DEAD)
     record = await tokens.get(hash_token(token))
-    if record is None or record.token_id != m[1]:
+    if record is None or record.token_id != parsed.token_id:
         raise Unauthorized(_DEAD)
     account = await accounts.get(tenant_id=record.tenant_id, email=record.email)
     if not _alive(record, account.sessions_valid_after if account else None, now):
@@ -144,7 +146,7 @@ async def revoke_token(*, tokens: TokenRepo, audit: AuditPublisher, session: Ses
                        token_id: str, now: datetime, client_ip: str | None = None,
                        user_agent: str | None = None) -> None:
     """Revoke one of the caller's own tokens; someone else's is ``NotFound``."""
-    if not re.fullmatch(r"[0-9a-f]{32}", token_id) or not await tokens.revoke(
+    if not is_message_id(token_id) or not await tokens.revoke(
             tenant_id=session.tenant_id, email=session.address, token_id=token_id, now=now):
         raise NotFound("token not found")
     await audit_log.record(audit, tenant_id=session.tenant_id, action="token.revoked",

@@ -34,6 +34,7 @@ from secmsg.retrieve.ports import (
     MessageRepo,
     SessionRecord,
 )
+from secmsg.shared import markers
 from secmsg.shared.crypto import KeyRing
 from secmsg.shared.errors import (
     Forbidden,
@@ -43,19 +44,11 @@ from secmsg.shared.errors import (
     SecmsgError,
 )
 from secmsg.shared.events import AuditAction, AuditRecorded, StoredObject
+from secmsg.shared.ids import is_message_id
 
-ID_RE = re.compile(r"^[0-9a-f]{32}$")
-# The link notify and ingest write (shared templating.message_url): <public>/m/<tenant>/<id>.
-_URL_RE = re.compile(r"/m/([a-z0-9][a-z0-9-]{0,39})/([0-9a-f]{32})(?![0-9a-f])")
-# The body markers of the shared marker frames (text line, hidden span, data attributes).
-_BODY_ID_RE = re.compile(r"(?:Secure-Message-Id:\s*|data-secure-message-id=\"|"
-                         r"name=\"secure-message-id\" content=\")([0-9a-f]{32})\b")
-_BODY_URL_RE = re.compile(r"(?:Secure-Message-Url:\s*|data-secure-message-url=\")"
-                          r"(https?://[^\s\"<>]+)")
-RETRIEVED_HEADER = "X-Secure-Message-Retrieved"
+RETRIEVED_HEADER = markers.HEADER_RETRIEVED
 # Headers of an original we never pass on: ours to write, and a sender's copy would spoof them.
-_OURS = frozenset({"x-secure-message-id", "x-secure-message-url",
-                   "x-secure-message-retrieved"})
+_OURS = markers.PLATFORM_HEADERS
 # ... nor the blind copies: a to/cc recipient must not learn them, nor one bcc of another.
 _NOT_PASSED_ON = _OURS | {"bcc", "resent-bcc"}
 _HEADER_CAP = 256 * 1024  # longest header line of an original we pass on
@@ -82,10 +75,10 @@ class Detected:
 
 
 def from_url(url: str) -> Detected:
-    m = _URL_RE.search(url)
-    if not m:
+    link = markers.parse_message_url(url)
+    if link is None:
         raise InvalidInput("url is not a secure message link (…/m/<tenant>/<message id>)")
-    return Detected(m[2], m[1])
+    return Detected(link[1], link[0])
 
 
 def _bodies(msg: Message) -> list[str]:
@@ -108,27 +101,27 @@ def from_raw(raw: str) -> Detected:
     ``X-Secure-Message-*`` headers, or the body markers when a client stripped the headers."""
     try:
         msg = Parser(policy=email_policy.default).parsestr(raw)
-        header_id = str(msg.get("X-Secure-Message-Id") or "").strip().lower()
-        header_url = str(msg.get("X-Secure-Message-Url") or "").strip()
+        header_id = str(msg.get(markers.HEADER_ID) or "").strip().lower()
+        header_url = str(msg.get(markers.HEADER_URL) or "").strip()
         bodies = _bodies(msg)
     except (email_errors.MessageError, ValueError, IndexError, TypeError):
         raise InvalidInput("raw is not a parsable email message") from None
-    if not ID_RE.match(header_id):
+    if not is_message_id(header_id):
         header_id = ""
     body_id = body_url = ""
     for text in bodies:
-        if not body_id and (m := _BODY_ID_RE.search(text)):
-            body_id = m[1]
-        if not body_url and (u := _BODY_URL_RE.search(text)):
-            body_url = u[1]
+        if not body_id and (found_ids := markers.body_message_ids(text)):
+            body_id = found_ids[0]
+        if not body_url and (found_urls := markers.body_message_urls(text)):
+            body_url = found_urls[0]
     message_id = header_id or body_id
     if not message_id:
         raise NotFound("no secure message markers in this message")
     tenant: str | None = None
     for url in (header_url, body_url):
-        m = _URL_RE.search(url) if url else None
-        if m and m[2] == message_id:
-            tenant = m[1]
+        link = markers.parse_message_url(url) if url else None
+        if link and link[1] == message_id:
+            tenant = link[0]
             break
     return Detected(message_id, tenant)
 
@@ -138,7 +131,7 @@ def detect(*, message_id: str | None, url: str | None, raw: str | None) -> Detec
     if len(given) != 1:
         raise InvalidInput("give exactly one of message_id, url or raw")
     if message_id is not None:
-        if not ID_RE.match(message_id):
+        if not is_message_id(message_id):
             raise InvalidInput("message_id must be 32 lowercase hex characters")
         return Detected(message_id, None)
     if url is not None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -27,6 +26,7 @@ from secmsg.shared.events import (
     NotificationDeferred,
     event_msg_id,
 )
+from secmsg.shared.ids import is_message_id
 from secmsg.store import audit as audit_docs
 from secmsg.store.ports import (
     AuditEvent,
@@ -47,7 +47,6 @@ from secmsg.store.ports import (
 
 log = logging.getLogger(__name__)
 
-HEX32 = re.compile(r"^[0-9a-f]{32}$")
 
 STORED = Counter("secmsg_store_messages_stored_total", "Messages recorded (first time)")
 PURGED = Counter("secmsg_store_messages_purged_total",
@@ -68,11 +67,11 @@ def _now() -> datetime:
 
 async def _check_objects(event: MessageReceived, blobs: BlobStore) -> None:
     """The commit: every staged object is there, complete, and where this message owns it."""
-    if not HEX32.match(event.message_id):
+    if not is_message_id(event.message_id):
         raise InvalidInput("message_id is not 32 lowercase hex characters")
     seen: set[str] = set()
     for obj in event.objects:
-        if not HEX32.match(obj.object_id) or obj.object_id in seen:
+        if not is_message_id(obj.object_id) or obj.object_id in seen:
             raise InvalidInput(f"object id {obj.object_id!r} is malformed or repeated")
         seen.add(obj.object_id)
         # Refuse keys outside this tenant's message folder: an event must never adopt (or

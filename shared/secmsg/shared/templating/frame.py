@@ -9,6 +9,8 @@ import functools
 from importlib import resources
 from typing import Any
 
+from secmsg.shared import markers
+
 __all__ = ["message_url", "render_frames"]
 
 _FRAME_TEXT = """{{ body }}
@@ -42,7 +44,7 @@ _FRAME_HTML = """<!DOCTYPE html>
 
 def message_url(public_url: str, tenant_id: str, message_id: str) -> str:
     """The link in every notification and placeholder (it grants nothing by itself)."""
-    return f"{public_url.rstrip('/')}/m/{tenant_id}/{message_id}"
+    return markers.message_url(public_url, tenant_id, message_id)
 
 
 @functools.cache

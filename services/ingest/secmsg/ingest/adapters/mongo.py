@@ -7,7 +7,6 @@ guarded by the unique ``_id``; a takeover is a compare-and-set on the old heartb
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,10 +28,10 @@ from secmsg.ingest.tenant_smtp import SmtpConfig
 from secmsg.ingest.tenants import tenant_from_doc
 from secmsg.shared import mongo
 from secmsg.shared.errors import NotFound
+from secmsg.shared.ids import UserToken, looks_like_user_token, token_hash
 from secmsg.shared.tenant_cache import TenantCache, TenantChanges
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-TOKEN_PREFIX = "smt_"  # noqa: S105 - a prefix, not a secret
 TOKEN_SCOPES = frozenset({"read", "send", "admin"})
 # last_used_at is written at most this often per token: a busy toolbar must not turn every
 # request into a database write.
@@ -40,7 +39,7 @@ LAST_USED_EVERY = timedelta(minutes=1)
 
 
 def hash_api_key(api_key: str) -> str:
-    return hashlib.sha256(api_key.encode()).hexdigest()
+    return token_hash(api_key)
 
 
 def _aware(value: datetime | None) -> datetime:
@@ -115,7 +114,7 @@ class MongoTenantDirectory:
         return tenant
 
     async def authenticate(self, secret: str) -> Credentials | None:
-        if secret.startswith(TOKEN_PREFIX):
+        if looks_like_user_token(secret):
             return await self._token(secret)
         key = await self._api_key(hash_api_key(secret))
         if key is None or key.revoked:
@@ -129,6 +128,8 @@ class MongoTenantDirectory:
         """A user token is dead when revoked, expired, or issued before the account's
         ``sessions_valid_after`` ("sign out everywhere")."""
         now = datetime.now(UTC)
+        if UserToken.parse(token) is None:
+            return None
         async with mongo.unavailable_as_503():
             doc = await self._db[mongo.TOKENS].find_one({"_id": hash_api_key(token)})
             if doc is None or doc.get("revoked_at") is not None:

@@ -11,9 +11,9 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from secmsg.ingest import reports
-from secmsg.ingest.access import MESSAGE_ID_RE
 from secmsg.ingest.routes.common import AUTH_ERRORS, Admin, DepsDep, err, origin
 from secmsg.shared.errors import InvalidInput
+from secmsg.shared.ids import is_message_id
 
 router = APIRouter(prefix="/v1/admin", tags=["admin: delivery and audit"])
 
@@ -40,7 +40,7 @@ async def export_audit(creds: Admin, deps: DepsDep, since: Since = None, until: 
                        message_id: Annotated[str | None, Query()] = None) -> StreamingResponse:
     since, until = _utc(since), _utc(until)
     reports.check_range(since, until)
-    if message_id is not None and not MESSAGE_ID_RE.match(message_id):
+    if message_id is not None and not is_message_id(message_id):
         raise InvalidInput("message_id must be 32 hex characters")
     return StreamingResponse(
         reports.audit_lines(tenant_id=creds.tenant.tenant_id, since=since, until=until,

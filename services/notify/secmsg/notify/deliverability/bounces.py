@@ -31,15 +31,14 @@ from secmsg.notify.deliverability.dsn import (
     parse_report,
 )
 from secmsg.notify.deliverability.ports import EventPublisherPort, MessageDirectory
-from secmsg.shared import logs
+from secmsg.shared import logs, markers
 from secmsg.shared.events import NotificationBounced, event_msg_id
+from secmsg.shared.ids import is_message_id
 
 log = logging.getLogger(__name__)
 
-_MESSAGE_ID = re.compile(r"^[0-9a-f]{32}$")
 # notify's deterministic Message-ID: <sha256(message_id|address)[:32].<message_id>@domain>
 _NOTIFY_MESSAGE_ID = re.compile(r"<?[0-9a-f]{32}\.([0-9a-f]{32})@[^>]+>?$")
-_URL_PATH = re.compile(r"/m/([a-z0-9][a-z0-9-]{0,39})/([0-9a-f]{32})(?:[/?#]|$)")
 
 
 @dataclass(frozen=True)
@@ -66,13 +65,13 @@ def _quoted_message(report: DeliveryReport) -> tuple[str | None, str | None]:
     """``(message_id, tenant from the quoted link)`` of the quoted notification."""
     quoted = report.quoted
     message_id = (quoted.secure_message_id or "").strip().lower()
-    if not _MESSAGE_ID.match(message_id):
+    if not is_message_id(message_id):
         m = _NOTIFY_MESSAGE_ID.match((quoted.message_id_header or "").strip().lower())
         message_id = m.group(1) if m else ""
-    url = _URL_PATH.search(quoted.secure_message_url or "")
-    if url and message_id and url.group(2) != message_id:
+    link = markers.parse_message_url(quoted.secure_message_url or "")
+    if link and message_id and link[1] != message_id:
         return None, None  # the quoted markers contradict each other
-    return (message_id or None), (url.group(1) if url else None)
+    return (message_id or None), (link[0] if link else None)
 
 
 async def _matches_without_tag(report: DeliveryReport, messages: MessageDirectory

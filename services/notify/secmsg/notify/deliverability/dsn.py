@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass, field
 from email.message import Message
 
+from secmsg.shared import markers
+
 _STATUS = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})$")
 _QUOTED_ORIGINAL = ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers")
 
@@ -112,8 +114,8 @@ def _quoted(msg: Message) -> Quoted:
             value = source.get(name)
             return str(value).strip() if value else None
 
-        return Quoted(secure_message_id=one("X-Secure-Message-Id"),
-                      secure_message_url=one("X-Secure-Message-Url"),
+        return Quoted(secure_message_id=one(markers.HEADER_ID),
+                      secure_message_url=one(markers.HEADER_URL),
                       message_id_header=one("Message-ID"))
     return Quoted()
 

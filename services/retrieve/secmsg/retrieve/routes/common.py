@@ -15,10 +15,11 @@ from secmsg.retrieve.deps import DepsDep
 from secmsg.retrieve.service import NewSession
 from secmsg.shared import logs
 from secmsg.shared.http_errors import ErrorBody
+from secmsg.shared.ids import MESSAGE_ID_PATTERN
 from secmsg.shared.subjects import TENANT_ID_RE
 
 TENANT_PATTERN = TENANT_ID_RE.pattern
-ID_PATTERN = r"^[0-9a-f]{32}$"
+ID_PATTERN = MESSAGE_ID_PATTERN
 EXAMPLE_ID = "3f2a9c1e5b7d4e8fa0b1c2d3e4f50617"
 
 

@@ -24,9 +24,10 @@ from secmsg.retrieve.ports import SessionRecord
 from secmsg.retrieve.web import csrf
 from secmsg.retrieve.web.context import WebDep, brand_of
 from secmsg.shared.errors import Unauthorized
+from secmsg.shared.ids import MESSAGE_ID_PATTERN
 from secmsg.shared.subjects import TENANT_ID_RE
 
-ID = r"^[0-9a-f]{32}$"
+ID = MESSAGE_ID_PATTERN
 TenantPath = Annotated[str, Path(pattern=TENANT_ID_RE.pattern)]
 MessagePath = Annotated[str, Path(pattern=ID)]
 # Where to go after sign-in: a path of this site under /web/ only (never a scheme, a host or
