@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from devstack.services import ServiceProc
-from secmsg.retrieve import service, tokens
+from secmsg.retrieve import downloads, tokens
 from secmsg.retrieve.access import RECHECK_BYTES, Gone
 from secmsg.retrieve.ports import SessionRecord
 from secmsg.shared import mongo
@@ -97,7 +97,7 @@ async def test_download_in_progress_stops_within_1_mib_of_a_revocation(
     d = app.deps
     who = SessionRecord(token_hash="t", tenant_id=TENANT, address="bob@example.org",
                         expires_at=None)
-    plan = await service.plan_download(session=who, message_id=msg.message_id,
+    plan = await downloads.plan_download(session=who, message_id=msg.message_id,
                                        object_id=att, range_header=None, if_range=None,
                                        messages=d.messages, audit=d.audit, client_ip=None,
                                        user_agent=None, now=d.clock())
@@ -112,7 +112,7 @@ async def test_download_in_progress_stops_within_1_mib_of_a_revocation(
             at_revocation.append(received)
 
     monkeypatch.setattr(d.messages, "check", check_then_revoke)
-    stream = service.stream_download(download=plan, blobs=d.blobs, keyring=d.keyring)
+    stream = downloads.stream_download(download=plan, blobs=d.blobs, keyring=d.keyring)
     with pytest.raises(Gone) as caught:
         async for chunk in stream:
             received += len(chunk)

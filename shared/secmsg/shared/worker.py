@@ -1,3 +1,4 @@
+# Over 400 lines: one consumer contract (decode, ack, dead letter) + its explanation
 """How every worker consumes JetStream events: FastStream subscribers with one event contract.
 
 A service builds its ``NatsBroker`` (``apply_types`` on, the default), wraps it in an

@@ -1,3 +1,4 @@
+# Over 400 lines: the RFC 5322 path is one security boundary, reviewed whole
 """A whole RFC 5322 message in (``POST /v1/messages/rfc822``), a placeholder message out.
 
 The content (bodies, every other leaf part as an attachment, and the raw message itself as

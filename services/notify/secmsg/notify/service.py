@@ -1,3 +1,4 @@
+# Over 400 lines: one event's notification in the order it happens
 """The notify logic: one notification per recipient of a stored message, exactly once.
 
 For each recipient, in order:

@@ -1,3 +1,4 @@
+# Over 400 lines: the sign-in policy state machine, reviewed in one place
 """Accounts: registration, sign-in per tenant policy, TOTP, password reset, sign out everywhere.
 
 Every sign-in failure is the same ``Unauthorized`` with the same sentence, and costs the same

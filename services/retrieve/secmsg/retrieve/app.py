@@ -44,9 +44,10 @@ from secmsg.retrieve.adapters.mongo import (
 )
 from secmsg.retrieve.adapters.smtp import SmtpCodeMailer
 from secmsg.retrieve.deps import Deps
+from secmsg.retrieve.downloads import RangeUnsatisfiable
 from secmsg.retrieve.metrics import BYTES_OUT, LATENCY, REQUESTS
 from secmsg.retrieve.routes import ROUTERS
-from secmsg.retrieve.service import RangeUnsatisfiable, RateLimited
+from secmsg.retrieve.service import RateLimited
 from secmsg.retrieve.settings import RetrieveSettings
 from secmsg.shared import bus, mongo, telemetry
 from secmsg.shared.blobstore import S3BlobStore

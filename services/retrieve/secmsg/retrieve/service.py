@@ -1,5 +1,5 @@
-"""retrieve's logic: sign-in code requests, sessions, reading and downloading messages (the
-sign-in itself, per tenant policy, is ``accounts``).
+"""retrieve's logic: sign-in code requests, sessions, listing and reading messages (the
+sign-in itself, per tenant policy, is ``accounts``; attachment downloads are ``downloads``).
 
 Plain async functions over the ports; no HTTP or driver types here. Anything "not yours, not
 there, expired or purged" is the same ``NotFound``, so a probe learns nothing.
@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from secmsg.retrieve import tokens as tokens_mod
-from secmsg.retrieve.access import GuardedMessageRepo, RevocationGuard
 from secmsg.retrieve.metrics import CLEANUP_DELETED, CODE_MAIL_ERRORS, CODES, DECRYPT_SECONDS
 from secmsg.retrieve.ports import (
     AccountRepo,
@@ -48,13 +47,11 @@ from secmsg.shared.errors import (
     IntegrityError,
     InvalidInput,
     NotFound,
-    RangeNotSatisfiable,
     SecmsgError,
     TooManyRequests,
     Unauthorized,
 )
 from secmsg.shared.events import (
-    AttachmentDownloaded,
     MessageOpened,
     Recipient,
     StoredObject,
@@ -64,19 +61,12 @@ from secmsg.shared.ids import is_message_id
 log = logging.getLogger(__name__)
 
 CODE_RE = re.compile(r"^[0-9]{8}$")
-_RANGE_RE = re.compile(r"^(\d*)-(\d*)$")
 
 
 class RateLimited(TooManyRequests):
     def __init__(self, detail: str, retry_after: float):
         super().__init__(detail)
         self.retry_after = max(1, int(retry_after + 0.999))
-
-
-class RangeUnsatisfiable(RangeNotSatisfiable):
-    def __init__(self, size: int):
-        super().__init__("the requested range is outside the content")
-        self.size = size
 
 
 # --- identities, codes, tokens ---------------------------------------------------------------
@@ -307,7 +297,7 @@ async def get_mine(*, session: SessionRecord, message_id: str, messages: Message
     return record
 
 
-def _check_key(record: MessageRecord, obj: StoredObject) -> None:
+def check_key(record: MessageRecord, obj: StoredObject) -> None:
     # A record pointing outside its own prefix would be a way to read another tenant's bytes.
     if obj.key != object_key(record.tenant_id, record.message_id, obj.object_id):
         raise IntegrityError(f"object {obj.object_id} has an unexpected storage key")
@@ -365,7 +355,7 @@ def visible_recipients(record: MessageRecord, address: str) -> list[Recipient]:
     return [r for r in record.recipients if r.kind != "bcc" or r.address.lower() == me]
 
 
-def _clip(value: str | None, n: int = 512) -> str | None:
+def clip_header(value: str | None, n: int = 512) -> str | None:
     return value[:n] if value else None
 
 
@@ -378,99 +368,13 @@ async def read_message(*, session: SessionRecord, message_id: str, messages: Mes
     # Audited before any content is read: no audit, no access (DependencyUnavailable -> 503).
     await audit.publish(MessageOpened(
         tenant_id=record.tenant_id, message_id=record.message_id, event_id=uuid.uuid4().hex,
-        recipient=session.address, client_ip=client_ip, user_agent=_clip(user_agent),
+        recipient=session.address, client_ip=client_ip, user_agent=clip_header(user_agent),
         occurred_at=now))
     bodies: dict[str, str | None] = {"text": None, "html": None}
     for obj in record.objects:
         if obj.role in bodies and bodies[obj.role] is None:
-            _check_key(record, obj)
+            check_key(record, obj)
             bodies[obj.role] = await _read_body(blobs=blobs, keyring=keyring,
                                                 tenant_id=record.tenant_id, obj=obj,
                                                 max_bytes=max_body_bytes)
     return MessageView(record, bodies["text"], bodies["html"])
-
-
-# --- downloads -------------------------------------------------------------------------------
-
-def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """One ``bytes=`` range as (start, end) inclusive; None = serve everything.
-
-    Syntactically invalid or multi-range headers are ignored (whole content, RFC 9110 allows
-    it); a single well-formed range that misses the content raises ``RangeUnsatisfiable``.
-    """
-    if not header:
-        return None
-    unit, eq, spec = header.partition("=")
-    if not eq or unit.strip().lower() != "bytes":
-        return None
-    ranges = [p.strip() for p in spec.split(",")]
-    if len(ranges) != 1:
-        return None
-    m = _RANGE_RE.match(ranges[0])
-    if not m or (not m[1] and not m[2]):
-        return None
-    if not m[1]:
-        suffix = int(m[2])
-        if suffix == 0 or size == 0:
-            raise RangeUnsatisfiable(size)
-        return max(0, size - suffix), size - 1
-    start = int(m[1])
-    if m[2] and int(m[2]) < start:
-        return None
-    if start >= size:
-        raise RangeUnsatisfiable(size)
-    return start, min(int(m[2]) if m[2] else size - 1, size - 1)
-
-
-def etag_for(obj: StoredObject) -> str:
-    return f'"{obj.object_id}-{obj.sha256[:32]}"'
-
-
-@dataclass(frozen=True)
-class Download:
-    record: MessageRecord
-    obj: StoredObject
-    start: int
-    end: int  # inclusive; -1 for an empty object
-    partial: bool
-    etag: str
-    guard: RevocationGuard | None = None
-
-    @property
-    def length(self) -> int:
-        return self.end - self.start + 1
-
-
-async def plan_download(*, session: SessionRecord, message_id: str, object_id: str,
-                        range_header: str | None, if_range: str | None,
-                        messages: MessageRepo, audit: AuditPublisher, client_ip: str | None,
-                        user_agent: str | None, now: datetime) -> Download:
-    record = await get_mine(session=session, message_id=message_id, messages=messages,
-                             now=now)
-    obj = next((o for o in record.objects
-                if o.object_id == object_id and o.role == "attachment"), None)
-    if obj is None or not is_message_id(object_id):
-        raise NotFound("message not found")
-    _check_key(record, obj)
-    etag = etag_for(obj)
-    # A Range for a different version of the object (If-Range mismatch) gets the whole object.
-    wanted = parse_range(range_header, obj.size) if if_range in (None, etag) else None
-    start, end = wanted if wanted is not None else (0, obj.size - 1)
-    await audit.publish(AttachmentDownloaded(
-        tenant_id=record.tenant_id, message_id=record.message_id, event_id=uuid.uuid4().hex,
-        recipient=session.address, object_id=obj.object_id, range_start=start,
-        range_end=end, client_ip=client_ip, user_agent=_clip(user_agent), occurred_at=now))
-    guard = (RevocationGuard(messages, tenant_id=record.tenant_id,
-                             message_id=record.message_id, address=session.address)
-             if isinstance(messages, GuardedMessageRepo) else None)
-    return Download(record, obj, start, end, wanted is not None, etag, guard)
-
-
-def stream_download(*, download: Download, blobs: BlobReader,
-                    keyring: KeyRing) -> AsyncIterator[bytes]:
-    """The plaintext of the planned range; with a guard, a revocation or recall that lands
-    while it streams stops it (``Gone`` raised between segments: the connection is cut)."""
-    d = download
-    chunks = decrypt_stream(blobs=blobs, keyring=keyring, tenant_id=d.record.tenant_id,
-                            obj=d.obj, start=max(d.start, 0), end=max(d.end, 0))
-    return d.guard.wrap(chunks) if d.guard is not None else chunks

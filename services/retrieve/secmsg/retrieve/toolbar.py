@@ -186,7 +186,7 @@ async def plan_fetch(*, session: SessionRecord, message_id: str, load: Loader,
     require_read(session)
     rec = await load(session=session, message_id=message_id, messages=messages, now=now)
     for obj in rec.objects:
-        service._check_key(rec, obj)
+        service.check_key(rec, obj)
     await record(action="message.fetched", session=session, record=rec, audit=audit,
                  client_ip=client_ip, user_agent=user_agent, now=now)
     return rec

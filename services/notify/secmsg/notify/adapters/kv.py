@@ -1,3 +1,4 @@
+# Over 400 lines: claims and owner leases: interdependent compare-and-set
 """notify's per-recipient delivery claims in a NATS JetStream Key-Value bucket.
 
 Why KV and not MongoDB: every decision here is a compare-and-set on the entry's revision

@@ -1,3 +1,4 @@
+# Over 400 lines: pool, lanes, limits and down-detection share one state
 """``SmtpMailer``: sends through aiosmtplib, reusing connections from a pool per SMTP target.
 
 A pool is keyed by (host, port, TLS mode, user), so tenant-specific SMTP services (and their

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from secmsg.retrieve import service
+from secmsg.retrieve import downloads, service
 from secmsg.retrieve.deps import (
     ClientIpDep,
     DepsDep,
@@ -145,12 +145,12 @@ async def download(message_id: MessageId, object_id: MessageId, session: Session
                    if_range: Annotated[str | None, Header(alias="if-range")] = None
                    ) -> StreamingResponse:
     correlate(message_id, session.tenant_id)
-    d = await service.plan_download(session=session, message_id=message_id,
+    d = await downloads.plan_download(session=session, message_id=message_id,
                                     object_id=object_id, range_header=range_header,
                                     if_range=if_range, messages=deps.messages,
                                     audit=deps.audit, client_ip=ip, user_agent=ua,
                                     now=deps.clock())
-    body = service.stream_download(download=d, blobs=deps.blobs, keyring=deps.keyring)
+    body = downloads.stream_download(download=d, blobs=deps.blobs, keyring=deps.keyring)
     # Decrypt the first segment before committing to a status line, so an object that is
     # broken from the start gets a clean error response instead of an aborted 200.
     first = await anext(body, b"")
