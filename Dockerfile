@@ -48,6 +48,7 @@ COPY services/store/pyproject.toml services/store/pyproject.toml
 COPY services/notify/pyproject.toml services/notify/pyproject.toml
 COPY services/retrieve/pyproject.toml services/retrieve/pyproject.toml
 COPY toolbar/pyproject.toml toolbar/pyproject.toml
+COPY ops/pyproject.toml ops/pyproject.toml
 # build_ca (optional build secret): a CA bundle for a TLS-intercepting proxy between the build
 # and PyPI (`--secret id=build_ca,src=/etc/ssl/certs/ca-certificates.crt`); never in a layer.
 RUN --mount=type=cache,target=/root/.cache/uv \
@@ -59,11 +60,12 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 COPY shared/ shared/
 COPY services/ services/
 COPY toolbar/ toolbar/
+COPY ops/ ops/
 RUN --mount=type=cache,target=/root/.cache/uv \
     --mount=type=secret,id=build_ca,required=false \
     if [ -s /run/secrets/build_ca ]; then export SSL_CERT_FILE=/run/secrets/build_ca; fi \
  && uv sync --frozen --no-dev --no-editable \
- && /app/.venv/bin/python -c "import secmsg.shared, secmsg.ingest, secmsg.store, secmsg.notify, secmsg.retrieve, secmsg.notify.deliverability, secmsg.toolbar"
+ && /app/.venv/bin/python -c "import secmsg.shared, secmsg.ingest, secmsg.store, secmsg.notify, secmsg.retrieve, secmsg.notify.deliverability, secmsg.toolbar, secmsg.ops.backup"
 
 # ---------------------------------------------------------------- runtime
 FROM ${PYTHON_IMAGE} AS runtime

@@ -1,0 +1,81 @@
+"""Bring MongoDB, NATS and S3 up to what this release needs, before its pods roll out.
+
+    python -m secmsg.ops.migrate            # the same SECMSG_* env as the services
+
+Runs the services' own set-up functions (the one place each is defined), so it does exactly
+what the new pods would do at start-up, once, before them, and with its outcome visible as a
+Job's status instead of as slow or failing start-ups across every replica:
+
+* the MongoDB indexes of ingest, store and retrieve (``ensure_indexes``: creates missing ones;
+  existing ones are kept, nothing is dropped);
+* the JetStream stream ``SECMSG`` and notify's retry stream: created, or the settings this
+  release depends on updated in place, replicas only ever raised (``bus.ensure_stream``);
+* the S3 bucket.
+
+Idempotent: running it twice, or a service starting alongside, is harmless. Exit 0 when all
+of it is done, 1 (with the failing step named) otherwise. Kubernetes: the Job
+``secmsg-migrate`` (deploy/k8s/base/migrate-job.yaml); docs/operations.md, "Upgrades".
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+
+from secmsg.ingest.adapters.mongo import ensure_indexes as ingest_indexes
+from secmsg.ingest.settings import IngestSettings
+from secmsg.notify import retry
+from secmsg.notify.settings import NotifySettings
+from secmsg.retrieve.adapters.mongo import ensure_indexes as retrieve_indexes
+from secmsg.shared import bus, mongo
+from secmsg.shared.blobstore import S3BlobStore
+from secmsg.shared.settings import CommonSettings
+from secmsg.store.adapters.mongo import ensure_indexes as store_indexes
+
+
+async def migrate(common: CommonSettings, say: Callable[[str], None] = print) -> None:
+    ingest, notify = IngestSettings(), NotifySettings()
+    client = mongo.make_client(common)
+    db = client[common.mongo_db]
+    steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+        ("ingest indexes", lambda: ingest_indexes(db,
+                                                  idempotency_ttl_s=ingest.idempotency_ttl_s)),
+        ("store indexes", lambda: store_indexes(db)),
+        ("retrieve indexes", lambda: retrieve_indexes(db)),
+    ]
+    try:
+        for name, step in steps:
+            say(f"{name} ...")
+            await step()
+        say("streams ...")
+        nc = await bus.connect(common.nats_url, "secmsg-migrate",
+                               **bus.connect_options(common))
+        try:
+            await bus.ensure_stream(nc, replicas=common.nats_stream_replicas)
+            await bus.ensure_stream(nc, replicas=common.nats_stream_replicas,
+                                    config=retry.stream_config(max_age_s=(
+                                        notify.give_up_after_s + notify.retry_max_s + 86400)))
+        finally:
+            await nc.close()
+        say("bucket ...")
+        await S3BlobStore.from_settings(common).ensure_bucket()
+    finally:
+        await client.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(prog="python -m secmsg.ops.migrate",
+                            description=__doc__.split("\n\n")[0]).parse_args(argv)
+    try:
+        asyncio.run(migrate(CommonSettings()))
+    except Exception as exc:  # the Job's log names what failed; the status says it did
+        print(f"migrate failed: {exc.__class__.__name__}: {exc}", file=sys.stderr)
+        return 1
+    print("migrate: done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
