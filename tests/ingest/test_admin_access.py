@@ -108,8 +108,13 @@ async def test_tokens_listed_and_revoked(ingest: Ingest, admin_key: str) -> None
     assert r.status_code == 404
     r = await ingest.client.delete(f"/v1/admin/tokens/{token_id}", headers=auth(admin_key))
     assert r.status_code == 204
+    # retrieve owns ``tokens``: the admin's revocation is ingest's own insert-only entry.
     doc = await ingest.db[mongo.TOKENS].find_one({"token_id": token_id})
-    assert doc["revoked_at"] is not None
+    assert doc["revoked_at"] is None
+    rev = await ingest.db[mongo.REVOCATIONS].find_one({"_id": f"token:{token_id}"})
+    assert rev["kind"] == "token" and rev["tenant_id"] == TENANT and rev["revoked_by"]
+    r = await ingest.client.get("/v1/admin/tokens", headers=auth(admin_key))
+    assert r.json()["tokens"][0]["revoked_at"] is not None
     ev = await audits(ingest.settings, "token.revoked")
     assert ev[0].subject_address == "alice@acme.example"
     r = await ingest.client.delete(f"/v1/admin/tokens/{token_id}", headers=auth(admin_key))

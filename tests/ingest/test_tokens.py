@@ -24,8 +24,11 @@ async def test_tenant_user_token_sends_as_itself_only(ingest: Ingest) -> None:
     assert r.status_code == 202, r.text
     events = await ingest.events()
     assert events[-1].submitted_by == "alice@acme.example"
-    doc = await ingest.db[mongo.TOKENS].find_one({"token_id": token_id})
-    assert doc["last_used_at"] is not None
+    # retrieve owns ``tokens``; ingest records its uses in ``token_use``.
+    doc = await ingest.db[mongo.TOKEN_USE].find_one({"_id": token_id})
+    assert doc["last_used_at"] is not None and doc["tenant_id"] == TENANT
+    assert (await ingest.db[mongo.TOKENS].find_one({"token_id": token_id}))["last_used_at"] \
+        is None
 
     r = await send(ingest, token, **{"from": "boss@acme.example"})
     assert r.status_code == 403 and "own address" in r.json()["detail"]

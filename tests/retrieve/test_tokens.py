@@ -92,3 +92,33 @@ async def test_webmail_send_token_is_short_lived_and_needs_a_session(
     record = await d.tokens.get(tokens.hash_token(issued.token))
     assert record is not None and record.client == "webmail"
     assert d.settings.ingest_url.startswith("http")
+
+
+async def test_what_ingest_records_about_a_token_reaches_retrieve(
+        app: Running, seeder: Seeder, sink: Sink, mongo_db: Any) -> None:
+    """retrieve owns ``tokens``; ingest writes only its own collections: a use at ingest goes
+    to ``token_use`` and an admin's revocation to ``revocations``. Both show here: the last
+    use in the owner's token list, the revocation as a refused token."""
+    from secmsg.ingest.adapters.mongo import MongoTenantDirectory
+    from secmsg.ingest.adapters.mongo_admin import MongoAccessRepo
+
+    await seeder.message()
+    issued = await mint(app, ["read", "send"])
+    creds = await MongoTenantDirectory(mongo_db).authenticate(issued.token)  # a send at ingest
+    assert creds is not None and creds.token_id == issued.token_id
+    session = await sign_in(app.client, sink)
+    r = await app.client.get("/v1/tokens", headers=bearer(session))
+    row = next(t for t in r.json()["tokens"] if t["token_id"] == issued.token_id)
+    assert row["last_used_at"] is not None and row["revoked_at"] is None and row["active"]
+    assert (await mongo_db[mongo.TOKENS].find_one({"token_id": issued.token_id})
+            )["last_used_at"] is None  # ingest never wrote retrieve's document
+
+    before = await MongoAccessRepo(mongo_db).revoke_token(
+        TENANT, issued.token_id, now=app.deps.clock(), by="key:k1")
+    assert before is not None and before["revoked_at"] is None
+    r = await app.client.get("/v1/messages", headers=bearer(issued.token))
+    assert r.status_code == 401
+    assert await MongoTenantDirectory(mongo_db).authenticate(issued.token) is None
+    r = await app.client.get("/v1/tokens", headers=bearer(session))
+    row = next(t for t in r.json()["tokens"] if t["token_id"] == issued.token_id)
+    assert row["revoked_at"] is not None and not row["active"]

@@ -279,8 +279,10 @@ class TenantUserDoc(Document):
 
 
 class RevocationDoc(Document):
-    """``revocations``: access withdrawn, ``_id`` = ``<message id>:<address>`` (one
-    recipient) or ``<message id>:*`` (a recall: everyone)."""
+    """``revocations``: access withdrawn by the tenant. ``_id`` = ``<message id>:<address>``
+    (one recipient) or ``<message id>:*`` (a recall: everyone), kinds ``revoked`` /
+    ``recalled``; or ``token:<token id>`` (kind ``token``: an admin revoked a user's token --
+    retrieve owns ``tokens``, so its token checks read this too)."""
 
     COLLECTION = mongo.REVOCATIONS
     OWNER = "ingest"
@@ -288,11 +290,30 @@ class RevocationDoc(Document):
     tenant_id: str = ""
     message_id: str = ""
     recipient: str = "*"
-    kind: Literal["revoked", "recalled"] = "revoked"
+    kind: Literal["revoked", "recalled", "token"] = "revoked"
+    token_id: str | None = None
+    revoked_at: UtcDatetime | None = None
+    revoked_by: str | None = None
 
     @staticmethod
     def id_for(message_id: str, address: str | None) -> str:
         return f"{message_id}:{address.lower() if address else '*'}"
+
+    @staticmethod
+    def id_for_token(token_id: str) -> str:
+        return f"token:{token_id}"
+
+
+class TokenUseDoc(Document):
+    """``token_use``: when a user token was last used at ingest, ``_id`` = the token id
+    (written at most once a minute per token). Retrieve records its own uses in ``tokens``;
+    the later of the two is the token's last use."""
+
+    COLLECTION = mongo.TOKEN_USE
+    OWNER = "ingest"
+
+    tenant_id: str = ""
+    last_used_at: UtcDatetime | None = None
 
 
 # --- accounts, tokens (retrieve) -----------------------------------------------------------
@@ -323,7 +344,8 @@ class TokenDoc(Document):
     tenant_id: str = ""
     email: str = ""
     scopes: tuple[str, ...] = ()
-    name: str | None = None
+    client: str | None = None
+    label: str | None = None
     created_at: UtcDatetime | None = None
     expires_at: UtcDatetime | None = None
     last_used_at: UtcDatetime | None = None
@@ -383,5 +405,11 @@ class ReadView(Generic[D]):
 
 VIEWS: tuple[type[Document], ...] = (
     MessageDoc, AuditDoc, DeliveryStatusDoc, UndeliverableDoc, KeyRotationDoc, DnsblStatusDoc,
-    TenantDoc, TenantUserDoc, RevocationDoc, AccountDoc, TokenDoc,
+    TenantDoc, TenantUserDoc, RevocationDoc, TokenUseDoc, AccountDoc, TokenDoc,
 )
+
+
+def later(*values: datetime | None) -> datetime | None:
+    """The latest of the given times (None when there is none): a token's last use."""
+    known = [v for v in values if v is not None]
+    return max(known) if known else None

@@ -35,27 +35,29 @@ DELIVERY_STATUS = "delivery_status"  # store (sender-visible per-recipient state
 DELIVERY_FINAL = "delivery_final"  # store (insert-only: first final state wins)
 PURGE_CLAIMS = "purge_claims"  # store (insert-only purge leases)
 AUDIT = "audit_events"  # store
-DEAD_LETTERS = "dead_letters"  # any worker, append-only
+DEAD_LETTERS = "dead_letters"  # store (every worker's dead letters; see docs/design.md)
 LOGIN_CODES = "login_codes"  # retrieve
 LOGIN_CODES_USED = "login_codes_used"  # retrieve (insert-only: codes already redeemed)
 SESSIONS = "sessions"  # retrieve
 RATE_LIMITS = "rate_limits"  # retrieve
 ACCOUNTS = "accounts"  # retrieve (people: recipients and tenant users, password, TOTP)
-TOKENS = "tokens"  # retrieve issues (toolbar/device, webmail); ingest checks `send` scope
+TOKENS = "tokens"  # retrieve (toolbar/device, webmail tokens); ingest reads them
 DEVICE_CODES = "device_codes"  # retrieve (device authorization flow)
 ACCESS_MARKERS = "access_markers"  # retrieve (insert-only: used TOTP steps, redeemed devices)
 TENANT_USERS = "tenant_users"  # ingest (admin): who at the tenant is a sender or an admin
 REVOCATIONS = "revocations"  # ingest (insert-only): revoked / recalled access, read by retrieve
-KEY_ROTATIONS = "key_rotations"  # store (re-wrap job progress); ingest creates the request
-UNDELIVERABLE = "undeliverable"  # store (hard bounces, per tenant); notify reads
+# ingest: when a user token was last used at ingest, read by retrieve
+TOKEN_USE = "token_use"  # noqa: S105 - a collection name, not a secret
+KEY_ROTATIONS = "key_rotations"  # store (re-wrap job progress); ingest reads it
+UNDELIVERABLE = "undeliverable"  # store (hard bounces, per tenant); notify, ingest read
 DNSBL_STATUS = "dnsbl_status"  # notify (deliverability monitor); ingest admin + notify read
 DNSBL_STATUS_ID = "platform"  # the one document of DNSBL_STATUS: the platform's sending status
 
 COLLECTIONS = (
     TENANTS, API_KEYS, IDEMPOTENCY, MESSAGES, DELIVERY_STATUS, DELIVERY_FINAL, PURGE_CLAIMS,
     AUDIT, DEAD_LETTERS, LOGIN_CODES, LOGIN_CODES_USED, SESSIONS, RATE_LIMITS, ACCOUNTS, TOKENS,
-    DEVICE_CODES, ACCESS_MARKERS, TENANT_USERS, REVOCATIONS, KEY_ROTATIONS, UNDELIVERABLE,
-    DNSBL_STATUS,
+    DEVICE_CODES, ACCESS_MARKERS, TENANT_USERS, REVOCATIONS, TOKEN_USE, KEY_ROTATIONS,
+    UNDELIVERABLE, DNSBL_STATUS,
 )
 
 

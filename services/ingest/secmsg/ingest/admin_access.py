@@ -105,7 +105,7 @@ async def delete_user(*, creds: Credentials, email: str, repo: AccessRepo, event
 
 async def revoke_token(*, creds: Credentials, token_id: str, repo: AccessRepo,
                        events: EventSink, origin: Origin, now: datetime) -> None:
-    before = await repo.revoke_token(creds.tenant.tenant_id, token_id, now=now)
+    before = await repo.revoke_token(creds.tenant.tenant_id, token_id, now=now, by=creds.actor)
     if before is None:
         raise NotFound("no such token")
     if before.get("revoked_at") is None:

@@ -6,6 +6,7 @@ guarded by the unique ``_id``; a takeover is a compare-and-set on the old heartb
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,14 @@ from secmsg.ingest.ports import (
 from secmsg.ingest.tenant_smtp import SmtpConfig
 from secmsg.ingest.tenants import tenant_from_doc
 from secmsg.shared import mongo
+from secmsg.shared.documents import (
+    AccountDoc,
+    ReadView,
+    RevocationDoc,
+    TokenDoc,
+    TokenUseDoc,
+    later,
+)
 from secmsg.shared.errors import NotFound
 from secmsg.shared.ids import UserToken, looks_like_user_token, token_hash
 from secmsg.shared.tenant_cache import TenantCache, TenantChanges
@@ -78,6 +87,10 @@ class MongoTenantDirectory:
     def __init__(self, db: AsyncDatabase[Any], *, changes: TenantChanges | None = None,
                  ttl_s: float = 30.0, max_entries: int = 10_000):
         self._db = db
+        self._tokens = ReadView(db, TokenDoc)
+        self._accounts = ReadView(db, AccountDoc)
+        self._revocations = ReadView(db, RevocationDoc)
+        self._use = ReadView(db, TokenUseDoc)
         changes = changes or TenantChanges()
         self._keys: TenantCache[str, _ApiKey] = changes.cache(
             "ingest_api_keys", max_entries=max_entries, ttl_s=ttl_s)
@@ -125,42 +138,46 @@ class MongoTenantDirectory:
         return Credentials(tenant=tenant, key_id=key.key_id, scopes=key.scopes)
 
     async def _token(self, token: str) -> Credentials | None:
-        """A user token is dead when revoked, expired, or issued before the account's
-        ``sessions_valid_after`` ("sign out everywhere")."""
+        """A user token is dead when revoked (by its owner in ``tokens``, or by a tenant admin
+        in ``revocations``), expired, or issued before the account's ``sessions_valid_after``
+        ("sign out everywhere"). ``tokens`` and ``accounts`` are retrieve's: read through the
+        shared views; ingest records its own uses in ``token_use``."""
         now = datetime.now(UTC)
         if UserToken.parse(token) is None:
             return None
-        async with mongo.unavailable_as_503():
-            doc = await self._db[mongo.TOKENS].find_one({"_id": hash_api_key(token)})
-            if doc is None or doc.get("revoked_at") is not None:
-                return None
-            expires = doc.get("expires_at")
-            if expires is not None and _aware(expires) <= now:
-                return None
-            tenant_id = str(doc.get("tenant_id", ""))
-            email = str(doc.get("email", "")).lower()
-            if not tenant_id or not email:
-                return None
+        doc = await self._tokens.get(hash_api_key(token))
+        if doc is None or doc.revoked_at is not None or not doc.tenant_id or not doc.email:
+            return None
+        if doc.expires_at is not None and doc.expires_at <= now:
+            return None
+        tenant_id, email = doc.tenant_id, doc.email.lower()
+        revoked, used = await asyncio.gather(
+            self._revocations.get(RevocationDoc.id_for_token(doc.token_id), ["_id"]),
+            self._use.get(doc.token_id))
+        if revoked is not None:
+            return None
         tenant = await self._tenant(tenant_id)
         if tenant is None:
             return None
+        account = await self._accounts.get(AccountDoc.id_for(tenant_id, email),
+                                           ["sessions_valid_after"])
+        valid_after = account.sessions_valid_after if account else None
+        if valid_after is not None and (doc.created_at is None or doc.created_at < valid_after):
+            return None
         async with mongo.unavailable_as_503():
-            account = await self._db[mongo.ACCOUNTS].find_one({"_id": f"{tenant_id}:{email}"},
-                                                               {"sessions_valid_after": 1})
-            valid_after = (account or {}).get("sessions_valid_after")
-            if valid_after is not None and _aware(doc.get("created_at")) < _aware(valid_after):
-                return None
             user = await self._db[mongo.TENANT_USERS].find_one({"_id": f"{tenant_id}:{email}"},
                                                                {"role": 1})
-            last = doc.get("last_used_at")
-            if last is None or _aware(last) <= now - LAST_USED_EVERY:
-                await self._db[mongo.TOKENS].update_one({"_id": doc["_id"]},
-                                                        {"$set": {"last_used_at": now}})
+            last = later(doc.last_used_at, used.last_used_at if used else None)
+            if last is None or last <= now - LAST_USED_EVERY:
+                with contextlib.suppress(DuplicateKeyError):  # two first uses at once
+                    await self._db[mongo.TOKEN_USE].update_one(
+                        {"_id": doc.token_id},
+                        {"$set": {"tenant_id": tenant_id, "last_used_at": now}}, upsert=True)
         role = str(user["role"]) if user and user.get("role") in ("sender", "admin") else None
-        issued = frozenset(str(s) for s in doc.get("scopes") or ()) & TOKEN_SCOPES
+        issued = frozenset(doc.scopes) & TOKEN_SCOPES
         effective = issued if role == "admin" else issued - {SCOPE_ADMIN}
         return Credentials(tenant=tenant, key_id="", scopes=effective,
-                           email=email, token_id=str(doc.get("token_id", "")), role=role,
+                           email=email, token_id=doc.token_id, role=role,
                            token_scopes=issued)
 
     async def ping(self) -> None:

@@ -18,7 +18,14 @@ from pymongo.errors import DuplicateKeyError
 from secmsg.ingest import admin
 from secmsg.ingest.ports import MessageRecord
 from secmsg.shared import mongo
-from secmsg.shared.documents import MessageDoc, ReadView
+from secmsg.shared.documents import (
+    MessageDoc,
+    ReadView,
+    RevocationDoc,
+    TokenDoc,
+    TokenUseDoc,
+    later,
+)
 from secmsg.shared.errors import NotFound
 from secmsg.shared.tenant_cache import TenantChanges
 
@@ -128,6 +135,9 @@ class MongoAccessRepo:
     def __init__(self, db: AsyncDatabase[Any], *, changes: TenantChanges | None = None):
         self._db = db
         self._changes = changes or TenantChanges()
+        self._tokens = ReadView(db, TokenDoc)
+        self._revocations = ReadView(db, RevocationDoc)
+        self._use = ReadView(db, TokenUseDoc)
 
     async def list_keys(self, tenant_id: str) -> list[dict[str, Any]]:
         async with mongo.unavailable_as_503():
@@ -177,18 +187,47 @@ class MongoAccessRepo:
         return res.deleted_count == 1
 
     async def tokens(self, tenant_id: str, email: str | None) -> list[dict[str, Any]]:
+        """The tenant's user tokens (retrieve's ``tokens``, read-only) with what ingest knows
+        of them: an admin's revocation (``revocations``) and the last use here
+        (``token_use``)."""
         query: dict[str, Any] = {"tenant_id": tenant_id}
         if email:
             query["email"] = email.lower()
-        async with mongo.unavailable_as_503():
-            cursor = self._db[mongo.TOKENS].find(query, _NO_SECRETS
-                                                 ).sort("created_at", DESCENDING).limit(1000)
-            return [aware_doc(d) async for d in cursor]
+        docs = await self._tokens.find(query, sort=[("created_at", DESCENDING)], limit=1000)
+        ids = [d.token_id for d in docs]
+        revoked = {r.token_id: r for r in await self._revocations.find(
+            {"_id": {"$in": [RevocationDoc.id_for_token(i) for i in ids]}})}
+        used = {u.id: u for u in await self._use.find({"_id": {"$in": ids}})}
+        out = []
+        for d in docs:
+            rev, use = revoked.get(d.token_id), used.get(d.token_id)
+            out.append({**d.model_dump(exclude={"id"}),
+                        "revoked_at": d.revoked_at or (rev.revoked_at if rev else None),
+                        "last_used_at": later(d.last_used_at,
+                                              use.last_used_at if use else None)})
+        return out
 
     async def revoke_token(self, tenant_id: str, token_id: str, *,
-                           now: datetime) -> dict[str, Any] | None:
-        return await _revoke(self._db[mongo.TOKENS], {"token_id": token_id,
-                                                      "tenant_id": tenant_id}, now)
+                           now: datetime, by: str = "") -> dict[str, Any] | None:
+        """Revoke a user token for the tenant: an insert-only ``revocations`` entry (retrieve
+        owns ``tokens``; both services' token checks read the entry). The token as it was
+        before (``revoked_at`` None: this call revoked it); None: no such token."""
+        doc = await self._tokens.find_one({"token_id": token_id, "tenant_id": tenant_id})
+        if doc is None:
+            return None
+        before = doc.model_dump(exclude={"id"})
+        if doc.revoked_at is not None:
+            return before
+        try:
+            async with mongo.unavailable_as_503():
+                await self._db[mongo.REVOCATIONS].insert_one({
+                    "_id": RevocationDoc.id_for_token(token_id), "kind": "token",
+                    "tenant_id": tenant_id, "token_id": token_id, "recipient": doc.email,
+                    "revoked_at": now, "revoked_by": by})
+        except DuplicateKeyError:
+            rev = await self._revocations.get(RevocationDoc.id_for_token(token_id))
+            before["revoked_at"] = rev.revoked_at if rev else now
+        return before
 
     async def tenant(self, tenant_id: str) -> dict[str, Any]:
         async with mongo.unavailable_as_503():

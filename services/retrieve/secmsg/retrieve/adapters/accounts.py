@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
@@ -18,24 +18,33 @@ from pymongo.errors import DuplicateKeyError
 from secmsg.retrieve.adapters.mongo import _aware
 from secmsg.retrieve.ports import AccountRecord, DeviceRecord, Revocation, TokenRecord
 from secmsg.shared import mongo
+from secmsg.shared.documents import ReadView, RevocationDoc, TokenUseDoc, later
 
 Doc = dict[str, Any]
 MARKERS = mongo.ACCESS_MARKERS
 
 
-def _token(doc: Doc) -> TokenRecord:
+def _token(doc: Doc, *, revoked: RevocationDoc | None = None,
+           used: TokenUseDoc | None = None) -> TokenRecord:
+    """The record with what ingest knows of the token folded in: a tenant admin's revocation
+    (``revocations``) and the last use at ingest (``token_use``)."""
+    own_revoked = _aware(doc.get("revoked_at"))
     return TokenRecord(
         token_hash=doc["_id"], token_id=doc["token_id"], tenant_id=doc["tenant_id"],
         email=doc["email"], scopes=tuple(doc.get("scopes") or ()),
         client=doc.get("client", ""), label=doc.get("label", ""),
         created_at=_aware(doc["created_at"]) or doc["created_at"],
-        expires_at=_aware(doc.get("expires_at")), last_used_at=_aware(doc.get("last_used_at")),
-        revoked_at=_aware(doc.get("revoked_at")))
+        expires_at=_aware(doc.get("expires_at")),
+        last_used_at=later(_aware(doc.get("last_used_at")), used.last_used_at if used else None),
+        revoked_at=own_revoked or ((revoked.revoked_at or datetime.now(UTC)) if revoked
+                                   else None))
 
 
 class MongoTokenRepo:
     def __init__(self, db: AsyncDatabase[Doc]):
         self._col = db[mongo.TOKENS]
+        self._revocations = ReadView(db, RevocationDoc)
+        self._use = ReadView(db, TokenUseDoc)
 
     async def insert(self, record: TokenRecord) -> None:
         async with mongo.unavailable_as_503():
@@ -49,13 +58,24 @@ class MongoTokenRepo:
     async def get(self, token_hash: str) -> TokenRecord | None:
         async with mongo.unavailable_as_503():
             doc = await self._col.find_one({"_id": token_hash})
-        return _token(doc) if doc else None
+        if not doc:
+            return None
+        revoked, used = await asyncio.gather(
+            self._revocations.get(RevocationDoc.id_for_token(doc["token_id"])),
+            self._use.get(doc["token_id"]))
+        return _token(doc, revoked=revoked, used=used)
 
     async def list_for(self, *, tenant_id: str, email: str) -> list[TokenRecord]:
         async with mongo.unavailable_as_503():
             cursor = self._col.find({"tenant_id": tenant_id, "email": email}).sort(
                 "created_at", -1).limit(500)
-            return [_token(d) async for d in cursor]
+            docs = [d async for d in cursor]
+        ids = [str(d["token_id"]) for d in docs]
+        revoked = {r.token_id: r for r in await self._revocations.find(
+            {"_id": {"$in": [RevocationDoc.id_for_token(i) for i in ids]}})}
+        used = {u.id: u for u in await self._use.find({"_id": {"$in": ids}})}
+        return [_token(d, revoked=revoked.get(d["token_id"]), used=used.get(d["token_id"]))
+                for d in docs]
 
     async def revoke(self, *, tenant_id: str, email: str, token_id: str,
                      now: datetime) -> bool:
