@@ -52,18 +52,29 @@ def body_link(mail: Any) -> str:
 
 async def sign_in_with_code(platform: Platform, page: Page, address: str,
                             prefix: str) -> None:
+    """From the notification link (it names the recipient): one click, then the code in
+    place; a complete code opens the message (bench.recipient walks the same path)."""
     before = len(platform._code_mails(address))
-    await page.get_by_label("Your email address").fill(address)
+    await expect(page.get_by_role("button", name="Email me a code")).to_be_visible()
+    named = await page.get_by_label("Your email address").count() == 0
+    if not named:  # a link without the recipient hint (e.g. the toolbar header's): the address
+        await page.get_by_label("Your email address").fill(address)
     await shot(page, f"{prefix}-1-link-page")
     await page.get_by_role("button", name="Email me a code").click()
-    await expect(page.get_by_role("heading", name="Check your email")).to_be_visible()
+    if named:
+        await expect(page.get_by_role("status")).to_contain_text("We sent an 8-digit code")
+    else:
+        await expect(page.get_by_role("heading", name="Check your email")).to_be_visible()
     mails = await eventually(lambda: platform._code_mails(address)[before:], timeout=30,
                              what=f"sign-in code for {address}")
     code = code_from_mail(mails[-1])
     assert code
-    await page.get_by_label("8-digit code").fill(code)
     await shot(page, f"{prefix}-2-code")
-    await page.get_by_role("button", name="Sign in").click()
+    if named:
+        await page.get_by_label("8-digit code from the email").fill(code)
+    else:
+        await page.get_by_label("8-digit code").fill(code)
+        await page.get_by_role("button", name="Sign in").click()
 
 
 async def test_recipient_reads_downloads_replies_and_sender_sees_slip(

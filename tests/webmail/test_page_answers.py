@@ -92,7 +92,7 @@ async def test_unknown_and_known_tenants_get_the_same_neutral_sign_in_page(
     hint = app.deps.keyring.recipient_hint(TENANT, msg.message_id, "bob@example.org")
     assert (await app.client.get(f"/web/brand/{TENANT}.css?m={stranger}&r={hint}")).text == ""
     real = await app.client.get(f"/m/{TENANT}/{msg.message_id}", params={"r": hint})
-    assert "<title>Sign in · ACME Medical</title>" in real.text
+    assert "<title>You have a secure message · ACME Medical</title>" in real.text
     assert "Sent by ACME Medical" in real.text
     css = re.search(r'href="(/web/brand/[^"]+)"', real.text)
     assert css and "#0b6e4f" in (await app.client.get(css.group(1).replace("&amp;", "&"))).text

@@ -20,6 +20,7 @@ from secmsg.retrieve.deps import ClientIpDep, DepsDep, UserAgentDep, account_por
 from secmsg.retrieve.passwords import WeakPassword
 from secmsg.retrieve.web.errors import page_router
 from secmsg.retrieve.web.page import (
+    CSP,
     NEUTRAL,
     TENANT_COOKIE,
     TENANT_COOKIE_MAX_AGE_S,
@@ -35,6 +36,9 @@ from secmsg.retrieve.web.page import (
 from secmsg.shared.errors import Conflict, SecmsgError, Unauthorized
 
 router = page_router()
+# The link page of a known recipient loads /web/static/link.js (no inline script anywhere).
+CSP_LINK_PAGE = CSP.replace("default-src 'none';",
+                            "default-src 'none'; script-src 'self'; connect-src 'self';")
 Intent = Literal["signin", "register", "reset"]  # what the emailed code will be for
 NextField = Annotated[str, Form(max_length=300)]
 EmailField = Annotated[str, Form(max_length=320)]
@@ -57,9 +61,18 @@ async def link_page(tenant_id: TenantPath, message_id: MessagePath, ctx: CtxDep,
     # The same hint is the only thing that brands a page before sign-in: every other visitor
     # gets the neutral page, whether or not the tenant or the message exists.
     email = await hint_matches(ctx, tenant_id, message_id, r)
+    brand_link = f"m={message_id}&r={quote(r)}" if email else None
+    if email is not None:
+        policy = await accounts.load_policy(account_ports(ctx.deps), tenant_id)
+        if policy.signin == "code":
+            # The recipient is known and a code is all it takes: one button, one field, and
+            # (with the page's script) no page between them; see link.js.
+            return await ctx.page("link.html", tenant_id=tenant_id, csp=CSP_LINK_PAGE,
+                                  brand_link=brand_link, email=email, next=target,
+                                  action=f"/web/{tenant_id}/signin",
+                                  verify_action=f"/web/{tenant_id}/verify")
     return await signin_form(ctx, tenant_id, next_path=target, from_link=True, email=email,
-                             branded=email is not None,
-                             brand_link=f"m={message_id}&r={quote(r)}" if email else None)
+                             branded=email is not None, brand_link=brand_link)
 
 
 @router.get("/web/{tenant_id}/signin", response_class=HTMLResponse)
