@@ -24,7 +24,8 @@ WORKERS = {"store", "notify"}
 JOBS = {"secmsg-migrate"}  # the upgrade Job (python -m secmsg.ops.migrate)
 # Oldest Kubernetes we support and the newest the schemas know.
 K8S_VERSIONS = ("1.30", kubernetes_validate.utils.latest_version())
-CRDS = {("keda.sh/v1alpha1", "ScaledObject"), ("monitoring.coreos.com/v1", "PrometheusRule")}
+CRDS = {("keda.sh/v1alpha1", "ScaledObject"), ("monitoring.coreos.com/v1", "PrometheusRule"),
+        ("monitoring.coreos.com/v1", "ServiceMonitor")}
 DNS, NATS, MONGO, S3 = 53, 4222, 27017, 9000
 SMTP_PORTS = {25, 465, 587, 2525}
 OTLP = (4317, 4318)
@@ -384,7 +385,8 @@ def test_forwarded_headers_are_trusted_only_from_the_ingress_range(
     (base_cm,) = of_kind(rendered["base"], "ConfigMap")
     assert not any(k.endswith("FORWARDED_ALLOW_IPS") for k in base_cm["data"]), \
         "the base trusts no proxy; overlays name the ingress controller's range"
-    (cm,) = of_kind(rendered[overlay], "ConfigMap")
+    (cm,) = [c for c in of_kind(rendered[overlay], "ConfigMap")
+             if c["metadata"]["name"].startswith("secmsg-config")]
     for svc in PUBLIC:
         value = cm["data"][f"SECMSG_{svc.upper()}_FORWARDED_ALLOW_IPS"]
         nets = [ipaddress.ip_network(v.strip()) for v in value.split(",")]  # no "*"
