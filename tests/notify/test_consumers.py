@@ -26,14 +26,30 @@ async def test_poison_is_dead_lettered_and_good_events_flow(
     await nbus.publish(stored_event(to=["good@example.org"]))
     await eventually(lambda: sink.handler.for_recipient("good@example.org"),
                      what="the good event's notification")
-    docs = await eventually(
-        lambda: _two(mongo_db), what="both poison messages dead-lettered")
-    assert {d["subject"] for d in docs} == {f"secmsg.{tenant}.message.stored",
+    letters = await eventually(
+        lambda: _two(nbus), what="both poison messages dead-lettered")
+    assert {d.subject for d in letters} == {f"secmsg.{tenant}.message.stored",
                                            f"notify.retry.{tenant}"}
+    assert {d.service for d in letters} == {"notify"}
+    # Store owns dead_letters: notify hands its letters over and writes none itself.
+    assert await mongo_db[mongo.DEAD_LETTERS].count_documents({}) == 0
     hot = await js.consumer_info(subjects.STREAM, subjects.NOTIFY_STORED)
     assert hot.config.max_deliver == 4 + worker.RECORD_RETRIES
 
 
-async def _two(db: Any) -> list[dict[str, Any]] | None:
-    docs = await db[mongo.DEAD_LETTERS].find({"service": "notify"}).to_list(None)
-    return docs if len(docs) == 2 else None
+async def _two(nbus: Bus) -> list[worker.DeadLetterRecorded] | None:
+    """The dead letters notify handed to store (``secmsg._ops.dead_letter.recorded``)."""
+    js = nbus.nc.jetstream()
+    sub = await js.subscribe(subjects.DEAD_LETTER_RECORDED, stream=subjects.STREAM,
+                             ordered_consumer=True)
+    letters: list[worker.DeadLetterRecorded] = []
+    try:
+        while len(letters) < 2:
+            try:
+                msg = await sub.next_msg(timeout=0.5)
+            except TimeoutError:
+                break
+            letters.append(worker.DeadLetterRecorded.model_validate_json(msg.data))
+    finally:
+        await sub.unsubscribe()
+    return letters if len(letters) == 2 else None

@@ -209,3 +209,22 @@ async def test_an_undeliverable_address_cleared_by_ingest_leaves_the_list(
     left = [d["_id"] async for d in mongo_db[mongo.UNDELIVERABLE].find({})]
     assert left == [other["_id"]]
     assert await mongo_db[mongo.DEAD_LETTERS].count_documents({}) == 0
+
+
+async def test_another_workers_dead_letter_is_kept_once_by_store(
+        store_app: AsgiFastStream, nc: NATS, mongo_db: Any) -> None:
+    """Store owns ``dead_letters``: notify (any worker but store) publishes its letters with
+    ``worker.PublishedDeadLetters``; store keeps each once, payload intact."""
+    from secmsg.shared import worker
+
+    letter = worker.DeadLetter(service="notify", consumer=subjects.NOTIFY_STORED,
+                               subject=f"secmsg.{TENANT}.message.stored", reason="poison",
+                               payload=b"\xff not json", stream_seq=41, deliveries=1)
+    sink = worker.PublishedDeadLetters(nc)
+    await sink.record(letter)
+    await sink.record(letter)  # a second terminate attempt of the same delivery
+    doc = await wait_for(lambda: mongo_db[mongo.DEAD_LETTERS].find_one({"_id": letter.id}))
+    await wait_for(lambda: drained(nc, subjects.STORE_DEAD_LETTERS))
+    assert (doc["service"], doc["payload"], doc["state"], doc["stream_seq"]) == (
+        "notify", b"\xff not json", "open", 41)
+    assert await mongo_db[mongo.DEAD_LETTERS].count_documents({}) == 1

@@ -26,6 +26,7 @@ from secmsg.store.adapters.mongo import (
     DELIVERY_FINAL,
     DELIVERY_STATUS,
     MongoAuditRepo,
+    MongoDeadLetterRepo,
     MongoDeliveryRepo,
     MongoUndeliverableRepo,
 )
@@ -69,7 +70,7 @@ async def delivery_consumer(db: Any, **settings: Any) -> AsyncIterator[Any]:
     """Store's real ``store-delivery`` subscriber (handlers.register) in memory
     (TestNatsBroker) over the real database: feed it batches with ``process_message``."""
     deps = Deps(db=db, deliveries=MongoDeliveryRepo(db), audit=MongoAuditRepo(db),
-                undeliverable=MongoUndeliverableRepo(db),
+                undeliverable=MongoUndeliverableRepo(db), dead_letters=MongoDeadLetterRepo(db),
                 **dict.fromkeys(("messages", "claims", "blobs", "publisher", "rotations",
                                  "tenants", "keyring", "owner")))  # type: ignore[arg-type]
     broker = NatsBroker()

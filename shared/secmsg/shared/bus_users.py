@@ -114,10 +114,14 @@ USERS: tuple[BusUser, ...] = (
     BusUser("store", "store",
             publishes=(s.MESSAGE_STORED, s.MESSAGE_RECEIVED, "notification.>", "audit.>",
                        "control.>"),
-            consumers=(s.STORE_RECEIVED, s.STORE_DELIVERY, s.STORE_AUDIT, s.STORE_CONTROL),
-            reads="message.received, notification.>, audit.>, control.>"),
+            consumers=(s.STORE_RECEIVED, s.STORE_DELIVERY, s.STORE_AUDIT, s.STORE_CONTROL,
+                       s.STORE_DEAD_LETTERS),
+            reads="message.received, notification.>, audit.>, control.>, "
+                  "_ops.dead_letter.recorded"),
     BusUser("notify", "notify",
-            publishes=(s.NOTIFICATION_SENT, s.NOTIFICATION_DEFERRED, s.NOTIFICATION_FAILED),
+            # dead_letter.recorded: its dead letters, handed to store (shared/worker.py)
+            publishes=(s.NOTIFICATION_SENT, s.NOTIFICATION_DEFERRED, s.NOTIFICATION_FAILED,
+                       s.DEAD_LETTER_RECORDED_SUFFIX),
             consumers=(s.NOTIFY_STORED,), kv_buckets=(DELIVERIES_BUCKET, OWNERS_BUCKET),
             own_streams=(NOTIFY_RETRY,), reads="message.stored, notify.retry.*",
             listens=(s.TENANT_CHANGED,)),

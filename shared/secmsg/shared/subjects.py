@@ -34,6 +34,11 @@ AUDIT_RECORDED = "audit.recorded"
 # Not consumed by any durable: every caching process listens with a core subscription.
 TENANT_CHANGED = "tenant.changed"
 
+# Not a tenant's subject (no tenant id starts with "_"): a worker other than store hands its
+# dead letters to store here (``worker.DeadLetterRecorded``).
+DEAD_LETTER_RECORDED_SUFFIX = "dead_letter.recorded"
+DEAD_LETTER_RECORDED = f"{PREFIX}._ops.{DEAD_LETTER_RECORDED_SUFFIX}"
+
 KIND_TO_SUFFIX = {
     "message.received": MESSAGE_RECEIVED,
     "message.stored": MESSAGE_STORED,
@@ -74,3 +79,4 @@ STORE_AUDIT = "store-audit"
 NOTIFY_STORED = "notify-stored"
 # secmsg.*.control.> (recall, expiry change, key rotation, undeliverable address cleared)
 STORE_CONTROL = "store-control"
+STORE_DEAD_LETTERS = "store-dead-letters"  # secmsg._ops.dead_letter.recorded

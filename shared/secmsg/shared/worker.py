@@ -4,8 +4,8 @@
 A service builds its ``NatsBroker`` (``apply_types`` on, the default), wraps it in an
 ``EventWorker`` and registers typed handlers::
 
-    events = worker.EventWorker(broker, service="store", policy=policy,
-                                dead_letters=lambda: MongoDeadLetters(deps().db))
+    events = worker.EventWorker(broker, service="notify", policy=policy,
+                                dead_letters=lambda: PublishedDeadLetters(nc))
 
     @events.subscriber(subjects.any_tenant(subjects.MESSAGE_RECEIVED),
                        durable=subjects.STORE_RECEIVED, batch_size=16, fetch_timeout_s=5)
@@ -36,8 +36,11 @@ turns exceptions into FastStream's ``NackMessage`` / ``RejectMessage``; the subs
 
 A dead letter (``DeadLetter``, collection ``dead_letters``) keeps the reason, subject, stream
 sequence, delivery count and the full payload, so an operator can replay it (store's
-``python -m secmsg.store.deadletters``, docs/operations.md "Dead letters"). It is written
-before the terminate; when it cannot be written (MongoDB down) the event is nak'ed instead and
+``python -m secmsg.store.deadletters``, docs/operations.md "Dead letters"). Store owns
+``dead_letters``: it records its own letters directly, every other worker hands them to it
+(``PublishedDeadLetters`` -> ``DeadLetterRecorded``). It is kept (recorded, or
+JetStream-acknowledged) before the terminate; when it cannot be (MongoDB or NATS down) the
+event is nak'ed instead and
 comes back, so nothing is terminated without a record. The JetStream consumer's own
 ``max_deliver`` is ``policy.max_deliver + RECORD_RETRIES``: the server stops redelivering only
 after the worker had that many more chances to record the dead letter.
@@ -62,7 +65,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar, get_args
+from typing import Any, Literal, Protocol, TypeVar, get_args
 
 from faststream import AckPolicy
 from faststream._internal.middlewares import BaseMiddleware
@@ -74,11 +77,9 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from prometheus_client import Counter
-from pydantic import BaseModel, TypeAdapter, ValidationError
-from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from secmsg.shared import logs, mongo, subjects, telemetry
+from secmsg.shared import logs, subjects, telemetry
 from secmsg.shared.errors import (
     DependencyUnavailable,
     PermanentError,
@@ -173,18 +174,67 @@ class DeadLetterSink(Protocol):
         ...
 
 
-class MongoDeadLetters:
-    """``dead_letters`` in MongoDB (written by every worker; store operates on it)."""
+class DeadLetterRecorded(BaseModel):
+    """A worker other than store -> store: keep this dead letter (store owns
+    ``dead_letters``; it records its own directly). On ``subjects.DEAD_LETTER_RECORDED``
+    (``secmsg._ops.dead_letter.recorded``: not a tenant's subject, no tenant consumer sees it),
+    ``Nats-Msg-Id`` = the letter's id, so recording one delivery twice keeps one."""
 
-    def __init__(self, db: AsyncDatabase[Any]) -> None:
-        self._col = db[mongo.DEAD_LETTERS]
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_bytes="base64",
+                              val_json_bytes="base64")
+
+    version: Literal[1] = 1
+    kind: Literal["dead_letter.recorded"] = "dead_letter.recorded"
+    id: str
+    service: str
+    consumer: str
+    subject: str
+    reason: str
+    payload: bytes
+    deliveries: int = 1
+    stream: str = subjects.STREAM
+    stream_seq: int | None = None
+    msg_id: str | None = None
+    error: str | None = None
+    at: datetime
+
+    @classmethod
+    def of(cls, letter: DeadLetter) -> DeadLetterRecorded:
+        return cls(id=letter.id, service=letter.service, consumer=letter.consumer,
+                   subject=letter.subject, reason=letter.reason, payload=letter.payload,
+                   deliveries=letter.deliveries, stream=letter.stream,
+                   stream_seq=letter.stream_seq, msg_id=letter.msg_id, error=letter.error,
+                   at=letter.at)
+
+    def document(self) -> dict[str, Any]:
+        """The ``dead_letters`` document (``DeadLetter.document`` with this id)."""
+        return {"_id": self.id, "service": self.service, "consumer": self.consumer,
+                "subject": self.subject, "stream": self.stream, "stream_seq": self.stream_seq,
+                "msg_id": self.msg_id, "reason": self.reason, "error": self.error,
+                "deliveries": self.deliveries, "payload": self.payload,
+                "size": len(self.payload), "state": "open", "at": self.at}
+
+
+class PublishedDeadLetters:
+    """The dead-letter sink of a worker other than store: the letter goes to store as
+    ``DeadLetterRecorded`` (JetStream-acknowledged before the event is terminated)."""
+
+    def __init__(self, nc: NATS, *, timeout_s: float = 5.0) -> None:
+        self._nc = nc
+        self._js = nc.jetstream(timeout=timeout_s)
+        self._timeout_s = timeout_s
 
     async def record(self, letter: DeadLetter) -> None:
+        wire = DeadLetterRecorded.of(letter)
+        if not self._nc.is_connected:
+            raise DependencyUnavailable("event bus unavailable: dead letter not recorded")
         try:
-            async with mongo.unavailable_as_503():
-                await self._col.insert_one(letter.document())
-        except DuplicateKeyError:  # already recorded by an earlier delivery of this event
-            pass
+            await self._js.publish(subjects.DEAD_LETTER_RECORDED, wire.model_dump_json().encode(),
+                                   timeout=self._timeout_s, stream=subjects.STREAM,
+                                   headers={"Nats-Msg-Id": wire.id})
+        except (NatsError, OSError, TimeoutError) as exc:
+            raise DependencyUnavailable(
+                f"dead letter not recorded ({type(exc).__name__})") from exc
 
 
 def letter_from(raw: Msg, *, service: str, consumer: str, reason: str,

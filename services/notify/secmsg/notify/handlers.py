@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from faststream.exceptions import NackMessage
 from faststream.nats import NatsBroker
 from faststream.nats.annotations import NatsMessage
+from nats.aio.client import Client as NATS
 from pymongo.asynchronous.database import AsyncDatabase
 
 from secmsg.notify import retry, service
@@ -36,6 +37,7 @@ from secmsg.notify.ports import (
 )
 from secmsg.notify.settings import NotifySettings
 from secmsg.shared import bus, subjects, templating, worker
+from secmsg.shared.errors import DependencyUnavailable
 from secmsg.shared.events import MessageStored, utcnow
 from secmsg.shared.settings import CommonSettings
 
@@ -80,6 +82,8 @@ class Runtime(Protocol):
     def recipient_hint(self) -> Callable[[str, str, str], str]: ...
     @property
     def renderer(self) -> templating.RenderPool: ...
+    @property
+    def nc(self) -> NATS | None: ...
 
 
 async def _keep_alive(msg: NatsMessage, every_s: float) -> None:
@@ -118,6 +122,12 @@ async def schedule_retry(rt: Runtime, event: MessageStored, *, round_: int,
     RETRIES.labels("scheduled").inc()
 
 
+def _dead_letters(rt: Runtime) -> worker.PublishedDeadLetters:
+    if rt.nc is None:  # not started: the event is nak'ed and comes back
+        raise DependencyUnavailable("event bus not connected: dead letter not recorded")
+    return worker.PublishedDeadLetters(rt.nc)
+
+
 def register(rt: Runtime) -> worker.EventWorker:
     """notify's two consumers on ``rt.broker`` (``worker.EventWorker``: typed handlers, acks
     by outcome, finite ``max_deliver`` then a dead letter); the returned worker ensures them."""
@@ -129,7 +139,8 @@ def register(rt: Runtime) -> worker.EventWorker:
         policy=worker.DeliveryPolicy(max_deliver=cfg.max_deliver,
                                      backoff_base_s=min(1.0, cfg.retry_base_s),
                                      backoff_cap_s=cfg.retry_max_s, ack_wait_s=cfg.ack_wait_s),
-        dead_letters=lambda: worker.MongoDeadLetters(rt.db),
+        # store owns dead_letters: notify's go to it as events
+        dead_letters=lambda: _dead_letters(rt),
         inbox_prefix=bus.subscriber_inbox(rt.common))
 
     # Nothing waits in this consumer (retries go to the retry stream): its window only needs

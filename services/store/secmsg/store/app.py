@@ -123,7 +123,8 @@ def create_app(common: CommonSettings | None = None,
                        undeliverable=mongo_adapter.MongoUndeliverableRepo(db),
                        rotations=mongo_adapter.MongoRotationRepo(db),
                        tenants=mongo_adapter.MongoTenantPolicies(db),
-                       keyring=common.key_ring, owner=rt.owner)
+                       keyring=common.key_ring, owner=rt.owner,
+                       dead_letters=mongo_adapter.MongoDeadLetterRepo(db))
         log.info("store started (owner %s)", rt.owner)
 
     async def start_loops() -> None:

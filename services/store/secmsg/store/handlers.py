@@ -34,6 +34,7 @@ from secmsg.store.ports import (
     AuditEvent,
     AuditRepo,
     BlobStore,
+    DeadLetterRepo,
     DeliveryEvent,
     DeliveryRepo,
     MessageRepo,
@@ -64,6 +65,7 @@ class Deps:
     tenants: TenantPolicies
     keyring: KeyRing
     owner: str
+    dead_letters: DeadLetterRepo
 
 
 @contextlib.asynccontextmanager
@@ -93,11 +95,11 @@ def delivery_policy(cfg: StoreSettings) -> worker.DeliveryPolicy:
 
 def register(broker: NatsBroker, get_deps: Callable[[], Deps], cfg: StoreSettings,
              inbox: bytes = b"_INBOX.") -> worker.EventWorker:
-    """Store's four consumers on ``broker``; the returned ``EventWorker`` ensures them.
+    """Store's consumers on ``broker``; the returned ``EventWorker`` ensures them.
     ``inbox``: the pull subscriptions' reply prefix (``bus.subscriber_inbox``)."""
     consumers = worker.EventWorker(
         broker, service=SERVICE, policy=delivery_policy(cfg),
-        dead_letters=lambda: worker.MongoDeadLetters(get_deps().db), inbox_prefix=inbox)
+        dead_letters=lambda: get_deps().dead_letters, inbox_prefix=inbox)
 
     def subscribe(filter_subject: str, durable: str, *, batch: bool = False,
                   batch_size: int = cfg.batch_size,
@@ -120,6 +122,11 @@ def register(broker: NatsBroker, get_deps: Callable[[], Deps], cfg: StoreSetting
         d = get_deps()
         await service.record_deliveries(events=events, deliveries=d.deliveries, audit=d.audit,
                                         undeliverable=d.undeliverable)
+
+    # Store owns dead_letters: the other workers hand theirs over (worker.PublishedDeadLetters).
+    @subscribe(subjects.DEAD_LETTER_RECORDED, subjects.STORE_DEAD_LETTERS)
+    async def on_dead_letter(letter: worker.DeadLetterRecorded) -> None:
+        await get_deps().dead_letters.keep(letter)
 
     @subscribe(subjects.any_tenant("audit.>"), subjects.STORE_AUDIT)
     async def on_audit_event(event: AuditEvent) -> None:

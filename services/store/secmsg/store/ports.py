@@ -22,6 +22,7 @@ from secmsg.shared.events import (
     NotificationFailed,
     NotificationSent,
 )
+from secmsg.shared.worker import DeadLetter, DeadLetterRecorded
 
 Doc = dict[str, Any]
 
@@ -171,13 +172,18 @@ class Publisher(Protocol):
 
 
 class DeadLetterRepo(Protocol):
-    """``dead_letters`` (every worker appends, ``worker.MongoDeadLetters``; store operates)."""
+    """``dead_letters``, store's (its own workers' letters, and every other worker's handed
+    over as ``worker.DeadLetterRecorded``); store operates on them."""
 
     async def find(self, *, service: str | None, state: str | None, limit: int) -> list[Doc]:
         """Newest first; ``state`` None: any state (a missing state is ``open``)."""
         ...
 
     async def get(self, letter_id: str) -> Doc | None: ...
+    async def record(self, letter: DeadLetter) -> None:
+        """Keep one of store's own dead letters (the ``EventWorker`` sink)."""
+    async def keep(self, letter: DeadLetterRecorded) -> None:
+        """Keep another worker's dead letter; once per letter id."""
 
     async def update(self, letter_id: str, fields: Mapping[str, Any]) -> None: ...
 

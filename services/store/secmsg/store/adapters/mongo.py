@@ -21,6 +21,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from secmsg.shared import mongo
 from secmsg.shared.documents import AuditDoc, DeliveryStatusDoc, MessageDoc, UndeliverableDoc
 from secmsg.shared.mongo import unavailable_as_503
+from secmsg.shared.worker import DeadLetter, DeadLetterRecorded
 from secmsg.store.ports import BounceUpdate, DeliveryUpdate, Doc
 
 # Collection names from secmsg.shared.mongo (store tests import them from here).
@@ -412,11 +413,19 @@ class MongoRotationRepo:
 
 
 class MongoDeadLetterRepo:
-    """Written by every worker (``secmsg.shared.worker.MongoDeadLetters``); a dead letter
-    recorded before its ``state`` field existed counts as ``open``."""
+    """``dead_letters``, store's: its own workers' letters (``record``, the ``EventWorker``
+    sink) and every other worker's, handed over as ``DeadLetterRecorded`` (``keep``). A dead
+    letter recorded before its ``state`` field existed counts as ``open``."""
 
     def __init__(self, db: AsyncDatabase[Any]) -> None:
         self._col = db[mongo.DEAD_LETTERS]
+
+    async def record(self, letter: DeadLetter) -> None:
+        await self.keep(DeadLetterRecorded.of(letter))
+
+    async def keep(self, letter: DeadLetterRecorded) -> None:
+        """Insert once by id: a redelivery of the same letter changes nothing."""
+        await _insert_once(self._col, letter.document())
 
     @staticmethod
     def _state(state: str) -> dict[str, Any]:
