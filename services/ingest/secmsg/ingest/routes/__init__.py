@@ -2,11 +2,11 @@
 them (the order of the OpenAPI document):
 
 - ``messages``: submit a message (JSON + files, or RFC 5322)
-- ``admin_templates``: notification templates (and the tenant's SMTP relay settings)
+- ``admin_templates``: notification templates
 - ``messages_manage``: a sent message's expiry, revocations, recall and delivery slip
 - ``admin_access``: API keys, admin users, recipients' tokens, the tenant's policy
 - ``admin_delivery``: audit export, delivery stats, deliverability, key rotation
-- ``admin_sending``: SMTP relay test, DKIM key
+- ``admin_sending``: the SMTP selection and its test, the DKIM key
 - ``admin_branding``: the tenant's name, footer and disclaimers
 - ``common``: what they share (auth dependencies, error bodies, body parsing)
 """

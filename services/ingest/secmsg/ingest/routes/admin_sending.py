@@ -1,4 +1,5 @@
-"""Admin routes for how notifications leave: the SMTP test and the tenant's DKIM key."""
+"""Admin routes for how notifications leave: the SMTP selection (platform or own server), its
+test, and the tenant's DKIM key."""
 
 from __future__ import annotations
 
@@ -8,10 +9,67 @@ from typing import Literal
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from secmsg.ingest import dkim, smtp_check
+from secmsg.ingest import audit, dkim, smtp_check, tenant_smtp
 from secmsg.ingest.routes.common import AUTH_ERRORS, Admin, DepsDep, err, origin
 
 router = APIRouter(prefix="/v1/admin", tags=["admin: sending"])
+
+
+class SmtpIn(BaseModel):
+    mode: Literal["platform", "own"] = Field(
+        description="platform: the platform's default SMTP service; own: the tenant's server")
+    host: str | None = Field(default=None, max_length=253, examples=["smtp.example.com"])
+    port: int | None = Field(default=None, ge=1, le=65535, examples=[587])
+    tls: Literal["starttls", "tls"] | None = Field(
+        default=None, description="starttls (required, refused if not offered) or tls "
+                                  "(implicit); plaintext is not an option")
+    username: str | None = Field(default=None, max_length=256)
+    password: str | None = Field(default=None, max_length=1024, description=(
+        "stored encrypted, never returned; omit to keep the stored one (same username)"))
+
+
+class SmtpOut(BaseModel):
+    mode: Literal["platform", "own"]
+    host: str | None
+    port: int | None
+    tls: Literal["starttls", "tls"] | None
+    username: str | None
+    password_set: bool
+    updated_at: datetime | None
+
+
+def _smtp_out(config: tenant_smtp.SmtpConfig) -> SmtpOut:
+    return SmtpOut(mode=config.mode, host=config.host, port=config.port, tls=config.tls,
+                   username=config.username, password_set=config.password_set,
+                   updated_at=config.updated_at)
+
+
+@router.get("/smtp", response_model=SmtpOut, responses=AUTH_ERRORS,
+            summary="The tenant's SMTP selection (the password is never returned)")
+async def get_smtp(creds: Admin, deps: DepsDep) -> SmtpOut:
+    return _smtp_out(await tenant_smtp.get(tenant_id=creds.tenant.tenant_id,
+                                           store=deps.smtp))
+
+
+@router.put("/smtp", response_model=SmtpOut,
+            responses={**AUTH_ERRORS, 400: err(
+                "missing host/port/tls for 'own', a host refused by the SSRF guard (private, "
+                "loopback, link-local, metadata, ambiguous IP form) or not resolving")},
+            summary="Choose the platform SMTP service or the tenant's own server")
+async def put_smtp(body: SmtpIn, request: Request, creds: Admin,
+                   deps: DepsDep) -> SmtpOut:
+    config = await tenant_smtp.save(
+        tenant_id=creds.tenant.tenant_id, mode=body.mode, host=body.host, port=body.port,
+        tls=body.tls, username=body.username, password=body.password, key_id=creds.actor,
+        store=deps.smtp, key_ring=deps.key_ring,
+        allowed_targets=deps.smtp_allowed_targets, now=datetime.now(UTC))
+    # fixed words only: never the host's reply, the username or the password
+    await audit.record(events=deps.events, creds=creds, action="smtp.changed",
+                       origin=origin(request),
+                       detail={"mode": body.mode,
+                               "password": "changed" if body.password else "kept"})
+    return _smtp_out(config)
+
 
 Reason = Literal["connection_refused", "connection_lost", "timeout", "tls_unavailable",
                  "tls_failed", "auth_failed", "temporary_rejection", "permanent_rejection",

@@ -1,15 +1,15 @@
-"""The tenant admin API (the 'admin' scope): notification templates and the SMTP selection."""
+"""The tenant admin API (the 'admin' scope): notification templates (kinds, sources, preview)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, Field, ValidationError
 from starlette.requests import ClientDisconnect
 
-from secmsg.ingest import audit, tenant_smtp, tenant_templates
+from secmsg.ingest import audit, tenant_templates
 from secmsg.ingest.routes.common import AUTH_ERRORS, Admin, DepsDep, err, origin
 from secmsg.shared import templating
 from secmsg.shared.errors import InvalidInput, PayloadTooLarge
@@ -145,59 +145,3 @@ async def preview_template(kind: Kind, request: Request, creds: Admin,
     output = await tenant_templates.preview(tenant_id=creds.tenant.tenant_id, kind=kind,
                                             source=source, store=deps.templates)
     return Preview(kind=kind, output=output)
-
-
-class SmtpIn(BaseModel):
-    mode: Literal["platform", "own"] = Field(
-        description="platform: the platform's default SMTP service; own: the tenant's server")
-    host: str | None = Field(default=None, max_length=253, examples=["smtp.example.com"])
-    port: int | None = Field(default=None, ge=1, le=65535, examples=[587])
-    tls: Literal["starttls", "tls"] | None = Field(
-        default=None, description="starttls (required, refused if not offered) or tls "
-                                  "(implicit); plaintext is not an option")
-    username: str | None = Field(default=None, max_length=256)
-    password: str | None = Field(default=None, max_length=1024, description=(
-        "stored encrypted, never returned; omit to keep the stored one (same username)"))
-
-
-class SmtpOut(BaseModel):
-    mode: Literal["platform", "own"]
-    host: str | None
-    port: int | None
-    tls: Literal["starttls", "tls"] | None
-    username: str | None
-    password_set: bool
-    updated_at: datetime | None
-
-
-def _smtp_out(config: tenant_smtp.SmtpConfig) -> SmtpOut:
-    return SmtpOut(mode=config.mode, host=config.host, port=config.port, tls=config.tls,
-                   username=config.username, password_set=config.password_set,
-                   updated_at=config.updated_at)
-
-
-@router.get("/smtp", response_model=SmtpOut, responses=AUTH_ERRORS,
-            summary="The tenant's SMTP selection (the password is never returned)")
-async def get_smtp(creds: Admin, deps: DepsDep) -> SmtpOut:
-    return _smtp_out(await tenant_smtp.get(tenant_id=creds.tenant.tenant_id,
-                                           store=deps.smtp))
-
-
-@router.put("/smtp", response_model=SmtpOut,
-            responses={**AUTH_ERRORS, 400: err(
-                "missing host/port/tls for 'own', a host refused by the SSRF guard (private, "
-                "loopback, link-local, metadata, ambiguous IP form) or not resolving")},
-            summary="Choose the platform SMTP service or the tenant's own server")
-async def put_smtp(body: SmtpIn, request: Request, creds: Admin,
-                   deps: DepsDep) -> SmtpOut:
-    config = await tenant_smtp.save(
-        tenant_id=creds.tenant.tenant_id, mode=body.mode, host=body.host, port=body.port,
-        tls=body.tls, username=body.username, password=body.password, key_id=creds.actor,
-        store=deps.smtp, key_ring=deps.key_ring,
-        allowed_targets=deps.smtp_allowed_targets, now=datetime.now(UTC))
-    # fixed words only: never the host's reply, the username or the password
-    await audit.record(events=deps.events, creds=creds, action="smtp.changed",
-                       origin=origin(request),
-                       detail={"mode": body.mode,
-                               "password": "changed" if body.password else "kept"})
-    return _smtp_out(config)
