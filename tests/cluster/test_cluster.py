@@ -23,6 +23,7 @@ from nats.js.api import StreamInfo
 from devstack.servers import NatsCluster
 from secmsg.shared import bus, subjects
 from secmsg.shared.bus_users import ADMIN, DELIVERIES_BUCKET
+from tests.consumers import settled
 from tests.e2e.helpers import Platform, eventually
 
 N = 500
@@ -127,7 +128,8 @@ async def test_platform_on_a_three_node_cluster(platform: Platform,
         await eventually(lambda: all(platform.sink.handler.for_recipient(f"r{i}@example.org")
                                      for i in range(N)),
                          timeout=180, what="a notification for every message")
-        await asyncio.sleep(3)  # a late duplicate would show up now
+        # notify's consumers acknowledged everything: no late duplicate can come.
+        await eventually(lambda: settled(nc), timeout=120, what="notify's consumers settled")
         seen = collections.Counter(
             (m.message["Message-ID"], rcpt)
             for m in platform.sink.messages for rcpt in m.rcpt_tos)

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from devstack.servers import Stack
+from tests.consumers import wait_settled
 from tests.e2e.helpers import Platform, eventually, submit
 
 pytestmark = pytest.mark.timeout(300)
@@ -57,7 +58,8 @@ async def _assert_exactly_once(platform: Platform, expected: dict[str, list[str]
         stored = await platform.db["messages"].count_documents({"_id": {"$in": list(expected)}})
         raise AssertionError(f"{label}: {len(missing)} of {len(want)} recipients never "
                              f"notified ({stored}/{len(expected)} stored): {missing[:6]}") from None
-    await asyncio.sleep(2.0)  # let any duplicate that is on its way arrive
+    # notify's consumers acknowledged everything: no duplicate is on its way any more.
+    await wait_settled(timeout=timeout)
     message_ids: dict[tuple[str, str], set[str]] = {}
     seen = _notifications(platform, message_ids)
     stored = await platform.db["messages"].count_documents({"_id": {"$in": list(expected)}})

@@ -13,6 +13,7 @@ import pytest
 from devstack.servers import free_port
 from devstack.smtp_sink import Faults, Sink
 from secmsg.notify.metrics import NOTIFICATIONS
+from tests.consumers import settled
 from tests.notify.conftest import (
     DISCLAIMER,
     FOOTER,
@@ -93,7 +94,8 @@ async def test_duplicate_event_sends_no_second_mail(tenant: str, sink: Sink, nbu
     await nbus.publish(ev, copy="again")
     await nbus.publish(ev, copy="third")
     sent = await eventually(lambda: _n_events(nbus, "notification.sent", 2), what="sent events")
-    await asyncio.sleep(1.5)  # give the copies every chance to produce a mail
+    # Both copies handed to notify and acknowledged: a mail they caused would be in by now.
+    await eventually(lambda: settled(nbus.nc), what="the copies handled")
     assert len(sink.messages) == 2
     assert len(await nbus.events("notification.sent")) == len(sent) == 2
 
@@ -122,7 +124,8 @@ async def test_permanent_failure_fails_at_once_without_retry(
     await nbus.publish(ev)
     [failed] = await eventually(lambda: nbus.events("notification.failed"), what="failed event")
     assert failed.recipient == "bob@example.org" and failed.reason == "permanent_rejection"
-    await asyncio.sleep(1.5)  # retries would come within this (base 0.2 s)
+    # The event acknowledged and no retry waiting: a retry would have been scheduled first.
+    await eventually(lambda: settled(nbus.nc), what="the event handled")
     doc = await read_claim(nbus.nc, tenant, ev.message_id, "bob@example.org")
     assert doc is not None and doc["state"] == "failed" and doc["attempts"] == 1
     assert await nbus.events("notification.deferred") == []

@@ -12,6 +12,7 @@ import pytest
 
 from devstack.servers import Server
 from devstack.smtp_sink import Sink
+from tests.consumers import settled
 from tests.notify.conftest import FAST, Bus, all_claims, eventually, stored_event
 
 pytestmark = pytest.mark.timeout(120)
@@ -75,7 +76,8 @@ async def test_two_replicas_share_the_work_and_notify_each_recipient_once(
     expected = {r.address for ev in events for r in ev.recipients}
     await eventually(lambda: set(per_recipient(sink)) >= expected, timeout=60,
                      what="a mail to each of the 60 recipients")
-    await asyncio.sleep(1.0)  # late duplicates would show up now
+    # Every event acknowledged by one replica or the other: no duplicate can come later.
+    await eventually(lambda: settled(nbus.nc), what="every event handled")
     counts = per_recipient(sink)
     assert set(counts) == expected
     assert max(counts.values()) == 1, [r for r, n in counts.items() if n > 1]
@@ -131,7 +133,8 @@ async def test_sigkill_mid_load_then_restart_notifies_each_recipient_once(
     services("notify", **slow)
     await eventually(lambda: set(per_recipient(sink)) >= expected, timeout=60,
                      what="a mail to each recipient after the restart")
-    await asyncio.sleep(1.0)
+    # The killed worker's events redelivered and acknowledged: no duplicate can come later.
+    await eventually(lambda: settled(nbus.nc), timeout=60, what="every event handled")
     counts = per_recipient(sink)
     assert set(counts) == expected
     assert max(counts.values()) == 1, [r for r, n in counts.items() if n > 1]
