@@ -1,3 +1,4 @@
+# Over 400 lines: one typed read-only view per collection, side by side
 """Typed read-only views of the MongoDB documents one service writes and others read.
 
 Every collection has exactly one writer (its owner, ``OWNER``; the table is in docs/design.md,
