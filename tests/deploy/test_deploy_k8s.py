@@ -5,6 +5,7 @@ no committed secrets, network isolation, notify autoscaling)."""
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 from typing import Any
 
@@ -406,7 +407,8 @@ def test_kustomization_files_reference_existing_paths() -> None:
 def test_secret_keys_are_documented() -> None:
     ops = (Path(K8S).parents[1] / "docs" / "operations.md").read_text()
     for key in ("SECMSG_MONGO_URL", "SECMSG_S3_ACCESS_KEY", "SECMSG_S3_SECRET_KEY",
-                "SECMSG_KEYRING", "SECMSG_RETRIEVE_CODE_PEPPER", "secmsg-retrieve-tls"):
+                "SECMSG_KEYRING", "SECMSG_RETRIEVE_CODE_PEPPER", "secmsg-retrieve-tls",
+                "secmsg-dkim"):
         assert key in ops, f"docs/operations.md does not document {key}"
 
 
@@ -426,3 +428,46 @@ def test_production_alerts_on_dead_letters_with_metrics_the_services_export(
         assert used in alerts[name]["expr"] and used in exported, name
         assert alerts[name]["labels"]["severity"] in ("warning", "critical")
         assert "deadletters" in alerts[name]["annotations"]["description"]
+
+
+def test_production_wires_deliverability_settings_the_services_accept(
+        rendered: dict[str, list[Doc]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sender, bounce address and DKIM: set in the production ConfigMap, accepted by the
+    settings classes as they are (a typo would stop notify), the private key from a Secret."""
+    from secmsg.notify.deliverability.settings import DeliverabilitySettings
+    from secmsg.notify.settings import NotifySettings
+    from secmsg.shared.settings import CommonSettings
+
+    docs = rendered["production"]
+    (cm,) = [c for c in of_kind(docs, "ConfigMap")
+             if c["metadata"]["name"].startswith("secmsg-config")]
+    config = cm["data"]
+    for key in ("SECMSG_SMTP_FROM", "SECMSG_NOTIFY_BOUNCE_ADDRESS", "SECMSG_NOTIFY_DKIM_DOMAIN",
+                "SECMSG_NOTIFY_DKIM_SELECTOR", "SECMSG_NOTIFY_DKIM_PRIVATE_KEY_FILE"):
+        assert config.get(key), key
+    for k in list(os.environ):
+        if k.startswith("SECMSG_"):
+            monkeypatch.delenv(k)
+    for k, v in config.items():
+        monkeypatch.setenv(k, v)
+    # the Secret-backed values, as the pods get them
+    monkeypatch.setenv("SECMSG_S3_SECRET_KEY", "from-the-secret")
+    monkeypatch.setenv("SECMSG_NATS_USER", "notify")
+    monkeypatch.setenv("SECMSG_NATS_PASSWORD", "from-the-secret")
+    common, notify, deliverability = CommonSettings(), NotifySettings(), DeliverabilitySettings()
+    assert common.smtp_from.endswith("@" + notify.dkim_domain)  # the signature aligns with From
+    assert notify.bounce_address == deliverability.bounce_address
+    key_path = notify.dkim_private_key_file
+    assert key_path is not None
+    (c,) = secmsg_deployment(docs, "notify")["spec"]["template"]["spec"]["containers"]
+    pod = secmsg_deployment(docs, "notify")["spec"]["template"]["spec"]
+    (mount,) = [m for m in c["volumeMounts"] if str(key_path).startswith(m["mountPath"] + "/")]
+    assert mount["readOnly"] is True
+    (vol,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert vol["secret"]["secretName"] == "secmsg-dkim"
+    assert vol["secret"]["items"] == [{"key": "private.pem", "path": Path(key_path).name}]
+    # only notify holds the DKIM key
+    for other in ("ingest", "store", "retrieve", "notify-deliverability"):
+        pod = secmsg_deployment(docs, other)["spec"]["template"]["spec"]
+        assert all(v.get("secret", {}).get("secretName") != "secmsg-dkim"
+                   for v in pod.get("volumes", [])), other
