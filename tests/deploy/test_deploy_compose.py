@@ -32,6 +32,8 @@ def known_setting_names() -> set[str]:
     names = {f"SECMSG_{f.upper()}" for f in CommonSettings.model_fields}
     names.add("SECMSG_SERVICE")  # deploy/docker/healthcheck.py
     names |= set(image.BUILD_VARIABLES)  # the image build's own (devstack/image.py)
+    # docker-compose.yml's own ${...} variables (e.g. SECMSG_IMAGE: which image to run)
+    names |= set(re.findall(r"\$\{(SECMSG_[A-Z0-9_]+)", (ROOT / "docker-compose.yml").read_text()))
     for svc in (*SERVICES, "notify.deliverability"):
         module = importlib.import_module(f"secmsg.{svc}.settings")
         for obj in vars(module).values():
