@@ -4,7 +4,7 @@ cut off after the revocation lands."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,7 +13,7 @@ import pytest
 
 from devstack.services import ServiceProc
 from secmsg.retrieve import downloads, tokens
-from secmsg.retrieve.access import RECHECK_BYTES, Gone
+from secmsg.retrieve.access import RECHECK_BYTES, Gone, RevocationGuard
 from secmsg.retrieve.ports import SessionRecord
 from secmsg.shared import mongo
 from tests.retrieve.helpers import ALICE, TENANT, Running, Seeder, bearer
@@ -95,6 +95,8 @@ async def test_download_in_progress_stops_within_1_mib_of_a_revocation(
                                              bytes(range(256)) * (size // 256))])
     att = next(iter(msg.attachments))
     d = app.deps
+    # The byte bound alone (the time one: test_time_allowance_bounds_lookups_and_still_stops).
+    monkeypatch.setattr(d.messages, "recheck_s", 0.0)
     who = SessionRecord(token_hash="t", tenant_id=TENANT, address="bob@example.org",
                         expires_at=None)
     plan = await downloads.plan_download(session=who, message_id=msg.message_id,
@@ -132,7 +134,8 @@ async def test_https_download_is_cut_when_revoked(
                                attachments=[("big.bin", "application/octet-stream", data)])
     att = next(iter(msg.attachments))
     token, _ = await insert_token(mongo_db, tenant_id=TENANT, email="bob@example.org")
-    svc = services("retrieve")
+    # Bytes only: with the time allowance the whole 24 MiB may leave within it on loopback.
+    svc = services("retrieve", SECMSG_RETRIEVE_DOWNLOAD_RECHECK_S="0")
     received = bytearray()
     async with httpx.AsyncClient(base_url=svc.base_url, verify=False, timeout=30) as client:
         with pytest.raises(httpx.TransportError):
@@ -149,3 +152,55 @@ async def test_https_download_is_cut_when_revoked(
         r = await client.get(f"/v1/messages/{msg.message_id}/attachments/{att}",
                              headers=bearer(token))
     assert r.status_code == 410 and r.json()["error"] == "revoked"
+
+
+class CountingRepo:
+    """The guard's view of the repository: counts lookups; ``revoked`` makes them fail."""
+
+    recheck_bytes = RECHECK_BYTES
+    recheck_s = 0.25
+
+    def __init__(self) -> None:
+        self.lookups = 0
+        self.revoked = False
+
+    async def check(self, **who: str) -> None:
+        self.lookups += 1
+        if self.revoked:
+            raise Gone("revoked")
+
+
+async def test_time_allowance_bounds_lookups_and_still_stops() -> None:
+    """Within ``recheck_s`` of the last passing check whole chunks go out with no lookup per
+    MiB; past it, a revocation stops the stream before the byte allowance is used up again."""
+    now = [0.0]
+    repo = CountingRepo()
+    chunk = b"x" * (4 * RECHECK_BYTES)
+
+    async def chunks(n: int) -> AsyncIterator[bytes]:
+        for _ in range(n):
+            yield chunk
+
+    guard = RevocationGuard(repo, tenant_id=TENANT, message_id="m",  # type: ignore[arg-type]
+                            address="bob@example.org", clock=lambda: now[0])
+    sizes = [len(c) async for c in guard.wrap(chunks(16))]  # 64 MiB, the clock standing still
+    assert sizes == [len(chunk)] * 16 and repo.lookups == 0
+
+    bytes_only = RevocationGuard(repo, tenant_id=TENANT, message_id="m",  # type: ignore[arg-type]
+                                 address="bob@example.org", every_s=0, clock=lambda: now[0])
+    assert sum([len(c) async for c in bytes_only.wrap(chunks(16))]) == 16 * len(chunk)
+    assert repo.lookups >= 60  # about one per MiB
+
+    repo.lookups = 0
+    guard = RevocationGuard(repo, tenant_id=TENANT, message_id="m",  # type: ignore[arg-type]
+                            address="bob@example.org", clock=lambda: now[0])
+    received = 0
+    with pytest.raises(Gone):
+        async for c in guard.wrap(chunks(16)):
+            received += len(c)
+            if received == 2 * len(chunk):
+                repo.revoked = True  # recorded now...
+                now[0] += 1.0  # ...and the time allowance runs out
+    # After the revocation at most the byte allowance left (the time one had passed).
+    assert received - 2 * len(chunk) <= RECHECK_BYTES
+    assert repo.lookups <= 3

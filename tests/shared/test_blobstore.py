@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import threading
 from collections.abc import AsyncIterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 
@@ -58,3 +62,65 @@ async def test_many_concurrent_slow_uploads_do_not_starve_each_other(
         timeout=60)
     for k, v in payloads.items():
         assert await blobs.get_bytes(k) == v
+
+
+
+class _KeepAliveObject(BaseHTTPRequestHandler):
+    """One object served with HTTP/1.1 keep-alive and Range, as MinIO does. (The local S3
+    server, versitygw, answers every request with ``Connection: close``, so reuse cannot be
+    seen against it.)"""
+
+    protocol_version = "HTTP/1.1"
+    body = os.urandom(300_000)
+
+    def do_GET(self) -> None:
+        start, end = 0, len(self.body) - 1
+        if m := re.match(r"bytes=(\d+)-(\d+)", self.headers.get("Range") or ""):
+            start, end = int(m.group(1)), int(m.group(2))
+        part = self.body[start:end + 1]
+        self.send_response(206 if self.headers.get("Range") else 200)
+        self.send_header("Content-Length", str(len(part)))
+        self.end_headers()
+        self.wfile.write(part)
+
+    def log_message(self, *args: Any) -> None:
+        return None
+
+
+class _CountingServer(ThreadingHTTPServer):
+    daemon_threads = True
+    accepted = 0
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self.accepted += 1
+        super().process_request(request, client_address)
+
+
+async def test_reads_hand_their_connection_back_for_reuse(settings: CommonSettings) -> None:
+    """80 reads, 4 at a time, from a keep-alive server: one connection per read in flight,
+    not one per read; a read given up halfway closes its own rather than pass on a half-read
+    one."""
+    server = _CountingServer(("127.0.0.1", 0), _KeepAliveObject)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        local = settings.model_copy(update={"s3_endpoint": f"127.0.0.1:{server.server_port}"})
+        blobs = S3BlobStore.from_settings(local, concurrency=4, max_uploads=1)
+        body = _KeepAliveObject.body
+        gate = asyncio.Semaphore(4)
+
+        async def one() -> None:
+            async with gate:
+                assert await blobs.get_bytes("k") == body
+                got = [c async for c in blobs.get_range("k", 10, 100_000, chunk=4096)]
+                assert b"".join(got) == body[10:100_010]
+
+        await asyncio.gather(*(one() for _ in range(40)))
+        assert server.accepted <= 4, server.accepted
+        stream = blobs.get_range("k", 0, len(body), chunk=1000)
+        assert len(await anext(stream)) == 1000
+        await stream.aclose()
+        assert await blobs.get_bytes("k") == body
+        assert server.accepted <= 5, server.accepted
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -40,6 +40,7 @@ def message_prefix(tenant_id: str, message_id: str) -> str:
 
 PART_SIZE = 8 * 1024 * 1024
 CHUNK = 4 * 1024 * 1024
+DEFAULT_CONCURRENCY = 16  # threads (and kept connections) for short calls and downloads
 _EOF = None  # the end of an upload's chunks on the hand-off queue
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -48,7 +49,8 @@ _T = TypeVar("_T")
 class BlobStore(Protocol):
     async def put_stream(self, key: str, chunks: AsyncIterator[bytes]) -> int: ...
     # An async generator: called without await, iterated with ``async for``.
-    def get_range(self, key: str, offset: int, length: int) -> AsyncIterator[bytes]: ...
+    def get_range(self, key: str, offset: int, length: int,
+                  chunk: int = ...) -> AsyncIterator[bytes]: ...
     async def delete(self, key: str) -> None: ...
     async def delete_prefix(self, prefix: str) -> int: ...
     async def ping(self) -> None: ...
@@ -96,27 +98,39 @@ def _unavailable(exc: BaseException) -> DependencyUnavailable:
 
 
 class S3BlobStore:
-    def __init__(self, client: Minio, bucket: str, max_uploads: int = 64):
+    """The object store for one process. Its calls run on threads of its own: ``concurrency``
+    for short calls and download reads, ``max_uploads`` for streaming uploads (each holds one
+    for its whole duration, so they can never starve the short calls). The HTTP pool keeps a
+    connection for every one of those threads (``from_settings``), so under load no request
+    waits for, or opens, a new connection once the pool is warm."""
+
+    def __init__(self, client: Minio, bucket: str, max_uploads: int = 64,
+                 concurrency: int = DEFAULT_CONCURRENCY):
         self._client = client
         self.bucket = bucket
-        # Each streaming upload holds one thread for its whole duration: give them their own
-        # pool so they never starve the default executor the short calls use.
         self._uploads = ThreadPoolExecutor(max_uploads, thread_name_prefix="s3-upload")
+        self._calls = ThreadPoolExecutor(concurrency, thread_name_prefix="s3")
 
     @classmethod
-    def from_settings(cls, s: CommonSettings) -> S3BlobStore:
+    def from_settings(cls, s: CommonSettings, *, concurrency: int | None = None,
+                      max_uploads: int = 64) -> S3BlobStore:
+        """``concurrency``: the service's own (its parallel short calls and downloads);
+        ``SECMSG_S3_POOL_SIZE`` overrides it."""
+        calls = s.s3_pool_size or concurrency or DEFAULT_CONCURRENCY
         http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=3, read=60),
-            maxsize=32,
+            maxsize=calls + max_uploads,
             retries=urllib3.Retry(total=2, backoff_factor=0.2,
                                   status_forcelist=[500, 502, 503, 504]),
         )
         client = Minio(s.s3_endpoint, access_key=s.s3_access_key, secret_key=s.s3_secret_key,
                        secure=s.s3_secure, region=s.s3_region, http_client=http)
-        return cls(client, s.s3_bucket)
+        return cls(client, s.s3_bucket, max_uploads=max_uploads, concurrency=calls)
 
     async def _call(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
-        return await self._mapped(asyncio.to_thread(fn, *args, **kwargs))
+        loop = asyncio.get_running_loop()
+        return await self._mapped(loop.run_in_executor(
+            self._calls, functools.partial(fn, *args, **kwargs)))
 
     async def _mapped(self, aw: Awaitable[_T]) -> _T:
         try:
@@ -188,28 +202,36 @@ class S3BlobStore:
 
         await self.put_stream(key, one())
 
-    async def get_range(self, key: str, offset: int, length: int) -> AsyncIterator[bytes]:
-        """Yield ``length`` bytes of ``key`` starting at ``offset``, in ``CHUNK`` pieces."""
+    async def get_range(self, key: str, offset: int, length: int,
+                        chunk: int = CHUNK) -> AsyncIterator[bytes]:
+        """Yield ``length`` bytes of ``key`` starting at ``offset``, in pieces of exactly
+        ``chunk`` bytes (the last one shorter), so a reader of fixed-size records (sealed
+        segments) can ask for whole ones."""
         resp = await self._call(self._client.get_object, self.bucket, key, offset=offset,
                                 length=length)
-        it: Iterator[bytes] = resp.stream(CHUNK)
+        it: Iterator[bytes] = resp.stream(chunk)
         try:
             while True:
                 try:
-                    chunk = await asyncio.to_thread(next, it, None)
+                    piece = await asyncio.get_running_loop().run_in_executor(
+                        self._calls, next, it, None)
                 except (Urllib3Error, OSError) as exc:
                     raise _unavailable(exc) from exc
-                if chunk is None:
+                if piece is None:
                     return
-                yield chunk
+                yield piece
         finally:
+            # A body read to the end has already handed its connection back to the pool
+            # (close() then has nothing to close); one given up halfway is closed here.
             resp.close()
             resp.release_conn()
 
     async def get_bytes(self, key: str) -> bytes:
         resp = await self._call(self._client.get_object, self.bucket, key)
         try:
-            return await asyncio.to_thread(resp.read)
+            data: bytes = await asyncio.get_running_loop().run_in_executor(
+                self._calls, resp.read)
+            return data
         finally:
             resp.close()
             resp.release_conn()

@@ -37,17 +37,19 @@ import logging
 import math
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Generator
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from typing import Any, Literal, TypeVar
 
 import h11
 import uvicorn
+import uvloop
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import Field
 from pydantic_settings import BaseSettings
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 Readiness = Callable[[], Awaitable[dict[str, str]]]
 ASGIApp = Callable[..., Awaitable[None]]
@@ -342,6 +344,13 @@ def public_config(app: ASGIApp, edge: EdgeSettings, *, host: str, port: int,
         h11_max_incomplete_event_size=edge.max_header_bytes,
         timeout_keep_alive=edge.keep_alive_s,
         proxy_headers=bool(trusted), forwarded_allow_ips=trusted or None, **kwargs)
+
+
+def run(main: Coroutine[Any, Any, _T]) -> _T:
+    """Run a process's main coroutine on uvloop (libuv's event loop, with its own TLS
+    transport): the same asyncio API, less CPU per request and per byte than the standard
+    loop. Every secmsg process starts this way (``python -m secmsg.<service>``)."""
+    return uvloop.run(main)
 
 
 async def serve(internal: uvicorn.Config, public: uvicorn.Config | None = None) -> bool:

@@ -64,6 +64,11 @@ class CommonSettings(BaseSettings):
     s3_secure: bool = Field(default=False, description="Use HTTPS to reach S3")
     s3_region: str = Field(default="us-east-1", description="S3 region")
     s3_bucket: str = Field(default="secmsg", description="Bucket holding encrypted content")
+    s3_pool_size: int | None = Field(
+        default=None, ge=1,
+        description="Threads (and kept HTTP connections) for short S3 calls and download reads per "
+                    "process, besides one per concurrent upload; unset: the service's own "
+                    "concurrency")
     tenant_cache_ttl_s: float = Field(
         default=30.0, ge=0,
         description="Longest time ingest uses a cached API key or tenant (a safety net: "

@@ -8,7 +8,6 @@ the probes answer until then.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 from secmsg.ingest.app import create_app
@@ -28,7 +27,7 @@ def main() -> int:
         timeout_graceful_shutdown=int(cfg.shutdown_grace_s) or None)
     internal = httpserver.internal_config(app.state.probes, host=cfg.internal_host,
                                           port=cfg.internal_port)
-    return 0 if asyncio.run(httpserver.serve(internal, public)) else 3
+    return 0 if httpserver.run(httpserver.serve(internal, public)) else 3
 
 
 if __name__ == "__main__":

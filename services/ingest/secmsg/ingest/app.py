@@ -105,7 +105,7 @@ def create_app(common: CommonSettings | None = None, cfg: IngestSettings | None 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = mongo.make_client(common)
         db = client[common.mongo_db]
-        blobs = S3BlobStore.from_settings(common)
+        blobs = S3BlobStore.from_settings(common, max_uploads=cfg.max_concurrent_uploads)
         changes = TenantChanges()  # cached keys and tenants, dropped on tenant.changed
         events = NatsEventSink(common.nats_url, timeout=cfg.publish_timeout_s,
                                options=bus.connect_options(common),

@@ -8,13 +8,11 @@ and the process exits 0.
 
 from __future__ import annotations
 
-import asyncio
-
 from secmsg.notify import observability
 from secmsg.notify.app import NotifyWorker, make_http_app
 from secmsg.notify.probes import serve
 from secmsg.notify.settings import NotifySettings
-from secmsg.shared import cli, logs
+from secmsg.shared import cli, httpserver, logs
 from secmsg.shared.settings import CommonSettings
 
 
@@ -39,4 +37,4 @@ async def main() -> None:
 
 if __name__ == "__main__":
     cli.parse_args("secmsg.notify", __doc__, CommonSettings, NotifySettings)
-    asyncio.run(main())
+    httpserver.run(main())

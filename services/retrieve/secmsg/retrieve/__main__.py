@@ -4,7 +4,6 @@ shared/httpserver.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 from secmsg.retrieve.app import create_app
@@ -32,7 +31,7 @@ def main() -> int:
         timeout_graceful_shutdown=settings.shutdown_grace_s, access_log=False)
     internal = httpserver.internal_config(app.state.probes, host=settings.internal_host,
                                           port=settings.internal_port)
-    return 0 if asyncio.run(httpserver.serve(internal, public)) else 3
+    return 0 if httpserver.run(httpserver.serve(internal, public)) else 3
 
 
 if __name__ == "__main__":

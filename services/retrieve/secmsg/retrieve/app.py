@@ -212,7 +212,9 @@ async def build_deps(common: CommonSettings, settings: RetrieveSettings,
     return Deps(
         settings=settings, keyring=common.key_ring,
         # Every reader goes through the guard: revoked/recalled is 410 or 404 everywhere.
-        messages=GuardedMessageRepo(MongoMessageRepo(db), revocations),
+        messages=GuardedMessageRepo(MongoMessageRepo(db), revocations,
+                                    recheck_bytes=settings.download_recheck_bytes,
+                                    recheck_s=settings.download_recheck_s),
         tenants=MongoTenantRepo(db), codes=MongoCodeRepo(db), sessions=MongoSessionRepo(db),
         limiter=MongoRateLimiter(db), mailer=SmtpCodeMailer(common, policies),
         audit=NatsAuditPublisher(publisher), blobs=S3BlobReader(blobs), janitor=MongoJanitor(db),

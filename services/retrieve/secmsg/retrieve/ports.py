@@ -258,4 +258,5 @@ class AuditPublisher(Protocol):
 
 
 class BlobReader(Protocol):
-    def get_range(self, key: str, offset: int, length: int) -> AsyncIterator[bytes]: ...
+    def get_range(self, key: str, offset: int, length: int,
+                  chunk: int = ...) -> AsyncIterator[bytes]: ...

@@ -60,6 +60,7 @@ from secmsg.shared.ids import is_message_id
 
 log = logging.getLogger(__name__)
 
+DOWNLOAD_CHUNK = 4 * 1024 * 1024  # plaintext per write of a download (64 segments of 64 KiB)
 CODE_RE = re.compile(r"^[0-9]{8}$")
 
 
@@ -303,6 +304,13 @@ def check_key(record: MessageRecord, obj: StoredObject) -> None:
         raise IntegrityError(f"object {obj.object_id} has an unexpected storage key")
 
 
+def read_size(segment_size: int) -> int:
+    """Object-store reads of whole sealed segments, about ``DOWNLOAD_CHUNK`` each: every read
+    decrypts into one write of many segments, with no bytes carried over between reads."""
+    stride = segment_size + crypto.TAG_SIZE
+    return stride * max(1, DOWNLOAD_CHUNK // stride)
+
+
 async def decrypt_stream(*, blobs: BlobReader, keyring: KeyRing, tenant_id: str,
                          obj: StoredObject, start: int, end: int) -> AsyncIterator[bytes]:
     """Plaintext ``start..end`` (inclusive) of ``obj``, reading only the segments needed.
@@ -317,7 +325,8 @@ async def decrypt_stream(*, blobs: BlobReader, keyring: KeyRing, tenant_id: str,
     spent = 0.0
     try:
         async for chunk in blobs.get_range(obj.key, plan.ct_start,
-                                           plan.ct_end - plan.ct_start + 1):
+                                           plan.ct_end - plan.ct_start + 1,
+                                           read_size(obj.segment_size)):
             t0 = time.perf_counter()
             out = dec.update(chunk)
             spent += time.perf_counter() - t0

@@ -35,6 +35,16 @@ class RetrieveSettings(EdgeSettings):
     allow_plain_http: bool = Field(
         default=False, description="Serve plain HTTP (only behind a TLS-terminating ingress)")
 
+    download_recheck_bytes: int = Field(
+        default=1024 * 1024, ge=2,
+        description="A download in progress re-checks revocation at least every this many "
+                    "bytes, or DOWNLOAD_RECHECK_S, whichever allows more: that much may still "
+                    "leave after a revocation or recall is recorded")
+    download_recheck_s: float = Field(
+        default=0.25, ge=0,
+        description="... and at least every this many seconds (0: by bytes only, i.e. a "
+                    "database lookup per DOWNLOAD_RECHECK_BYTES streamed)")
+
     code_ttl_s: int = Field(default=600, ge=1, le=600)
     code_pepper: str = Field(default=_DEV_PEPPER, min_length=16)
     code_max_attempts: int = Field(default=5, ge=1, le=5)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 from secmsg.shared import cli, httpserver, logs
@@ -22,7 +21,7 @@ def main() -> int:
     internal = httpserver.internal_config(
         app, host=cfg.internal_host, port=cfg.internal_port, lifespan="on",
         timeout_graceful_shutdown=int(cfg.graceful_timeout_s) + 2)
-    return 0 if asyncio.run(httpserver.serve(internal)) else 3
+    return 0 if httpserver.run(httpserver.serve(internal)) else 3
 
 
 if __name__ == "__main__":

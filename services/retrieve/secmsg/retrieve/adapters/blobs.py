@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from minio.error import S3Error
 
-from secmsg.shared.blobstore import S3BlobStore
+from secmsg.shared.blobstore import CHUNK, S3BlobStore
 from secmsg.shared.errors import DependencyUnavailable, IntegrityError
 
 
@@ -14,10 +14,11 @@ class S3BlobReader:
     def __init__(self, store: S3BlobStore):
         self._store = store
 
-    async def get_range(self, key: str, offset: int, length: int) -> AsyncIterator[bytes]:
+    async def get_range(self, key: str, offset: int, length: int,
+                        chunk: int = CHUNK) -> AsyncIterator[bytes]:
         try:
-            async for chunk in self._store.get_range(key, offset, length):
-                yield chunk
+            async for piece in self._store.get_range(key, offset, length, chunk):
+                yield piece
         except DependencyUnavailable as exc:
             # The record says the object is longer than what is stored: it was truncated,
             # which is an integrity failure, not an outage worth retrying.
