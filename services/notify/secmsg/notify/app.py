@@ -26,6 +26,7 @@ from secmsg.notify.adapters.mongo import (
     TenantSmtpOptions,
 )
 from secmsg.notify.adapters.smtp import SmtpMailer
+from secmsg.notify.alignment import default_ehlo_name
 from secmsg.notify.bounce_address import bounce_address
 from secmsg.notify.handlers import register
 from secmsg.notify.ports import DkimKey, SmtpTarget
@@ -71,6 +72,17 @@ def platform_dkim(settings: NotifySettings) -> DkimKey | None:
     return key
 
 
+def _warn_unaligned(bounce_base: str, platform_from: str) -> None:
+    """SPF alignment needs the envelope sender at the From's domain or a subdomain of it."""
+    bounce_domain = bounce_base.rpartition("@")[2].lower()
+    from_domain = platform_from.rpartition("@")[2].lower()
+    if bounce_domain != from_domain and not bounce_domain.endswith("." + from_domain):
+        log.warning("SECMSG_NOTIFY_BOUNCE_ADDRESS (%s) is not at the domain of SECMSG_SMTP_FROM "
+                    "(%s) or a subdomain of it: SPF does not align with the From (DKIM still "
+                    "can); see docs/deliverability.md", bounce_domain, from_domain,
+                    extra={"event": "startup"})
+
+
 class NotifyWorker:
     """The running service; ``start()``/``stop()`` bracket its life (in-process tests too)."""
 
@@ -100,6 +112,7 @@ class NotifyWorker:
         if self.bounce_base:
             # Refuse a base that cannot carry the tag at start, not at every notification.
             bounce_address(self.bounce_base, tenant_id="t", message_id="0", address="a@b")
+            _warn_unaligned(self.bounce_base, self.common.smtp_from)
         self.mongo: AsyncMongoClient[Any] = make_client(self.common)
         self.db = self.mongo[self.common.mongo_db]
         self.undeliverable = MongoUndeliverableList(self.db, ttl_s=self.settings.tenant_cache_s)
@@ -111,12 +124,17 @@ class NotifyWorker:
         self.tenants = MongoTenantDirectory(
             self.db, ttl_s=self.settings.tenant_cache_s, changes=self.changes,
             max_entries=self.common.tenant_cache_max_entries,
+            bounce_subdomain=self.settings.tenant_bounce_subdomain if self.bounce_base else None,
             smtp=TenantSmtpOptions(
                 allowed_targets=common.smtp_allowed_targets, ca_file=common.smtp_ca_file,
                 timeout_s=common.smtp_timeout_s,
                 # Lazy: the keyring is parsed only when a tenant's password must be opened.
                 open_secret=lambda t, p, s: common.key_ring.open_secret(t, p, s)))
+        # EHLO with a real FQDN (a bare or local host name costs spam points, some
+        # receivers refuse it).
+        self.ehlo_name = self.settings.ehlo_name or default_ehlo_name(self.common.smtp_from)
         self.mailer = SmtpMailer(pool_size=self.settings.smtp_pool_size,
+                                 local_hostname=self.ehlo_name,
                                  rate_per_s=self.settings.target_rate_per_s,
                                  platform_rate_per_s=self.settings.platform_rate_per_s,
                                  saturated_wait_s=self.settings.target_saturated_wait_s,

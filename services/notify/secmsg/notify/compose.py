@@ -256,13 +256,17 @@ def render_event(*, event: MessageStored, branding: TenantBranding, platform_fro
     url = check_header_value("message url", templating.message_url(public_url, event.tenant_id,
                                                           event.message_id))
     message_id = check_header_value("message id", event.message_id)
-    domain = check_header_value("platform domain", platform.domain)
-    if not domain.isascii():
-        raise InvalidInput("the platform sender's domain must be ASCII (it ends each Message-ID)")
 
     from_addr = platform
     if branding.dkim is not None and branding.dkim.from_address:
         from_addr = parse_address("tenant DKIM from address", branding.dkim.from_address)
+        if bounce_base and branding.dkim.bounce_domain:
+            # SPF-aligned with the From (alignment.py): the tenant's bounce subdomain.
+            bounce_base = f"{bounce_base.rpartition('@')[0]}@{branding.dkim.bounce_domain}"
+    # The Message-ID's domain is the From's: the tenant's DKIM domain when it signs.
+    domain = check_header_value("sender domain", from_addr.domain)
+    if not domain.isascii():
+        raise InvalidInput("the sender's domain must be ASCII (it ends each Message-ID)")
     head = [address_line("From", [Address(display_name=f"{sender.addr_spec} via {display_name}",
                                           username=from_addr.username,
                                           domain=from_addr.domain)]),
@@ -275,6 +279,12 @@ def render_event(*, event: MessageStored, branding: TenantBranding, platform_fro
     if cc:
         head.append(address_line("Cc", cc))
     head.append(header_line("Subject", subject))
+    if branding.list_unsubscribe:
+        # Only when the tenant asked: a one-to-one notification is not a mailing list, and an
+        # unsubscribe button on it would invite recipients to turn off mail they need.
+        head.append(header_line("List-Unsubscribe", branding.list_unsubscribe))
+        if branding.list_unsubscribe_one_click:
+            head.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
 
     context = templating.notification_context(  # the variables documented in KINDS
         sender=sender.addr_spec, tenant_name=display_name, logo_url=branding.logo_url,

@@ -149,6 +149,9 @@ class DkimKey:
     private_key_pem: bytes = field(repr=False)
     # The notification's From address when this key signs (aligned with ``domain``).
     from_address: str | None = None
+    # The envelope sender's domain when this key signs (``alignment.tenant_bounce_domain``);
+    # None: the platform's bounce address.
+    bounce_domain: str | None = None
 
 
 class Signer(Protocol):
@@ -183,6 +186,11 @@ class TenantBranding:
     # The tenant's DKIM key (``tenants.dkim``); None: the platform signs, From is the platform's.
     dkim: DkimKey | None = None
     logo_url: str | None = None  # ``tenants.branding.logo_url`` (https: or data:image)
+    # ``List-Unsubscribe`` value (``<https://...>, <mailto:...>``) when the tenant asked for
+    # one (``tenants.list_unsubscribe``); None: not added (one-to-one transactional mail).
+    list_unsubscribe: str | None = None
+    # RFC 8058 one-click (``List-Unsubscribe-Post``): only with an https URL.
+    list_unsubscribe_one_click: bool = False
 
 
 class TenantDirectory(Protocol):

@@ -24,7 +24,8 @@ from secmsg.notify.ports import DkimKey
 # which signs its absence: nobody can add it later without breaking the signature.
 SIGNED_HEADERS: tuple[bytes, ...] = (
     b"from", b"to", b"cc", b"subject", b"date", b"message-id", b"mime-version",
-    b"content-type", b"reply-to", b"x-secure-message-id", b"x-secure-message-url")
+    b"content-type", b"reply-to", b"x-secure-message-id", b"x-secure-message-url",
+    b"list-unsubscribe", b"list-unsubscribe-post")
 _CACHE_SIZE = 256
 
 

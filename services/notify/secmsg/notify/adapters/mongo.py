@@ -5,6 +5,7 @@ live in NATS KV (kv.py)."""
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from secmsg.notify.alignment import tenant_bounce_domain
 from secmsg.notify.ports import DkimKey, SmtpTarget, TenantBranding
 from secmsg.shared import crypto, mongo, templating
 from secmsg.shared.errors import SecmsgError
@@ -43,8 +45,9 @@ class MongoTenantDirectory:
 
     def __init__(self, db: AsyncDatabase[Any], *, ttl_s: float = 60.0,
                  smtp: TenantSmtpOptions | None = None, changes: TenantChanges | None = None,
-                 max_entries: int = 10_000) -> None:
+                 max_entries: int = 10_000, bounce_subdomain: str | None = None) -> None:
         self._coll = db[mongo.TENANTS]
+        self._bounce_subdomain = bounce_subdomain
         self._smtp = smtp or TenantSmtpOptions()
         self._cache: TenantCache[str, TenantBranding] = (changes or TenantChanges()).cache(
             "notify_tenants", max_entries=max_entries, ttl_s=ttl_s)
@@ -57,7 +60,7 @@ class MongoTenantDirectory:
             doc = await self._coll.find_one(
                 {"_id": tenant_id}, {"name": 1, "display_name": 1, "footer": 1,
                                      "disclaimers": 1, "templates": 1, "branding": 1,
-                                     "smtp": 1, "dkim": 1})
+                                     "smtp": 1, "dkim": 1, "list_unsubscribe": 1})
         doc = doc or {}
         branding = TenantBranding(
             tenant_id=tenant_id,
@@ -68,6 +71,7 @@ class MongoTenantDirectory:
             templates=_templates(doc.get("templates")),
             smtp=self._tenant_smtp(tenant_id, doc.get("smtp")),
             dkim=self._tenant_dkim(tenant_id, doc.get("dkim")),
+            **_list_unsubscribe(tenant_id, doc.get("list_unsubscribe")),
         )
         self._cache.put(tenant_id, tenant_id, branding)
         return branding
@@ -88,7 +92,8 @@ class MongoTenantDirectory:
             return None
         return DkimKey(domain=domain, selector=selector, private_key_pem=pem.encode(),
                        from_address=from_address if isinstance(from_address, str)
-                       and from_address else None)
+                       and from_address else None,
+                       bounce_domain=tenant_bounce_domain(self._bounce_subdomain, domain))
 
     def _tenant_smtp(self, tenant_id: str, value: Any) -> SmtpTarget | None:
         if not isinstance(value, dict) or value.get("mode") != "own":
@@ -115,6 +120,30 @@ class MongoTenantDirectory:
                           allowed_targets=self._smtp.allowed_targets, ca_file=self._smtp.ca_file,
                           rate_per_s=float(rate) if isinstance(rate, int | float)
                           and not isinstance(rate, bool) and rate > 0 else None)
+
+
+def _list_unsubscribe(tenant_id: str, value: Any) -> dict[str, Any]:
+    """``tenants.list_unsubscribe`` ``{url?: "https://...", mailto?: "mailto:..."}``: the
+    tenant's own unsubscribe endpoint, for tenants whose notifications are more than one-to-one
+    transactional mail. Absent (the default): no List-Unsubscribe header."""
+    if not isinstance(value, dict):
+        return {}
+    url, mailto = value.get("url"), value.get("mailto")
+    parts: list[str] = []
+    if isinstance(url, str) and _UNSUB_URL.match(url):
+        parts.append(f"<{url}>")
+    if isinstance(mailto, str) and _UNSUB_MAILTO.match(mailto):
+        parts.append(f"<{mailto}>")
+    if not parts:
+        log.warning("tenant list_unsubscribe unusable; not added", extra={"tenant_id": tenant_id})
+        return {}
+    return {"list_unsubscribe": ", ".join(parts),
+            "list_unsubscribe_one_click": parts[0].startswith("<https:")}
+
+
+# Printable ASCII without space, angle brackets or commas (they delimit the header's list).
+_UNSUB_URL = re.compile(r"https://[\x21-\x2b\x2d-\x3b=\x3f-\x7e]{3,500}\Z")
+_UNSUB_MAILTO = re.compile(r"mailto:[\x21-\x2b\x2d-\x3b=\x3f-\x7e]{3,300}\Z")
 
 
 def _templates(value: Any) -> dict[str, str]:

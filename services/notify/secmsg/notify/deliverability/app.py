@@ -55,6 +55,7 @@ class Deliverability:
         self.publisher = bus.EventPublisher(self.nc)
         if s.bounce_address:
             handler = BounceHandler(bounce_address=s.bounce_address, publisher=self.publisher,
+                                    tenant_bounce_subdomain=s.tenant_bounce_subdomain,
                                     messages=MongoMessageDirectory(self.db))
             self.bounces = BounceServer(handler, host=s.bounce_host, port=s.bounce_port,
                                         max_bytes=s.bounce_max_bytes)

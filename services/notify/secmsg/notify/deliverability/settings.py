@@ -9,6 +9,8 @@ import re
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from secmsg.notify.alignment import LABELS_RE
+
 # A DNS name as the monitor queries it: labels of letters, digits and hyphens.
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*"
                        r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -37,6 +39,9 @@ class DeliverabilitySettings(BaseSettings):
     bounce_address: str | None = Field(
         default=None, description="envelope sender of notifications, local@domain; bounces "
                                   "come back to local+<tag>@domain (unset: receiver off)")
+    tenant_bounce_subdomain: str | None = Field(
+        default=None, description="also accept bounces at <this>.<any domain> (tenants' "
+                                  "aligned envelope senders); same value as the workers'")
     bounce_max_bytes: int = Field(
         default=2_000_000, gt=0, description="largest bounce report accepted (552 above)")
 
@@ -60,6 +65,16 @@ class DeliverabilitySettings(BaseSettings):
     dnsbl_clear_checks: int = Field(
         default=3, ge=1, description="consecutive clean checks before relay goes back to "
                                      "primary")
+
+    @field_validator("tenant_bounce_subdomain")
+    @classmethod
+    def _tenant_bounce_subdomain(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().lower().strip(".")
+        if not LABELS_RE.match(value):
+            raise ValueError("SECMSG_NOTIFY_TENANT_BOUNCE_SUBDOMAIN must be DNS labels")
+        return value
 
     @field_validator("bounce_address")
     @classmethod

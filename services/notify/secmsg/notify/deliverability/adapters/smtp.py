@@ -16,6 +16,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from secmsg.notify.alignment import is_bounce_domain
 from secmsg.notify.bounce_address import parse_bounce_address
 from secmsg.notify.deliverability import metrics
 from secmsg.notify.deliverability.bounces import Tag, receive_report
@@ -33,8 +34,11 @@ class BounceHandler:
     """aiosmtpd handler hooks (``handle_<COMMAND>``)."""
 
     def __init__(self, *, bounce_address: str, publisher: EventPublisherPort,
-                 messages: MessageDirectory) -> None:
+                 messages: MessageDirectory, tenant_bounce_subdomain: str | None = None) -> None:
         self.base = bounce_address
+        # Tenants with their own DKIM key get bounces at <subdomain>.<their domain> (notify's
+        # alignment.py): the same local part, any such domain.
+        self._subdomain = tenant_bounce_subdomain
         local, _, domain = bounce_address.rpartition("@")
         self._local, self._domain = local.lower(), domain.lower()
         self._publisher = publisher
@@ -45,7 +49,8 @@ class BounceHandler:
 
     def _ours(self, address: str) -> bool:
         local, at, domain = address.strip().strip("<>").rpartition("@")
-        if not at or domain.lower() != self._domain:
+        if not at or not is_bounce_domain(domain, base_domain=self._domain,
+                                          subdomain=self._subdomain):
             return False
         base, _, _ = local.partition("+")
         return base.lower() == self._local
@@ -64,7 +69,8 @@ class BounceHandler:
         raw = envelope.original_content or b""
         tags = []
         for rcpt in envelope.rcpt_tos:
-            parsed = parse_bounce_address(rcpt, base=self.base)
+            # RCPT let only our local part at our domains in (``_ours``).
+            parsed = parse_bounce_address(rcpt) if self._ours(rcpt) else None
             if parsed is not None:
                 tags.append(Tag(*parsed))
         self.in_flight += 1

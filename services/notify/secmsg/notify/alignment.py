@@ -1,0 +1,48 @@
+"""Names that make a notification line up with its From domain (DMARC, RFC 7489 3.1):
+the EHLO name, and the envelope sender's domain for tenants that sign with their own key.
+
+* DKIM: notify signs with ``d=`` the tenant's domain when it has a key (its From is then at that
+  domain), else with the platform key (``d=`` the platform sender's domain).
+* SPF checks the envelope sender's domain (the Return-Path a mailbox shows), so that domain must
+  share the From's organisational domain to be aligned: for a tenant key that is
+  ``<TENANT_BOUNCE_SUBDOMAIN>.<tenant DKIM domain>`` (opt-in, since the tenant must publish its
+  MX and SPF first: a sender domain that does not resolve gets mail refused).
+* The Message-ID's domain is the From's (compose.py); the EHLO name is a real FQDN of the
+  sending host (:func:`default_ehlo_name`), never a bare host name.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+FQDN_RE = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(\.{_LABEL})+\Z", re.IGNORECASE)
+LABELS_RE = re.compile(rf"(?=.{{1,200}}\Z){_LABEL}(\.{_LABEL})*\Z", re.IGNORECASE)
+_NOT_PUBLIC = ("localhost", ".localdomain", ".local", ".internal", ".lan")
+
+
+def default_ehlo_name(platform_from: str, *, fqdn: str | None = None) -> str:
+    """The host's fully qualified name when it has one worth showing (a dot, not a local-only
+    name), else the platform sender's domain: never a bare host name such as a pod's."""
+    name = (fqdn if fqdn is not None else socket.getfqdn()).lower().rstrip(".")
+    if FQDN_RE.match(name) and not name.endswith(_NOT_PUBLIC):
+        return name
+    return platform_from.rpartition("@")[2].lower()
+
+
+def tenant_bounce_domain(subdomain: str | None, dkim_domain: str) -> str | None:
+    """``<subdomain>.<dkim_domain>``: a tenant's envelope sender domain, aligned with its From."""
+    if not subdomain:
+        return None
+    return f"{subdomain.lower()}.{dkim_domain.lower()}"
+
+
+def is_bounce_domain(domain: str, *, base_domain: str, subdomain: str | None) -> bool:
+    """Whether bounces to ``domain`` are ours: the platform bounce domain, or (with
+    ``subdomain``) any tenant's ``<subdomain>.<domain>``."""
+    domain = domain.lower().rstrip(".")
+    if domain == base_domain.lower():
+        return True
+    return bool(subdomain) and domain.startswith(f"{subdomain}.".lower()) \
+        and FQDN_RE.match(domain.removeprefix(f"{subdomain}.".lower())) is not None
