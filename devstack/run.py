@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from devstack import dkim
 from devstack.servers import free_port, say, start_stack
 from devstack.services import ServiceProc
 from devstack.smtp_sink import Sink
@@ -122,8 +123,10 @@ def main() -> None:
            "SECMSG_SMTP_TLS": "none",
            "SECMSG_RETRIEVE_PUBLIC_URL": retrieve_url,
            "SECMSG_RETRIEVE_TLS_CERT": str(cert), "SECMSG_RETRIEVE_TLS_KEY": str(key),
-           # bounce reports (RFC 3464) for notifications come back to the local receiver
-           "SECMSG_NOTIFY_BOUNCE_ADDRESS": "bounces@bounces.localhost",
+           # signed with a platform DKIM key made once in .run/dkim/, From, Message-ID and
+           # envelope sender aligned (devstack/dkim.py); bounce reports (RFC 3464) for
+           # notifications come back to the local receiver
+           **dkim.env(run_dir),
            "SECMSG_NOTIFY_BOUNCE_HOST": "127.0.0.1",
            "SECMSG_NOTIFY_BOUNCE_PORT": str(ports["bounces"]),
            # the webmail sends secure replies through ingest

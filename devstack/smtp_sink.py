@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import email
 import email.policy
+import email.utils
 import itertools
 import threading
 import time
@@ -30,6 +31,7 @@ class Captured:
     rcpt_tos: list[str]
     data: bytes
     received_at: float
+    helo: str = ""  # the name the client gave in EHLO/HELO
 
     @property
     def message(self) -> EmailMessage:
@@ -81,7 +83,7 @@ class SinkHandler:
             await asyncio.sleep(self.faults.hang_seconds)
         data = envelope.original_content or b""
         cap = Captured(str(envelope.mail_from), [str(r) for r in envelope.rcpt_tos], data,
-                       time.time())
+                       time.time(), str(session.host_name or ""))
         with self.lock:
             n = next(self._seq)
             self.messages.append(cap)
@@ -89,7 +91,13 @@ class SinkHandler:
             self.directory.mkdir(parents=True, exist_ok=True)
             final = self.directory / f"{n:06d}-{int(cap.received_at)}.eml"
             tmp = final.with_suffix(".tmp")
-            tmp.write_bytes(data)
+            # As a final delivery writes it: the envelope sender and the EHLO name, so the
+            # .eml shows what a mailbox would (Return-Path, Received) above the bytes sent.
+            peer = session.peer[0] if isinstance(session.peer, tuple) else "unknown"
+            trace = (f"Return-Path: <{cap.mail_from}>\r\n"
+                     f"Received: from {cap.helo or 'unknown'} ([{peer}]) by secmsg-sink;"
+                     f" {email.utils.formatdate(cap.received_at)}\r\n")
+            tmp.write_bytes(trace.encode("ascii", "replace") + data)
             tmp.replace(final)
         return "250 2.0.0 OK queued"
 
