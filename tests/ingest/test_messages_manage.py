@@ -4,6 +4,7 @@ submitting key, the sending token), 404 for everything else, idempotency, events
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -123,40 +124,123 @@ async def test_revoke_restore_recall(ingest: Ingest) -> None:
     assert r.status_code == 404
 
 
+def _no_null(value: Any) -> None:
+    if isinstance(value, dict):
+        for v in value.values():
+            _no_null(v)
+    elif isinstance(value, list):
+        for v in value:
+            _no_null(v)
+    else:
+        assert value is not None
+
+
 async def test_slip(ingest: Ingest, keys: dict[str, str]) -> None:
+    """Every per-recipient state from the documents store writes: sent + opened + downloaded
+    by name (two range requests of one file are one file), fetched and acknowledged by a
+    toolbar, deferred with reason and next try, bounced, failed, and queued (no state yet).
+    Nothing in the JSON is null."""
+    people = ["bob@example.org", "carol@example.org", "erin@example.org", "fay@example.org",
+              "gil@example.org"]
     mid = await add_message(ingest.db, tenant=TENANT, sender="alice@acme.example",
-                            to=["bob@example.org", "carol@example.org"], bcc=["dan@example.org"],
+                            to=people, bcc=["dan@example.org"],
                             submitted_by=f"api_key:{keys['sender_id']}")
+    scan, notes = "ab" * 16, "cd" * 16
+    await ingest.db[mongo.MESSAGES].update_one({"_id": mid}, {"$set": {"objects": [
+        {"object_id": scan, "key": "k1", "role": "attachment", "filename": "scan.pdf",
+         "content_type": "application/pdf", "size": 10, "sha256": "", "wrapped_key": "",
+         "segment_size": 1},
+        {"object_id": notes, "key": "k2", "role": "attachment", "filename": "notes.txt",
+         "content_type": "text/plain", "size": 10, "sha256": "", "wrapped_key": "",
+         "segment_size": 1}]}})
     t0 = datetime(2030, 1, 1, tzinfo=UTC)
+
+    def status(who: str, state: str, **extra: Any) -> dict[str, Any]:
+        return {"_id": f"{mid}:{who}", "tenant_id": TENANT, "message_id": mid,
+                "recipient": who, "state": state, "attempt": 1, "reason": None,
+                "updated_at": t0, "occurred_at": t0, **extra}
+
     await ingest.db[mongo.DELIVERY_STATUS].insert_many([
-        {"_id": f"{mid}:bob@example.org", "tenant_id": TENANT, "message_id": mid,
-         "recipient": "bob@example.org", "state": "sent", "attempt": 1, "reason": None,
-         "updated_at": t0, "occurred_at": t0},
-        {"_id": f"{mid}:carol@example.org", "tenant_id": TENANT, "message_id": mid,
-         "recipient": "carol@example.org", "state": "failed", "attempt": 3,
-         "reason": "permanent_rejection", "updated_at": t0, "occurred_at": t0}])
+        status("bob@example.org", "sent"),
+        status("carol@example.org", "failed", attempt=3, reason="permanent_rejection"),
+        status("erin@example.org", "deferred", attempt=2, reason="timeout",
+               retry_at=t0 + timedelta(minutes=2)),
+        status("fay@example.org", "bounced", reason="mailbox_unknown", bounce_status="5.1.1",
+               hard=True)])
+
+    def audit(n: int, kind: str, who: str, minutes: int, **extra: Any) -> dict[str, Any]:
+        return {"_id": f"e{n}", "tenant_id": TENANT, "message_id": mid, "kind": kind,
+                "actor": who, "recipient": who, "subject_address": who, "detail": {},
+                "at": t0 + timedelta(minutes=minutes), **extra}
+
     await ingest.db[mongo.AUDIT].insert_many([
-        {"_id": "e1", "tenant_id": TENANT, "message_id": mid, "kind": "message.opened",
-         "recipient": "bob@example.org", "at": t0 + timedelta(minutes=5)},
-        {"_id": "e2", "tenant_id": TENANT, "message_id": mid, "kind": "message.opened",
-         "recipient": "bob@example.org", "at": t0 + timedelta(minutes=9)},
-        {"_id": "e3", "tenant_id": TENANT, "message_id": mid, "kind": "attachment.downloaded",
-         "recipient": "bob@example.org", "object_id": "ab" * 16,
-         "at": t0 + timedelta(minutes=6)}])
+        audit(1, "message.opened", "bob@example.org", 5),
+        audit(2, "message.opened", "bob@example.org", 9),
+        audit(3, "attachment.downloaded", "bob@example.org", 6, object_id=scan,
+              range_start=0, range_end=4),
+        audit(4, "attachment.downloaded", "bob@example.org", 7, object_id=scan,
+              range_start=5, range_end=9),
+        audit(5, "message.fetched", "gil@example.org", 3),
+        audit(6, "message.acknowledged", "gil@example.org", 4),
+        audit(7, "message.fetched", "dan@example.org", 8),
+        # not a reader fact: never on the slip
+        audit(8, "signin.succeeded", "carol@example.org", 1)])
     r = await ingest.client.get(f"/v1/messages/{mid}/slip", headers=auth(keys["sender"]))
     assert r.status_code == 200, r.text
+    _no_null(r.json())
     lines = {x["address"]: x for x in r.json()["recipients"]}
-    bob, carol, dan = lines["bob@example.org"], lines["carol@example.org"], lines["dan@example.org"]
-    assert bob["notification_state"] == "sent"
+    bob, carol, erin, fay, gil, dan = (lines[f"{n}@example.org"]
+                                       for n in ("bob", "carol", "erin", "fay", "gil", "dan"))
+
+    assert bob["status"] == "downloaded"
+    assert bob["notification"] == {"state": "sent", "at": "2030-01-01T00:00:00Z", "attempts": 1}
+    assert bob["opened"] == 2
     assert datetime.fromisoformat(bob["first_opened_at"]) == t0 + timedelta(minutes=5)
-    assert bob["downloads"] == [{"object_id": "ab" * 16,
-                                 "at": (t0 + timedelta(minutes=6)).isoformat().replace(
-                                     "+00:00", "Z")}]
-    assert carol["notification_reason"] == "permanent_rejection"
-    assert carol["first_opened_at"] is None and carol["downloads"] == []
-    assert dan["kind"] == "bcc" and dan["notification_state"] is None
+    assert datetime.fromisoformat(bob["last_opened_at"]) == t0 + timedelta(minutes=9)
+    assert bob["downloads"] == [{"file_name": "scan.pdf", "object_id": scan, "times": 2,
+                                 "first_at": "2030-01-01T00:06:00Z",
+                                 "last_at": "2030-01-01T00:07:00Z"}]
+    assert bob["toolbar"] == {"fetched": 0}
+    assert "downloaded scan.pdf" in bob["summary"] and "opened 2 times" in bob["summary"]
+
+    assert erin["status"] == "deferred"
+    assert erin["notification"] == {"state": "deferred", "at": "2030-01-01T00:00:00Z",
+                                    "attempts": 2, "reason": "timeout",
+                                    "next_attempt_at": "2030-01-01T00:02:00Z"}
+    assert erin["summary"].startswith("Notification deferred (timeout, attempt 2); next try "
+                                      "2030-01-01 00:02 UTC")
+    assert fay["status"] == "bounced"
+    assert fay["notification"]["bounce_status"] == "5.1.1"
+    assert fay["notification"]["reason"] == "mailbox_unknown"
+    assert carol["status"] == "failed" and carol["opened"] == 0 and carol["downloads"] == []
+    assert carol["notification"]["reason"] == "permanent_rejection"
+    assert "first_opened_at" not in carol
+
+    assert gil["status"] == "acknowledged_by_toolbar"
+    assert gil["notification"]["state"] == "queued"  # notify has not reported on gil yet
+    assert gil["toolbar"] == {"fetched": 1, "last_fetched_at": "2030-01-01T00:03:00Z",
+                              "acknowledged_at": "2030-01-01T00:04:00Z"}
+    assert dan["kind"] == "bcc" and dan["status"] == "fetched_by_toolbar"
+    assert dan["notification"]["state"] == "queued"
+    assert "fetched by toolbar" in dan["summary"]
+
     r = await ingest.client.get(f"/v1/messages/{mid}/slip", headers=auth(keys["other"]))
     assert r.status_code == 404
+
+
+async def test_slip_of_a_message_the_sender_server_delivers(ingest: Ingest,
+                                                            keys: dict[str, str]) -> None:
+    """RFC 5322 submissions (``notify`` false): not ``queued`` for ever, but ``not_sent``."""
+    mid = await add_message(ingest.db, tenant=TENANT, sender="alice@acme.example",
+                            to=["bob@example.org"], submitted_by=f"api_key:{keys['sender_id']}")
+    await ingest.db[mongo.MESSAGES].update_one({"_id": mid}, {"$set": {"notify": False}})
+    r = await ingest.client.get(f"/v1/messages/{mid}/slip", headers=auth(keys["sender"]))
+    assert r.status_code == 200, r.text
+    (bob,) = r.json()["recipients"]
+    assert bob["status"] == "not_notified"
+    assert bob["notification"]["state"] == "not_sent"
+    assert bob["notification"]["reason"] == "sender_mail_server"
+    _no_null(r.json())
 
 
 @pytest.mark.parametrize("state", ["stored", "purged"])

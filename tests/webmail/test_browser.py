@@ -184,9 +184,10 @@ async def test_recipient_reads_downloads_replies_and_sender_sees_slip(
     row = page.get_by_role("row").filter(has_text=BOB)
 
     async def slip_shows_sent() -> bool:
-        # store records notify's notification.sent a moment after the mail arrives (batched
-        # under load): reload the slip as a person would until it says so.
-        if "pending" in await row.inner_text():
+        # store records notify's notification.sent (and retrieve's download) a moment after
+        # the fact (batched under load): reload the slip as a person would until it says so.
+        text = await row.inner_text()
+        if "queued" in text or "results.pdf" not in text:
             await page.reload()
             return False
         return True
@@ -194,6 +195,9 @@ async def test_recipient_reads_downloads_replies_and_sender_sees_slip(
     await eventually(slip_shows_sent, timeout=30, what="the slip to show the notification sent")
     await expect(row).to_contain_text("sent")
     await expect(row).not_to_contain_text("not yet")  # Bob opened it
+    # ... and downloaded the attachment: the slip names it.
+    await expect(row).to_contain_text("Downloaded")
+    await expect(row.get_by_role("cell").filter(has_text="results.pdf")).to_be_visible()
     await shot(page, "sender-3-slip")
     await doc.close()
 

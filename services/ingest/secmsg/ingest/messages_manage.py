@@ -10,11 +10,10 @@ entry, recalling twice publishes under the same ``Nats-Msg-Id``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from secmsg.ingest import audit
+from secmsg.ingest import slip as slip_mod
 from secmsg.ingest.envelope import MAX_EXPIRY_DAYS
 from secmsg.ingest.ports import (
     SCOPE_ADMIN,
@@ -156,47 +155,16 @@ async def recall(*, creds: Credentials, message_id: str, messages: MessageRepo,
     return fresh
 
 
-@dataclass(frozen=True)
-class SlipLine:
-    address: str
-    kind: str
-    notification_state: str | None
-    notification_at: datetime | None
-    notification_reason: str | None
-    first_opened_at: datetime | None
-    downloads: list[dict[str, Any]]
-    access: str  # "open" | "revoked" | "recalled"
-
-
 async def slip(*, creds: Credentials, message_id: str, messages: MessageRepo
-               ) -> tuple[MessageRecord, list[SlipLine]]:
+               ) -> tuple[MessageRecord, list[slip_mod.Line]]:
     message = await load(creds=creds, message_id=message_id, messages=messages)
     tenant_id = message.tenant_id
-    delivery = {str(d.get("recipient", "")).lower(): d
-                for d in await messages.delivery(tenant_id, message.message_id)}
     revoked = {str(r.get("recipient")): str(r.get("kind"))
                for r in await messages.revocations(tenant_id, message.message_id)}
-    opened: dict[str, datetime] = {}
-    downloads: dict[str, list[dict[str, Any]]] = {}
-    for ev in await messages.access_events(tenant_id, message.message_id):
-        who = str(ev.get("recipient", "")).lower()
-        if ev.get("kind") == "message.opened":
-            opened.setdefault(who, ev["at"])
-        else:
-            downloads.setdefault(who, []).append({"object_id": ev.get("object_id"),
-                                                  "at": ev.get("at")})
-    lines = []
-    # Bcc recipients are listed to the sender only: an admin may be a to/cc recipient too.
-    sender = is_sender(creds, message)
-    for address, kind in message.recipients:
-        if kind == "bcc" and not sender:
-            continue
-        low = address.lower()
-        d = delivery.get(low) or {}
-        access = revoked.get(ALL) or revoked.get(low) or "open"
-        lines.append(SlipLine(
-            address=address, kind=kind, notification_state=d.get("state"),
-            notification_at=d.get("occurred_at") or d.get("updated_at"),
-            notification_reason=d.get("reason"), first_opened_at=opened.get(low),
-            downloads=downloads.get(low, []), access=access))
-    return message, lines
+    return message, slip_mod.lines(
+        recipients=message.recipients,
+        delivery=await messages.delivery(tenant_id, message.message_id),
+        events=await messages.reader_events(tenant_id, message.message_id),
+        revoked=revoked, file_names=await messages.file_names(tenant_id, message.message_id),
+        notify=message.notify, received_at=message.received_at or datetime.now(UTC),
+        show_bcc=is_sender(creds, message))

@@ -11,7 +11,13 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from secmsg.shared.blobstore import BlobStore
-from secmsg.shared.documents import AuditDoc, DnsblStatusDoc, KeyRotationDoc, UndeliverableDoc
+from secmsg.shared.documents import (
+    AuditDoc,
+    DeliveryStatusDoc,
+    DnsblStatusDoc,
+    KeyRotationDoc,
+    UndeliverableDoc,
+)
 
 __all__ = ["AccessRepo", "BlobStore", "Claim", "Credentials", "EventSink", "IdempotencyStore",
            "MessageRecord", "MessageRepo", "Origin", "Reports", "SmtpProbeTarget", "SmtpProber",
@@ -144,6 +150,7 @@ class MessageRecord:
     state: str
     expires_at: datetime | None
     received_at: datetime | None
+    notify: bool = True  # False: the sender's own mail server delivers the placeholder
 
 
 @dataclass(frozen=True)
@@ -164,8 +171,11 @@ class MessageRepo(Protocol):
         """Insert a ``revocations`` entry; False if it was already there."""
     async def restore(self, tenant_id: str, message_id: str, address: str) -> str | None:
         """Delete a ``revoked`` entry; returns the kind found (None: nothing to restore)."""
-    async def delivery(self, tenant_id: str, message_id: str) -> list[dict[str, Any]]: ...
-    async def access_events(self, tenant_id: str, message_id: str) -> list[dict[str, Any]]: ...
+    async def delivery(self, tenant_id: str, message_id: str) -> list[DeliveryStatusDoc]: ...
+    async def reader_events(self, tenant_id: str, message_id: str) -> list[AuditDoc]:
+        """What the recipients did (``slip.READER_KINDS``), oldest first."""
+    async def file_names(self, tenant_id: str, message_id: str) -> dict[str, str]:
+        """Attachment object id -> the file name the sender gave."""
 
 
 class AccessRepo(Protocol):

@@ -15,10 +15,12 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from secmsg.ingest import admin
+from secmsg.ingest import admin, slip
 from secmsg.ingest.ports import MessageRecord
 from secmsg.shared import mongo
 from secmsg.shared.documents import (
+    AuditDoc,
+    DeliveryStatusDoc,
     MessageDoc,
     ReadView,
     RevocationDoc,
@@ -64,6 +66,8 @@ class MongoMessageRepo:
     def __init__(self, db: AsyncDatabase[Any]):
         self._db = db
         self._messages = ReadView(db, MessageDoc)
+        self._delivery = ReadView(db, DeliveryStatusDoc)
+        self._audit = ReadView(db, AuditDoc)
 
     async def get(self, tenant_id: str, message_id: str) -> MessageRecord | None:
         doc = await self._messages.find_one({"_id": message_id, "tenant_id": tenant_id},
@@ -74,7 +78,7 @@ class MongoMessageRepo:
             message_id=doc.id, tenant_id=tenant_id, sender=doc.sender,
             recipients=tuple((r.address, r.kind) for r in doc.recipients),
             submitted_by=doc.submitted_by, state=doc.state, expires_at=doc.expires_at,
-            received_at=doc.received_at)
+            received_at=doc.received_at, notify=doc.notify)
 
     async def received_from(self, tenant_id: str, recipient: str,
                             senders: list[str]) -> set[str]:
@@ -112,19 +116,20 @@ class MongoMessageRepo:
                 await self._db[mongo.REVOCATIONS].delete_one({**key, "kind": "revoked"})
         return str(doc.get("kind"))
 
-    async def delivery(self, tenant_id: str, message_id: str) -> list[dict[str, Any]]:
-        async with mongo.unavailable_as_503():
-            cursor = self._db[mongo.DELIVERY_STATUS].find(
-                {"tenant_id": tenant_id, "message_id": message_id})
-            return [aware_doc(d) async for d in cursor]
+    async def delivery(self, tenant_id: str, message_id: str) -> list[DeliveryStatusDoc]:
+        return await self._delivery.find({"tenant_id": tenant_id, "message_id": message_id})
 
-    async def access_events(self, tenant_id: str, message_id: str) -> list[dict[str, Any]]:
-        async with mongo.unavailable_as_503():
-            cursor = self._db[mongo.AUDIT].find(
-                {"tenant_id": tenant_id, "message_id": message_id,
-                 "kind": {"$in": ["message.opened", "attachment.downloaded"]}}
-            ).sort("at", ASCENDING).limit(10_000)
-            return [aware_doc(d) async for d in cursor]
+    async def reader_events(self, tenant_id: str, message_id: str) -> list[AuditDoc]:
+        return await self._audit.find(
+            {"tenant_id": tenant_id, "message_id": message_id,
+             "kind": {"$in": list(slip.READER_KINDS)}},
+            sort=[("at", ASCENDING)], limit=10_000)
+
+    async def file_names(self, tenant_id: str, message_id: str) -> dict[str, str]:
+        doc = await self._messages.find_one({"_id": message_id, "tenant_id": tenant_id},
+                                            {"objects": 1})
+        return {o.object_id: o.filename for o in (doc.objects if doc else ())
+                if o.role == "attachment" and o.filename}
 
 
 class MongoAccessRepo:

@@ -7,8 +7,9 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, Field
+from pydantic.json_schema import SkipJsonSchema
 
-from secmsg.ingest import messages_manage
+from secmsg.ingest import messages_manage, slip
 from secmsg.ingest.routes.common import SENDER_ERRORS, DepsDep, Sender, err, origin
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"])
@@ -48,20 +49,58 @@ class Recalled(BaseModel):
     first_time: bool = Field(description="false: it had been recalled before")
 
 
-class Download(BaseModel):
-    object_id: str | None
-    at: datetime | None
+class SlipNotification(BaseModel):
+    state: Literal["queued", "not_sent", "sent", "deferred", "failed", "bounced"] = Field(
+        description="queued: notify has not tried yet; not_sent: the sender's own mail server "
+                    "delivers the placeholder (RFC 5322 submissions); sent: accepted by the "
+                    "recipient's mail server; deferred: a temporary failure, retried at "
+                    "`next_attempt_at`; failed: given up; bounced: accepted, then a delivery "
+                    "report came back")
+    at: datetime = Field(description="when this state was reached (queued, not_sent: when the "
+                                     "message was received)")
+    attempts: int = Field(ge=0, description="delivery attempts so far")
+    reason: str | SkipJsonSchema[None] = Field(
+        default=None, description="deferred, failed, bounced, not_sent: a fixed category, "
+                                  "e.g. timeout, permanent_rejection, undeliverable")
+    next_attempt_at: datetime | SkipJsonSchema[None] = Field(
+        default=None, description="deferred: when notify tries again")
+    bounce_status: str | SkipJsonSchema[None] = Field(
+        default=None, description="bounced: the report's DSN status, e.g. 5.1.1")
+
+
+class SlipDownload(BaseModel):
+    file_name: str = Field(description="as the sender attached it")
+    object_id: str
+    times: int = Field(ge=1, description="download requests (a resumed or ranged download "
+                                         "counts each request)")
+    first_at: datetime
+    last_at: datetime
+
+
+class SlipToolbar(BaseModel):
+    fetched: int = Field(ge=0, description="times a toolbar fetched the whole message")
+    last_fetched_at: datetime | SkipJsonSchema[None] = None
+    acknowledged_at: datetime | SkipJsonSchema[None] = Field(
+        default=None, description="when a toolbar confirmed the message replaced the "
+                                  "notification in the mailbox (the last time)")
 
 
 class SlipRecipient(BaseModel):
     address: str
     kind: Literal["to", "cc", "bcc"] | str
-    notification_state: str | None = Field(
-        description="sent | deferred | failed | bounced; null: not attempted yet")
-    notification_at: datetime | None
-    notification_reason: str | None = Field(description="a fixed category, e.g. timeout")
-    first_opened_at: datetime | None
-    downloads: list[Download]
+    status: slip.Status = Field(
+        description="the furthest step reached: acknowledged_by_toolbar > fetched_by_toolbar > "
+                    "downloaded > opened > the notification's own state (notified, deferred, "
+                    "bounced, failed, queued, not_notified)")
+    summary: str = Field(description="the same facts as one sentence for a person",
+                         examples=["Notified 2030-01-01 10:00 UTC; opened once, first "
+                                   "2030-01-01 10:05 UTC; downloaded scan.pdf."])
+    notification: SlipNotification
+    opened: int = Field(ge=0, description="times the recipient opened the message")
+    first_opened_at: datetime | SkipJsonSchema[None] = None
+    last_opened_at: datetime | SkipJsonSchema[None] = None
+    downloads: list[SlipDownload] = Field(description="one entry per attachment downloaded")
+    toolbar: SlipToolbar
     access: Literal["open", "revoked", "recalled"] | str
 
 
@@ -69,9 +108,28 @@ class Slip(BaseModel):
     message_id: str
     sender: str
     state: str
-    received_at: datetime | None
-    expires_at: datetime | None
+    received_at: datetime | SkipJsonSchema[None] = None
+    expires_at: datetime | SkipJsonSchema[None] = Field(
+        default=None, description="left out: the message never expires")
     recipients: list[SlipRecipient]
+
+
+def _slip_recipient(x: slip.Line) -> SlipRecipient:
+    n, r = x.notification, x.reader
+    return SlipRecipient(
+        address=x.address, kind=x.kind, status=x.status, summary=x.summary,
+        notification=SlipNotification(state=n.state, at=n.at, attempts=n.attempts,
+                                      reason=n.reason, next_attempt_at=n.next_attempt_at,
+                                      bounce_status=n.bounce_status),
+        opened=len(r.opened), first_opened_at=r.opened[0] if r.opened else None,
+        last_opened_at=r.opened[-1] if r.opened else None,
+        downloads=[SlipDownload(file_name=d.file_name, object_id=d.object_id, times=d.times,
+                                first_at=d.first_at, last_at=d.last_at)
+                   for d in r.downloads.values()],
+        toolbar=SlipToolbar(fetched=len(r.fetched),
+                            last_fetched_at=r.fetched[-1] if r.fetched else None,
+                            acknowledged_at=r.acknowledged[-1] if r.acknowledged else None),
+        access=x.access)
 
 
 @router.patch("/{message_id}", response_model=ExpiryOut, status_code=202,
@@ -132,18 +190,18 @@ async def recall_message(message_id: MessageId, creds: Sender, deps: DepsDep,
     return Recalled(message_id=message_id, first_time=fresh)
 
 
-@router.get("/{message_id}/slip", response_model=Slip, responses=SENDER_ERRORS,
-            summary="Delivery slip: per recipient notified, opened, downloaded",
+# A fact that has not happened is left out of the slip's JSON, never ``null``.
+@router.get("/{message_id}/slip", response_model=Slip, response_model_exclude_none=True,
+            responses=SENDER_ERRORS,
+            summary="Delivery slip: per recipient notified, deferred, bounced, opened, "
+                    "downloaded, fetched and acknowledged by a toolbar",
             description=_WHO + "From the delivery states and the audit trail store records; "
-                               "a message appears once store has recorded it.")
+                               "a message appears once store has recorded it. A fact that has "
+                               "not happened is left out, never `null`.")
 async def delivery_slip(message_id: MessageId, creds: Sender, deps: DepsDep) -> Slip:
     message, lines = await messages_manage.slip(creds=creds, message_id=message_id,
                                                 messages=deps.messages)
     return Slip(
         message_id=message.message_id, sender=message.sender, state=message.state,
         received_at=message.received_at, expires_at=message.expires_at,
-        recipients=[SlipRecipient(
-            address=x.address, kind=x.kind, notification_state=x.notification_state,
-            notification_at=x.notification_at, notification_reason=x.notification_reason,
-            first_opened_at=x.first_opened_at,
-            downloads=[Download(**d) for d in x.downloads], access=x.access) for x in lines])
+        recipients=[_slip_recipient(x) for x in lines])

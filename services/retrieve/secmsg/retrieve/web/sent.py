@@ -55,18 +55,36 @@ def _at(value: object) -> str | None:
         return None
 
 
+STATUS_WORDS = {
+    "queued": "Not notified yet", "not_notified": "Placeholder sent by your mail server",
+    "notified": "Notified", "deferred": "Notification delayed",
+    "failed": "Notification failed", "bounced": "Notification bounced", "opened": "Opened",
+    "downloaded": "Downloaded", "fetched_by_toolbar": "Fetched by a toolbar",
+    "acknowledged_by_toolbar": "In the mailbox (toolbar)"}
+
+
 def _slip_rows(slip: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """ingest's slip (``GET /v1/messages/{id}/slip``) as table rows, times formatted."""
+    """ingest's slip (``GET /v1/messages/{id}/slip``) as table rows, times formatted. Every
+    cell says something: a fact that has not happened reads "not yet" or "none"."""
     rows = []
     for r in (slip or {}).get("recipients") or []:
         if not isinstance(r, dict):
             continue
+        n = r.get("notification") if isinstance(r.get("notification"), dict) else {}
+        toolbar = r.get("toolbar") if isinstance(r.get("toolbar"), dict) else {}
         downloads = [d for d in r.get("downloads") or [] if isinstance(d, dict)]
         rows.append({
             "address": str(r.get("address", "")), "kind": str(r.get("kind", "")),
-            "state": r.get("notification_state"), "at": _at(r.get("notification_at")),
-            "reason": r.get("notification_reason"), "opened": _at(r.get("first_opened_at")),
-            "downloads": len(downloads),
-            "last_download": _at(downloads[-1].get("at")) if downloads else None,
+            "status": STATUS_WORDS.get(str(r.get("status")), str(r.get("status", ""))),
+            "summary": str(r.get("summary", "")),
+            "state": str(n.get("state", "queued")), "at": _at(n.get("at")),
+            "reason": n.get("reason"), "next_try": _at(n.get("next_attempt_at")),
+            "bounce_status": n.get("bounce_status"),
+            "opened": int(r.get("opened") or 0), "first_opened": _at(r.get("first_opened_at")),
+            "downloads": [{"name": str(d.get("file_name", "")), "times": int(d.get("times") or 1),
+                           "last": _at(d.get("last_at"))} for d in downloads],
+            "fetched": int(toolbar.get("fetched") or 0),
+            "last_fetched": _at(toolbar.get("last_fetched_at")),
+            "acknowledged": _at(toolbar.get("acknowledged_at")),
             "access": r.get("access") or "open"})
     return rows
