@@ -53,7 +53,8 @@ async def test_every_sign_in_form_posts_to_its_own_tenant(app: Running, seeder: 
         targets = _post_targets(r.text)
         assert targets, path
         for target in targets:  # the old password form posted to /web//verify
-            assert re.fullmatch(rf"/web/{TENANT}/(signin|verify)", target), (policy, target)
+            assert re.fullmatch(rf"/web/{TENANT}/(signin|verify|passkey)", target), (
+                policy, target)
     if policy == "password":
         assert f'action="/web/{TENANT}/verify"' in r.text
 

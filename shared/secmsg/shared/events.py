@@ -166,6 +166,7 @@ AuditAction = Literal[
     "apikey.created", "apikey.revoked", "user.changed", "policy.changed", "signout.all",
     "message.fetched", "message.acknowledged", "message.restored", "template.changed",
     "smtp.changed", "dkim.changed", "undeliverable.cleared", "branding.changed",
+    "passkey.added", "passkey.removed",
 ]
 
 

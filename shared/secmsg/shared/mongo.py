@@ -43,6 +43,7 @@ RATE_LIMITS = "rate_limits"  # retrieve
 ACCOUNTS = "accounts"  # retrieve (people: recipients and tenant users, password, TOTP)
 TOKENS = "tokens"  # retrieve (toolbar/device, webmail tokens); ingest reads them
 DEVICE_CODES = "device_codes"  # retrieve (device authorization flow)
+PASSKEYS = "passkeys"  # retrieve (WebAuthn credentials: public keys, never a secret)
 ACCESS_MARKERS = "access_markers"  # retrieve (insert-only: used TOTP steps, redeemed devices)
 TENANT_USERS = "tenant_users"  # ingest (admin): who at the tenant is a sender or an admin
 REVOCATIONS = "revocations"  # ingest (insert-only): revoked / recalled access, read by retrieve
@@ -57,7 +58,7 @@ COLLECTIONS = (
     TENANTS, API_KEYS, IDEMPOTENCY, MESSAGES, DELIVERY_STATUS, DELIVERY_FINAL, PURGE_CLAIMS,
     AUDIT, DEAD_LETTERS, LOGIN_CODES, LOGIN_CODES_USED, SESSIONS, RATE_LIMITS, ACCOUNTS, TOKENS,
     DEVICE_CODES, ACCESS_MARKERS, TENANT_USERS, REVOCATIONS, TOKEN_USE, KEY_ROTATIONS,
-    UNDELIVERABLE, DNSBL_STATUS,
+    UNDELIVERABLE, DNSBL_STATUS, PASSKEYS,
 )
 
 

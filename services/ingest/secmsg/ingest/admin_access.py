@@ -30,7 +30,7 @@ from secmsg.shared.errors import Conflict, InvalidInput, NotFound
 from secmsg.shared.headers import check_header_value
 
 ROLES = ("sender", "admin")
-DEFAULT_POLICY: dict[str, Any] = {"signin": "code", "allow_totp": True,
+DEFAULT_POLICY: dict[str, Any] = {"signin": "code", "allow_totp": True, "allow_passkeys": True,
                                   "session_idle_minutes": 30, "session_absolute_hours": 12,
                                   "retention_days": None}
 
@@ -133,6 +133,9 @@ class PolicyIn(BaseModel):
         default=None, description="code: an emailed code only; password: a password, the code "
                                   "as fallback; password+code: both")
     allow_totp: bool | None = None
+    allow_passkeys: bool | None = Field(
+        default=None, description="passkeys (WebAuthn) as a sign-in method; a passkey "
+                                  "satisfies every signin policy and needs no TOTP step")
     session_idle_minutes: int | None = Field(default=None, ge=5, le=24 * 60)
     session_absolute_hours: int | None = Field(default=None, ge=1, le=30 * 24)
     retention_days: int | None = Field(

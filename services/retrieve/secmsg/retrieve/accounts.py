@@ -80,6 +80,7 @@ class Policy:
     idle_s: int
     absolute_s: int
     tenant_name: str
+    allow_passkeys: bool = True
 
 
 async def load_policy(p: AccountPorts, tenant_id: str) -> Policy:
@@ -96,7 +97,8 @@ async def load_policy(p: AccountPorts, tenant_id: str) -> Policy:
         p.settings.session_max_s
     return Policy(signin=mode if mode in ("code", "password", "password+code") else "code",
                   allow_totp=bool(raw.get("allow_totp", True)), idle_s=min(idle_s, abs_s),
-                  absolute_s=abs_s, tenant_name=str(info.get("display_name") or tenant_id))
+                  absolute_s=abs_s, tenant_name=str(info.get("display_name") or tenant_id),
+                  allow_passkeys=bool(raw.get("allow_passkeys", True)))
 
 
 async def start_session(p: AccountPorts, *, tenant_id: str, address: str, policy: Policy,
@@ -162,6 +164,9 @@ async def _failed(p: AccountPorts, tenant_id: str, address: str, client: Client,
                            now=now, detail={"reason": reason}, client_ip=client.ip,
                            user_agent=client.user_agent, required=False)
     return Unauthorized(BAD_SIGNIN)
+
+
+fail_signin = _failed  # for the other sign-in methods (passkeys)
 
 
 async def _ensure_account(p: AccountPorts, tenant_id: str, address: str,
@@ -271,6 +276,17 @@ async def sign_in(p: AccountPorts, *, tenant_id: str, email: str, code: str | No
     return await _finish(p, tenant_id=tenant_id, address=address, policy=policy,
                          account=account, totp_code=totp_code, method=method, client=client,
                          now=now)
+
+
+async def passkey_session(p: AccountPorts, *, tenant_id: str, address: str, policy: Policy,
+                          client: Client, now: datetime) -> NewSession:
+    """After a verified passkey (``passkeys.sign_in``): a session under every policy, with no
+    TOTP step -- the passkey with user verification is itself two factors."""
+    new = await start_session(p, tenant_id=tenant_id, address=address, policy=policy, now=now)
+    await audit_log.record(p.audit, tenant_id=tenant_id, action="signin.succeeded",
+                           actor=address, now=now, detail={"method": "passkey"},
+                           client_ip=client.ip, user_agent=client.user_agent)
+    return new
 
 
 async def complete_totp(p: AccountPorts, *, ticket: str, code: str, client: Client,

@@ -42,6 +42,8 @@ from secmsg.retrieve.adapters.mongo import (
     MongoTenantRepo,
     ensure_indexes,
 )
+from secmsg.retrieve.adapters.passkeys import MongoPasskeyRepo
+from secmsg.retrieve.adapters.passkeys import ensure_indexes as passkey_indexes
 from secmsg.retrieve.adapters.smtp import SmtpCodeMailer
 from secmsg.retrieve.deps import Deps
 from secmsg.retrieve.downloads import RangeUnsatisfiable
@@ -197,6 +199,7 @@ async def build_deps(common: CommonSettings, settings: RetrieveSettings,
     try:
         async with mongo.unavailable_as_503():
             await ensure_indexes(db)
+            await passkey_indexes(db)
     except DependencyUnavailable as exc:  # readiness reports it; do not crash-loop on it
         log.warning("indexes not ensured at start-up: %s", exc.detail)
 
@@ -220,7 +223,7 @@ async def build_deps(common: CommonSettings, settings: RetrieveSettings,
         audit=NatsAuditPublisher(publisher), blobs=S3BlobReader(blobs), janitor=MongoJanitor(db),
         tokens=MongoTokenRepo(db), accounts=MongoAccountRepo(db),
         markers=MongoMarkerRepo(db), revocations=revocations,
-        policies=policies, devices=MongoDeviceRepo(db),
+        policies=policies, devices=MongoDeviceRepo(db), passkeys=MongoPasskeyRepo(db),
         public_url=common.retrieve_public_url, database=db,
         readiness={"nats": publisher.ping, "mongodb": ping_mongo, "s3": ping_s3},
     )

@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 
 from secmsg.retrieve import service
 from secmsg.retrieve.accounts import AccountPorts
+from secmsg.retrieve.passkeys import PasskeyPorts
 from secmsg.retrieve.ports import (
     AccountRepo,
     AuditPublisher,
@@ -21,6 +22,7 @@ from secmsg.retrieve.ports import (
     ExpiredCleaner,
     MarkerRepo,
     MessageRepo,
+    PasskeyRepo,
     PolicyRepo,
     RateLimiter,
     RevocationRepo,
@@ -52,6 +54,7 @@ class Deps:
     revocations: RevocationRepo
     policies: PolicyRepo
     devices: DeviceRepo
+    passkeys: PasskeyRepo
     readiness: dict[str, Callable[[], Awaitable[None]]]
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     public_url: str = "https://localhost:8443"  # SECMSG_RETRIEVE_PUBLIC_URL (links, device)
@@ -65,6 +68,11 @@ def account_ports(deps: Deps) -> AccountPorts:
                         sessions=deps.sessions, accounts=deps.accounts, tokens=deps.tokens,
                         markers=deps.markers, limiter=deps.limiter, policies=deps.policies,
                         audit=deps.audit)
+
+
+def passkey_ports(deps: Deps) -> PasskeyPorts:
+    return PasskeyPorts(account=account_ports(deps), passkeys=deps.passkeys,
+                        public_url=deps.public_url)
 
 
 def get_deps(request: Request) -> Deps:

@@ -79,6 +79,36 @@ class AccountRecord:
 
 
 @dataclass(frozen=True)
+class PasskeyRecord:
+    """A registered WebAuthn credential: its id and public key (nothing secret)."""
+
+    credential_id: str  # base64url, as the browser reports it
+    tenant_id: str
+    email: str
+    public_key: str  # base64url of the COSE key
+    sign_count: int
+    transports: tuple[str, ...]
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None = None
+    backed_up: bool = False
+
+
+class PasskeyRepo(Protocol):
+    async def add(self, record: PasskeyRecord) -> bool:
+        """False if this credential id is registered already."""
+        ...
+
+    async def get(self, credential_id: str) -> PasskeyRecord | None: ...
+
+    async def list(self, *, tenant_id: str, email: str) -> list[PasskeyRecord]: ...
+
+    async def used(self, credential_id: str, *, sign_count: int, now: datetime) -> None: ...
+
+    async def remove(self, *, tenant_id: str, email: str, credential_id: str) -> bool: ...
+
+
+@dataclass(frozen=True)
 class Revocation:
     kind: Literal["revoked", "recalled"]
     recipient: str  # address lower, or "*"

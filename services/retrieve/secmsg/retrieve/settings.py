@@ -88,6 +88,19 @@ class RetrieveSettings(EdgeSettings):
     mfa_ticket_ttl_s: int = Field(default=300, ge=30, le=900,
                                   description="Time to enter the TOTP code after the first "
                                               "factor")
+    webauthn_rp_id: str | None = Field(
+        default=None, pattern=r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$",
+        description="Passkeys: the relying party id, a domain (e.g. secure.example.com or a "
+                    "parent of it); empty: the host of SECMSG_RETRIEVE_PUBLIC_URL. Every "
+                    "passkey is bound to it: changing it makes the registered ones unusable")
+    webauthn_origins: list[str] = Field(
+        default_factory=list,
+        description="Passkeys: the origins a ceremony may come from (JSON list, e.g. "
+                    "[\"https://secure.example.com\"]); empty: the origin of "
+                    "SECMSG_RETRIEVE_PUBLIC_URL")
+    webauthn_ticket_ttl_s: int = Field(
+        default=300, ge=30, le=900,
+        description="Passkeys: time to answer one registration or sign-in challenge")
     device_code_ttl_s: int = Field(default=600, ge=60, le=1800)
     device_poll_interval_s: int = Field(default=5, ge=1, le=60)
     device_token_ttl_days: int | None = Field(

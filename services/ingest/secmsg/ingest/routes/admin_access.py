@@ -178,6 +178,7 @@ class LimitsOut(BaseModel):
 class PolicyOut(BaseModel):
     signin: str
     allow_totp: bool
+    allow_passkeys: bool
     session_idle_minutes: int
     session_absolute_hours: int
     retention_days: int | None

@@ -40,6 +40,8 @@ TENANT_COOKIE_MAX_AGE_S = 400 * 24 * 3600
 NEUTRAL = ""  # ``Ctx.page(tenant_id=NEUTRAL)``: no tenant's name, logo, colour or footer
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
        "frame-ancestors 'none'; base-uri 'none'")
+# The pages that run static/passkey.js (sign-in, passkeys): scripts and fetches from here only.
+CSP_PASSKEY = CSP + "; script-src 'self'; connect-src 'self'"
 # Only for a message whose sender's images the user chose to load.
 CSP_REMOTE_IMAGES = CSP.replace("img-src 'self' data:", "img-src 'self' data: https:")
 CsrfField = Annotated[str, Form(alias="csrf", max_length=128)]

@@ -21,6 +21,7 @@ from secmsg.retrieve.passwords import WeakPassword
 from secmsg.retrieve.web.errors import page_router
 from secmsg.retrieve.web.page import (
     CSP,
+    CSP_PASSKEY,
     NEUTRAL,
     TENANT_COOKIE,
     TENANT_COOKIE_MAX_AGE_S,
@@ -88,6 +89,7 @@ async def signin_form(ctx: Ctx, tenant_id: str, *, next_path: str, from_link: bo
     password is used, the ways to create one or reset it with an emailed code."""
     policy = await accounts.load_policy(account_ports(ctx.deps), tenant_id)
     return await ctx.page("signin.html", tenant_id=tenant_id if branded else NEUTRAL,
+                          csp=CSP_PASSKEY, passkey_tenant=tenant_id,
                           next=next_path, status=status, action=f"/web/{tenant_id}/signin",
                           verify_action=f"/web/{tenant_id}/verify", from_link=from_link,
                           signin=policy.signin, **values)
