@@ -63,6 +63,10 @@ STATUS_WORDS = {
     "acknowledged_by_toolbar": "In the mailbox (toolbar)"}
 
 
+def _object(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _slip_rows(slip: dict[str, Any] | None) -> list[dict[str, Any]]:
     """ingest's slip (``GET /v1/messages/{id}/slip``) as table rows, times formatted. Every
     cell says something: a fact that has not happened reads "not yet" or "none"."""
@@ -70,8 +74,8 @@ def _slip_rows(slip: dict[str, Any] | None) -> list[dict[str, Any]]:
     for r in (slip or {}).get("recipients") or []:
         if not isinstance(r, dict):
             continue
-        n = r.get("notification") if isinstance(r.get("notification"), dict) else {}
-        toolbar = r.get("toolbar") if isinstance(r.get("toolbar"), dict) else {}
+        n = _object(r.get("notification"))
+        toolbar = _object(r.get("toolbar"))
         downloads = [d for d in r.get("downloads") or [] if isinstance(d, dict)]
         rows.append({
             "address": str(r.get("address", "")), "kind": str(r.get("kind", "")),
