@@ -154,6 +154,7 @@ async def test_authenticator_enrolment_then_required(app: Running, seeder: Seede
     ok = await app.client.post("/web/account/authenticator/confirm", data={
         "code": totp.now(), "secret": secret, "csrf": csrf_of(bad.text)})
     assert ok.status_code == 200 and "Authenticator app set up" in ok.text
+    assert ok.text.count("<li><code>") == 10  # the recovery codes, shown once
     doc = await mongo_db[mongo.ACCOUNTS].find_one({"email_lower": BOB.lower()})
     assert doc["totp_secret_sealed"]
 

@@ -201,7 +201,8 @@ async def enrol_authenticator(person: Person) -> None:
     await page.get_by_label("Code from the app").fill(person.authenticator_code())
     await person.shot("6-authenticator")
     await page.get_by_role("button", name="Confirm").click()
-    await expect(page.get_by_role("heading", name="Authenticator app set up")).to_be_visible()
+    await expect(page.get_by_role("status")).to_contain_text("Authenticator app set up")
+    await expect(page.get_by_role("heading", name="Your recovery codes")).to_be_visible()
 
 
 @pytest.mark.parametrize("policy", POLICIES)

@@ -167,6 +167,9 @@ AuditAction = Literal[
     "message.fetched", "message.acknowledged", "message.restored", "template.changed",
     "smtp.changed", "dkim.changed", "undeliverable.cleared", "branding.changed",
     "passkey.added", "passkey.removed",
+    # retrieve account self-service
+    "password.changed", "totp.disabled", "recovery_codes.issued", "signout.session",
+    "signout.others",
 ]
 
 

@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from secmsg.retrieve import audit as audit_log
-from secmsg.retrieve import passwords, service, tokens, totp
+from secmsg.retrieve import passwords, recovery, service, tokens, totp
 from secmsg.retrieve.metrics import SIGNINS
 from secmsg.retrieve.ports import (
     AccountRecord,
@@ -102,13 +102,14 @@ async def load_policy(p: AccountPorts, tenant_id: str) -> Policy:
 
 
 async def start_session(p: AccountPorts, *, tenant_id: str, address: str, policy: Policy,
-                        now: datetime) -> NewSession:
+                        now: datetime, client: Client | None = None) -> NewSession:
     """A brand-new random token at every sign-in (never a pre-sign-in one reused)."""
     token = secrets.token_urlsafe(32)
     expires_at = now + timedelta(seconds=policy.absolute_s)
     await p.sessions.create(token_hash=tokens.hash_token(token), tenant_id=tenant_id,
                             address=address, now=now, expires_at=expires_at,
-                            idle_s=policy.idle_s)
+                            idle_s=policy.idle_s,
+                            user_agent=client.user_agent if client else None)
     SIGNINS.labels("accepted").inc()
     return NewSession(token, expires_at)
 
@@ -218,6 +219,11 @@ async def _totp_ok(p: AccountPorts, account: AccountRecord, code: str | None,
                    now: datetime) -> bool:
     if not account.totp_secret_sealed or not code:
         return False
+    if (spare := recovery.normalize(code)) is not None:  # the phone is lost: a recovery code
+        return await p.accounts.use_recovery_code(
+            tenant_id=account.tenant_id, email=account.email,
+            code_hash=recovery.hash_recovery(p.settings.code_pepper, account.tenant_id,
+                                             account.email, spare))
     secret = totp.open_sealed(p.keyring, account.tenant_id, account.totp_secret_sealed)
     return await totp.verify(markers=p.markers, secret=secret, code=code,
                              tenant_id=account.tenant_id, email=account.email, now=now)
@@ -232,7 +238,8 @@ async def _finish(p: AccountPorts, *, tenant_id: str, address: str, policy: Poli
         if not await _totp_checked(p, account, totp_code, client, now):
             raise await _failed(p, tenant_id, address, client, now, "totp")
         method += "+totp"
-    new = await start_session(p, tenant_id=tenant_id, address=address, policy=policy, now=now)
+    new = await start_session(p, tenant_id=tenant_id, address=address, policy=policy, now=now,
+                              client=client)
     await audit_log.record(p.audit, tenant_id=tenant_id, action="signin.succeeded",
                            actor=address, now=now, detail={"method": method},
                            client_ip=client.ip, user_agent=client.user_agent)
@@ -337,7 +344,8 @@ async def register(p: AccountPorts, *, tenant_id: str, email: str, code: str, pa
     await audit_log.record(p.audit, tenant_id=tenant_id, action="recipient.registered",
                            actor=address, now=now, client_ip=client.ip,
                            user_agent=client.user_agent)
-    return await start_session(p, tenant_id=tenant_id, address=address, policy=policy, now=now)
+    return await start_session(p, tenant_id=tenant_id, address=address, policy=policy, now=now,
+                               client=client)
 
 
 async def reset_password(p: AccountPorts, *, tenant_id: str, email: str, code: str,
@@ -364,7 +372,7 @@ async def reset_password(p: AccountPorts, *, tenant_id: str, email: str, code: s
                            user_agent=client.user_agent)
     # The new session is created after the cut-off, so it survives it.
     return await start_session(p, tenant_id=tenant_id, address=address, policy=policy,
-                               now=now + timedelta(milliseconds=1))
+                               now=now + timedelta(milliseconds=1), client=client)
 
 
 async def _kill_all(p: AccountPorts, tenant_id: str, address: str, now: datetime) -> None:
@@ -418,3 +426,10 @@ async def confirm_totp(p: AccountPorts, *, session: SessionRecord, code: str, cl
     await audit_log.record(p.audit, tenant_id=session.tenant_id, action="totp.enabled",
                            actor=session.address, now=now, client_ip=client.ip,
                            user_agent=client.user_agent)
+
+
+async def second_factor_ok(p: AccountPorts, account: AccountRecord, code: str | None,
+                           client: Client, now: datetime) -> bool:
+    """An authenticator (or recovery) code of an enrolled account, throttled as at sign-in:
+    for actions that must ask for a fresh one (turning the authenticator off)."""
+    return await _totp_checked(p, account, code, client, now)

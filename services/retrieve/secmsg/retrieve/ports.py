@@ -76,6 +76,18 @@ class AccountRecord:
     sessions_valid_after: datetime | None
     registered_at: datetime | None
     totp_pending_sealed: str | None = None
+    recovery_codes_left: int = 0
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """One live browser session as its owner sees it on the account page."""
+
+    token_hash: str
+    created_at: datetime | None
+    last_seen_at: datetime | None
+    expires_at: datetime | None
+    user_agent: str | None
 
 
 @dataclass(frozen=True)
@@ -148,9 +160,11 @@ class CodeRepo(Protocol):
 
 class SessionRepo(Protocol):
     async def create(self, *, token_hash: str, tenant_id: str, address: str, now: datetime,
-                     expires_at: datetime, idle_s: int | None = None) -> None:
+                     expires_at: datetime, idle_s: int | None = None,
+                     user_agent: str | None = None) -> None:
         """``idle_s`` (the tenant's idle timeout) is kept with the session; None: the
-        platform default passed to ``touch``."""
+        platform default passed to ``touch``. ``user_agent`` names the device on the account
+        page."""
         ...
 
     async def touch(self, *, token_hash: str, now: datetime,
@@ -161,6 +175,15 @@ class SessionRepo(Protocol):
     async def delete(self, token_hash: str) -> None: ...
 
     async def delete_all(self, *, tenant_id: str, address: str) -> int: ...
+
+    async def list_for(self, *, tenant_id: str, address: str,
+                       now: datetime) -> list[SessionInfo]:
+        """This person's sessions not yet expired, most recently used first."""
+        ...
+
+    async def delete_others(self, *, tenant_id: str, address: str, keep: str) -> int:
+        """Every session of this person but ``keep`` (a token hash)."""
+        ...
 
 
 class TokenRepo(Protocol):
@@ -200,6 +223,15 @@ class AccountRepo(Protocol):
 
     async def set_sessions_valid_after(self, *, tenant_id: str, email: str,
                                        at: datetime) -> None: ...
+
+    async def set_recovery_codes(self, *, tenant_id: str, email: str,
+                                 hashes: list[str]) -> None:
+        """Replace the person's recovery codes (hashes; empty: none)."""
+        ...
+
+    async def use_recovery_code(self, *, tenant_id: str, email: str, code_hash: str) -> bool:
+        """Remove one recovery code; True only for the one request that removed it."""
+        ...
 
     async def tenant_role(self, *, tenant_id: str, email: str) -> str | None:
         """``"sender"`` or ``"admin"`` for a ``tenant_users`` entry, else None."""

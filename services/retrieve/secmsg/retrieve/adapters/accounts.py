@@ -117,7 +117,8 @@ class MongoAccountRepo:
             totp_secret_sealed=doc.get("totp_secret_sealed"),
             sessions_valid_after=_aware(doc.get("sessions_valid_after")),
             registered_at=_aware(doc.get("registered_at")),
-            totp_pending_sealed=doc.get("totp_pending_sealed"))
+            totp_pending_sealed=doc.get("totp_pending_sealed"),
+            recovery_codes_left=len(doc.get("recovery_codes") or []))
 
     async def create(self, *, tenant_id: str, email: str, password_hash: str | None,
                      now: datetime) -> bool:
@@ -162,6 +163,20 @@ class MongoAccountRepo:
         async with mongo.unavailable_as_503():
             await self._col.update_one({"_id": _account_id(tenant_id, email)},
                                        {"$set": {"sessions_valid_after": at}})
+
+    async def set_recovery_codes(self, *, tenant_id: str, email: str,
+                                 hashes: list[str]) -> None:
+        async with mongo.unavailable_as_503():
+            await self._col.update_one({"_id": _account_id(tenant_id, email)},
+                                       {"$set": {"recovery_codes": hashes}})
+
+    async def use_recovery_code(self, *, tenant_id: str, email: str, code_hash: str) -> bool:
+        # Matched and removed in one update: of two requests with the same code, one wins.
+        async with mongo.unavailable_as_503():
+            res = await self._col.update_one(
+                {"_id": _account_id(tenant_id, email), "recovery_codes": code_hash},
+                {"$pull": {"recovery_codes": code_hash}})
+        return res.modified_count == 1
 
     async def tenant_role(self, *, tenant_id: str, email: str) -> str | None:
         async with mongo.unavailable_as_503():

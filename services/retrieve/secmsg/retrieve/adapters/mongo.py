@@ -16,7 +16,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
-from secmsg.retrieve.ports import MessageRecord, SessionRecord
+from secmsg.retrieve.ports import MessageRecord, SessionInfo, SessionRecord
 from secmsg.shared import mongo
 from secmsg.shared.documents import MessageDoc, ReadView
 from secmsg.shared.events import Recipient, StoredObject
@@ -158,9 +158,11 @@ class MongoSessionRepo:
         self._col = db[mongo.SESSIONS]
 
     async def create(self, *, token_hash: str, tenant_id: str, address: str, now: datetime,
-                     expires_at: datetime, idle_s: int | None = None) -> None:
+                     expires_at: datetime, idle_s: int | None = None,
+                     user_agent: str | None = None) -> None:
         doc: Doc = {"_id": token_hash, "tenant_id": tenant_id, "address": address,
-                    "created_at": now, "last_seen_at": now, "expires_at": expires_at}
+                    "created_at": now, "last_seen_at": now, "expires_at": expires_at,
+                    "user_agent": (user_agent or "")[:256] or None}
         if idle_s is not None:
             doc["idle_s"] = idle_s
             doc["idle_until"] = now + timedelta(seconds=idle_s)
@@ -192,6 +194,23 @@ class MongoSessionRepo:
     async def delete_all(self, *, tenant_id: str, address: str) -> int:
         async with mongo.unavailable_as_503():
             res = await self._col.delete_many({"tenant_id": tenant_id, "address": address})
+        return res.deleted_count
+
+    async def list_for(self, *, tenant_id: str, address: str,
+                       now: datetime) -> list[SessionInfo]:
+        async with mongo.unavailable_as_503():
+            docs = await self._col.find(
+                {"tenant_id": tenant_id, "address": address, "expires_at": {"$gt": now}},
+            ).sort("last_seen_at", -1).to_list(100)
+        return [SessionInfo(token_hash=d["_id"], created_at=_aware(d.get("created_at")),
+                            last_seen_at=_aware(d.get("last_seen_at")),
+                            expires_at=_aware(d.get("expires_at")),
+                            user_agent=d.get("user_agent")) for d in docs]
+
+    async def delete_others(self, *, tenant_id: str, address: str, keep: str) -> int:
+        async with mongo.unavailable_as_503():
+            res = await self._col.delete_many(
+                {"tenant_id": tenant_id, "address": address, "_id": {"$ne": keep}})
         return res.deleted_count
 
 

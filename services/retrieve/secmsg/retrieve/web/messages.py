@@ -10,8 +10,8 @@ from urllib.parse import quote, urlsplit
 from fastapi import Query
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from secmsg.retrieve import service
-from secmsg.retrieve.deps import ClientIpDep, DepsDep, UserAgentDep
+from secmsg.retrieve import accounts, service
+from secmsg.retrieve.deps import ClientIpDep, DepsDep, UserAgentDep, account_ports
 from secmsg.retrieve.ports import MessageRecord, SessionRecord
 from secmsg.retrieve.web.errors import page_router
 from secmsg.retrieve.web.page import CSP, CSP_REMOTE_IMAGES, Ctx, CtxDep, MessagePath, SignedInDep
@@ -127,9 +127,20 @@ async def message_page(message_id: MessagePath, ctx: CtxDep, session: SignedInDe
     body = clean_html(view.html, allow_remote_images=bool(images)) if view.html else None
     return await ctx.page(
         "message.html", csp=CSP_REMOTE_IMAGES if images and body else CSP, m=r,
+        offer_password=await _offer_password(ctx, session),
         recipients=_visible_recipients(r, session.address), html=body.html if body else None,
         blocked_images=body.blocked_images if body else 0, text=view.text,
         attachments=[o for o in r.objects if o.role == "attachment"])
+
+
+async def _offer_password(ctx: Ctx, session: SessionRecord) -> bool:
+    """A password is offered after a read, never before it: on the message page, when the
+    tenant's sign-in uses passwords and this person has none yet."""
+    policy = await accounts.load_policy(account_ports(ctx.deps), session.tenant_id)
+    if policy.signin == "code":
+        return False
+    account = await ctx.deps.accounts.get(tenant_id=session.tenant_id, email=session.address)
+    return not (account and account.password_hash)
 
 
 @router.get("/web/out", response_class=HTMLResponse)
