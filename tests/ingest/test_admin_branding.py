@@ -49,6 +49,8 @@ async def test_branding_is_saved_where_the_readers_look_and_audited(
     ({"logo_url": "javascript:alert(1)"}, "https"),
     ({"logo_url": "data:image/svg+xml;base64,PHN2Zz4="}, "png, jpeg or gif"),
     ({"primary_color": "red; background:url(x)"}, "#rrggbb"),
+    ({"primary_color": "#ffd700"}, "contrast of 1.40:1 against white"),  # gold: WCAG AA fails
+    ({"primary_color": "#808080"}, "WCAG AA needs at least 4.5:1"),  # grey 3.95:1
     ({"disclaimers": ["ok", ""]}, "disclaimer"),
     ({"unknown": 1}, "unknown"),
     ({}, "nothing to change"),

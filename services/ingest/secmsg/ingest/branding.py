@@ -5,7 +5,8 @@ name, footer, legal disclaimers, logo and colour (``tenants.display_name``, ``fo
 Checked at save so a reader never meets a value it cannot use: the display name goes into the
 notification's From header (no CR, LF or NUL), the logo is an ``https:`` URL or a small
 ``data:image/(png|jpeg|gif)`` (the webmail shows only ``data:`` or same-origin logos, mail
-clients fetch ``https:``), the colour is ``#rrggbb``.
+clients fetch ``https:``), the colour is ``#rrggbb`` with at least 4.5:1 contrast against
+white (WCAG AA; ``secmsg.shared.colours``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from secmsg.ingest import audit
 from secmsg.ingest.ports import AccessRepo, Credentials, EventSink, Origin
+from secmsg.shared.colours import brand_colour_problem
 from secmsg.shared.errors import InvalidInput
 from secmsg.shared.headers import check_header_value
 
@@ -91,6 +93,8 @@ async def put(*, creds: Credentials, body: BrandingIn, raw: dict[str, Any], repo
         if body.primary_color:
             if not _COLOUR.match(body.primary_color):
                 raise InvalidInput("primary_color must be #rrggbb")
+            if (problem := brand_colour_problem(body.primary_color)) is not None:
+                raise InvalidInput(problem)
             fields["branding.primary_color"] = body.primary_color.lower()
         else:
             unset.append("branding.primary_color")

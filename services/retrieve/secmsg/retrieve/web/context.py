@@ -18,6 +18,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from secmsg.retrieve.web.queries import WebQueries
+from secmsg.shared.colours import brand_colour_problem
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
@@ -90,7 +91,8 @@ def brand_of(tenant: dict[str, Any] | None) -> dict[str, Any]:
             or re.fullmatch(r"data:image/(png|gif|jpeg|webp);base64,[A-Za-z0-9+/=]{1,200000}",
                             logo))):
         logo = None
-    if not (isinstance(color, str) and re.fullmatch(r"#[0-9a-fA-F]{6}|#[0-9a-fA-F]{3}", color)):
+    if not (isinstance(color, str) and re.fullmatch(r"#[0-9a-fA-F]{6}|#[0-9a-fA-F]{3}", color)
+            and brand_colour_problem(color) is None):  # unreadable: the neutral colour
         color = None
     name = tenant.get("display_name") or tenant.get("name") or "Secure messages"
     return {"tenant_id": tenant.get("_id"), "name": str(name), "logo_url": logo,
