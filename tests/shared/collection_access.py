@@ -19,6 +19,7 @@ Variable names play no part: ``self._col``, ``col`` or ``x`` are all followed th
 from __future__ import annotations
 
 import ast
+import functools
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -100,6 +101,8 @@ class Program:
     changed: bool = False
     # Set once everything that resolves has: from then on what does not resolve is "col?".
     final: bool = False
+    walked: dict[str, list[ast.AST]] = field(default_factory=dict)
+    _names: frozenset[str] | None = None
 
     # --- set-up ---
 
@@ -229,8 +232,11 @@ class Program:
 
     def collection_names(self) -> frozenset[str]:
         """``secmsg.shared.mongo.COLLECTIONS``: every collection the services use."""
-        return frozenset(v[1] for v in self._resolve_ref_plain(MONGO_MODULE, "COLLECTIONS")
-                         if v[0] == "str")
+        if self._names is None or not self._names:
+            self._names = frozenset(
+                v[1] for v in self._resolve_ref_plain(MONGO_MODULE, "COLLECTIONS")
+                if v[0] == "str")
+        return self._names
 
     def _collections(self, keys: Values, node: ast.AST, mod: str) -> set[Value]:
         names = {k[1] for k in keys if k[0] in _STRS}
@@ -338,11 +344,22 @@ class Program:
                 ann = self._annotation(a.annotation)
                 if ann:
                     self._set(self.locals_.setdefault(f.qual, {}), a.arg, ann)
-            for node in ast.walk(f.node):
+            for node in self._nodes(f):
                 self._visit(node, f, f.module)
         if self.final:
             for f in self.fns.values():
                 self._unresolved_params(f)
+
+    def _nodes(self, f: _Fn) -> list[ast.AST]:
+        """The nodes of ``f`` that bind or call (walked once, not every round)."""
+        got = self.walked.get(f.qual)
+        if got is None:
+            got = self.walked[f.qual] = [
+                n for n in ast.walk(f.node)
+                if isinstance(n, ast.Assign | ast.AnnAssign | ast.AugAssign | ast.For
+                              | ast.AsyncFor | ast.comprehension | ast.withitem | ast.Return
+                              | ast.Call)]
+        return got
 
     def _stmt_globals(self, node: ast.stmt, mod: str) -> None:
         if isinstance(node, ast.Assign):
@@ -462,10 +479,16 @@ def scan(root: Path, extra: dict[str, str] | None = None) -> list[Access]:
     for rel, text in (extra or {}).items():
         files[Path(rel)] = text
     for rel, text in files.items():
-        sources[module_name(rel)] = (rel, ast.parse(text, filename=str(rel)))
+        sources[module_name(rel)] = (rel, _parse(text, str(rel)))
     prog = Program(sources)
     prog.solve()
     return sorted(set(prog.accesses()), key=lambda a: (a.collection, a.service, a.where))
+
+
+@functools.cache
+def _parse(text: str, filename: str) -> ast.Module:
+    # Trees are never changed by the analysis, so a scan with extra files reuses the others.
+    return ast.parse(text, filename=filename)
 
 
 def _product_files(root: Path) -> Iterable[Path]:

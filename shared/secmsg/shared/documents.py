@@ -133,6 +133,10 @@ class AuditDoc(Document):
     client_ip: str | None = None
     user_agent: str | None = None
     at: UtcDatetime
+    # an attachment download's (``attachment.downloaded``)
+    object_id: str | None = None
+    range_start: int | None = None
+    range_end: int | None = None
 
 
 DeliveryState = Literal["sent", "deferred", "failed", "bounced"]
@@ -166,7 +170,7 @@ class UndeliverableDoc(Document):
     OWNER = "store"
 
     tenant_id: str
-    address: str
+    address: str = ""  # also the ``_id`` after "<tenant>:"
     status: str = ""
     message_id: str = ""
     at: UtcDatetime | None = None
@@ -256,6 +260,7 @@ class TenantDoc(Document):
     policy: dict[str, Any] = Field(default_factory=dict)
     smtp: dict[str, Any] | None = None
     dkim: dict[str, Any] | None = None
+    list_unsubscribe: dict[str, Any] | None = None
     key_generation: int = 0
     disabled_at: UtcDatetime | None = None
 

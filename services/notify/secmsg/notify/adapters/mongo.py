@@ -16,8 +16,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from secmsg.notify.alignment import tenant_bounce_domain
 from secmsg.notify.ports import DkimKey, SmtpTarget, TenantBranding
 from secmsg.shared import crypto, mongo, templating
+from secmsg.shared.documents import ReadView, TenantDoc, UndeliverableDoc
 from secmsg.shared.errors import SecmsgError
-from secmsg.shared.mongo import unavailable_as_503
 from secmsg.shared.tenant_cache import TenantCache, TenantChanges
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class MongoTenantDirectory:
     def __init__(self, db: AsyncDatabase[Any], *, ttl_s: float = 60.0,
                  smtp: TenantSmtpOptions | None = None, changes: TenantChanges | None = None,
                  max_entries: int = 10_000, bounce_subdomain: str | None = None) -> None:
-        self._coll = db[mongo.TENANTS]
+        self._tenants = ReadView(db, TenantDoc)
         self._bounce_subdomain = bounce_subdomain
         self._smtp = smtp or TenantSmtpOptions()
         self._cache: TenantCache[str, TenantBranding] = (changes or TenantChanges()).cache(
@@ -56,22 +56,21 @@ class MongoTenantDirectory:
         hit = self._cache.get(tenant_id)
         if hit is not None:
             return hit
-        async with unavailable_as_503():
-            doc = await self._coll.find_one(
-                {"_id": tenant_id}, {"name": 1, "display_name": 1, "footer": 1,
-                                     "disclaimers": 1, "templates": 1, "branding": 1,
-                                     "smtp": 1, "dkim": 1, "list_unsubscribe": 1})
-        doc = doc or {}
+        doc = await self._tenants.get(tenant_id, ["name", "display_name", "footer",
+                                                  "disclaimers", "templates", "branding",
+                                                  "smtp", "dkim", "list_unsubscribe"])
+        doc = doc or TenantDoc.model_validate({"_id": tenant_id})
         branding = TenantBranding(
             tenant_id=tenant_id,
-            display_name=str(doc.get("display_name") or doc.get("name") or tenant_id),
-            footer=doc.get("footer") or None,
-            disclaimers=tuple(str(d) for d in doc.get("disclaimers") or () if d),
-            logo_url=str((doc.get("branding") or {}).get("logo_url") or "") or None,
-            templates=_templates(doc.get("templates")),
-            smtp=self._tenant_smtp(tenant_id, doc.get("smtp")),
-            dkim=self._tenant_dkim(tenant_id, doc.get("dkim")),
-            **_list_unsubscribe(tenant_id, doc.get("list_unsubscribe")),
+            display_name=doc.shown_name(),
+            footer=doc.footer or None,
+            disclaimers=tuple(d for d in doc.disclaimers if d),
+            logo_url=doc.branding.logo_url or None,
+            templates={kind: t.source for kind, t in doc.templates.items()
+                       if kind in templating.KINDS},
+            smtp=self._tenant_smtp(tenant_id, doc.smtp),
+            dkim=self._tenant_dkim(tenant_id, doc.dkim),
+            **_list_unsubscribe(tenant_id, doc.list_unsubscribe),
         )
         self._cache.put(tenant_id, tenant_id, branding)
         return branding
@@ -146,14 +145,6 @@ _UNSUB_URL = re.compile(r"https://[\x21-\x2b\x2d-\x3b=\x3f-\x7e]{3,500}\Z")
 _UNSUB_MAILTO = re.compile(r"mailto:[\x21-\x2b\x2d-\x3b=\x3f-\x7e]{3,300}\Z")
 
 
-def _templates(value: Any) -> dict[str, str]:
-    if not isinstance(value, dict):
-        return {}
-    return {kind: entry["source"] for kind, entry in value.items()
-            if kind in templating.KINDS and isinstance(entry, dict)
-            and isinstance(entry.get("source"), str)}
-
-
 class MongoUndeliverableList:
     """Addresses that hard-bounced, per tenant (``undeliverable``, written by store).
 
@@ -163,7 +154,7 @@ class MongoUndeliverableList:
 
     def __init__(self, db: AsyncDatabase[Any], *, ttl_s: float = 60.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self._coll = db[mongo.UNDELIVERABLE]
+        self._undeliverable = ReadView(db, UndeliverableDoc)
         self._ttl_s = ttl_s
         self._clock = clock
         self._cache: dict[str, tuple[float, frozenset[str]]] = {}
@@ -174,11 +165,9 @@ class MongoUndeliverableList:
         now = self._clock()
         entry = self._cache.get(tenant_id)
         if entry is None or now >= entry[0]:
-            async with unavailable_as_503():
-                docs = await self._coll.find({"tenant_id": tenant_id},
-                                             {"_id": 1}).to_list(None)
+            docs = await self._undeliverable.find({"tenant_id": tenant_id}, ["tenant_id"])
             prefix = len(tenant_id) + 1
-            entry = (now + self._ttl_s, frozenset(str(d["_id"])[prefix:] for d in docs))
+            entry = (now + self._ttl_s, frozenset(d.id[prefix:] for d in docs))
             self._cache[tenant_id] = entry
         return {a.lower() for a in addresses} & entry[1]
 

@@ -18,7 +18,7 @@ from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from secmsg.retrieve.ports import MessageRecord, SessionInfo, SessionRecord
 from secmsg.shared import mongo
-from secmsg.shared.documents import MessageDoc, ReadView
+from secmsg.shared.documents import MessageDoc, ReadView, TenantDoc
 from secmsg.shared.events import Recipient, StoredObject
 
 log = logging.getLogger(__name__)
@@ -97,16 +97,14 @@ class MongoMessageRepo:
 
 
 class MongoTenantRepo:
+    """Reads ingest's ``tenants`` through the shared read-only view."""
+
     def __init__(self, db: AsyncDatabase[Doc]):
-        self._col = db[mongo.TENANTS]
+        self._tenants = ReadView(db, TenantDoc)
 
     async def display_name(self, tenant_id: str) -> str | None:
-        async with mongo.unavailable_as_503():
-            doc = await self._col.find_one({"_id": tenant_id},
-                                           projection={"display_name": 1, "name": 1})
-        if doc is None:
-            return None
-        return str(doc.get("display_name") or doc.get("name") or tenant_id)
+        doc = await self._tenants.get(tenant_id, ["display_name", "name"])
+        return None if doc is None else doc.shown_name()
 
 
 class MongoCodeRepo:

@@ -19,7 +19,14 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from secmsg.shared import mongo
-from secmsg.shared.documents import AuditDoc, DeliveryStatusDoc, MessageDoc, UndeliverableDoc
+from secmsg.shared.documents import (
+    AuditDoc,
+    DeliveryStatusDoc,
+    MessageDoc,
+    ReadView,
+    TenantDoc,
+    UndeliverableDoc,
+)
 from secmsg.shared.mongo import unavailable_as_503
 from secmsg.shared.worker import DeadLetter, DeadLetterRecorded
 from secmsg.store.ports import BounceUpdate, DeliveryUpdate, Doc
@@ -376,20 +383,19 @@ class MongoUndeliverableRepo:
 
 
 class MongoTenantPolicies:
-    """Reads ``tenants.policy`` (ingest writes it)."""
+    """Reads ``tenants.policy`` (ingest writes it) through the shared read-only view."""
 
     def __init__(self, db: AsyncDatabase[Any]):
-        self._col = db[mongo.TENANTS]
+        self._tenants = ReadView(db, TenantDoc)
 
     async def retention_days(self) -> list[tuple[str, int]]:
-        async with unavailable_as_503():
-            docs = await self._col.find({"policy.retention_days": {"$gt": 0}},
-                                        {"policy.retention_days": 1}).to_list(None)
+        docs = await self._tenants.find({"policy.retention_days": {"$gt": 0}},
+                                        ["policy.retention_days"])
         out = []
         for d in docs:
-            days = d.get("policy", {}).get("retention_days")
+            days = d.policy.get("retention_days")
             if isinstance(days, int) and not isinstance(days, bool) and days > 0:
-                out.append((d["_id"], days))
+                out.append((d.id, days))
         return out
 
 
