@@ -103,7 +103,7 @@ def readers(events: Iterable[AuditDoc], file_names: dict[str, str]) -> dict[str,
         if ev.kind == "message.opened":
             r.opened.append(ev.at)
         elif ev.kind == "attachment.downloaded":
-            object_id = str((ev.model_extra or {}).get("object_id") or "")
+            object_id = ev.object_id or ""
             seen = r.downloads.get(object_id)
             if seen is None:
                 r.downloads[object_id] = Download(
