@@ -20,6 +20,12 @@ WIDTHS = {"desktop": 1280, "phone": 390}
 
 
 async def _check(page: Page, name: str, found: dict[str, list[dict[str, Any]]]) -> None:
+    # Button hierarchy: at most one primary (filled) action in the page's content.
+    primary = page.locator("main button:not(.secondary), main a.button:not(.secondary)")
+    primaries = await primary.all_inner_texts()
+    if len(primaries) > 1:
+        found[f"{name}: more than one primary action"] = [
+            {"id": "one-primary", "impact": "", "help": ", ".join(primaries), "nodes": []}]
     for label, width in WIDTHS.items():
         await page.set_viewport_size({"width": width, "height": 900})
         violations = await axe_violations(page)
