@@ -39,6 +39,11 @@ class MessageRepo(Protocol):
         """Insert a new message document; False when one with that ``_id`` already exists."""
         ...
 
+    async def insert_many(self, docs: Sequence[Mapping[str, Any]]) -> set[int]:
+        """Insert new message documents (unordered, one round trip); the indexes of those
+        whose ``_id`` was already there."""
+        ...
+
     async def find_many(self, message_ids: Sequence[str]) -> list[Doc]: ...
 
     async def expired(self, *, now: datetime, limit: int) -> list[Doc]:

@@ -7,6 +7,7 @@ line, so running one again (or on two replicas at once) must end in the same sta
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections import defaultdict
@@ -16,6 +17,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
+from secmsg.shared import logs
 from secmsg.shared.blobstore import OBJECT_KEY_RE, OBJECT_ROOT, message_prefix, object_key
 from secmsg.shared.crypto import ciphertext_size
 from secmsg.shared.errors import IntegrityError, InvalidInput, NotFound, PermanentError
@@ -128,40 +130,69 @@ def stored_event(doc: Doc) -> MessageStored:
 async def record_message(*, event: MessageReceived, messages: MessageRepo, blobs: BlobStore,
                          publisher: Publisher, audit: AuditRepo | None = None,
                          now: datetime | None = None) -> bool:
-    """Commit and record a received message, then announce it. True if newly recorded.
+    """``record_messages`` for one event: True if newly recorded."""
+    return (await record_messages(events=[event], messages=messages, blobs=blobs,
+                                  publisher=publisher, audit=audit, now=now))[0]
 
-    Redelivery after any crash converges: the doc is found (or the insert collides) and the
-    ``message.stored`` publish repeats with the same Nats-Msg-Id, which the server drops if
-    the first one got through. A message recalled meanwhile (``state: "recalled"``, also
-    when the recall came first and left a tombstone) is never announced again. The audit row
-    ``message.accepted`` is written on every path (insert-once), so a crash after the insert
-    still leaves it; ``audit`` may be left out only by tests of the record itself.
+
+async def record_messages(*, events: Sequence[MessageReceived], messages: MessageRepo,
+                          blobs: BlobStore, publisher: Publisher, audit: AuditRepo | None = None,
+                          now: datetime | None = None) -> list[bool]:
+    """Commit, record and announce a batch of received messages; per event, newly recorded?
+
+    One unordered ``insert_many`` for the batch, no read first: the unique ``_id`` says
+    "already recorded" by colliding, and only the collided ones are read back (redelivery,
+    another replica, a recall tombstone). Then one audit ``insert_many`` (``message.accepted``,
+    insert-once, so a crash after the insert still leaves it) and the ``message.stored``
+    publishes (same Nats-Msg-Id on a repeat: the server drops it). A message recalled
+    meanwhile (``state: "recalled"``, also a tombstone of a recall that came first) is never
+    announced again. Any error raises for the whole batch; the worker then handles each event
+    alone, so one bad event costs the others nothing. ``audit`` may be left out only by tests
+    of the record itself.
     """
-    doc = await messages.get(event.message_id)
-    created = False
-    if doc is None:
-        await _check_objects(event, blobs)
-        doc = message_document(event, stored_at=now or _now())
-        created = await messages.insert(doc)
-        if not created:  # another replica won the race; its doc is the record
-            doc = await messages.get(event.message_id)
-            if doc is None:
-                raise PermanentError("message vanished right after a duplicate insert")
-    if doc["tenant_id"] != event.tenant_id:
-        raise PermanentError("message id already recorded for another tenant")
+    at = now or _now()
+    checked = await asyncio.gather(*(_check_objects(e, blobs) for e in events),
+                                   return_exceptions=True)
+    fresh = [e for e, c in zip(events, checked, strict=True) if c is None]
+    docs = [message_document(e, stored_at=at) for e in fresh]
+    collided = await messages.insert_many(docs)
+    records: dict[str, Doc] = {}
+    created: set[int] = set()  # indexes into ``events``
+    fresh_idx = [i for i, c in enumerate(checked) if c is None]
+    for n, d in enumerate(docs):
+        if n not in collided and d["_id"] not in records:
+            records[d["_id"]] = d
+            created.add(fresh_idx[n])
+    for e, c in zip(events, checked, strict=True):
+        if e.message_id in records:
+            continue
+        doc = await messages.get(e.message_id)
+        if doc is None:  # the objects check failed and nothing is on record: that error
+            if isinstance(c, BaseException):
+                raise c
+            raise PermanentError("message vanished right after a duplicate insert")
+        records[e.message_id] = doc
+    for e in events:
+        if records[e.message_id]["tenant_id"] != e.tenant_id:
+            raise PermanentError("message id already recorded for another tenant")
     if audit is not None:
-        await audit.insert(audit_docs.accepted(event))
-    if doc.get("state") != "stored":
-        log.info("message already %s; not announcing it again", doc.get("state"))
-        return False
-    out = stored_event(doc)
-    await publisher.publish(out, event_msg_id(out))
-    if created:
-        STORED.inc()
-        log.info("message stored", extra={"event": "message.stored"})
-    else:
-        log.info("message was already stored; re-announced", extra={"event": "message.stored"})
-    return created
+        await audit.insert_many([audit_docs.accepted(e) for e in events])
+    announce = [stored_event(doc) for doc in records.values() if doc.get("state") == "stored"]
+    await asyncio.gather(*(publisher.publish(out, event_msg_id(out)) for out in announce))
+    for i, e in enumerate(events):
+        # One line per message, under its own id (a batch has no single correlation id).
+        logs.correlation_id.set(e.message_id)
+        logs.tenant_id.set(e.tenant_id)
+        state = records[e.message_id].get("state")
+        if i in created:
+            STORED.inc()
+            log.info("message stored", extra={"event": "message.stored"})
+        elif state == "stored":
+            log.info("message was already stored; re-announced",
+                     extra={"event": "message.stored"})
+        else:
+            log.info("message already %s; not announcing it again", state)
+    return [i in created for i in range(len(events))]
 
 
 # --- notification.* -> delivery_status -------------------------------------------------------
@@ -294,11 +325,21 @@ async def record_deliveries(*, events: Sequence[DeliveryEvent], deliveries: Deli
 # --- audit.* -> audit_events -----------------------------------------------------------------
 
 
+def audit_document(event: AuditEvent) -> Doc:
+    if isinstance(event, AuditRecorded):
+        return audit_docs.recorded(event)
+    return audit_docs.content_access(event)
+
+
 async def record_audit(*, event: AuditEvent, audit: AuditRepo) -> bool:
     """Content access (opened/downloaded) and every ``audit.recorded`` action, insert-once."""
-    if isinstance(event, AuditRecorded):
-        return await audit.insert(audit_docs.recorded(event))
-    return await audit.insert(audit_docs.content_access(event))
+    return await audit.insert(audit_document(event))
+
+
+async def record_audits(*, events: Sequence[AuditEvent], audit: AuditRepo) -> int:
+    """A batch of them in one unordered insert (deterministic ids: a redelivered batch adds
+    nothing); how many were new."""
+    return await audit.insert_many([audit_document(e) for e in events])
 
 
 # --- expiry and purge ------------------------------------------------------------------------

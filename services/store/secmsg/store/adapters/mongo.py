@@ -118,6 +118,9 @@ class MongoMessageRepo:
     async def insert(self, doc: Mapping[str, Any]) -> bool:
         return await _insert_once(self._col, doc)
 
+    async def insert_many(self, docs: Sequence[Mapping[str, Any]]) -> set[int]:
+        return await _insert_new(self._col, [dict(d) for d in docs])
+
     async def find_many(self, message_ids: Sequence[str]) -> list[Doc]:
         async with unavailable_as_503():
             cursor = self._col.find({"_id": {"$in": list(message_ids)}},
