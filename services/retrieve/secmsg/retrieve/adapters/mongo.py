@@ -41,6 +41,15 @@ def _live_filter(tenant_id: str, address: str, now: datetime) -> Doc:
     }
 
 
+def _is_live(doc: MessageDoc, tenant_id: str, address: str, now: datetime) -> bool:
+    """``_live_filter`` for one document already read by ``_id``: FerretDB uses its ``_id``
+    index only for a filter that is ``{_id: value}`` alone, so a lookup that adds the other
+    conditions scans every message; they are checked here instead."""
+    return (doc.tenant_id == tenant_id and doc.state == "stored"
+            and address in doc.recipient_addresses
+            and (doc.expires_at is None or doc.expires_at > now))
+
+
 def _record(doc: MessageDoc) -> MessageRecord:
     objects = [StoredObject.model_validate(o.model_dump()) for o in doc.objects]
     return MessageRecord(
@@ -85,15 +94,16 @@ class MongoMessageRepo:
 
     async def get_live(self, *, tenant_id: str, message_id: str, address: str,
                        now: datetime) -> MessageRecord | None:
-        query = {"_id": message_id, **_live_filter(tenant_id, address, now)}
-        doc = await self._messages.find_one(query)
-        return _record(doc) if doc is not None else None
+        doc = await self._messages.get(message_id)  # by _id alone: _is_live
+        return _record(doc) if doc is not None and _is_live(doc, tenant_id, address,
+                                                             now) else None
 
     async def addressed(self, *, tenant_id: str, message_id: str, address: str) -> bool:
         """Whether the message (in any state: revoked and recalled ones too) names them."""
-        doc = await self._messages.find_one({"_id": message_id, "tenant_id": tenant_id,
-                                             "recipient_addresses": address}, ["_id"])
-        return doc is not None
+        doc = await self._messages.get(message_id,  # by _id alone: _is_live
+                                      ["tenant_id", "recipient_addresses"])
+        return (doc is not None and doc.tenant_id == tenant_id
+                and address in doc.recipient_addresses)
 
 
 class MongoTenantRepo:
@@ -170,8 +180,10 @@ class MongoSessionRepo:
     async def touch(self, *, token_hash: str, now: datetime,
                     idle_s: int) -> SessionRecord | None:
         async with mongo.unavailable_as_503():
-            doc = await self._col.find_one({"_id": token_hash, "expires_at": {"$gt": now}})
-            if doc is None:
+            # By _id alone (see _is_live); the expiry is checked here.
+            doc = await self._col.find_one({"_id": token_hash})
+            expires = _aware(doc.get("expires_at")) if doc is not None else None
+            if doc is None or expires is None or expires <= now:
                 return None
             idle = int(doc.get("idle_s") or idle_s)
             last = _aware(doc.get("last_seen_at")) or now
