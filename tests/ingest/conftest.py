@@ -26,6 +26,8 @@ LIMITS = {"max_message_bytes": 200_000, "max_recipients": 3, "max_attachments": 
           "max_envelope_bytes": 4096}
 FAST_ENV = {
     "SECMSG_INGEST_SEGMENT_SIZE": "1024",
+    # These tests follow content into S3; tests/ingest/test_inline.py turns inline back on.
+    "SECMSG_INGEST_INLINE_MAX_BYTES": "0",
     "SECMSG_INGEST_PUBLISH_TIMEOUT_S": "1",
     "SECMSG_MONGO_TIMEOUT_MS": "1500",
 }
@@ -98,9 +100,15 @@ class Ingest:
 
 
 @pytest.fixture
-async def ingest(env: dict[str, str], mongo_db: Any, stack: Stack,
+def ingest_env() -> dict[str, str]:
+    """Settings on top of ``FAST_ENV`` (a test module overrides this fixture)."""
+    return {}
+
+
+@pytest.fixture
+async def ingest(env: dict[str, str], mongo_db: Any, stack: Stack, ingest_env: dict[str, str],
                  monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Ingest]:
-    for k, v in FAST_ENV.items():
+    for k, v in {**FAST_ENV, **ingest_env}.items():
         monkeypatch.setenv(k, v)
     settings = CommonSettings()
     await create_tenant(mongo_db, tenant_id=TENANT, name="Acme Medical", **LIMITS)

@@ -40,8 +40,9 @@ async def stage_message(blobs: S3BlobStore, settings: CommonSettings, *,
                         upload: bool = True, truncate: int = 0,
                         expires_at: datetime | None = None,
                         recipients: tuple[str, ...] = ("Bob@Example.org", "carol@example.org"),
-                        ) -> MessageReceived:
-    """Encrypt and upload a message's objects like ingest does; return its event."""
+                        inline: bool = False) -> MessageReceived:
+    """Encrypt and upload a message's objects like ingest does; return its event.
+    ``inline``: the ciphertext rides the event (ingest's small objects), nothing uploaded."""
     message_id = uuid.uuid4().hex
     objects = []
     for role, size in parts:
@@ -50,14 +51,16 @@ async def stage_message(blobs: S3BlobStore, settings: CommonSettings, *,
         data = os.urandom(size)
         dek = new_data_key()
         ct = encrypt_all(dek, object_id, data, SEGMENT)
-        if upload:
-            await blobs.put_bytes(key, ct[:len(ct) - truncate] if truncate else ct)
+        ct = ct[:len(ct) - truncate] if truncate else ct
+        if upload and not inline:
+            await blobs.put_bytes(key, ct)
         objects.append(StoredObject(
             object_id=object_id, key=key, role=role,  # type: ignore[arg-type]
             filename="a.bin" if role == "attachment" else None,
             content_type="application/octet-stream", size=size,
             sha256=hashlib.sha256(data).hexdigest(),
-            wrapped_key=settings.key_ring.wrap(tenant, object_id, dek), segment_size=SEGMENT))
+            wrapped_key=settings.key_ring.wrap(tenant, object_id, dek), segment_size=SEGMENT,
+            inline=ct if inline else None))
     return MessageReceived(
         tenant_id=tenant, message_id=message_id, sender="alice@acme.example",
         recipients=[Recipient(address=a, kind="to" if i == 0 else "cc")

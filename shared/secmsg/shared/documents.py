@@ -110,6 +110,9 @@ class MessageDoc(Document):
     purged_at: UtcDatetime | None = None
     recalled_at: UtcDatetime | None = None
     notify: bool = True
+    # Ciphertext of the objects kept inline (small ones), by object id; removed on purge
+    # and recall. An object listed here has nothing in the object store.
+    inline: dict[str, bytes] = Field(default_factory=dict)
 
 
 # --- audit_events, delivery_status, undeliverable, key_rotations (store) -------------------

@@ -2,16 +2,30 @@
 
 Every event is a frozen pydantic model with ``extra="forbid"``, a ``kind`` literal and a
 ``version``. A consumer that meets an unknown kind or version terminates the event and records
-it as poison instead of guessing. Events carry metadata only: content bytes live, encrypted, in
-the object store (claim check), never on NATS.
+it as poison instead of guessing. Events carry metadata and, for small objects only, their
+ciphertext: content bytes live encrypted in the object store (claim check); an object under
+ingest's inline threshold (``SECMSG_INGEST_INLINE_MAX_BYTES``, 64 KiB, at most
+``SECMSG_INGEST_INLINE_TOTAL_MAX_BYTES`` per message) rides ``message.received`` as
+``StoredObject.inline`` -- sealed exactly as it would be in the object store, never plaintext
+-- and store keeps it in the message document instead of an S3 object.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from datetime import UTC, datetime
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    TypeAdapter,
+    ValidationError,
+)
 
 from secmsg.shared.errors import PoisonEvent
 
@@ -24,9 +38,27 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def _from_base64(value: object) -> object:
+    # JSON carries the ciphertext as base64 text; Python callers and BSON hand over bytes.
+    if isinstance(value, str):
+        try:
+            return base64.b64decode(value, validate=True)
+        except binascii.Error:
+            raise ValueError("inline ciphertext is not base64") from None
+    return value
+
+
+# Bytes in Python and in BSON, base64 text in JSON.
+Ciphertext = Annotated[bytes, BeforeValidator(_from_base64),
+                       PlainSerializer(lambda b: base64.b64encode(b).decode(), return_type=str,
+                                       when_used="json")]
+
+
 class StoredObject(_Model):
-    """One encrypted object in the object store (a body, an attachment, or -- for a message
-    submitted as RFC 5322 -- the ``original`` raw message, kept so it can be fetched back)."""
+    """One encrypted object: a body, an attachment, or -- for a message submitted as RFC 5322
+    -- the ``original`` raw message, kept so it can be fetched back. In the object store at
+    ``key``, or, when small, ``inline``: its whole ciphertext (the same sealed segments) kept
+    in the message document, and nothing at ``key``."""
 
     object_id: str
     key: str
@@ -37,6 +69,7 @@ class StoredObject(_Model):
     sha256: str
     wrapped_key: str
     segment_size: int = Field(gt=0)
+    inline: Ciphertext | None = None
 
 
 class Recipient(_Model):

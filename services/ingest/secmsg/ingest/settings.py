@@ -30,6 +30,16 @@ class IngestSettings(EdgeSettings):
         default=4, gt=0,
         description="Ciphertext chunks buffered between the request and the object store")
     segment_size: int = Field(default=DEFAULT_SEGMENT_SIZE, gt=0)
+    inline_max_bytes: int = Field(
+        default=64 * 1024, ge=0,
+        description="Bodies and attachments of at most this many bytes are kept, encrypted "
+                    "the same way, inside the message document instead of as S3 objects (no "
+                    "S3 PUT, HEAD or GET for them); larger ones stream to S3. 0: never inline")
+    inline_total_max_bytes: int = Field(
+        default=256 * 1024, ge=0, le=512 * 1024,
+        description="Most ciphertext one message keeps inline (all its small objects "
+                    "together; the rest go to S3): it travels in message.received, which "
+                    "must stay under NATS's 1 MiB payload cap")
     publish_timeout_s: float = Field(default=5.0, gt=0)
     idempotency_heartbeat_s: float = Field(default=30.0, gt=0)
     idempotency_stale_s: float = Field(

@@ -82,10 +82,14 @@ async def _check_objects(event: MessageReceived, blobs: BlobStore) -> None:
         if obj.key != object_key(event.tenant_id, event.message_id, obj.object_id):
             raise InvalidInput(f"object {obj.object_id} has a key outside its message")
         expected = ciphertext_size(obj.size, obj.segment_size)
-        try:
-            actual = await blobs.size(obj.key)
-        except NotFound:
-            raise PermanentError(f"object {obj.object_id} is missing from the store") from None
+        if obj.inline is not None:  # its ciphertext came with the event: nothing to ask S3
+            actual = len(obj.inline)
+        else:
+            try:
+                actual = await blobs.size(obj.key)
+            except NotFound:
+                raise PermanentError(
+                    f"object {obj.object_id} is missing from the store") from None
         if actual != expected:
             raise IntegrityError(
                 f"object {obj.object_id} has {actual} bytes, expected {expected}")
@@ -105,7 +109,9 @@ def message_document(event: MessageReceived, *, stored_at: datetime) -> Doc:
         "recipients": [r.model_dump() for r in event.recipients],
         "recipient_addresses": addresses,
         "subject": event.subject,
-        "objects": [o.model_dump() for o in event.objects],
+        "objects": [o.model_dump(exclude={"inline"}) for o in event.objects],
+        # Small objects' ciphertext, kept here instead of in S3 (purge and recall unset it).
+        "inline": {o.object_id: o.inline for o in event.objects if o.inline is not None},
         "attachment_count": sum(1 for o in event.objects if o.role == "attachment"),
         "total_size": sum(o.size for o in event.objects),
         "disclaimer": event.disclaimer,
@@ -351,9 +357,12 @@ async def _delete_quietly(blobs: BlobStore, key: str) -> None:
 
 
 async def delete_objects(doc: Doc, blobs: BlobStore) -> None:
-    """Every object of a message, and anything else left in its folder (a retried upload)."""
+    """Every object of a message, and anything else left in its folder (a retried upload).
+    Inline objects have nothing in S3: the purge's ``$unset`` of ``inline`` removes them."""
+    inline = doc.get("inline") or {}
     for obj in doc.get("objects", []):
-        await _delete_quietly(blobs, obj["key"])
+        if obj.get("object_id") not in inline:
+            await _delete_quietly(blobs, obj["key"])
     await blobs.delete_prefix(message_prefix(doc["tenant_id"], doc["_id"]))
 
 

@@ -51,7 +51,10 @@ def _is_live(doc: MessageDoc, tenant_id: str, address: str, now: datetime) -> bo
 
 
 def _record(doc: MessageDoc) -> MessageRecord:
-    objects = [StoredObject.model_validate(o.model_dump()) for o in doc.objects]
+    # Small objects' ciphertext lives in the document itself (``inline``), not in S3.
+    objects = [StoredObject.model_validate({**o.model_dump(),
+                                            "inline": doc.inline.get(o.object_id)})
+               for o in doc.objects]
     return MessageRecord(
         message_id=doc.id,
         tenant_id=doc.tenant_id,

@@ -148,14 +148,14 @@ class MongoMessageRepo:
             await self._col.update_one(
                 {"_id": message_id},
                 {"$set": {"state": "purged", "purged_at": now},
-                 "$unset": {"lease_until": "", "purge_owner": ""}})
+                 "$unset": {"lease_until": "", "purge_owner": "", "inline": ""}})
 
     async def mark_recalled(self, message_id: str, *, at: datetime, by: str) -> None:
         async with unavailable_as_503():
             await self._col.update_one(
                 {"_id": message_id},
                 {"$set": {"state": "recalled", "recalled_at": at, "recalled_by": by},
-                 "$unset": {"lease_until": "", "purge_owner": ""}})
+                 "$unset": {"lease_until": "", "purge_owner": "", "inline": ""}})
 
     async def set_expiry(self, message_id: str, *, expires_at: datetime | None,
                          changed_at: datetime) -> bool:
