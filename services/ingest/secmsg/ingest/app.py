@@ -30,10 +30,10 @@ from secmsg.ingest.adapters.mongo_reports import MongoReports
 from secmsg.ingest.adapters.nats import NatsEventSink
 from secmsg.ingest.adapters.smtp import SmtpProbe
 from secmsg.ingest.routes import ROUTERS
-from secmsg.ingest.service import Options
 from secmsg.ingest.settings import IngestSettings
 from secmsg.ingest.slots import UploadSlots
 from secmsg.ingest.smtp_check import PlatformSmtp, RateLimiter
+from secmsg.ingest.upload import Options
 from secmsg.ingest.wiring import Deps
 from secmsg.shared import bus, mongo, telemetry
 from secmsg.shared.blobstore import S3BlobStore

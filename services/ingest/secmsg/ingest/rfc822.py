@@ -49,7 +49,7 @@ from email.parser import BytesParser
 from email.policy import default as default_policy
 from typing import Any, Protocol, cast
 
-from secmsg.ingest import service
+from secmsg.ingest import service, upload
 from secmsg.ingest.envelope import (
     _check_address,
     attachment_content_type,
@@ -336,7 +336,7 @@ def parse(raw: bytes, tenant: Tenant) -> Parsed:
 
 async def store(*, creds: Credentials, parsed: Parsed, idempotency_key: str | None,
                 blobs: BlobStore, idem: IdempotencyStore, events: EventSink, key_ring: KeyRing,
-                opts: service.Options) -> tuple[service.Accepted, datetime | None]:
+                opts: upload.Options) -> tuple[service.Accepted, datetime | None]:
     tenant = creds.tenant
     if idempotency_key is not None:
         service.check_idempotency_key(idempotency_key)
@@ -346,7 +346,7 @@ async def store(*, creds: Credentials, parsed: Parsed, idempotency_key: str | No
         stored: list[StoredObject] = []
 
         async def put(role: str, filename: str | None, ctype: str, data: bytes) -> None:
-            up = service.new_upload(blobs=blobs, key_ring=key_ring, tenant_id=tenant.tenant_id,
+            up = upload.new_upload(blobs=blobs, key_ring=key_ring, tenant_id=tenant.tenant_id,
                                     message_id=message_id, role=role, filename=filename,
                                     content_type=ctype, opts=opts, uploads=uploads,
                                     generation=tenant.key_generation)

@@ -17,10 +17,10 @@ from secmsg.ingest.ports import (
     TemplateStore,
     TenantDirectory,
 )
-from secmsg.ingest.service import Options
 from secmsg.ingest.slots import UploadSlots
 from secmsg.ingest.smtp_check import PlatformSmtp, RateLimiter
 from secmsg.ingest.tenant_smtp import SmtpConfigStore
+from secmsg.ingest.upload import Options
 from secmsg.shared.crypto import KeyRing
 
 

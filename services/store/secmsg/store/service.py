@@ -1,4 +1,4 @@
-# Over 400 lines: being reworked for batched writes (issue 13); split after
+# Over 400 lines: record, deliveries, audit and purge share helpers and one test API.
 """The store's logic: plain async functions over the ports, no framework in sight.
 
 Every function is idempotent: JetStream delivers at least once and a replica may die at any

@@ -1,4 +1,4 @@
-# Over 400 lines: being reworked for batched writes (issue 13); split after
+# Over 400 lines: the repositories share the insert-once helpers above them.
 """MongoDB implementations of the store's repositories.
 
 FerretDB 1.x compatible: every guarantee comes from one single-document operation -- a unique
