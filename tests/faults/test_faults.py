@@ -167,18 +167,25 @@ async def test_object_store_down_ingest_answers_503(platform: Platform, stack: S
     stack.s3.stop()
     try:
         async with httpx.AsyncClient(timeout=60) as client:
+            # Over the inline threshold (64 KiB): this one needs the object store.
             r = await client.post(platform.ingest_url + "/v1/messages",
                                   headers={"Authorization": f"Bearer {platform.api_key}"},
                                   files=[("envelope", (None, b'{"from":"a@acme.example","to":'
                                                       b'["i@example.org"],"subject":"s",'
-                                                      b'"text":"t"}', "application/json"))])
-        assert r.status_code == 503, r.text
-        assert "object store" in r.json()["detail"].lower()
+                                                      b'"text":"t"}', "application/json")),
+                                         ("attachment", ("big.bin", b"x" * 100_000,
+                                                         "application/octet-stream"))])
+            assert r.status_code == 503, r.text
+            assert "object store" in r.json()["detail"].lower()
+            # A small message is kept inline and needs no object store at all.
+            small = await submit(platform, sender="a@acme.example", to=["k@example.org"],
+                                 subject="during s3 outage", text="t", client=client)
     finally:
         stack.s3.start()
     mid = await submit(platform, sender="a@acme.example", to=["i@example.org"],
-                       subject="after s3", text="t")
-    await _assert_exactly_once(platform, {mid: ["i@example.org"]}, "S3 restart")
+                       subject="after s3", text="t", attachments={"big.bin": b"y" * 100_000})
+    await _assert_exactly_once(platform, {mid: ["i@example.org"], small: ["k@example.org"]},
+                               "S3 restart")
 
 
 async def test_mongo_down_mid_flow_then_everything_completes(platform: Platform,

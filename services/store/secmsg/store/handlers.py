@@ -108,10 +108,10 @@ def register(broker: NatsBroker, get_deps: Callable[[], Deps], cfg: StoreSetting
                                     batch_size=batch_size, fetch_timeout_s=fetch_timeout_s)
 
     # Batches: one insert per fetch for the messages and one for their audit rows (a round
-    # trip per event cost FerretDB more than the rest of the record). A fetch returns what is
-    # there, so a lone event is handled at once.
+    # trip per event cost FerretDB more than the rest of the record). A partial batch waits
+    # at most ``delivery_batch_wait_s`` (a lone message is not held back for the full fetch).
     @subscribe(subjects.any_tenant(subjects.MESSAGE_RECEIVED), subjects.STORE_RECEIVED,
-               batch=True)
+               batch=True, fetch_timeout_s=cfg.delivery_batch_wait_s)
     async def on_message_received(events: list[MessageReceived]) -> None:
         d = get_deps()
         await service.record_messages(events=events, messages=d.messages, blobs=d.blobs,
@@ -132,7 +132,8 @@ def register(broker: NatsBroker, get_deps: Callable[[], Deps], cfg: StoreSetting
     async def on_dead_letter(letter: worker.DeadLetterRecorded) -> None:
         await get_deps().dead_letters.keep(letter)
 
-    @subscribe(subjects.any_tenant("audit.>"), subjects.STORE_AUDIT, batch=True)
+    @subscribe(subjects.any_tenant("audit.>"), subjects.STORE_AUDIT, batch=True,
+               fetch_timeout_s=cfg.delivery_batch_wait_s)
     async def on_audit_events(events: list[AuditEvent]) -> None:
         await service.record_audits(events=events, audit=get_deps().audit)
 
