@@ -164,7 +164,8 @@ class CostBench(Bench):
     async def wait_mails(self, want: int, timeout: float = 900) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if sum(1 for e in os.scandir(self.mail_dir) if e.name.endswith(".eml")) >= want:
+            if self.mail_dir.exists() and sum(
+                    1 for e in os.scandir(self.mail_dir) if e.name.endswith(".eml")) >= want:
                 return
             await asyncio.sleep(0.2)
         raise RuntimeError("notifications did not all arrive")
