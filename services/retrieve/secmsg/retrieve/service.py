@@ -1,3 +1,4 @@
+# Over 400 lines: the recipient use cases share one access check (downloads split out)
 """retrieve's logic: sign-in code requests, sessions, listing and reading messages (the
 sign-in itself, per tenant policy, is ``accounts``; attachment downloads are ``downloads``).
 
