@@ -86,6 +86,15 @@ class Platform:
         assert r.status_code == 200, r.text
         return str(r.json()["token"])
 
+    async def notified(self, email: str, message_id: str, *, timeout: float = 60) -> None:
+        """Wait for ``email``'s notification of ``message_id``: what a real recipient has
+        before asking for a code (asking earlier, while store has not yet recorded the
+        recipient, is answered 202 with no code, by design)."""
+        def mail() -> bool:
+            return any(cap.message["X-Secure-Message-Id"] == message_id
+                       for cap in self.sink.handler.for_recipient(email))
+        await eventually(mail, timeout=timeout, what=f"notification of {message_id} to {email}")
+
     def _code_mails(self, email: str) -> list[str]:
         out = []
         for cap in self.sink.handler.for_recipient(email):

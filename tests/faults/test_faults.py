@@ -118,6 +118,7 @@ async def test_kill_9_retrieve_mid_download(platform: Platform) -> None:
     payload = bytes(range(256)) * 80_000  # ~20 MB
     mid = await submit(platform, sender="alice@acme.example", to=["gina@example.org"],
                        subject="big", text="see attachment", attachments={"big.bin": payload})
+    await platform.notified("gina@example.org", mid)
     async with platform.retrieve_client() as web:
         token = await platform.sign_in(web, "gina@example.org")
         auth = {"Authorization": f"Bearer {token}"}
