@@ -142,8 +142,8 @@ async def test_policy(ingest: Ingest, admin_key: str) -> None:
     assert body["default_expiry_days"] is None and body["limits"]["max_recipients"] == 2
     doc = await ingest.db[mongo.TENANTS].find_one({"_id": TENANT})
     assert doc["policy"] == {"signin": "password+code", "allow_totp": True,
-                             "allow_passkeys": True, "session_idle_minutes": 15, "session_absolute_hours": 12,
-                             "retention_days": 90}
+                             "allow_passkeys": True, "session_idle_minutes": 15,
+                             "session_absolute_hours": 12, "retention_days": 90}
     ev = await audits(ingest.settings, "policy.changed")
     assert ev[0].detail["fields"] == ("default_expiry_days,max_recipients,retention_days,"
                                       "session_idle_minutes,signin")
