@@ -92,10 +92,13 @@ async def test_a_bug_on_one_event_is_dead_lettered_then_replayed_by_the_operator
     await wait_for(lambda: audited(mongo_db, before.event_id))
     await wait_for(lambda: audited(mongo_db, after.event_id))
     assert not await audited(mongo_db, bad.event_id)
-    assert dead["reason"] == (f"KeyError: 'template_variable' (gave up after {MAX_DELIVER} "
-                              "deliveries)")
-    assert (dead["service"], dead["consumer"], dead["state"], dead["deliveries"]) == (
-        "store", subjects.STORE_AUDIT, "open", MAX_DELIVER)
+    # Under load an ack wait (3 s here) can expire mid-batch: JetStream then counts one more
+    # delivery, so the worker may give up at a later delivery than MAX_DELIVER, never earlier.
+    assert dead["deliveries"] >= MAX_DELIVER
+    assert dead["reason"] == (f"KeyError: 'template_variable' (gave up after "
+                              f"{dead['deliveries']} deliveries)")
+    assert (dead["service"], dead["consumer"], dead["state"]) == (
+        "store", subjects.STORE_AUDIT, "open")
     assert dead["subject"] == subjects.subject(TENANT, subjects.MESSAGE_OPENED)
     assert dead["_id"] == f"{subjects.STREAM}:{dead['stream_seq']}"
     assert MessageOpened.model_validate_json(dead["payload"]) == bad
