@@ -21,16 +21,13 @@ first for that reason.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from secmsg.retrieve import audit as audit_log
-from secmsg.retrieve import passwords, recovery, service, tokens, totp
+from secmsg.retrieve import passwords, recovery, service, tickets, tokens, totp
 from secmsg.retrieve.metrics import SIGNINS
 from secmsg.retrieve.ports import (
     AccountRecord,
@@ -181,32 +178,13 @@ async def _ensure_account(p: AccountPorts, tenant_id: str, address: str,
 
 # --- second-factor tickets ----------------------------------------------------------------
 
-def _ticket_key(p: AccountPorts) -> bytes:
-    return hmac.new(p.settings.code_pepper.encode(), b"secmsg-mfa-ticket-v1",
-                    hashlib.sha256).digest()
+_MFA = "mfa"  # the tickets' purpose
 
 
 def _make_ticket(p: AccountPorts, tenant_id: str, address: str, now: datetime) -> str:
     """A stateless, signed "first factor passed" ticket; single use via a marker."""
-    expires = int(now.timestamp()) + p.settings.mfa_ticket_ttl_s
-    body = "\0".join((tenant_id, address, str(expires), secrets.token_hex(16))).encode()
-    mac = hmac.new(_ticket_key(p), body, hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(body + mac).decode().rstrip("=")
-
-
-def _open_ticket(p: AccountPorts, ticket: str, now: datetime) -> tuple[str, str, str] | None:
-    try:
-        raw = base64.urlsafe_b64decode(ticket + "=" * (-len(ticket) % 4))
-    except ValueError:
-        return None
-    body, mac = raw[:-32], raw[-32:]
-    if len(raw) < 40 or not hmac.compare_digest(
-            mac, hmac.new(_ticket_key(p), body, hashlib.sha256).digest()):
-        return None
-    tenant_id, address, expires, nonce = body.decode().split("\0")
-    if int(expires) <= int(now.timestamp()):
-        return None
-    return tenant_id, address, nonce
+    return tickets.seal(p.settings.code_pepper, _MFA, [tenant_id, address],
+                        ttl_s=p.settings.mfa_ticket_ttl_s, now=now)
 
 
 @dataclass(frozen=True)
@@ -299,18 +277,17 @@ async def passkey_session(p: AccountPorts, *, tenant_id: str, address: str, poli
 async def complete_totp(p: AccountPorts, *, ticket: str, code: str, client: Client,
                         now: datetime) -> NewSession:
     """Second step of a sign-in that needs TOTP: the ticket from the first plus the code."""
-    opened = _open_ticket(p, ticket, now)
+    opened = tickets.open_(p.settings.code_pepper, _MFA, ticket, now=now)
     if opened is None:
         raise Unauthorized(BAD_SIGNIN)
-    tenant_id, address, nonce = opened
+    tenant_id, address = opened.fields
     account = await p.accounts.get(tenant_id=tenant_id, email=address)
     if account is None:
         await _throttle(p, "totp", tenant_id, address, client.ip, now)
         raise await _failed(p, tenant_id, address, client, now, "totp")
     if not await _totp_checked(p, account, code, client, now):
         raise await _failed(p, tenant_id, address, client, now, "totp")
-    if not await p.markers.claim(f"mfa-ticket:{nonce}", expires_at=now + timedelta(
-            seconds=p.settings.mfa_ticket_ttl_s)):
+    if not await p.markers.claim(f"mfa-ticket:{opened.nonce}", expires_at=opened.expires_at):
         raise Unauthorized(BAD_SIGNIN)
     policy = await load_policy(p, tenant_id)
     result = await _finish(p, tenant_id=tenant_id, address=address, policy=policy,

@@ -4,9 +4,10 @@ The ceremonies are the ``webauthn`` library's (options, attestation and assertio
 this module decides who may, binds each challenge to one person and one use, and keeps the
 credentials (``PasskeyRepo``: the public key and its counter, nothing secret).
 
-* **Challenges** travel in a signed, expiring ticket (HMAC under a key derived from the code
-  pepper, like the TOTP step's ticket), so no server state is kept per page view; the first
-  answer to a ticket claims it (an insert-once marker), so a challenge is used once.
+* **Challenges** travel in a signed, expiring ticket (``tickets``: purpose-bound, under a key
+  derived from the code pepper, like the TOTP step's ticket), so no server state is kept per
+  page view; the first answer to a ticket claims it (an insert-once marker), so a challenge is
+  used once.
 * **Discoverable credentials, user verification required**: registration asks for a resident
   key and user verification (PIN or biometric); sign-in asks for user verification and names
   no credential, so the person picks a passkey without typing their address first.
@@ -21,13 +22,12 @@ credentials (``PasskeyRepo``: the public key and its counter, nothing secret).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from urllib.parse import urlsplit
 
 from webauthn import (
@@ -50,7 +50,7 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
-from secmsg.retrieve import accounts, service
+from secmsg.retrieve import accounts, service, tickets
 from secmsg.retrieve import audit as audit_log
 from secmsg.retrieve.accounts import AccountPorts, Client
 from secmsg.retrieve.ports import PasskeyRecord, PasskeyRepo, SessionRecord
@@ -83,6 +83,7 @@ def relying_party(p: PasskeyPorts) -> tuple[str, list[str]]:
 
 
 def _key(p: PasskeyPorts) -> bytes:
+    # Only for the user handle now: it is stored by every authenticator, so it never changes.
     return hmac.new(p.account.settings.code_pepper.encode(), b"secmsg-webauthn-ticket-v1",
                     hashlib.sha256).digest()
 
@@ -94,11 +95,9 @@ def user_handle(p: PasskeyPorts, tenant_id: str, address: str) -> bytes:
 
 def _ticket(p: PasskeyPorts, *, purpose: str, tenant_id: str, address: str, challenge: bytes,
             now: datetime) -> str:
-    expires = int(now.timestamp()) + p.account.settings.webauthn_ticket_ttl_s
-    body = json.dumps([purpose, tenant_id, address, bytes_to_base64url(challenge), expires,
-                       secrets.token_hex(16)]).encode()
-    mac = hmac.new(_key(p), body, hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(body + mac).decode().rstrip("=")
+    return tickets.seal(p.account.settings.code_pepper, f"passkey-{purpose}",
+                        [tenant_id, address, bytes_to_base64url(challenge)],
+                        ttl_s=p.account.settings.webauthn_ticket_ttl_s, now=now)
 
 
 @dataclass(frozen=True)
@@ -111,19 +110,13 @@ class _Opened:
 
 
 def _open(p: PasskeyPorts, ticket: str, purpose: str, now: datetime) -> _Opened | None:
-    try:
-        raw = base64.urlsafe_b64decode(ticket + "=" * (-len(ticket) % 4))
-    except ValueError:
+    opened = tickets.open_(p.account.settings.code_pepper, f"passkey-{purpose}", ticket,
+                           now=now)
+    if opened is None:
         return None
-    body, mac = raw[:-32], raw[-32:]
-    if len(raw) < 40 or not hmac.compare_digest(
-            mac, hmac.new(_key(p), body, hashlib.sha256).digest()):
-        return None
-    kind, tenant_id, address, challenge, expires, nonce = json.loads(body)
-    if kind != purpose or int(expires) <= int(now.timestamp()):
-        return None
-    return _Opened(tenant_id, address, base64url_to_bytes(challenge), nonce,
-                   now + timedelta(seconds=p.account.settings.webauthn_ticket_ttl_s))
+    tenant_id, address, challenge = opened.fields
+    return _Opened(tenant_id, address, base64url_to_bytes(challenge), opened.nonce,
+                   opened.expires_at)
 
 
 async def _claim(p: PasskeyPorts, opened: _Opened) -> bool:
