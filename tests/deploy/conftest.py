@@ -2,8 +2,8 @@
 
 No container engine or cluster runs here, so the manifests are rendered with the real
 kustomize (built once from the Go module proxy and cached like the dev servers, under
-``~/.cache/secmsg/bin/kustomize-<version>/``) and checked against the Kubernetes JSON schemas
-that the ``kubernetes-validate`` package ships.
+``~/.cache/secmsg/bin/kustomize-<version>/``) and checked with ``kubeconform -strict`` against
+the Kubernetes and CRD schemas, offline (devstack/kubeconform.py, test_kubeconform.py).
 """
 
 from __future__ import annotations
