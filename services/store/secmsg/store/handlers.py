@@ -104,8 +104,11 @@ def register(broker: NatsBroker, get_deps: Callable[[], Deps], cfg: StoreSetting
     def subscribe(filter_subject: str, durable: str, *, batch: bool = False,
                   batch_size: int = cfg.batch_size,
                   fetch_timeout_s: float = cfg.fetch_timeout_s) -> worker.Registration:
+        # A batch consumer waits ``fetch_timeout_s`` for its first event (one pull request
+        # per that while idle), then at most its batch wait for the batch to fill.
         return consumers.subscriber(filter_subject, durable=durable, batch=batch,
-                                    batch_size=batch_size, fetch_timeout_s=fetch_timeout_s)
+                                    batch_size=batch_size, fetch_timeout_s=fetch_timeout_s,
+                                    idle_wait_s=cfg.fetch_timeout_s if batch else None)
 
     # Batches: one insert per fetch for the messages and one for their audit rows (a round
     # trip per event cost FerretDB more than the rest of the record). A partial batch waits
