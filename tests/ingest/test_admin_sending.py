@@ -142,10 +142,20 @@ async def test_dkim(ingest: Ingest, admin: str) -> None:
     got = (await ingest.client.get("/v1/admin/dkim", headers=auth(admin))).json()
     assert got == out
 
-    for bad in ({**body, "from_address": "x@other.example"}, {**body, "domain": "no_dots"},
-                {**body, "selector": "bad selector"}):
-        r = await ingest.client.put("/v1/admin/dkim", json=bad, headers=auth(admin))
-        assert r.status_code == 400, bad
+    r = await ingest.client.put("/v1/admin/dkim", json={**body, "from_address": "x@other.example"},
+                                headers=auth(admin))
+    assert r.status_code == 400 and "DKIM alignment" in r.json()["detail"], r.text
+    # Names are checked by the request model (secmsg.shared.dnsnames): 422, saying what is wrong.
+    for field, value, problem in (
+            ("domain", "no_dots", "is not a fully qualified domain name: '_' in the label"),
+            ("domain", "clinic", "is not a fully qualified domain name: one label only"),
+            ("domain", "a..clinic.example", "an empty label"),
+            ("selector", "bad selector", "is not a DNS name: ' ' in the label")):
+        r = await ingest.client.put("/v1/admin/dkim", json={**body, field: value},
+                                    headers=auth(admin))
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"].startswith(f"body.{field}: ") and problem in r.text, r.text
+    assert (await ingest.client.get("/v1/admin/dkim", headers=auth(admin))).json() == out
     assert (await ingest.client.delete("/v1/admin/dkim", headers=auth(admin))).status_code == 204
     assert (await ingest.client.delete("/v1/admin/dkim", headers=auth(admin))).status_code == 404
     changes = [e.detail["change"] for e in await audits(ingest.settings, "dkim.changed")]

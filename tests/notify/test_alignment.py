@@ -101,17 +101,26 @@ async def test_without_the_subdomain_setting_tenants_keep_the_platform_bounce_ad
     assert o.message["List-Unsubscribe"] is None  # not an https URL: ignored (logged)
 
 
-def test_ehlo_name_default_and_refused_values() -> None:
+def test_ehlo_name_default_and_refused_values(monkeypatch: pytest.MonkeyPatch) -> None:
     assert default_ehlo_name("n@platform.example", fqdn="node-1.dc1.platform.example") \
         == "node-1.dc1.platform.example"
     for local in ("localhost", "notify-7d9c", "pod.cluster.local", "host.localdomain", ""):
         assert default_ehlo_name("n@Platform.Example", fqdn=local) == "platform.example"
-    assert NotifySettings(ehlo_name="mx1.example.org.").ehlo_name == "mx1.example.org"
+    # From the environment, as the process reads them (secmsg.shared.dnsnames checks both).
+    monkeypatch.setenv("SECMSG_NOTIFY_EHLO_NAME", "MX1.example.org.")
+    monkeypatch.setenv("SECMSG_NOTIFY_TENANT_BOUNCE_SUBDOMAIN", " ")
+    got = NotifySettings()
+    assert (got.ehlo_name, got.tenant_bounce_subdomain) == ("mx1.example.org", None)
     for bad in ("notify", "bad name.example", "-x.example", "a..b.example"):
-        with pytest.raises(ValidationError, match="EHLO_NAME must be a fully qualified"):
-            NotifySettings(ehlo_name=bad)
-    with pytest.raises(ValidationError, match="TENANT_BOUNCE_SUBDOMAIN must be DNS labels"):
-        NotifySettings(tenant_bounce_subdomain="bounces@x")
+        monkeypatch.setenv("SECMSG_NOTIFY_EHLO_NAME", bad)
+        with pytest.raises(ValidationError, match=r"ehlo_name\n.*is not a fully qualified "
+                                                  r"domain name: "):
+            NotifySettings()
+    monkeypatch.delenv("SECMSG_NOTIFY_EHLO_NAME")
+    monkeypatch.setenv("SECMSG_NOTIFY_TENANT_BOUNCE_SUBDOMAIN", "bounces@x")
+    with pytest.raises(ValidationError, match=r"tenant_bounce_subdomain\n.*'bounces@x' is not "
+                                              r"a DNS name: '@' in the label"):
+        NotifySettings()
 
 
 def test_bounce_domains_the_receiver_accepts() -> None:

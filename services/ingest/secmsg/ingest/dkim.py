@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import re
 from datetime import datetime
 from typing import Any
 
@@ -18,10 +17,6 @@ from secmsg.ingest.admin_access import check_email
 from secmsg.ingest.ports import AccessRepo, Credentials, EventSink, Origin
 from secmsg.shared.crypto import DKIM_KEY_PURPOSE, KeyRing
 from secmsg.shared.errors import InvalidInput, NotFound
-
-_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
-_DOMAIN_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})+$")
-_SELECTOR_RE = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
 
 
 def _generate() -> tuple[str, str]:
@@ -44,12 +39,8 @@ def view(dkim: dict[str, Any]) -> dict[str, Any]:
 async def put(*, creds: Credentials, domain: str, selector: str, from_address: str,
               access: AccessRepo, key_ring: KeyRing, events: EventSink, origin: Origin,
               now: datetime) -> dict[str, Any]:
-    domain = domain.strip().lower().rstrip(".")
-    selector = selector.strip().lower()
-    if not _DOMAIN_RE.match(domain):
-        raise InvalidInput("domain is not a valid domain name")
-    if not _SELECTOR_RE.match(selector):
-        raise InvalidInput("selector must be DNS labels (letters, digits, hyphens)")
+    """``domain`` and ``selector`` come checked and normalised (``secmsg.shared.dnsnames``:
+    the request model's ``Fqdn`` and ``DnsName``)."""
     from_address = check_email(from_address, "from_address")
     if from_address.rsplit("@", 1)[1].lower() != domain:
         raise InvalidInput(f"from_address must be at {domain} (DKIM alignment)")

@@ -13,12 +13,10 @@ the EHLO name, and the envelope sender's domain for tenants that sign with their
 
 from __future__ import annotations
 
-import re
 import socket
 
-_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
-FQDN_RE = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(\.{_LABEL})+\Z", re.IGNORECASE)
-LABELS_RE = re.compile(rf"(?=.{{1,200}}\Z){_LABEL}(\.{_LABEL})*\Z", re.IGNORECASE)
+from secmsg.shared.dnsnames import is_dns_name
+
 _NOT_PUBLIC = ("localhost", ".localdomain", ".local", ".internal", ".lan")
 
 
@@ -26,7 +24,7 @@ def default_ehlo_name(platform_from: str, *, fqdn: str | None = None) -> str:
     """The host's fully qualified name when it has one worth showing (a dot, not a local-only
     name), else the platform sender's domain: never a bare host name such as a pod's."""
     name = (fqdn if fqdn is not None else socket.getfqdn()).lower().rstrip(".")
-    if FQDN_RE.match(name) and not name.endswith(_NOT_PUBLIC):
+    if is_dns_name(name, min_labels=2) and not name.endswith(_NOT_PUBLIC):
         return name
     return platform_from.rpartition("@")[2].lower()
 
@@ -45,4 +43,4 @@ def is_bounce_domain(domain: str, *, base_domain: str, subdomain: str | None) ->
     if domain == base_domain.lower():
         return True
     return bool(subdomain) and domain.startswith(f"{subdomain}.".lower()) \
-        and FQDN_RE.match(domain.removeprefix(f"{subdomain}.".lower())) is not None
+        and is_dns_name(domain.removeprefix(f"{subdomain}.".lower()), min_labels=2)

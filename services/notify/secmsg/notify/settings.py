@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from secmsg.notify.alignment import FQDN_RE, LABELS_RE
+from secmsg.shared.dnsnames import BlankIsNone, DnsPrefix, Fqdn
 
 
 class NotifySettings(BaseSettings):
@@ -104,13 +104,13 @@ class NotifySettings(BaseSettings):
                                   "notification's MAIL FROM becomes "
                                   "bounces+<tenant>.<message>.<hash>@notify.example; unset: "
                                   "the platform sender (SECMSG_SMTP_FROM)")
-    tenant_bounce_subdomain: str | None = Field(
+    tenant_bounce_subdomain: Annotated[DnsPrefix | None, BlankIsNone] = Field(
         default=None, description="with BOUNCE_ADDRESS, for a tenant with its own DKIM key: "
                                   "its envelope sender becomes <bounce local>+<tag>@<this>."
                                   "<tenant DKIM domain>, SPF-aligned with its From (the tenant "
                                   "publishes MX and SPF for that name first); unset: the "
                                   "platform bounce address for every tenant")
-    ehlo_name: str | None = Field(
+    ehlo_name: Annotated[Fqdn | None, BlankIsNone] = Field(
         default=None, description="the FQDN notify gives in EHLO/HELO (it should resolve to "
                                   "the sending IP and match its PTR); unset: the host's FQDN "
                                   "if it has a public-looking one, else the domain of "
@@ -145,25 +145,3 @@ class NotifySettings(BaseSettings):
     fetch_timeout_s: float = Field(default=5.0, gt=0)
     graceful_timeout_s: float = Field(
         default=20.0, gt=0, description="on SIGTERM, wait this long for in-flight events")
-
-    @field_validator("ehlo_name")
-    @classmethod
-    def _ehlo_name(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
-            return None
-        value = value.strip().lower().rstrip(".")
-        if not FQDN_RE.match(value):
-            raise ValueError("SECMSG_NOTIFY_EHLO_NAME must be a fully qualified domain name, "
-                             "e.g. mail1.notify.example")
-        return value
-
-    @field_validator("tenant_bounce_subdomain")
-    @classmethod
-    def _tenant_bounce_subdomain(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
-            return None
-        value = value.strip().lower().strip(".")
-        if not LABELS_RE.match(value):
-            raise ValueError("SECMSG_NOTIFY_TENANT_BOUNCE_SUBDOMAIN must be DNS labels, "
-                             "e.g. bounces")
-        return value

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from secmsg.ingest import audit, dkim, smtp_check, tenant_smtp
 from secmsg.ingest.routes.common import AUTH_ERRORS, Admin, DepsDep, err, origin
+from secmsg.shared.dnsnames import DnsName, Fqdn
 
 router = APIRouter(prefix="/v1/admin", tags=["admin: sending"])
 
@@ -108,8 +109,9 @@ def _millis(at: datetime) -> datetime:
 
 
 class DkimIn(BaseModel):
-    domain: str = Field(max_length=253, examples=["clinic.example"])
-    selector: str = Field(max_length=63, examples=["secmsg1"])
+    domain: Fqdn = Field(examples=["clinic.example"],
+                         description="the signing domain (d=), a fully qualified domain name")
+    selector: DnsName = Field(examples=["secmsg1"], description="DNS labels (s=)")
     from_address: str = Field(max_length=320, examples=["notifications@clinic.example"],
                               description="the notifications' From; must be at `domain`")
 
@@ -125,7 +127,7 @@ class DkimOut(BaseModel):
 
 
 @router.put("/dkim", response_model=DkimOut,
-            responses={**AUTH_ERRORS, 400: err("bad domain or selector, or a from_address "
+            responses={**AUTH_ERRORS, 400: err("a from_address that is not an address or "
                                                "not at the domain")},
             summary="Generate the tenant's DKIM key (RSA-2048); answers the DNS record",
             description="Replaces any previous key. The private key is stored encrypted and "

@@ -4,16 +4,12 @@ the notify workers: the bounce address and the standby relay are one setting for
 from __future__ import annotations
 
 import ipaddress
-import re
+from typing import Annotated
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from secmsg.notify.alignment import LABELS_RE
-
-# A DNS name as the monitor queries it: labels of letters, digits and hyphens.
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*"
-                       r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+from secmsg.shared.dnsnames import BlankIsNone, DnsPrefix, dns_name
 
 
 def split_list(value: str) -> list[str]:
@@ -39,7 +35,7 @@ class DeliverabilitySettings(BaseSettings):
     bounce_address: str | None = Field(
         default=None, description="envelope sender of notifications, local@domain; bounces "
                                   "come back to local+<tag>@domain (unset: receiver off)")
-    tenant_bounce_subdomain: str | None = Field(
+    tenant_bounce_subdomain: Annotated[DnsPrefix | None, BlankIsNone] = Field(
         default=None, description="also accept bounces at <this>.<any domain> (tenants' "
                                   "aligned envelope senders); same value as the workers'")
     bounce_max_bytes: int = Field(
@@ -66,16 +62,6 @@ class DeliverabilitySettings(BaseSettings):
         default=3, ge=1, description="consecutive clean checks before relay goes back to "
                                      "primary")
 
-    @field_validator("tenant_bounce_subdomain")
-    @classmethod
-    def _tenant_bounce_subdomain(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
-            return None
-        value = value.strip().lower().strip(".")
-        if not LABELS_RE.match(value):
-            raise ValueError("SECMSG_NOTIFY_TENANT_BOUNCE_SUBDOMAIN must be DNS labels")
-        return value
-
     @field_validator("bounce_address")
     @classmethod
     def _bounce_address(cls, value: str | None) -> str | None:
@@ -98,8 +84,7 @@ class DeliverabilitySettings(BaseSettings):
     @classmethod
     def _names(cls, value: str) -> str:
         for item in split_list(value):
-            if not _HOSTNAME.match(item):
-                raise ValueError(f"{item!r} is not a DNS name")
+            dns_name(item)  # ValueError names the bad item and what is wrong with it
         return value
 
     @property
