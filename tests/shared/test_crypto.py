@@ -166,3 +166,35 @@ def test_recipient_hint_names_one_recipient_of_one_message() -> None:
     rotated = KeyRing.parse(",".join((KeyRing.generate_spec(2),)) + "," + "1:" +
                             __import__("base64").b64encode(ring._keys[1]).decode())
     assert rotated.match_recipient_hint("acme", "m1", hint, rcpts) == "pat@example.org"
+
+
+def _reference_v1(key: bytes, oid: str, data: bytes, seg: int) -> bytes:
+    """Storage format v1 written out from the module docstring, independently of the
+    encryptor: what every object stored so far looks like."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    aead = AESGCM(key)
+    pieces = [data[i:i + seg] for i in range(0, len(data), seg)] or [b""]
+    out = []
+    for i, piece in enumerate(pieces):
+        final = i == len(pieces) - 1
+        nonce = b"\0\0\0\0" + i.to_bytes(8, "big")
+        aad = b"secmsg-seg-v1" + oid.encode() + i.to_bytes(8, "big") + bytes([final])
+        out.append(aead.encrypt(nonce, piece, aad))
+    return b"".join(out)
+
+
+@pytest.mark.parametrize("size", [0, 1, SEG - 1, SEG, SEG + 1, 7 * SEG + 5])
+@pytest.mark.parametrize("feed", [1, 300, SEG, SEG + 1, 5000])
+def test_storage_format_v1_unchanged(size: int, feed: int) -> None:
+    """Objects stored before any change to the encryptor still decrypt, and new ones are
+    byte-identical to the v1 format whatever sizes the plaintext arrives in."""
+    key, oid = bytes(range(32)), "ab" * 16
+    data = os.urandom(size)
+    stored = _reference_v1(key, oid, data, SEG)
+    enc = SegmentEncryptor(key, oid, SEG)
+    produced = b"".join(enc.update(data[i:i + feed]) for i in range(0, size, feed))
+    assert produced + enc.finalize() == stored
+    assert decrypt_all(key, oid, stored, size, SEG) == data
+    if size:
+        assert _range(key, oid, stored, size, size // 3, size - 1) == data[size // 3:]

@@ -1,9 +1,12 @@
 """Object store adapter (S3 API through the minio client), async on top of a sync client.
 
 The minio client is synchronous, so calls run in worker threads. Uploads stream: the caller
-feeds chunks through a bounded queue that ``put_object`` reads in parts (multipart upload,
-``PART_SIZE`` at a time), so memory stays at about one part whatever the object's size.
-Downloads stream a byte range in ``CHUNK`` pieces. Only ciphertext ever passes through here.
+feeds chunks through a hand-off bounded by bytes (``UPLOAD_AHEAD``, a little over one part)
+that ``put_object`` reads in parts (multipart upload, ``PART_SIZE`` at a time): the caller
+fills the next part while the thread sends the current one, and memory stays at about two
+parts whatever the object's size. Downloads stream a byte range in ``CHUNK`` pieces, one piece
+read ahead (and, with ``transform``, already decrypted) by the thread while the caller sends
+the current one. Only ciphertext ever passes through here.
 """
 
 from __future__ import annotations
@@ -40,57 +43,96 @@ def message_prefix(tenant_id: str, message_id: str) -> str:
 
 PART_SIZE = 8 * 1024 * 1024
 CHUNK = 4 * 1024 * 1024
+# Bytes an upload's caller may hand over beyond what the thread has taken: one whole part, so
+# the next part fills while the current one is sent (without it the two alternate).
+UPLOAD_AHEAD = PART_SIZE + 1024 * 1024
 DEFAULT_CONCURRENCY = 16  # threads (and kept connections) for short calls and downloads
 _EOF = None  # the end of an upload's chunks on the hand-off queue
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 
+Transform = Callable[[bytes], bytes]
+
+
 class BlobStore(Protocol):
     async def put_stream(self, key: str, chunks: AsyncIterator[bytes]) -> int: ...
     # An async generator: called without await, iterated with ``async for``.
-    def get_range(self, key: str, offset: int, length: int,
-                  chunk: int = ...) -> AsyncIterator[bytes]: ...
+    def get_range(self, key: str, offset: int, length: int, chunk: int = ...,
+                  transform: Transform | None = ...) -> AsyncIterator[bytes]: ...
     async def delete(self, key: str) -> None: ...
     async def delete_prefix(self, prefix: str) -> int: ...
     async def ping(self) -> None: ...
 
 
 class _QueueReader:
-    """File-like ``read(n)`` over chunks pushed from the event loop.
+    """File-like ``read(n)`` over chunks pushed from the event loop, bounded by bytes.
 
-    Feeding never needs a thread: the loop side waits on an ``asyncio.Semaphore`` for room,
-    and the reading thread hands room back with ``call_soon_threadsafe`` as it takes chunks.
-    (Feeding through ``asyncio.to_thread`` would deadlock once every worker thread of the
-    default executor sits in an upload blocked on ``read``.)
+    Feeding never needs a thread: the loop side waits (``wait_room``) until the bytes handed
+    over and not yet taken are below ``max_bytes``, and the reading thread wakes it with
+    ``call_soon_threadsafe`` as it takes chunks. (Feeding through ``asyncio.to_thread`` would
+    deadlock once every worker thread of the default executor sits in an upload blocked on
+    ``read``.) A part is joined from the chunks once, with no other copy.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, maxsize: int = 8):
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_bytes: int = UPLOAD_AHEAD):
         self.q: queue.SimpleQueue[bytes | BaseException | None] = queue.SimpleQueue()
-        self.room = asyncio.Semaphore(maxsize)
+        self.max_bytes = max_bytes
+        self.pending = 0  # bytes put and not yet taken by the thread (loop side only)
+        self._room = asyncio.Event()
         self._loop = loop
-        self._buf = bytearray()
+        self._left = b""  # the part of a chunk a previous read did not need
         self._eof = False
 
+    def put(self, item: bytes | BaseException | None) -> None:
+        if isinstance(item, bytes):
+            self.pending += len(item)
+        self.q.put(item)
+
+    def has_room(self) -> bool:
+        return self.pending < self.max_bytes
+
+    async def wait_room(self) -> None:
+        while not self.has_room():
+            self._room.clear()
+            await self._room.wait()
+
+    def _taken(self, n: int) -> None:  # on the loop
+        self.pending -= n
+        if self.has_room():
+            self._room.set()
+
     def read(self, n: int = -1) -> bytes:
-        while not self._eof and (n < 0 or len(self._buf) < n):
+        parts = [self._left] if self._left else []
+        have = len(self._left)
+        self._left = b""
+        while not self._eof and (n < 0 or have < n):
             item = self.q.get()
-            self._loop.call_soon_threadsafe(self.room.release)
             if item is _EOF:
                 self._eof = True
             elif isinstance(item, BaseException):
                 raise item
             else:
-                self._buf += item
-        if n < 0:
-            n = len(self._buf)
-        out = bytes(self._buf[:n])
-        del self._buf[:n]
-        return out
+                self._loop.call_soon_threadsafe(self._taken, len(item))
+                parts.append(item)
+                have += len(item)
+        if 0 <= n < have:
+            last = parts[-1]
+            keep = len(last) - (have - n)
+            parts[-1], self._left = last[:keep], last[keep:]
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 class _Aborted(Exception):
     """Raised inside the upload thread when the producer gave up."""
+
+
+def _close(resp: Any, ahead: asyncio.Future[Any] | None) -> None:
+    """Close a GET's response (and retrieve the abandoned read ahead's outcome, if any)."""
+    if ahead is not None and not ahead.cancelled():
+        ahead.exception()
+    resp.close()
+    resp.release_conn()
 
 
 def _unavailable(exc: BaseException) -> DependencyUnavailable:
@@ -170,13 +212,16 @@ class S3BlobStore:
 
         async def feed(item: bytes | None) -> bool:
             # Bounded hand-off; gives up if the upload thread has already died.
-            room = asyncio.ensure_future(reader.room.acquire())
-            both: set[asyncio.Future[Any]] = {room, upload}
-            done, _ = await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
-            if room not in done:
-                room.cancel()
+            if not reader.has_room():
+                room = asyncio.ensure_future(reader.wait_room())
+                both: set[asyncio.Future[Any]] = {room, upload}
+                done, _ = await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
+                if room not in done:
+                    room.cancel()
+                    return False
+            elif upload.done():
                 return False
-            reader.q.put(item)
+            reader.put(item)
             return True
 
         total = 0
@@ -189,7 +234,7 @@ class S3BlobStore:
                 await feed(_EOF)
         except BaseException as exc:
             # Make the upload thread fail so minio aborts the multipart upload.
-            reader.q.put(_Aborted(str(exc)))
+            reader.put(_Aborted(str(exc)))
             with contextlib.suppress(Exception):  # the producer's error is the one to report
                 await upload
             raise
@@ -202,29 +247,49 @@ class S3BlobStore:
 
         await self.put_stream(key, one())
 
-    async def get_range(self, key: str, offset: int, length: int,
-                        chunk: int = CHUNK) -> AsyncIterator[bytes]:
+    async def get_range(self, key: str, offset: int, length: int, chunk: int = CHUNK,
+                        transform: Transform | None = None) -> AsyncIterator[bytes]:
         """Yield ``length`` bytes of ``key`` starting at ``offset``, in pieces of exactly
         ``chunk`` bytes (the last one shorter), so a reader of fixed-size records (sealed
-        segments) can ask for whole ones."""
+        segments) can ask for whole ones.
+
+        ``transform`` (e.g. a decryptor's ``update``) is applied to each piece, in order, on
+        the worker thread, and its result yielded instead. The next piece is read (and
+        transformed) while the caller handles the current one: at most two pieces in memory.
+        """
+        loop = asyncio.get_running_loop()
         resp = await self._call(self._client.get_object, self.bucket, key, offset=offset,
                                 length=length)
         it: Iterator[bytes] = resp.stream(chunk)
+
+        def step() -> bytes | None:
+            piece = next(it, None)
+            if piece is None or transform is None:
+                return piece
+            return transform(piece)
+
+        ahead: asyncio.Future[bytes | None] | None = None
         try:
+            ahead = loop.run_in_executor(self._calls, step)
             while True:
                 try:
-                    piece = await asyncio.get_running_loop().run_in_executor(
-                        self._calls, next, it, None)
+                    piece = await ahead
                 except (Urllib3Error, OSError) as exc:
                     raise _unavailable(exc) from exc
+                finally:
+                    ahead = None
                 if piece is None:
                     return
+                ahead = loop.run_in_executor(self._calls, step)
                 yield piece
         finally:
             # A body read to the end has already handed its connection back to the pool
-            # (close() then has nothing to close); one given up halfway is closed here.
-            resp.close()
-            resp.release_conn()
+            # (close() then has nothing to close); one given up halfway is closed here --
+            # once the thread is out of it, if a read ahead is still running.
+            if ahead is None or ahead.done():
+                _close(resp, ahead)
+            else:
+                ahead.add_done_callback(functools.partial(_close, resp))
 
     async def get_bytes(self, key: str) -> bytes:
         resp = await self._call(self._client.get_object, self.bucket, key)

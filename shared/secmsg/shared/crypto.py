@@ -92,19 +92,25 @@ class SegmentEncryptor:
         """Add plaintext; return the ciphertext of every segment now known not to be last."""
         self.plaintext_size += len(data)
         size = self._segment_size
-        if self._buf:
-            view = memoryview(bytes(self._buf) + data)  # leftover is < one segment
-            self._buf.clear()
-        else:
-            view = memoryview(data)
+        view = memoryview(data)
         parts = []
         pos = 0
         # Keep at least one byte back so the segment that turns out last gets the final flag.
+        if self._buf:
+            # Complete the leftover (< one segment) from the front of ``data``; the rest is
+            # sealed straight from ``data``, never copied.
+            pos = size - len(self._buf)
+            if len(view) <= pos:
+                self._buf += view
+                return b""
+            self._buf += view[:pos]
+            parts.append(self._seal(self._buf, final=False))
+            self._buf.clear()
         while len(view) - pos > size:
             parts.append(self._seal(view[pos:pos + size], final=False))
             pos += size
         self._buf += view[pos:]
-        return b"".join(parts)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def finalize(self) -> bytes:
         if self.finished:
@@ -114,7 +120,7 @@ class SegmentEncryptor:
         self._buf.clear()
         return last
 
-    def _seal(self, chunk: bytes | memoryview, *, final: bool) -> bytes:
+    def _seal(self, chunk: bytes | bytearray | memoryview, *, final: bool) -> bytes:
         aad = _aad(self._object_id, self._index, final)
         ct = self._aead.encrypt(_nonce(self._index), chunk, aad)
         self._index += 1

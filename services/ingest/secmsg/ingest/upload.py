@@ -23,6 +23,9 @@ from secmsg.shared.events import StoredObject
 log = logging.getLogger(__name__)
 
 _EOF = object()
+# Ciphertext is handed to the object store's upload in pieces of at least this much: the
+# request arrives in pieces of 64-256 KiB, and each hand-off costs a few task switches.
+HANDOFF_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,8 @@ class Upload:
         self._task: asyncio.Task[int] | None = None
         self._held: list[bytes] = []  # sealed, not yet sent: the inline candidate
         self._held_size = 0
+        self._out: list[bytes] = []  # sealed, for the upload, not yet handed over
+        self._out_size = 0
         self.inline_size = 0  # ciphertext kept inline once finished
 
     @property
@@ -123,14 +128,21 @@ class Upload:
                 self._held_size += len(sealed)
                 return
             await self._spill()
-        await self._put(sealed)
+        self._out.append(sealed)
+        self._out_size += len(sealed)
+        if self._out_size >= HANDOFF_BYTES:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        out, self._out, self._out_size = self._out, [], 0
+        if out:
+            await self._put(out[0] if len(out) == 1 else b"".join(out))
 
     async def _spill(self) -> None:
         """Too big to keep inline: start the upload with what was held back."""
         self._start()
-        held, self._held, self._held_size = self._held, [], 0
-        for chunk in held:
-            await self._put(chunk)
+        self._out, self._held = self._held, []
+        self._out_size, self._held_size = self._held_size, 0
 
     def _fits_inline(self, ciphertext: int) -> bool:
         used = sum(u.inline_size for u in self._siblings if u is not self)
@@ -156,7 +168,8 @@ class Upload:
         else:
             if self._task is None:
                 await self._spill()
-            await self._put(last)
+            self._out.append(last)
+            await self._flush()
             await self._put(_EOF)
             assert self._task is not None
             await self._task

@@ -324,15 +324,32 @@ async def decrypt_stream(*, blobs: BlobReader, keyring: KeyRing, tenant_id: str,
     dec = crypto.SegmentDecryptor(data_key, obj.object_id, plaintext_size=obj.size,
                                   segment_size=obj.segment_size, plan=plan)
     spent = 0.0
+
+    def decrypt(chunk: bytes) -> bytes:
+        # Runs where the ciphertext is read (the object store's thread: the next piece is
+        # read and decrypted while this one is sent), in order, one piece at a time.
+        nonlocal spent
+        t0 = time.perf_counter()
+        try:
+            return dec.update(chunk)
+        finally:
+            spent += time.perf_counter() - t0
+
     length = plan.ct_end - plan.ct_start + 1
     try:
-        async for chunk in _ciphertext(blobs, obj, plan.ct_start, length,
-                                       read_size(obj.segment_size)):
-            t0 = time.perf_counter()
-            out = dec.update(chunk)
-            spent += time.perf_counter() - t0
+        if obj.inline is not None:
+            # From the message document (a short one means a truncated record, as a short S3
+            # object would).
+            if plan.ct_start + length > len(obj.inline):
+                raise IntegrityError(f"object {obj.object_id} is shorter than recorded")
+            out = decrypt(obj.inline[plan.ct_start:plan.ct_start + length])
             if out:
                 yield out
+        else:
+            async for out in blobs.get_range(obj.key, plan.ct_start, length,
+                                             read_size(obj.segment_size), decrypt):
+                if out:
+                    yield out
         t0 = time.perf_counter()
         last = dec.finalize()
         spent += time.perf_counter() - t0
@@ -340,19 +357,6 @@ async def decrypt_stream(*, blobs: BlobReader, keyring: KeyRing, tenant_id: str,
             yield last
     finally:
         DECRYPT_SECONDS.inc(spent)
-
-
-async def _ciphertext(blobs: BlobReader, obj: StoredObject, offset: int, length: int,
-                      chunk: int) -> AsyncIterator[bytes]:
-    """The ciphertext range: from the message document for an inline object (a short one
-    means a truncated record, as a short S3 object would), else from the object store."""
-    if obj.inline is None:
-        async for part in blobs.get_range(obj.key, offset, length, chunk):
-            yield part
-        return
-    if offset + length > len(obj.inline):
-        raise IntegrityError(f"object {obj.object_id} is shorter than recorded")
-    yield obj.inline[offset:offset + length]
 
 
 async def _read_body(*, blobs: BlobReader, keyring: KeyRing, tenant_id: str,
