@@ -10,6 +10,10 @@
 * ``sink`` (per test): a real SMTP server (aiosmtpd) capturing mail, with fault injection.
 * ``services`` (per test): starts ``python -m secmsg.<name>`` processes with ``env``, each
   connecting to NATS as its own user.
+* ``local_stack`` (session): ``python -m devstack.run`` (what ``./scripts/run`` starts) as a
+  real process tree in a temporary ``.run`` folder, for the tests of what a newcomer meets
+  (tests/deploy/test_local_stack.py) and of the mail it sends
+  (tests/deliverability/test_local_stack_alignment.py): started once for both.
 """
 
 from __future__ import annotations
@@ -28,8 +32,15 @@ from devstack.tls import ensure_cert
 from secmsg.shared.bus_users import ADMIN
 from secmsg.shared.crypto import KeyRing
 from secmsg.shared.settings import CommonSettings
+from tests.local_stack import LocalStack, running_local_stack
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    with running_local_stack(tmp_path_factory.mktemp("run")) as started:
+        yield started
 
 
 @pytest.fixture(scope="session")

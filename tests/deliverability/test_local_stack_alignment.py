@@ -1,13 +1,16 @@
-"""Every notification the local stack (``python -m devstack.run``) sends passes DKIM and DMARC
-for its From domain, as a receiving server would check it: the signature is verified with
-dkimpy and DMARC evaluated with authheaders, both looking the keys and policies up with real
-DNS queries (dnspython) to a DNS server on 127.0.0.1 (dnslib) that serves the records the
-deployment would publish -- the platform's (``.run/dkim/records.txt``) and a tenant's own
-(from ingest's ``PUT /v1/admin/dkim`` answer).
+"""Every mail the local stack (``python -m devstack.run``) sends -- notifications and
+retrieve's sign-in code mails, for a tenant without and a tenant with its own DKIM key --
+passes DKIM and DMARC for its From domain, as a receiving server would check it: the
+signature is verified with dkimpy and DMARC evaluated with authheaders, both looking the keys
+and policies up with real DNS queries (dnspython) to a DNS server on 127.0.0.1 (dnslib) that
+serves the records the deployment would publish -- the platform's
+(``.run/dkim/records.txt``) and a tenant's own (from ingest's ``PUT /v1/admin/dkim`` answer).
 
-Also checked per notification: the envelope sender (Return-Path) shares the From's
+Also checked per mail: the envelope sender (Return-Path) shares the From's
 organisational domain (SPF alignment), the Message-ID is at the From's domain, EHLO gave a
-fully qualified name, and no List-Unsubscribe header on these one-to-one notifications."""
+fully qualified name, and no List-Unsubscribe header on this one-to-one mail. The stack is
+the ``local_stack`` fixture (tests/conftest.py), shared with tests/deploy/test_local_stack.py:
+whatever mail that test made is checked too."""
 
 from __future__ import annotations
 
@@ -15,15 +18,10 @@ import asyncio
 import email
 import email.policy
 import json
-import os
 import re
-import shlex
-import signal
-import subprocess
-import sys
+import ssl
 import time
 import urllib.request
-from collections.abc import Iterator
 from email.message import EmailMessage
 from email.utils import parseaddr
 from pathlib import Path
@@ -38,7 +36,8 @@ from dnslib import QTYPE, RCODE, RR, TXT, DNSRecord
 from dnslib.server import BaseResolver, DNSHandler, DNSLogger, DNSServer
 
 from devstack import dkim as devdkim
-from tests.deploy.conftest import ROOT
+from secmsg.retrieve.adapters.smtp import SUBJECT as CODE_SUBJECT
+from tests.local_stack import LocalStack
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -101,47 +100,16 @@ class LoopbackDns:
         self.server.server.server_close()  # stop() leaves the socket open
 
 
-def _read_env(path: Path) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        key, _, value = line.partition("=")
-        out[key] = shlex.split(value)[0] if value else ""
-    return out
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
-    run_dir = tmp_path_factory.mktemp("run")
-    log = (run_dir / "devstack.out").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "devstack.run", "--dir", str(run_dir)],
-                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True,
-                            env={k: v for k, v in os.environ.items()
-                                 if not k.startswith("SECMSG_")})
-    urls = run_dir / "urls.env"
-    deadline = time.monotonic() + 240
-    try:
-        while not urls.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("the local stack did not come up:\n"
-                            + (run_dir / "devstack.out").read_text(errors="replace")[-4000:])
-            time.sleep(0.5)
-        yield run_dir, _read_env(urls)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        log.close()
-
-
-def _http(method: str, url: str, key: str, body: bytes | None = None,
+def _http(method: str, url: str, key: str | None, body: bytes | None = None,
           content_type: str = "application/json") -> dict[str, Any]:
-    req = urllib.request.Request(url, data=body, method=method, headers={
-        "Authorization": f"Bearer {key}", "Content-Type": content_type})
-    with urllib.request.urlopen(req, timeout=60) as r:
+    headers = {"Content-Type": content_type}
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
+    req = urllib.request.Request(url, data=body, method=method, headers=headers)
+    ctx = ssl.create_default_context()  # retrieve's local certificate is self-signed
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with urllib.request.urlopen(req, timeout=60, context=ctx) as r:
         answer: dict[str, Any] = json.load(r)
         return answer
 
@@ -171,24 +139,29 @@ async def _tenant_with_admin_key(mongo_url: str) -> str:
         await client.close()
 
 
-def _mail(mail_dir: Path, count: int) -> list[tuple[bytes, EmailMessage]]:
+def _mail(mail_dir: Path, want: dict[str, int]) -> list[tuple[bytes, EmailMessage]]:
+    """Every mail in the sink's folder, once ``want`` (Subject -> count) is there."""
     deadline = time.monotonic() + 90
     while True:
-        files = sorted(mail_dir.glob("*.eml"))
-        if len(files) >= count or time.monotonic() > deadline:
-            break
+        out = []
+        for f in sorted(mail_dir.glob("*.eml")):
+            raw = f.read_bytes()
+            out.append((raw, email.message_from_bytes(raw, _class=EmailMessage,
+                                                      policy=email.policy.default)))
+        subjects = [str(m["Subject"]) for _, m in out]
+        if all(subjects.count(k) >= n for k, n in want.items()) \
+                or time.monotonic() > deadline:
+            return out
         time.sleep(0.5)
-    out = []
-    for f in files:
-        raw = f.read_bytes()
-        out.append((raw, email.message_from_bytes(raw, _class=EmailMessage,
-                                                  policy=email.policy.default)))
-    return out
 
 
-def test_every_notification_of_the_local_stack_is_dkim_signed_and_dmarc_aligned(
-        stack: tuple[Path, dict[str, str]]) -> None:
-    run_dir, urls = stack
+def _from_domain(msg: EmailMessage) -> str:
+    return parseaddr(str(msg["From"]))[1].rpartition("@")[2].lower()
+
+
+def test_every_mail_of_the_local_stack_is_dkim_signed_and_dmarc_aligned(
+        local_stack: LocalStack) -> None:
+    run_dir, urls = local_stack.run_dir, local_stack.urls
     dnsd = LoopbackDns()
     try:
         # What the platform publishes (devstack made the key and wrote the records).
@@ -196,7 +169,7 @@ def test_every_notification_of_the_local_stack_is_dkim_signed_and_dmarc_aligned(
         assert (run_dir / "dkim" / "records.txt").read_text().count(" TXT ") == len(published)
         dnsd.zone.txt.update(published)
 
-        ingest = urls["INGEST_URL"]
+        ingest, retrieve = urls["INGEST_URL"], urls["RETRIEVE_URL"]
         demo_key = (run_dir / "demo-api-key").read_text().strip()
         _submit(ingest, demo_key, "alice@demo.example", "bob@example.org", "Platform-signed")
 
@@ -208,15 +181,22 @@ def test_every_notification_of_the_local_stack_is_dkim_signed_and_dmarc_aligned(
         dnsd.zone.txt[answer["dns_name"]] = answer["dns_value"]
         dnsd.zone.txt[f"_dmarc.{TENANT_DOMAIN}"] = "v=DMARC1; p=reject"
         _submit(ingest, admin_key, "carol@acme.example", "dave@example.org", "Tenant-signed")
+        _mail(Path(urls["MAIL_DIR"]), {"Platform-signed": 1, "Tenant-signed": 1})
 
-        mails = _mail(Path(urls["MAIL_DIR"]), 2)
-        assert len(mails) == 2, [m["Subject"] for _, m in mails]
-        from_domains = set()
+        # Each recipient now has a live message: each asks retrieve for a sign-in code.
+        for tenant, address in (("demo", "bob@example.org"), (TENANT, "dave@example.org")):
+            _http("POST", f"{retrieve}/v1/auth/code", None,
+                  json.dumps({"tenant_id": tenant, "email": address}).encode())
+
+        mails = _mail(Path(urls["MAIL_DIR"]), {"Platform-signed": 1, "Tenant-signed": 1,
+                                               CODE_SUBJECT: 2})
+        seen = set()
         for raw, msg in mails:
-            subject = msg["Subject"]
-            assert msg["X-Secure-Message-Id"], f"{subject}: not a notification"
-            from_domain = parseaddr(str(msg["From"]))[1].rpartition("@")[2].lower()
-            from_domains.add(from_domain)
+            subject = str(msg["Subject"])
+            kind = "notification" if msg["X-Secure-Message-Id"] else "code"
+            assert kind == "notification" or subject == CODE_SUBJECT, subject
+            from_domain = _from_domain(msg)
+            seen.add((kind, from_domain, str(msg["To"])))
             dkim_result = authheaders.check_dkim(raw, dnsfunc=dnsd.dkim_txt)
             assert dkim_result.result == "pass", f"{subject}: DKIM {dkim_result.result}"
             assert dkim_result.header_d == from_domain, f"{subject}: d= not the From's"
@@ -227,11 +207,15 @@ def test_every_notification_of_the_local_stack_is_dkim_signed_and_dmarc_aligned(
             return_path = parseaddr(str(msg["Return-Path"]))[1].rpartition("@")[2].lower()
             assert return_path != from_domain and get_org_domain(return_path) \
                 == get_org_domain(from_domain), f"{subject}: Return-Path {return_path}"
-            assert str(msg["Message-ID"]).rstrip(">").endswith("@" + from_domain)
+            assert str(msg["Message-ID"]).rstrip(">").endswith("@" + from_domain), subject
             helo = str(msg["Received"]).split()[1]
             assert FQDN.match(helo), f"{subject}: EHLO {helo!r}"
             assert msg["List-Unsubscribe"] is None and msg["List-Unsubscribe-Post"] is None
-        assert from_domains == {devdkim.PLATFORM_DOMAIN, TENANT_DOMAIN}
+        # both kinds of mail, from the platform's domain and from the keyed tenant's
+        assert seen >= {("notification", devdkim.PLATFORM_DOMAIN, "bob@example.org"),
+                        ("notification", TENANT_DOMAIN, "dave@example.org"),
+                        ("code", devdkim.PLATFORM_DOMAIN, "bob@example.org"),
+                        ("code", TENANT_DOMAIN, "dave@example.org")}, seen
         # the keys and policies really came over DNS
         assert f"{devdkim.SELECTOR}._domainkey.{devdkim.PLATFORM_DOMAIN}" in dnsd.queries
         assert f"{TENANT_SELECTOR}._domainkey.{TENANT_DOMAIN}" in dnsd.queries

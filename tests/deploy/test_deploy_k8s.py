@@ -412,6 +412,7 @@ def test_production_wires_deliverability_settings_the_services_accept(
     settings classes as they are (a typo would stop notify), the private key from a Secret."""
     from secmsg.notify.deliverability.settings import DeliverabilitySettings
     from secmsg.notify.settings import NotifySettings
+    from secmsg.shared.dkim import PlatformMailSettings
     from secmsg.shared.settings import CommonSettings
 
     docs = rendered["production"]
@@ -435,15 +436,23 @@ def test_production_wires_deliverability_settings_the_services_accept(
     assert notify.bounce_address == deliverability.bounce_address
     key_path = notify.dkim_private_key_file
     assert key_path is not None
-    (c,) = secmsg_deployment(docs, "notify")["spec"]["template"]["spec"]["containers"]
-    pod = secmsg_deployment(docs, "notify")["spec"]["template"]["spec"]
-    (mount,) = [m for m in c["volumeMounts"] if str(key_path).startswith(m["mountPath"] + "/")]
-    assert mount["readOnly"] is True
-    (vol,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
-    assert vol["secret"]["secretName"] == "secmsg-dkim"
-    assert vol["secret"]["items"] == [{"key": "private.pem", "path": Path(key_path).name}]
-    # only notify holds the DKIM key
-    for other in ("ingest", "store", "retrieve", "notify-deliverability"):
+    # retrieve's sign-in code mails read the same identity (PlatformMailSettings)
+    mail = PlatformMailSettings()
+    assert (mail.dkim_domain, mail.dkim_selector, mail.dkim_private_key_file,
+            mail.bounce_address, mail.ehlo_name) == (
+        notify.dkim_domain, notify.dkim_selector, key_path, notify.bounce_address,
+        notify.ehlo_name)
+    for svc in ("notify", "retrieve"):  # the two that send mail under the platform's name
+        (c,) = secmsg_deployment(docs, svc)["spec"]["template"]["spec"]["containers"]
+        pod = secmsg_deployment(docs, svc)["spec"]["template"]["spec"]
+        (mount,) = [m for m in c["volumeMounts"]
+                    if str(key_path).startswith(m["mountPath"] + "/")]
+        assert mount["readOnly"] is True, svc
+        (vol,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+        assert vol["secret"]["secretName"] == "secmsg-dkim", svc
+        assert vol["secret"]["items"] == [{"key": "private.pem", "path": Path(key_path).name}]
+    # no other workload holds the DKIM key
+    for other in ("ingest", "store", "notify-deliverability"):
         pod = secmsg_deployment(docs, other)["spec"]["template"]["spec"]
         assert all(v.get("secret", {}).get("secretName") != "secmsg-dkim"
                    for v in pod.get("volumes", [])), other

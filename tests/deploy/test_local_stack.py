@@ -1,5 +1,6 @@
 """What a newcomer meets first: ``./scripts/run``'s platform (``python -m devstack.run``) as a
-real process tree, then the README's walk-through against the addresses it wrote.
+real process tree (the ``local_stack`` fixture of tests/conftest.py), then the README's
+walk-through against the addresses it wrote.
 
 It listens on loopback only (every listening socket of the tree), writes the ports it really
 uses to ``.run/urls.env`` (and removes the file when it stops), and both APIs serve ``/docs``.
@@ -8,67 +9,21 @@ uses to ``.run/urls.env`` (and removes the file when it stops), and both APIs se
 from __future__ import annotations
 
 import json
-import os
 import re
-import shlex
-import signal
 import ssl
 import subprocess
-import sys
-import time
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.deploy.conftest import ROOT
+from tests.local_stack import ROOT, LocalStack
 
 pytestmark = pytest.mark.timeout(300)
 
 
-def _read_env(path: Path) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        key, _, value = line.partition("=")
-        out[key] = shlex.split(value)[0] if value else ""
-    return out
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str],
-                                                                        psutil.Process]]:
-    run_dir = tmp_path_factory.mktemp("run")
-    log = (run_dir / "devstack.out").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "devstack.run", "--dir", str(run_dir)],
-                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True,
-                            env={k: v for k, v in os.environ.items()
-                                 if not k.startswith("SECMSG_")})
-    urls = run_dir / "urls.env"
-    deadline = time.monotonic() + 240
-    try:
-        while not urls.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("the local stack did not come up:\n"
-                            + (run_dir / "devstack.out").read_text(errors="replace")[-4000:])
-            time.sleep(0.5)
-        yield run_dir, _read_env(urls), psutil.Process(proc.pid)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        log.close()
-    assert not urls.exists(), "urls.env must go when the stack stops (nothing listens there)"
-
-
-def test_everything_listens_on_loopback_only(stack: tuple[Path, dict[str, str],
-                                                         psutil.Process]) -> None:
-    _, urls, root = stack
+def test_everything_listens_on_loopback_only(local_stack: LocalStack) -> None:
+    urls, root = local_stack.urls, local_stack.process
     tree = [root, *root.children(recursive=True)]
     listening = [(p.name(), c.laddr) for p in tree for c in p.net_connections("inet")
                  if c.status == psutil.CONN_LISTEN]
@@ -82,8 +37,8 @@ def test_everything_listens_on_loopback_only(stack: tuple[Path, dict[str, str],
         assert port in ports, f"{key}={urls[key]} is not where the stack listens"
 
 
-def test_both_apis_serve_their_docs(stack: tuple[Path, dict[str, str], psutil.Process]) -> None:
-    _, urls, _ = stack
+def test_both_apis_serve_their_docs(local_stack: LocalStack) -> None:
+    urls = local_stack.urls
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
@@ -98,9 +53,8 @@ def test_both_apis_serve_their_docs(stack: tuple[Path, dict[str, str], psutil.Pr
     assert "'unsafe-inline'" not in csp and "'sha256-" in csp and "connect-src 'self'" in csp
 
 
-def test_the_readme_walk_through_runs_as_written(
-        stack: tuple[Path, dict[str, str], psutil.Process]) -> None:
-    run_dir, _, _ = stack
+def test_the_readme_walk_through_runs_as_written(local_stack: LocalStack) -> None:
+    run_dir = local_stack.run_dir
     readme = (ROOT / "README.md").read_text()
     section = readme.split("### Walk a message through by hand", 1)[1]
     block = section.split("```sh\n", 1)[1].split("```", 1)[0]

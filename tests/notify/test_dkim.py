@@ -15,12 +15,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from devstack.smtp_sink import Sink
-from secmsg.notify.adapters.dkim_signer import DkimSigner
 from secmsg.notify.bounce_address import address_hash, parse_bounce_address
 from secmsg.notify.compose import build_notification
 from secmsg.notify.ports import DkimKey, TenantBranding
 from secmsg.shared import mongo
 from secmsg.shared.crypto import DKIM_KEY_PURPOSE
+from secmsg.shared.dkim import DkimSigner
 from secmsg.shared.settings import CommonSettings
 from tests.notify.conftest import Bus, eventually, stored_event
 

@@ -17,7 +17,6 @@ from nats.aio.client import Client as NATS
 from pymongo import AsyncMongoClient
 
 from secmsg.notify import retry
-from secmsg.notify.adapters.dkim_signer import DkimSigner, check_key
 from secmsg.notify.adapters.kv import KvDeliveryRepo
 from secmsg.notify.adapters.mongo import (
     MongoRelayChooser,
@@ -34,6 +33,7 @@ from secmsg.notify.probes import nats_and_mongo_problems, probe_app
 from secmsg.notify.service import NotifyPolicy
 from secmsg.notify.settings import NotifySettings
 from secmsg.shared import bus, templating
+from secmsg.shared.dkim import DkimSigner, check_key
 from secmsg.shared.mongo import make_client
 from secmsg.shared.settings import CommonSettings
 from secmsg.shared.tenant_cache import TenantChanges

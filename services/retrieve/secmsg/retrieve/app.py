@@ -44,7 +44,7 @@ from secmsg.retrieve.adapters.mongo import (
 )
 from secmsg.retrieve.adapters.passkeys import MongoPasskeyRepo
 from secmsg.retrieve.adapters.passkeys import ensure_indexes as passkey_indexes
-from secmsg.retrieve.adapters.smtp import SmtpCodeMailer
+from secmsg.retrieve.adapters.smtp import MailIdentity, SmtpCodeMailer
 from secmsg.retrieve.deps import Deps
 from secmsg.retrieve.downloads import RangeUnsatisfiable
 from secmsg.retrieve.metrics import BYTES_OUT, LATENCY, REQUESTS
@@ -219,7 +219,10 @@ async def build_deps(common: CommonSettings, settings: RetrieveSettings,
                                     recheck_bytes=settings.download_recheck_bytes,
                                     recheck_s=settings.download_recheck_s),
         tenants=MongoTenantRepo(db), codes=MongoCodeRepo(db), sessions=MongoSessionRepo(db),
-        limiter=MongoRateLimiter(db), mailer=SmtpCodeMailer(common, policies),
+        limiter=MongoRateLimiter(db),
+        # signed and aligned like notify's notifications (the same PlatformMailSettings)
+        mailer=SmtpCodeMailer(common, policies, MailIdentity.from_settings(common),
+                              common.key_ring),
         audit=NatsAuditPublisher(publisher), blobs=S3BlobReader(blobs), janitor=MongoJanitor(db),
         tokens=MongoTokenRepo(db), accounts=MongoAccountRepo(db),
         markers=MongoMarkerRepo(db), revocations=revocations,

@@ -290,6 +290,11 @@ class PolicyRepo(Protocol):
         "disclaimers": [...], "display_name": ...}``."""
         ...
 
+    async def dkim(self, tenant_id: str) -> dict[str, Any] | None:
+        """``tenants.dkim`` as ingest stored it (domain, selector, from_address, the sealed
+        private key), or None: the tenant's own signing identity, used as notify uses it."""
+        ...
+
 
 class RateLimiter(Protocol):
     async def hit(self, *, key: str, limit: int, window_s: int, now: datetime) -> float | None:

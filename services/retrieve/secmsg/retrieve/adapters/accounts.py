@@ -250,6 +250,10 @@ class MongoPolicyRepo:
                 "footer": doc.footer, "disclaimers": list(doc.disclaimers),
                 "display_name": doc.shown_name(), "logo_url": doc.branding.logo_url or None}
 
+    async def dkim(self, tenant_id: str) -> dict[str, Any] | None:
+        doc = await self._tenants.get(tenant_id, ["dkim"])
+        return doc.dkim if doc is not None and isinstance(doc.dkim, dict) else None
+
 
 class MongoDeviceRepo:
     """``device_codes``: ``_id`` is sha256(device_code); the user code is unique among live

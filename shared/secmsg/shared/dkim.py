@@ -1,10 +1,12 @@
-"""DKIM signing (RFC 6376) of the final notification bytes, with dkimpy.
+"""DKIM signing (RFC 6376) of the platform's outgoing mail -- notify's notifications and
+retrieve's sign-in code mails -- with dkimpy, and the platform's mail identity both read.
 
 dkimpy canonicalizes (relaxed/simple), hashes and writes the DKIM-Signature header; only the
 RSA operation is done by ``cryptography`` (OpenSSL) with the key parsed once per key:
 dkimpy's own pure-Python RSA costs ~5 ms of CPU per 2048-bit signature, which would cap a
 replica at a few hundred notifications per second. Signatures are checked with
-``dkim.verify`` in tests/notify/test_dkim.py.
+``dkim.verify`` in tests/notify/test_dkim.py, and every mail of the local stack is verified
+against a loopback DNS server in tests/deliverability/test_local_stack_alignment.py.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections import OrderedDict
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import dkim  # type: ignore[import-untyped]  # dkimpy ships no type hints
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
-
-from secmsg.notify.ports import DkimKey
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The headers the design names; one absent from a message (e.g. Cc) is still listed in h=,
 # which signs its absence: nobody can add it later without breaking the signature.
@@ -27,6 +30,63 @@ SIGNED_HEADERS: tuple[bytes, ...] = (
     b"content-type", b"reply-to", b"x-secure-message-id", b"x-secure-message-url",
     b"list-unsubscribe", b"list-unsubscribe-post")
 _CACHE_SIZE = 256
+
+
+class DkimKey(Protocol):
+    """What signing needs of a key (notify's ``ports.DkimKey`` is one)."""
+
+    @property
+    def domain(self) -> str: ...
+    @property
+    def selector(self) -> str: ...
+    @property
+    def private_key_pem(self) -> bytes: ...
+
+
+class PlatformMailSettings(BaseSettings):
+    """The platform's mail identity, read by every service that sends mail: notify (through
+    ``NotifySettings``, which has the same variables) and retrieve (sign-in code mails), so
+    both sign with the same key and use the same envelope sender and EHLO name. The names
+    keep notify's prefix, where they were first documented."""
+
+    model_config = SettingsConfigDict(env_prefix="SECMSG_NOTIFY_", extra="ignore")
+
+    dkim_domain: str | None = Field(
+        default=None, description="d= of the platform's DKIM signature (the domain of "
+                                  "SECMSG_SMTP_FROM); with SELECTOR and PRIVATE_KEY_FILE")
+    dkim_selector: str | None = None
+    dkim_private_key_file: str | None = Field(
+        default=None, description="PEM RSA private key of the platform's DKIM signature; "
+                                  "unset: platform mail goes out unsigned")
+    bounce_address: str | None = Field(
+        default=None, description="envelope sender (MAIL FROM) base, at a domain aligned "
+                                  "with SECMSG_SMTP_FROM's; unset: the platform sender")
+    tenant_bounce_subdomain: str | None = Field(
+        default=None, description="for a tenant with its own DKIM key: its envelope sender "
+                                  "domain is <this>.<tenant DKIM domain>")
+    ehlo_name: str | None = Field(
+        default=None, description="the FQDN given in EHLO/HELO; unset: the host's FQDN if it "
+                                  "looks public, else the domain of SECMSG_SMTP_FROM")
+
+
+@dataclass(frozen=True)
+class PlatformKey:
+    domain: str
+    selector: str
+    private_key_pem: bytes = field(repr=False)
+
+
+def platform_key(settings: PlatformMailSettings) -> PlatformKey | None:
+    """The platform's DKIM key from ``settings`` (None when not configured); raises
+    ValueError when configured but unusable, so a service fails at start, not per mail."""
+    if not (settings.dkim_domain and settings.dkim_selector
+            and settings.dkim_private_key_file):
+        return None
+    with open(settings.dkim_private_key_file, "rb") as f:
+        key = PlatformKey(domain=settings.dkim_domain.lower(), selector=settings.dkim_selector,
+                          private_key_pem=f.read())
+    check_key(key)
+    return key
 
 
 class _OpenSslDKIM(dkim.DKIM):  # type: ignore[misc]  # dkim.DKIM is untyped (Any)
