@@ -199,7 +199,7 @@ AuditAction = Literal[
     "apikey.created", "apikey.revoked", "user.changed", "policy.changed", "signout.all",
     "message.fetched", "message.acknowledged", "message.restored", "template.changed",
     "smtp.changed", "dkim.changed", "undeliverable.cleared", "branding.changed",
-    "passkey.added", "passkey.removed",
+    "passkey.added", "passkey.removed", "list_unsubscribe.changed",
     # retrieve account self-service
     "password.changed", "totp.disabled", "recovery_codes.issued", "signout.session",
     "signout.others",

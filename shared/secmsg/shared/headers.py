@@ -22,3 +22,10 @@ def check_header_value(field: str, value: str) -> str:
         raise InvalidInput(f"{field} must not contain CR, LF, NUL or another control "
                            f"character (found U+{ord(m.group()):04X}; TAB is allowed)")
     return value
+
+
+# A tenant's List-Unsubscribe targets (``tenants.list_unsubscribe``: ingest checks them at
+# save, notify again before it writes the header): printable ASCII without space, angle
+# brackets or commas, which delimit the header's list (RFC 2369); https for one-click (RFC 8058).
+UNSUBSCRIBE_URL = re.compile(r"https://[\x21-\x2b\x2d-\x3b=\x3f-\x7e]{3,500}\Z")
+UNSUBSCRIBE_MAILTO = re.compile(r"mailto:[\x21-\x2b\x2d-\x3b=\x3f-\x7e]{3,300}\Z")

@@ -61,6 +61,8 @@ CHANGE_ACTIONS: dict[str, TenantAspect] = {
     "policy.changed": "policy", "branding.changed": "branding",
     "template.changed": "templates", "smtp.changed": "smtp", "dkim.changed": "dkim",
     "key.rotated": "key_generation", "undeliverable.cleared": "undeliverable",
+    # List-Unsubscribe is part of how the tenant's notifications look (notify's branding)
+    "list_unsubscribe.changed": "branding",
 }
 
 

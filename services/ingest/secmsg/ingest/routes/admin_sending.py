@@ -1,5 +1,5 @@
 """Admin routes for how notifications leave: the SMTP selection (platform or own server), its
-test, and the tenant's DKIM key."""
+test, the tenant's DKIM key, and its List-Unsubscribe setting (off by default)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from secmsg.ingest import audit, dkim, smtp_check, tenant_smtp
+from secmsg.ingest import audit, dkim, list_unsubscribe, smtp_check, tenant_smtp
 from secmsg.ingest.routes.common import AUTH_ERRORS, Admin, DepsDep, err, origin
 from secmsg.shared.dnsnames import DnsName, Fqdn
 
@@ -155,3 +155,60 @@ async def get_dkim(creds: Admin, deps: DepsDep) -> DkimOut:
 async def delete_dkim(creds: Admin, deps: DepsDep, request: Request) -> None:
     await dkim.delete(creds=creds, access=deps.access, events=deps.events,
                       origin=origin(request))
+
+
+class ListUnsubscribeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str | None = Field(
+        default=None, max_length=508, examples=["https://clinic.example/unsubscribe"],
+        description="the tenant's one-click unsubscribe endpoint (https; RFC 8058: it "
+                    "receives a POST with List-Unsubscribe=One-Click)")
+    mailto: str | None = Field(default=None, max_length=307,
+                               examples=["mailto:unsubscribe@clinic.example"])
+
+
+class ListUnsubscribeOut(BaseModel):
+    enabled: bool = Field(description="false (the default): notifications carry no "
+                                      "List-Unsubscribe header")
+    url: str | None
+    mailto: str | None
+    one_click: bool = Field(description="List-Unsubscribe-Post is added (there is an https "
+                                        "url)")
+    updated_at: datetime | None
+
+
+_LIST_UNSUBSCRIBE_WHY = (
+    "Off by default: a notification is one-to-one transactional mail, not a mailing list, so "
+    "there is nothing to unsubscribe from and an unsubscribe button invites recipients to "
+    "switch off mail they need; mailbox providers require these headers only of bulk and "
+    "marketing mail. Turn it on when the tenant's notifications are more than that.")
+
+
+@router.get("/list-unsubscribe", response_model=ListUnsubscribeOut, responses=AUTH_ERRORS,
+            summary="Whether notifications carry List-Unsubscribe (off by default)",
+            description=_LIST_UNSUBSCRIBE_WHY)
+async def get_list_unsubscribe(creds: Admin, deps: DepsDep) -> ListUnsubscribeOut:
+    return ListUnsubscribeOut(**list_unsubscribe.view(
+        await deps.access.tenant(creds.tenant.tenant_id)))
+
+
+@router.put("/list-unsubscribe", response_model=ListUnsubscribeOut,
+            responses={**AUTH_ERRORS, 400: err(
+                "neither url nor mailto, a url that is not https:, a mailto that is not "
+                "mailto:, or a space, comma or angle bracket in either")},
+            summary="Add List-Unsubscribe (and one-click List-Unsubscribe-Post) to the "
+                    "tenant's notifications",
+            description=_LIST_UNSUBSCRIBE_WHY + " Both headers are DKIM-signed. Replaces "
+                        "the previous setting.")
+async def put_list_unsubscribe(body: ListUnsubscribeIn, creds: Admin, deps: DepsDep,
+                               request: Request) -> ListUnsubscribeOut:
+    return ListUnsubscribeOut(**await list_unsubscribe.put(
+        creds=creds, url=body.url, mailto=body.mailto, repo=deps.access, events=deps.events,
+        origin=origin(request), now=_millis(datetime.now(UTC))))
+
+
+@router.delete("/list-unsubscribe", status_code=204, responses=AUTH_ERRORS,
+               summary="Back to the default: no List-Unsubscribe on notifications")
+async def delete_list_unsubscribe(creds: Admin, deps: DepsDep, request: Request) -> None:
+    await list_unsubscribe.delete(creds=creds, repo=deps.access, events=deps.events,
+                                  origin=origin(request))

@@ -5,7 +5,6 @@ live in NATS KV (kv.py)."""
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from secmsg.notify.ports import DkimKey, SmtpTarget, TenantBranding
 from secmsg.shared import crypto, mongo, templating
 from secmsg.shared.documents import ReadView, TenantDoc, UndeliverableDoc
 from secmsg.shared.errors import SecmsgError
+from secmsg.shared.headers import UNSUBSCRIBE_MAILTO, UNSUBSCRIBE_URL
 from secmsg.shared.tenant_cache import TenantCache, TenantChanges
 
 log = logging.getLogger(__name__)
@@ -129,9 +129,9 @@ def _list_unsubscribe(tenant_id: str, value: Any) -> dict[str, Any]:
         return {}
     url, mailto = value.get("url"), value.get("mailto")
     parts: list[str] = []
-    if isinstance(url, str) and _UNSUB_URL.match(url):
+    if isinstance(url, str) and UNSUBSCRIBE_URL.match(url):
         parts.append(f"<{url}>")
-    if isinstance(mailto, str) and _UNSUB_MAILTO.match(mailto):
+    if isinstance(mailto, str) and UNSUBSCRIBE_MAILTO.match(mailto):
         parts.append(f"<{mailto}>")
     if not parts:
         log.warning("tenant list_unsubscribe unusable; not added", extra={"tenant_id": tenant_id})
@@ -139,10 +139,6 @@ def _list_unsubscribe(tenant_id: str, value: Any) -> dict[str, Any]:
     return {"list_unsubscribe": ", ".join(parts),
             "list_unsubscribe_one_click": parts[0].startswith("<https:")}
 
-
-# Printable ASCII without space, angle brackets or commas (they delimit the header's list).
-_UNSUB_URL = re.compile(r"https://[\x21-\x2b\x2d-\x3b=\x3f-\x7e]{3,500}\Z")
-_UNSUB_MAILTO = re.compile(r"mailto:[\x21-\x2b\x2d-\x3b=\x3f-\x7e]{3,300}\Z")
 
 
 class MongoUndeliverableList:
