@@ -132,14 +132,20 @@ def allowed(policies: Sequence[Doc], src: Endpoint, dst: Endpoint, port: int,
             and _side(policies, dst, "Ingress", src, port, protocol, dst))
 
 
+WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job")
+
+
+def workloads(docs: Sequence[Doc]) -> list[Doc]:
+    """The rendered resources that make pods (each has ``spec.template``)."""
+    return [d for d in docs if d["kind"] in WORKLOADS]
+
+
 def pods_of(docs: Sequence[Doc], namespace: str, first_ip: str = "10.1.0.1") -> dict[str,
                                                                                    Endpoint]:
     """The pods the workloads of rendered manifests make, by workload name."""
     ip = ipaddress.ip_address(first_ip)
     out: dict[str, Endpoint] = {}
-    for d in docs:
-        if d["kind"] not in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
-            continue
+    for d in workloads(docs):
         tpl = d["spec"]["template"]
         ports = {p["name"]: int(p["containerPort"]) for c in tpl["spec"]["containers"]
                  for p in c.get("ports", []) if "name" in p}

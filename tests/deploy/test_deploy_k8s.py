@@ -14,6 +14,7 @@ import yaml
 
 from secmsg.shared import subjects
 from tests.deploy.conftest import K8S, OVERLAYS
+from tests.deploy.netpol import selects, workloads
 
 Doc = dict[str, Any]
 SERVICES = {"ingest": 8080, "store": 8081, "notify": 8082, "retrieve": 8443}
@@ -38,30 +39,9 @@ def named(docs: list[Doc], kind: str, name: str) -> Doc:
     return found[0]
 
 
-def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
-    for k, v in (selector.get("matchLabels") or {}).items():
-        if labels.get(k) != v:
-            return False
-    for expr in selector.get("matchExpressions") or []:
-        key, op, values = expr["key"], expr["operator"], expr.get("values", [])
-        if op == "In" and labels.get(key) not in values:
-            return False
-        if op == "NotIn" and labels.get(key) in values:
-            return False
-        if op == "Exists" and key not in labels:
-            return False
-        if op == "DoesNotExist" and key in labels:
-            return False
-    return True
-
-
 def pod_specs(docs: list[Doc]) -> list[tuple[str, Doc, dict[str, str]]]:
-    out = []
-    for d in docs:
-        if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
-            tpl = d["spec"]["template"]
-            out.append((d["metadata"]["name"], tpl["spec"], tpl["metadata"].get("labels", {})))
-    return out
+    return [(d["metadata"]["name"], d["spec"]["template"]["spec"],
+             d["spec"]["template"]["metadata"].get("labels", {})) for d in workloads(docs)]
 
 
 def secmsg_deployment(docs: list[Doc], svc: str) -> Doc:
