@@ -9,15 +9,17 @@ uses to ``.run/urls.env`` (and removes the file when it stops), and both APIs se
 from __future__ import annotations
 
 import json
+import os
 import re
 import ssl
 import subprocess
+import sys
 import urllib.request
 
 import psutil
 import pytest
 
-from tests.local_stack import ROOT, LocalStack
+from tests.local_stack import ROOT, LocalStack, read_env_file
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -66,3 +68,31 @@ def test_the_readme_walk_through_runs_as_written(local_stack: LocalStack) -> Non
                           cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().endswith("202"), proc.stdout
+
+
+def test_the_compose_walk_through_makes_a_working_api_key(local_stack: LocalStack) -> None:
+    """docs/operations.md's laptop steps cannot run here (no Docker daemon), but its tenant
+    and API-key program can: exactly as written, against the local stack's MongoDB, then the
+    key sends a message through ingest."""
+    ops = (ROOT / "docs" / "operations.md").read_text()
+    section = ops.split("### On a laptop, step by step", 1)[1].split("\n## ", 1)[0]
+    program = section.split('docker compose exec -T ingest python -c "', 1)[1].split('")', 1)[0]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SECMSG_")}
+    env |= read_env_file(local_stack.run_dir / "secrets.env")
+    env["SECMSG_MONGO_URL"] = local_stack.urls["MONGO_URL"]
+    proc = subprocess.run([sys.executable, "-c", program], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    key = proc.stdout.strip()
+    assert key and "\n" not in key, proc.stdout
+    envelope = json.dumps({"from": "alice@demo.example", "to": ["bob@example.org"],
+                           "subject": "Hello", "text": "Secret"})
+    boundary = "----opsdoc"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"envelope\"\r\n"
+            f"Content-Type: application/json\r\n\r\n{envelope}\r\n--{boundary}--\r\n").encode()
+    req = urllib.request.Request(local_stack.urls["INGEST_URL"] + "/v1/messages", data=body,
+                                 method="POST", headers={
+                                     "Authorization": f"Bearer {key}",
+                                     "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        assert r.status == 202 and json.load(r)["message_id"]
