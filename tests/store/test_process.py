@@ -32,9 +32,15 @@ async def test_process_serves_health_and_stores(
         ev = await stage_message(blobs, settings)
         await publish_received(publisher, ev)
         await wait_for(lambda: mongo_db[mongo.MESSAGES].find_one({"_id": ev.message_id}))
-        metrics = (await http.get("/metrics")).text
-        assert 'secmsg_events_total{consumer="store-received",outcome="acked",service="store"}' \
-            in metrics
+        acked = 'secmsg_events_total{consumer="store-received",outcome="acked",service="store"}'
+
+        async def metrics_after_ack() -> str:
+            # The document is written before the audit row, the message.stored publish and
+            # the ack: the counter follows the ack, a moment after the document shows.
+            text = (await http.get("/metrics")).text
+            return text if acked in text else ""
+
+        metrics = await wait_for(metrics_after_ack)
         assert "secmsg_store_messages_stored_total 1.0" in metrics
     assert [s.message_id for s in await stored_events(nc)] == [ev.message_id]
     # The log never carries content: subject line and addresses stay out of it.

@@ -77,6 +77,7 @@ from faststream.nats.message import NatsBatchMessage
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
+from nats.errors import TimeoutError as NatsTimeout
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
@@ -558,36 +559,53 @@ def accepted_events(func: Callable[..., Any]) -> tuple[type, ...]:
     return (first,) if isinstance(first, type) and issubclass(first, BaseModel) else ()
 
 
-class _FirstWaitsLong:
-    """A batch consumer's pull subscription whose fetch long-polls for the first event.
+class _PullFetch:
+    """A pull subscription as FastStream's consume loops should see it.
 
-    FastStream's batch loop fetches until the batch is full or ``fetch_timeout_s`` (the batch
-    wait, e.g. 0.1 s) has passed, and JetStream answers a pull request as soon as anything is
-    there: so an idle or trickling consumer sent a pull request every batch wait, ten a second
-    per consumer, most of them answered "nothing" (store's three batch consumers were about
-    half of NATS's messages per submitted message; docs/cost.md). Here the first fetch of a
-    round waits up to ``idle_s`` (one request, answered when an event arrives), then the
-    batch is topped up for at most ``wait_s`` from that first event, as before."""
+    1. **No lost batches.** FastStream's loops catch ``nats.errors.TimeoutError``, but
+       nats-py's ``fetch`` also raises the builtin ``TimeoutError`` (asyncio's: a pull
+       request that ended before its wait, common under load with a 0.1 s batch wait). That
+       escaped the loop, which FastStream's supervisor restarts -- and a batch loop lost the
+       events it had gathered in that round: delivered, never handled, redelivered only after
+       the consumer's ack wait (store: 30 s). That was the redeliveries and the 30 s stalls of
+       bench.cost (docs/cost.md). Every timeout leaves here as ``nats.errors.TimeoutError``.
+    2. **Batch consumers long-poll for their first event** (``idle_s``). FastStream's batch
+       loop fetches until the batch is full or ``wait_s`` (the batch wait) has passed, and
+       JetStream answers a pull request as soon as anything is there: so an idle or trickling
+       consumer sent a pull request every batch wait, ten a second per consumer, most of them
+       answered "nothing" (store's three batch consumers: about half of NATS's messages per
+       submitted message). Here the first fetch of a round waits up to ``idle_s`` (one
+       request, answered when an event arrives), then the batch is topped up for at most
+       ``wait_s`` from that first event, as before.
+    """
 
-    def __init__(self, inner: Any, *, idle_s: float, wait_s: float) -> None:
+    def __init__(self, inner: Any, *, idle_s: float | None, wait_s: float) -> None:
         self._inner = inner
         self._idle_s = idle_s
         self._wait_s = wait_s
 
+    async def _fetch(self, batch: int, wait: float | None) -> list[Msg]:
+        try:
+            msgs: list[Msg] = await self._inner.fetch(batch, timeout=wait)
+        except NatsTimeout:
+            raise
+        except TimeoutError as exc:  # asyncio's: what FastStream's loop does not expect
+            raise NatsTimeout from exc
+        return msgs
+
     async def fetch(self, batch: int = 1, timeout: float | None = 5.0,  # noqa: ASYNC109 -- nats-py API
                     heartbeat: float | None = None) -> list[Msg]:
-        if timeout is not None and timeout < self._wait_s / 2:
-            # FastStream's loop asking for the rest of a round (not expected: see below).
-            rest: list[Msg] = await self._inner.fetch(batch, timeout=timeout)
-            return rest
-        # TimeoutError (nothing for idle_s) goes to FastStream's loop, which simply asks again.
-        msgs: list[Msg] = await self._inner.fetch(1, timeout=self._idle_s)
+        if self._idle_s is None or (timeout is not None and timeout < self._wait_s / 2):
+            # Not long-polled; or FastStream's batch loop asking for the rest of a round.
+            return await self._fetch(batch, timeout)
+        # A timeout (nothing for idle_s) goes to FastStream's loop, which simply asks again.
+        msgs = await self._fetch(1, self._idle_s)
         # FastStream's own deadline (taken before this call) has passed by the end of the
-        # top-up unless the batch is full: it hands the batch over without another fetch.
+        # top-up unless the batch is full: it hands the batch over.
         deadline = time.monotonic() + self._wait_s
         while len(msgs) < batch and (remaining := deadline - time.monotonic()) > 0:
             try:
-                msgs += await self._inner.fetch(batch - len(msgs), timeout=remaining)
+                msgs += await self._fetch(batch - len(msgs), remaining)
             except TimeoutError:
                 break
         return msgs
@@ -596,15 +614,15 @@ class _FirstWaitsLong:
         return getattr(self._inner, name)
 
 
-def _long_poll_first(sub: Any, *, idle_s: float, wait_s: float) -> None:
-    """Wrap ``sub``'s pull subscription in ``_FirstWaitsLong`` as soon as it is made (its
-    consume task starts only at the next await, so it sees the wrapper)."""
+def _wrap_pulls(sub: Any, *, idle_s: float | None, wait_s: float) -> None:
+    """Wrap ``sub``'s pull subscription in ``_PullFetch`` as soon as it is made (its consume
+    task starts only at the next await, so it sees the wrapper)."""
     create = sub._create_subscription
 
     async def create_then_wrap() -> None:
         await create()
-        if sub.subscription is not None and not isinstance(sub.subscription, _FirstWaitsLong):
-            sub.subscription = _FirstWaitsLong(sub.subscription, idle_s=idle_s, wait_s=wait_s)
+        if sub.subscription is not None and not isinstance(sub.subscription, _PullFetch):
+            sub.subscription = _PullFetch(sub.subscription, idle_s=idle_s, wait_s=wait_s)
 
     sub._create_subscription = create_then_wrap
 
@@ -664,7 +682,7 @@ class EventWorker:
 
         A batch consumer's ``fetch_timeout_s`` is how long a batch may wait to fill; with
         ``idle_wait_s`` its first fetch waits that long for the first event instead
-        (``_FirstWaitsLong``: one pull request per ``idle_wait_s`` while idle, not one per
+        (``_PullFetch``: one pull request per ``idle_wait_s`` while idle, not one per
         batch wait)."""
         policy = policy or self.outcomes.policy
         config = ConsumerConfig(
@@ -683,8 +701,8 @@ class EventWorker:
                                   max_deliver=policy.max_deliver + RECORD_RETRIES,
                                   max_ack_pending=max_ack_pending),
             **kwargs)
-        if batch and idle_wait_s is not None and idle_wait_s > fetch_timeout_s:
-            _long_poll_first(sub, idle_s=idle_wait_s, wait_s=fetch_timeout_s)
+        long_poll = batch and idle_wait_s is not None and idle_wait_s > fetch_timeout_s
+        _wrap_pulls(sub, idle_s=idle_wait_s if long_poll else None, wait_s=fetch_timeout_s)
         self.subscribers[durable] = sub
         return Registration(sub, self.outcomes, policy, batch)
 
