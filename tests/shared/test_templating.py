@@ -148,3 +148,47 @@ def test_compiled_template_renders_other_data_within_limits() -> None:
     ctx["attachment_count"] = 6  # the branch the sample did not take still hits the limit
     with pytest.raises(PayloadTooLarge):
         templating.render_limited(checked, ctx)
+
+
+def test_the_render_limit_counts_the_renders_own_cpu_not_time_waiting_for_it() -> None:
+    """A legal template (about half the limit in CPU) is not refused because other threads
+    had the CPU meanwhile: on a loaded node its wall time is far above the limit. (The limit
+    used to be wall-clock: tests/notify/test_render_pool.py fell back to the default under
+    load.) One over the limit in its own CPU is still refused (HOSTILE above)."""
+    import threading
+    import time
+
+    probe = "{% for i in range(200) %}{% for j in range(200) %}{% endfor %}{% endfor %}"
+    ctx = templating.sample_context(TEXT)
+    started = time.thread_time()
+    templating.render_limited(templating.compile_checked(TEXT, probe + LINK), ctx,
+                              limits=templating.Limits(render_timeout_s=60))
+    per_outer = (time.thread_time() - started) / 200
+    limit = 0.4
+    outer = max(1, int(limit * 0.5 / per_outer))
+    source = (f"{{% for i in range({outer}) %}}{{% for j in range(200) %}}{{% endfor %}}"
+              "{% endfor %}" + LINK)
+    checked = templating.compile_checked(TEXT, source)
+
+    stop = threading.Event()
+
+    def spin() -> None:  # pure Python: holds the GIL as a busy neighbour thread does
+        n = 0
+        while not stop.is_set():
+            n += 1
+
+    spinners = [threading.Thread(target=spin, daemon=True) for _ in range(4)]
+    for t in spinners:
+        t.start()
+    try:
+        wall, cpu = time.perf_counter(), time.thread_time()
+        out = templating.render_limited(checked, ctx,
+                                        limits=templating.Limits(render_timeout_s=limit))
+        wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
+    finally:
+        stop.set()
+        for t in spinners:
+            t.join()
+    # Typically ~0.2 s of CPU over ~1 s of wall time here: a wall-clock limit refused it.
+    print(f"\n[render limit] {cpu:.2f} s CPU, {wall:.2f} s wall, limit {limit} s")
+    assert out.startswith("https://")
