@@ -237,3 +237,30 @@ async def test_recipient_held_by_a_live_lease_waits_for_it_then_is_sent_once(
     doc = await read_claim(nbus.nc, tenant, ev.message_id, "bob@example.org")
     assert doc is not None and doc["state"] == "sent" and doc["attempts"] == 2
     assert len(sink.messages) == 2
+
+
+async def test_a_copy_delivered_while_the_first_is_sending_settles_without_the_lease(
+        tenant: str, sink: Sink, nbus: Bus, start_notify: Any) -> None:
+    """An event delivered again while this process still sends it (its ack wait ran out while
+    it waited in the consumer's queue, a loaded machine): the copy finds the recipient held by
+    a coroutine here. It comes back within OWNER_TTL_S, finds it sent, and the consumers
+    settle -- it used to park in the retry stream for the whole lease (120 s here), which is
+    what made the notify kill -9 fault test time out waiting for them under load."""
+    await start_notify(SECMSG_NOTIFY_LEASE_S="120")
+    # The first send takes a second (within SECMSG_SMTP_TIMEOUT_S, 2 s here).
+    sink.handler.faults = Faults(mode="hang", count=1, hang_seconds=1.0)
+    ev = stored_event(to=["bob@example.org"])
+    await nbus.publish(ev)
+
+    async def sending() -> bool:
+        doc = await read_claim(nbus.nc, tenant, ev.message_id, "bob@example.org")
+        return doc is not None and doc["state"] == "sending"
+
+    await eventually(sending, what="the first copy sending")
+    await nbus.publish(ev, copy="redelivered")
+    await eventually(lambda: sink.handler.for_recipient("bob@example.org"), what="the mail")
+    # Well below the 120 s lease: the copy was looked at again after ~OWNER_TTL_S (5 s).
+    await eventually(lambda: settled(nbus.nc), timeout=30, what="notify's consumers settled")
+    assert len(sink.handler.for_recipient("bob@example.org")) == 1
+    doc = await read_claim(nbus.nc, tenant, ev.message_id, "bob@example.org")
+    assert doc is not None and doc["state"] == "sent"

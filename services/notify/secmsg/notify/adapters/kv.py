@@ -328,8 +328,13 @@ class KvDeliveryRepo:
                         return Claim("claimed", "sending", attempts + 1, lease_until)
                     continue  # someone else wrote first: look again
                 # A live owner: look again when its heartbeat could have lapsed, or the lease.
+                # Held by a coroutine of this very process (the event was delivered again while
+                # its first copy is still being worked on): that copy finishes or hands the
+                # recipient on within the SMTP timeout, so look again as soon, not after the
+                # whole lease -- else the copy parked in the retry stream for LEASE_S (120 s),
+                # and waiting for notify's consumers to settle timed out under load.
                 until = held_until if state == "sending" else None
-                if until is not None and not mine and isinstance(owner, str):
+                if until is not None and isinstance(owner, str):
                     until = min(until, now + timedelta(seconds=self.owner_ttl_s))
                 return Claim("busy", state, attempts, lease_until=until)
         return Claim("busy", "contended", 0)
