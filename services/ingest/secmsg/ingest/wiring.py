@@ -45,6 +45,8 @@ class Deps:
     smtp_test_limiter: RateLimiter
 
 
-def get_deps(request: Request) -> Deps:
+async def get_deps(request: Request) -> Deps:
+    # async: FastAPI runs a plain ``def`` dependency in its thread pool -- a thread hand-off
+    # (and a GIL switch under load) on every request for an attribute read.
     deps: Deps = request.app.state.deps
     return deps
