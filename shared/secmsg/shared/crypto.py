@@ -253,6 +253,7 @@ class KeyRing:
                 raise ValueError(f"keyring version {version} is not 32 bytes")
         self._keys = dict(keys)
         self._hint_keys: dict[tuple[str, int], bytes] = {}
+        self._keks: dict[tuple[str, int, int], AESGCM] = {}
         self.active = active if active is not None else max(keys)
         if self.active not in self._keys:
             raise ValueError(f"active key version {self.active} is not in the keyring")
@@ -273,6 +274,11 @@ class KeyRing:
         return f"{version}:{base64.b64encode(os.urandom(32)).decode()}"
 
     def _kek(self, tenant_id: str, version: int, generation: int = 0) -> AESGCM:
+        # cached: ingest wraps a data key for every object of every submission, and the HKDF
+        # derivation cost more than the wrap itself (the master keys are in memory anyway)
+        kek = self._keks.get((tenant_id, version, generation))
+        if kek is not None:
+            return kek
         try:
             master = self._keys[version]
         except KeyError:
@@ -280,8 +286,11 @@ class KeyRing:
         info = b"secmsg-tenant-kek-v1|" + tenant_id.encode()
         if generation:
             info += f"|g{generation}".encode()
-        kek = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(master)
-        return AESGCM(kek)
+        if len(self._keks) > 4096:
+            self._keks.clear()
+        kek = self._keks[(tenant_id, version, generation)] = AESGCM(
+            HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(master))
+        return kek
 
     def _seal(self, tenant_id: str, aad: bytes, plaintext: bytes, generation: int = 0) -> str:
         if generation < 0:
