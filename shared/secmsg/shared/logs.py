@@ -6,11 +6,12 @@ Log records carry metadata only -- never message content, codes, keys or passwor
 from __future__ import annotations
 
 import contextvars
-import json
 import logging
 import re
 import sys
 from datetime import UTC, datetime
+
+import orjson
 
 correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "correlation_id", default=None)
@@ -32,6 +33,9 @@ def redact(text: str) -> str:
     if "smt_" in text:
         text = _USER_TOKEN.sub("<token>", text)
     return text
+
+
+_PASSTHROUGH = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
 class JsonFormatter(logging.Formatter):
@@ -58,7 +62,10 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             data["exc_type"] = record.exc_info[0].__name__ if record.exc_info[0] else None
             data["exc"] = redact(self.formatException(record.exc_info))
-        return json.dumps(data, default=str)
+        # orjson: every accepted message and every event handled writes a line; the standard
+        # json module with ``default=`` builds a new encoder per call. Dates, dataclasses and
+        # anything else odd still go through ``str`` as before.
+        return orjson.dumps(data, default=str, option=_PASSTHROUGH).decode()
 
 
 def setup(service: str, level: str = "INFO") -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -145,6 +146,10 @@ def create_app(common: CommonSettings | None = None, cfg: IngestSettings | None 
                 mail_from=common.smtp_from, timeout_s=cfg.smtp_test_timeout_s,
                 ca_file=common.smtp_ca_file, allowed_targets=common.smtp_allowed_targets),
             smtp_test_limiter=RateLimiter(cfg.smtp_test_per_minute))
+        # Everything built so far (the app, its routes and models, the clients) lives as long
+        # as the process: move it out of the collector's way, so the collections that
+        # per-request garbage triggers stop walking it over and over.
+        gc.freeze()
         try:
             yield
         finally:

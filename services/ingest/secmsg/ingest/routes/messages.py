@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
@@ -134,12 +134,13 @@ async def _counted(request: Request) -> AsyncIterator[bytes]:
 )
 async def submit_message(
     request: Request,
+    response: Response,
     deps: Annotated[Deps, Depends(get_deps)],
     auth: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     idempotency_key: Annotated[str | None, Header(
         alias="Idempotency-Key", description="Makes retries safe (≤ 200 printable chars)",
         examples=["order-4711-attempt"])] = None,
-) -> JSONResponse:
+) -> MessageAccepted:
     creds = await authenticate(deps.tenants, auth, scope=SCOPE_SEND)
     length = request.headers.get("content-length")
     guard = SendGuard(creds=creds, messages=deps.messages, access=deps.access)
@@ -154,8 +155,11 @@ async def submit_message(
         await audit.record(events=deps.events, creds=creds, action="message.replied",
                            origin=origin(request), message_id=guard.in_reply_to,
                            detail={"reply_id": accepted.message_id})
-    headers = {} if accepted.created else {"Idempotent-Replayed": "true"}
-    return JSONResponse({"message_id": accepted.message_id}, status_code=202, headers=headers)
+    if not accepted.created:
+        response.headers["Idempotent-Replayed"] = "true"
+    # A model, not a JSONResponse: FastAPI then writes it with pydantic's JSON serializer
+    # (Rust, straight to bytes), the fastest path it has.
+    return MessageAccepted(message_id=accepted.message_id)
 
 
 @router.post(
