@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -18,6 +18,23 @@ from secmsg.shared.crypto import KeyRing
 
 _DEV_KEYRING = "1:ZGV2ZWxvcG1lbnQta2V5cmluZy1kby1ub3QtdXNlISE="  # 32 bytes, development only
 _DEV_S3_SECRET = "secmsg-dev-secret"  # noqa: S105 - refused outside development
+
+
+# Every process serves /healthz, /readyz and /metrics on an internal port of its own (plain
+# HTTP, loopback unless told otherwise: shared/httpserver.py). The same two settings in each
+# service's prefix; only the port's default differs (docs/operations.md lists them).
+ProbeHost = Annotated[str, Field(
+    description="listen address of /healthz, /readyz, /metrics (Kubernetes: 0.0.0.0)")]
+ProbePort = Annotated[int, Field(
+    ge=0, le=65535, description="port of /healthz, /readyz, /metrics (plain HTTP)")]
+
+
+class ProbeSettings(BaseSettings):
+    """A base for each service's settings: its internal (probe) port. A service declares only
+    its default port, ``internal_port: ProbePort = 8081``."""
+
+    internal_host: ProbeHost = "127.0.0.1"
+    internal_port: ProbePort
 
 
 class CommonSettings(BaseSettings):

@@ -7,18 +7,15 @@ from pydantic_settings import SettingsConfigDict
 
 from secmsg.shared.crypto import DEFAULT_SEGMENT_SIZE
 from secmsg.shared.httpserver import EdgeSettings
+from secmsg.shared.settings import ProbePort, ProbeSettings
 
 
-class IngestSettings(EdgeSettings):
+class IngestSettings(EdgeSettings, ProbeSettings):
     model_config = SettingsConfigDict(env_prefix="SECMSG_INGEST_", extra="ignore",
                                       env_ignore_empty=True)
 
-    host: str = Field(default="0.0.0.0", description="listen address of the public API")
     port: int = Field(default=8080, description="port of the public API")
-    internal_host: str = Field(
-        default="127.0.0.1",
-        description="listen address of /healthz, /readyz, /metrics (Kubernetes: 0.0.0.0)")
-    internal_port: int = Field(default=9080, description="port of /healthz, /readyz, /metrics")
+    internal_port: ProbePort = 9080
     max_concurrent_uploads: int = Field(
         default=64, gt=0,
         description="Submissions processed at once; more get 429 so memory stays bounded")

@@ -5,18 +5,16 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from secmsg.shared.dnsnames import BlankIsNone, DnsPrefix, Fqdn
+from secmsg.shared.settings import ProbePort, ProbeSettings
 
 
-class NotifySettings(BaseSettings):
+class NotifySettings(ProbeSettings):
     model_config = SettingsConfigDict(env_prefix="SECMSG_NOTIFY_", extra="ignore")
 
-    internal_host: str = Field(
-        default="127.0.0.1",
-        description="listen address of /healthz, /readyz, /metrics (Kubernetes: 0.0.0.0)")
-    internal_port: int = Field(default=8082, description="port of /healthz, /readyz, /metrics")
+    internal_port: ProbePort = 8082
 
     concurrency: int = Field(default=16, ge=1, description="events in flight per replica")
     lease_s: float = Field(

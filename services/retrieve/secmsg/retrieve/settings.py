@@ -12,24 +12,20 @@ from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from secmsg.shared.httpserver import EdgeSettings
+from secmsg.shared.settings import ProbePort, ProbeSettings
 
 _DEV_PEPPER = "secmsg-dev-code-pepper-do-not-use"
 
 
-class RetrieveSettings(EdgeSettings):
+class RetrieveSettings(EdgeSettings, ProbeSettings):
     model_config = SettingsConfigDict(env_prefix="SECMSG_RETRIEVE_", extra="ignore")
 
     # Read from the shared variable so the pepper check knows where it runs.
     environment: Literal["development", "test", "production"] = Field(
         default="development", validation_alias=AliasChoices("SECMSG_ENVIRONMENT"))
 
-    host: str = Field(default="0.0.0.0", description="listen address of the public HTTPS")
     port: int = Field(default=8443, description="port of the public HTTPS")
-    internal_host: str = Field(
-        default="127.0.0.1",
-        description="listen address of /healthz, /readyz, /metrics (Kubernetes: 0.0.0.0)")
-    internal_port: int = Field(default=9443,
-                               description="port of /healthz, /readyz, /metrics (plain HTTP)")
+    internal_port: ProbePort = 9443
     tls_cert: Path | None = None
     tls_key: Path | None = None
     allow_plain_http: bool = Field(

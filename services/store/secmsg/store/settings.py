@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from secmsg.shared.settings import ProbePort, ProbeSettings
 
 
-class StoreSettings(BaseSettings):
+class StoreSettings(ProbeSettings):
     model_config = SettingsConfigDict(env_prefix="SECMSG_STORE_", extra="ignore")
 
-    internal_host: str = Field(
-        default="127.0.0.1",
-        description="listen address of /healthz, /readyz, /metrics (Kubernetes: 0.0.0.0)")
-    internal_port: int = Field(default=8081, description="port of /healthz, /readyz, /metrics")
+    internal_port: ProbePort = 8081
 
     expiry_interval_s: float = Field(default=60.0, gt=0)
     expiry_batch: int = Field(default=500, gt=0, description="most messages purged per run")

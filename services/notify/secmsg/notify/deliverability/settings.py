@@ -10,6 +10,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from secmsg.shared.dnsnames import BlankIsNone, DnsPrefix, dns_name
+from secmsg.shared.settings import ProbeHost, ProbePort
 
 
 def split_list(value: str) -> list[str]:
@@ -20,11 +21,9 @@ class DeliverabilitySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SECMSG_NOTIFY_", extra="ignore",
                                       env_ignore_empty=True)
 
-    deliverability_internal_host: str = Field(
-        default="127.0.0.1",
-        description="listen address of /healthz, /readyz, /metrics (Kubernetes: 0.0.0.0)")
-    deliverability_internal_port: int = Field(default=8083,
-                                              description="port of /healthz, /readyz, /metrics")
+    # Not ProbeSettings' INTERNAL_HOST/_PORT: those are the workers' (same prefix).
+    deliverability_internal_host: ProbeHost = "127.0.0.1"
+    deliverability_internal_port: ProbePort = 8083
     # Not GRACEFUL_TIMEOUT_S: that one is the workers' (same prefix), with a longer default.
     deliverability_graceful_s: float = Field(
         default=5.0, gt=0, description="on SIGTERM, how long a bounce report being recorded "
