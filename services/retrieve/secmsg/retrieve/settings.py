@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, model_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from secmsg.shared.httpserver import EdgeSettings
 from secmsg.shared.settings import ProbePort, ProbeSettings
@@ -120,3 +120,17 @@ class RetrieveSettings(EdgeSettings, ProbeSettings):
         if self.session_idle_s > self.session_max_s:
             raise ValueError("SECMSG_RETRIEVE_SESSION_IDLE_S exceeds SESSION_MAX_S")
         return self
+
+
+class WebSettings(BaseSettings):
+    """The Secure Message Center's own (the web pages), same prefix."""
+
+    model_config = SettingsConfigDict(env_prefix="SECMSG_RETRIEVE_", extra="ignore")
+
+    web_page_size: int = Field(default=25, ge=1, le=200,
+                               description="Messages per page of the webmail's lists")
+    web_ingest_timeout_s: float = Field(
+        default=300, gt=0, description="Timeout of the webmail's calls to ingest (sending a "
+                                       "reply with its attachments)")
+    web_max_attachments: int = Field(default=20, ge=0, le=100,
+                                     description="Attachments one webmail reply may carry")

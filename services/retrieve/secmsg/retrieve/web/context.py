@@ -14,22 +14,13 @@ from typing import Annotated, Any
 import httpx
 from fastapi import Depends, FastAPI, Request
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from secmsg.retrieve.settings import WebSettings
 from secmsg.retrieve.web.queries import WebQueries
 from secmsg.shared.colours import brand_colour_problem
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
-
-
-class WebSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SECMSG_RETRIEVE_", extra="ignore")
-
-    web_page_size: int = Field(default=25, ge=1, le=200)
-    web_ingest_timeout_s: float = Field(default=300, gt=0)
-    web_max_attachments: int = Field(default=20, ge=0, le=100)
 
 
 @dataclass
