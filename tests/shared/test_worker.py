@@ -269,3 +269,16 @@ async def test_an_all_poison_batch_never_calls_the_handler(sink: Sink) -> None:
     assert [m.settled for m in batch] == ["term"] * 3
     assert [x.stream_seq for x in sink.letters] == [1, 2, 3]
     assert "unexpected event kind 'message.stored'" in sink.letters[2].reason
+
+
+def test_a_dead_letter_sent_to_store_is_kept_as_the_same_document() -> None:
+    """Another worker's letter travels as DeadLetterRecorded; store keeps what store's own
+    letter would have been (one document shape, written once)."""
+    letter = worker.DeadLetter(service="notify", consumer="notify", subject="secmsg.a.x",
+                               reason="poison", payload=b"\x00{not json", deliveries=3,
+                               stream_seq=42, msg_id="m1", error="ValueError")
+    wire = worker.DeadLetterRecorded.of(letter).model_dump_json()
+    kept = worker.DeadLetterRecorded.model_validate_json(wire).document()
+    assert kept == letter.document()
+    assert kept["_id"] == f"{subjects.STREAM}:42" and kept["size"] == 10
+    assert kept["payload"] == b"\x00{not json" and kept["state"] == "open"

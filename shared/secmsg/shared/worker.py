@@ -58,6 +58,7 @@ publish (``BrokerPublisher``) and idempotent writes / claims.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import time
 import types
@@ -163,11 +164,9 @@ class DeadLetter:
         return f"{self.stream}:{self.stream_seq}"
 
     def document(self) -> dict[str, Any]:
-        return {"_id": self.id, "service": self.service, "consumer": self.consumer,
-                "subject": self.subject, "stream": self.stream, "stream_seq": self.stream_seq,
-                "msg_id": self.msg_id, "reason": self.reason, "error": self.error,
-                "deliveries": self.deliveries, "payload": self.payload,
-                "size": len(self.payload), "state": "open", "at": self.at}
+        """The ``dead_letters`` document (the same whether store keeps its own letter or one
+        another worker sent it)."""
+        return DeadLetterRecorded.of(self).document()
 
 
 class DeadLetterSink(Protocol):
@@ -202,14 +201,10 @@ class DeadLetterRecorded(BaseModel):
 
     @classmethod
     def of(cls, letter: DeadLetter) -> DeadLetterRecorded:
-        return cls(id=letter.id, service=letter.service, consumer=letter.consumer,
-                   subject=letter.subject, reason=letter.reason, payload=letter.payload,
-                   deliveries=letter.deliveries, stream=letter.stream,
-                   stream_seq=letter.stream_seq, msg_id=letter.msg_id, error=letter.error,
-                   at=letter.at)
+        return cls(id=letter.id, **dataclasses.asdict(letter))
 
     def document(self) -> dict[str, Any]:
-        """The ``dead_letters`` document (``DeadLetter.document`` with this id)."""
+        """The ``dead_letters`` document."""
         return {"_id": self.id, "service": self.service, "consumer": self.consumer,
                 "subject": self.subject, "stream": self.stream, "stream_seq": self.stream_seq,
                 "msg_id": self.msg_id, "reason": self.reason, "error": self.error,
