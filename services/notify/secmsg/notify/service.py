@@ -41,6 +41,7 @@ the recipient ``failed``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -254,8 +255,11 @@ async def _notify_one(ctx: _Ctx, address: str) -> _Later | None:
             return _Later(delay=exc.retry_in, smtp_down=True)
         except InvalidInput:
             pass  # remembered in ctx.rendered; the recipient fails once claimed
-        async with ctx.mailer.reserve(ctx.target) as lane:
-            return await _claim_and_send(ctx, address, lane)
+        async with contextlib.AsyncExitStack() as held:
+            lane = await held.enter_async_context(ctx.mailer.reserve(ctx.target))
+            # The connection slot goes back as soon as the SMTP exchange is over: recording
+            # the outcome and publishing its event (two NATS round trips) need no slot.
+            return await _claim_and_send(ctx, address, lane, release=held.aclose)
     except TargetBusy as exc:
         if _past_give_up(ctx):
             # Down (or saturated) for longer than anyone waits: the recipient fails.
@@ -275,7 +279,9 @@ def _past_give_up(ctx: _Ctx) -> bool:
 
 
 async def _claim_and_send(ctx: _Ctx, address: str, lane: Lane | None, *,
-                          reason: str = reasons.UNDELIVERABLE) -> _Later | None:
+                          reason: str = reasons.UNDELIVERABLE,
+                          release: Callable[[], Awaitable[None]] | None = None,
+                          ) -> _Later | None:
     now = ctx.clock()
     key = delivery_key(ctx.event.tenant_id, ctx.event.message_id, address)
     claim = await ctx.deliveries.claim(
@@ -291,7 +297,7 @@ async def _claim_and_send(ctx: _Ctx, address: str, lane: Lane | None, *,
         return _Later(delay=max(0.1, remaining) + 0.1)
 
     try:
-        return await _send_claimed(ctx, key, address, lane, claim, now, reason)
+        return await _send_claimed(ctx, key, address, lane, claim, now, reason, release)
     finally:
         # Whatever happened, this coroutine no longer works on the recipient (a kept SMTP
         # acceptance stays marked in the repo until it is recorded).
@@ -299,7 +305,9 @@ async def _claim_and_send(ctx: _Ctx, address: str, lane: Lane | None, *,
 
 
 async def _send_claimed(ctx: _Ctx, key: str, address: str, lane: Lane | None, claim: Claim,
-                        now: datetime, reason: str) -> _Later | None:
+                        now: datetime, reason: str,
+                        release: Callable[[], Awaitable[None]] | None = None,
+                        ) -> _Later | None:
     attempt = claim.attempts
     if lane is None:  # the address hard-bounced before, or its target was down too long
         await _fail(ctx, key, address, attempt, reason)
@@ -315,9 +323,13 @@ async def _send_claimed(ctx: _Ctx, key: str, address: str, lane: Lane | None, cl
 
     started = time.perf_counter()
     try:
-        async with asyncio.timeout(ctx.policy.lease_s * _SEND_SHARE_OF_LEASE):
-            await lane.send(envelope_from=note.envelope_from, recipient=note.recipient,
-                            message=data)
+        try:
+            async with asyncio.timeout(ctx.policy.lease_s * _SEND_SHARE_OF_LEASE):
+                await lane.send(envelope_from=note.envelope_from, recipient=note.recipient,
+                                message=data)
+        finally:
+            if release is not None:
+                await release()
     except SmtpPermanentFailure as exc:
         _observe_send(ctx, started, "permanent")
         await _fail(ctx, key, address, attempt, exc.reason)
