@@ -66,6 +66,19 @@ def http_text(url: str) -> str:
         return str(r.read().decode())
 
 
+_REQUEST = re.compile(r'"Document": \{\n\s*"([a-zA-Z]+)": "([^"]*)"')
+_FIELDS = re.compile(r'"(filter|q|query)": (\{.*?\}),?\n')
+
+
+def _shape(msg: str) -> str:
+    """The filter's field names and operators (no values) of one logged request."""
+    m = _FIELDS.search(msg)
+    if not m:
+        return "{}"
+    return re.sub(r'("(?:[^"\\]|\\.)*")(:?)|Binary\([^)]*\)|[-0-9.]+(?=[,}\]])',
+                  lambda t: t.group(0) if t.group(2) else "?", m.group(2))[:200]
+
+
 _METRIC = re.compile(r'^ferretdb_client_requests_total\{command="([^"]+)",[^}]*\} (\S+)$')
 
 
@@ -81,6 +94,8 @@ class Snapshot:
 @dataclass
 class CostBench(Bench):
     polls: int = 0  # NATS requests the bench itself made (subtracted from in_msgs)
+    tracing: bool = False
+    trace_from: int = 0
 
     def start_servers(self, base: Path) -> Stack:
         """The servers with their counters on: versitygw's access log, FerretDB's debug
@@ -97,6 +112,43 @@ class CostBench(Bench):
         stack.nats.argv = [*stack.nats.argv, "-m", str(self.nats_mon)]
         stack.nats.start()
         return stack
+
+    def trace_queries(self) -> None:
+        """Restart FerretDB with a debug log (after the prefill: its inserts would flood it) so
+        each phase can list the commands it received other than inserts, by collection and
+        filter shape (``query_shapes``). The log costs FerretDB CPU: a diagnosis, not a
+        measurement."""
+        mongo = self.stack.mongo
+        mongo.stop()
+        mongo.argv = [a for a in mongo.argv if not a.startswith("--log-")]
+        mongo.argv += ["--log-level=debug", "--log-format=json"]
+        self.trace_from = mongo.log_path.stat().st_size if mongo.log_path.exists() else 0
+        mongo.start()
+
+    def query_shapes(self) -> dict[str, int]:
+        """``<command> <collection> <filter shape>`` -> count, for the requests FerretDB
+        logged since the last call (``trace_queries``)."""
+        out: dict[str, int] = {}
+        path = self.stack.mongo.log_path
+        with path.open("rb") as f:
+            f.seek(self.trace_from)
+            data = f.read()
+            self.trace_from += len(data)
+        for line in data.splitlines():
+            if b'"Request message' not in line:
+                continue
+            try:
+                msg = json.loads(line)["msg"]
+            except (ValueError, KeyError):
+                continue
+            m = _REQUEST.search(msg)
+            if not m or m.group(1) in ("insert", "hello", "isMaster", "ismaster", "ping",
+                                       "endSessions", "getMore", "killCursors", "buildInfo"):
+                continue
+            shape = _shape(msg)
+            key = f"{m.group(1)} {m.group(2)} {shape}"
+            out[key] = out.get(key, 0) + 1
+        return out
 
     def pids(self) -> dict[str, int]:
         s = self.stack
@@ -187,7 +239,11 @@ class CostBench(Bench):
         mongo = {k: (after.mongo.get(k, 0) - before.mongo.get(k, 0)) / n
                  for k in after.mongo if after.mongo.get(k, 0) - before.mongo.get(k, 0) > 0}
         cpu = {k: (after.cpu[k] - before.cpu[k]) * 1000 / n for k in PROCESSES}
-        return {"messages": n, "recipients": recipients, "seconds": after.at - before.at,
+        shapes = self.query_shapes() if self.tracing else {}
+        for q, c in sorted(shapes.items(), key=lambda kv: -kv[1]):
+            progress(f"  {c:5d} x {q}")
+        return {"queries": shapes, "messages": n, "recipients": recipients,
+                "seconds": after.at - before.at,
                 "cpu_ms": cpu, "cpu_ms_total": sum(cpu.values()),
                 "mongo_commands": mongo, "mongo_total": sum(mongo.values()),
                 "s3_requests": (after.s3 - before.s3) / n,
@@ -283,6 +339,10 @@ async def amain(args: argparse.Namespace) -> None:
         print(table("On an empty database (after a 20-message warm-up)", empty))
         if args.prefill:
             await bench.prefill(args.prefill, template)
+            if args.trace:
+                bench.trace_queries()
+                bench.tracing = True
+                await bench.drained()
             full = [await bench.phase(args.messages, r, f"full{r}") for r in (1, 3)]
             results["after_prefill"] = full
             print(table(f"After {args.prefill:,} stored messages, next to the empty database",
@@ -302,6 +362,10 @@ def main() -> None:
                     help="messages per phase (default 300)")
     ap.add_argument("--prefill", type=int, default=0,
                     help="store this many messages (fast path), then measure again")
+    ap.add_argument("--trace", action="store_true",
+                    help="after the prefill, log FerretDB's requests (debug log) and print the "
+                         "non-insert commands of each phase by collection and filter shape "
+                         "(costs FerretDB CPU: to find a growing query, not to measure)")
     asyncio.run(amain(ap.parse_args()))
 
 
