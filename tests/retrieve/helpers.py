@@ -16,6 +16,7 @@ from devstack.smtp_sink import Sink
 from secmsg.retrieve.deps import Deps
 from secmsg.shared import crypto, mongo, subjects
 from secmsg.shared.blobstore import S3BlobStore
+from secmsg.shared.documents import MailboxDoc
 from secmsg.shared.settings import CommonSettings
 
 SEGMENT = 1024  # small segments so ranges cross boundaries with small objects
@@ -69,7 +70,8 @@ class Seeder:
                       html: str | None = "<p>Hello <b>Bob</b></p>",
                       attachments: list[tuple[str, str, bytes]] | None = None,
                       expires_at: datetime | None = None, state: str = "stored",
-                      received_at: datetime | None = None) -> Seeded:
+                      received_at: datetime | None = None,
+                      sender: str = "doctor@acme.example") -> Seeded:
         to = [BOB] if to is None else to
         message_id = uuid.uuid4().hex
         objects = []
@@ -86,7 +88,7 @@ class Seeder:
             seeded.attachments[obj["object_id"]] = data
         now = datetime.now(UTC)
         doc = {
-            "_id": message_id, "tenant_id": tenant_id, "sender": "doctor@acme.example",
+            "_id": message_id, "tenant_id": tenant_id, "sender": sender,
             "recipients": [{"address": a, "kind": "to"} for a in to],
             "recipient_addresses": [a.lower() for a in to], "subject": subject,
             "objects": objects, "attachment_count": len(seeded.attachments),
@@ -96,6 +98,8 @@ class Seeder:
             "purged_at": now if state == "purged" else None,
         }
         await self.db[mongo.MESSAGES].insert_one(doc)
+        if state == "stored":  # its listing entries, as store writes them with the message
+            await self.db[mongo.MAILBOX].insert_many(MailboxDoc.entries(doc))
         seeded.doc = doc
         return seeded
 

@@ -225,9 +225,8 @@ async def test_sent_slip_is_only_for_the_sender(make_app: Any, seeder: Seeder, s
     # ingest unreachable: the slip page still shows the message, and says why no slip.
     app = await make_app(ingest_url="http://127.0.0.1:9")
     msg = await seeder.message()
-    mine = await seeder.message(to=["doctor@acme.example"], subject="My question")
-    await mongo_db[mongo.MESSAGES].update_one({"_id": mine.message_id},
-                                              {"$set": {"sender": "Bob@Example.org"}})
+    mine = await seeder.message(to=["doctor@acme.example"], subject="My question",
+                                sender="Bob@Example.org")
     await web_sign_in(app.client, sink, msg.message_id)
     listed = await app.client.get("/web/sent")
     assert listed.status_code == 200

@@ -8,6 +8,9 @@ Job's status instead of as slow or failing start-ups across every replica:
 
 * the MongoDB indexes of ingest, store and retrieve (``ensure_indexes``: creates missing ones;
   existing ones are kept, nothing is dropped);
+* the listing entries (``mailbox``) of messages recorded before that collection existed, so
+  the inbox and sent lists, which page by its ``_id`` ranges, still show them (store's
+  ``backfill_mailbox``; entries already there are left as they are);
 * the JetStream stream ``SECMSG`` and notify's retry stream: created, or the settings this
   release depends on updated in place, replicas only ever raised (``bus.ensure_stream``);
 * the S3 bucket.
@@ -32,6 +35,7 @@ from secmsg.retrieve.adapters.mongo import ensure_indexes as retrieve_indexes
 from secmsg.shared import bus, mongo
 from secmsg.shared.blobstore import S3BlobStore
 from secmsg.shared.settings import CommonSettings
+from secmsg.store.adapters.mongo import MongoMessageRepo
 from secmsg.store.adapters.mongo import ensure_indexes as store_indexes
 
 
@@ -44,6 +48,7 @@ async def migrate(common: CommonSettings, say: Callable[[str], None] = print) ->
                                                   idempotency_ttl_s=ingest.idempotency_ttl_s)),
         ("store indexes", lambda: store_indexes(db)),
         ("retrieve indexes", lambda: retrieve_indexes(db)),
+        ("mailbox entries", lambda: MongoMessageRepo(db).backfill_mailbox()),
     ]
     try:
         for name, step in steps:

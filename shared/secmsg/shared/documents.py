@@ -16,7 +16,7 @@ the owner breaks a test instead of another service at run time.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, ClassVar, Generic, Literal, NamedTuple, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -113,6 +113,87 @@ class MessageDoc(Document):
     # Ciphertext of the objects kept inline (small ones), by object id; removed on purge
     # and recall. An object listed here has nothing in the object store.
     inline: dict[str, bytes] = Field(default_factory=dict)
+
+
+# --- mailbox (store) ------------------------------------------------------------------------
+
+MailboxBox = Literal["in", "sent"]
+MAILBOX_KEY_LEN = 48  # 16 hex digits of milliseconds since the epoch + the 32-hex message id
+
+
+class MailboxDoc(Document):
+    """``mailbox``: the listing index, one small entry per (message, recipient address) in box
+    ``in`` and one per (message, sender) in box ``sent``, written by store with the message
+    and removed when it is recalled or purged.
+
+    ``_id`` = ``<tenant>:<box>:<address>:<key>``, ``key`` = ``mailbox_key(received_at, id)``
+    (time-sortable, fixed width), so one person's box is one ``_id`` range, newest first by
+    ``_id`` descending, and a page after a cursor is the same range cut at the cursor's key:
+    an index range scan on MongoDB whatever the collection holds, no secondary index. The
+    fields are what a listing shows, so a page reads nothing else; expiry is checked on the
+    entry (``expires_at``)."""
+
+    COLLECTION = mongo.MAILBOX
+    OWNER = "store"
+
+    tenant_id: str
+    box: MailboxBox
+    address: str  # lower-case
+    message_id: str
+    sender: str = ""
+    recipients: tuple[RecipientDoc, ...] = ()  # ``sent`` entries only (the sent list shows them)
+    subject: str = ""
+    attachment_count: int = 0
+    total_size: int = 0
+    received_at: UtcDatetime
+    expires_at: UtcDatetime | None = None
+
+    @staticmethod
+    def prefix(tenant_id: str, box: MailboxBox, address: str) -> str:
+        return f"{tenant_id}:{box}:{address.lower()}:"
+
+    @staticmethod
+    def key_range(tenant_id: str, box: MailboxBox, address: str,
+                  before: str | None = None) -> dict[str, str]:
+        """The ``_id`` range of one box (``$gt`` the prefix, ``$lt`` the prefix with its last
+        ':' raised to ';'), cut below ``before`` (a key) for the page after a cursor."""
+        start = MailboxDoc.prefix(tenant_id, box, address)
+        return {"$gt": start, "$lt": start + before if before else start[:-1] + ";"}
+
+    @property
+    def key(self) -> str:
+        return self.id[-MAILBOX_KEY_LEN:]
+
+    @staticmethod
+    def entries(message: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The entries of one message document as store writes it (``messages``): one per
+        recipient address (box ``in``) and one for the sender (box ``sent``)."""
+        key = mailbox_key(_utc(message["received_at"]), message["_id"])
+        common = {"tenant_id": message["tenant_id"], "message_id": message["_id"],
+                  "sender": message.get("sender", ""), "subject": message.get("subject", ""),
+                  "attachment_count": message.get("attachment_count", 0),
+                  "total_size": message.get("total_size", 0),
+                  "received_at": message["received_at"],
+                  "expires_at": message.get("expires_at")}
+        out = [{"_id": MailboxDoc.prefix(message["tenant_id"], "in", a) + key, "box": "in",
+                "address": a.lower(), **common}
+               for a in message.get("recipient_addresses", ())]
+        sender = str(message.get("sender", "")).lower()
+        if sender:
+            out.append({"_id": MailboxDoc.prefix(message["tenant_id"], "sent", sender) + key,
+                        "box": "sent", "address": sender,
+                        "recipients": list(message.get("recipients", ())), **common})
+        return out
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def mailbox_key(received_at: datetime, message_id: str) -> str:
+    """Time-sortable, fixed width: milliseconds since the epoch (16 hex digits; BSON keeps
+    times to the millisecond, so the key made from a stored time is the same) and the id."""
+    millis = (_utc(received_at) - _EPOCH) // timedelta(milliseconds=1)
+    return f"{max(millis, 0):016x}{message_id}"
 
 
 # --- audit_events, delivery_status, undeliverable, key_rotations (store) -------------------
@@ -413,8 +494,8 @@ class ReadView(Generic[D]):
 
 
 VIEWS: tuple[type[Document], ...] = (
-    MessageDoc, AuditDoc, DeliveryStatusDoc, UndeliverableDoc, KeyRotationDoc, DnsblStatusDoc,
-    TenantDoc, TenantUserDoc, RevocationDoc, TokenUseDoc, AccountDoc, TokenDoc,
+    MessageDoc, MailboxDoc, AuditDoc, DeliveryStatusDoc, UndeliverableDoc, KeyRotationDoc,
+    DnsblStatusDoc, TenantDoc, TenantUserDoc, RevocationDoc, TokenUseDoc, AccountDoc, TokenDoc,
 )
 
 

@@ -31,6 +31,9 @@ TENANTS = "tenants"  # ingest (admin)
 API_KEYS = "api_keys"  # ingest (admin)
 IDEMPOTENCY = "idempotency_keys"  # ingest
 MESSAGES = "messages"  # store
+# store: one small entry per (message, recipient) and per (message, sender); ``_id`` =
+# ``<tenant>:<box>:<address>:<time-sortable key>`` so a listing page is an ``_id`` range
+MAILBOX = "mailbox"
 DELIVERY_STATUS = "delivery_status"  # store (sender-visible per-recipient state)
 DELIVERY_FINAL = "delivery_final"  # store (insert-only: first final state wins)
 PURGE_CLAIMS = "purge_claims"  # store (insert-only purge leases)
@@ -55,10 +58,10 @@ DNSBL_STATUS = "dnsbl_status"  # notify (deliverability monitor); ingest admin +
 DNSBL_STATUS_ID = "platform"  # the one document of DNSBL_STATUS: the platform's sending status
 
 COLLECTIONS = (
-    TENANTS, API_KEYS, IDEMPOTENCY, MESSAGES, DELIVERY_STATUS, DELIVERY_FINAL, PURGE_CLAIMS,
-    AUDIT, DEAD_LETTERS, LOGIN_CODES, LOGIN_CODES_USED, SESSIONS, RATE_LIMITS, ACCOUNTS, TOKENS,
-    DEVICE_CODES, ACCESS_MARKERS, TENANT_USERS, REVOCATIONS, TOKEN_USE, KEY_ROTATIONS,
-    UNDELIVERABLE, DNSBL_STATUS, PASSKEYS,
+    TENANTS, API_KEYS, IDEMPOTENCY, MESSAGES, MAILBOX, DELIVERY_STATUS, DELIVERY_FINAL,
+    PURGE_CLAIMS, AUDIT, DEAD_LETTERS, LOGIN_CODES, LOGIN_CODES_USED, SESSIONS, RATE_LIMITS,
+    ACCOUNTS, TOKENS, DEVICE_CODES, ACCESS_MARKERS, TENANT_USERS, REVOCATIONS, TOKEN_USE,
+    KEY_ROTATIONS, UNDELIVERABLE, DNSBL_STATUS, PASSKEYS,
 )
 
 

@@ -57,7 +57,7 @@ class GuardedMessageRepo:
         return await self.inner.has_live(tenant_id=tenant_id, address=address, now=now)
 
     async def list_live(self, *, tenant_id: str, address: str, now: datetime, limit: int,
-                        after: tuple[datetime, str] | None) -> list[MessageRecord]:
+                        after: str | None) -> list[MessageRecord]:
         page = await self.inner.list_live(tenant_id=tenant_id, address=address, now=now,
                                           limit=limit, after=after)
         gone = await self.revocations.revoked_ids(

@@ -44,6 +44,7 @@ from secmsg.retrieve.tokens import hash_token
 from secmsg.shared import crypto
 from secmsg.shared.blobstore import object_key
 from secmsg.shared.crypto import KeyRing
+from secmsg.shared.documents import MAILBOX_KEY_LEN, mailbox_key
 from secmsg.shared.errors import (
     IntegrityError,
     InvalidInput,
@@ -261,11 +262,16 @@ async def run_cleanup(*, janitor: ExpiredCleaner, settings: RetrieveSettings,
 # --- messages --------------------------------------------------------------------------------
 
 def encode_cursor(record: MessageRecord) -> str:
-    raw = f"{record.received_at.isoformat()}|{record.message_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    """The next page's cursor: the listing key of the page's last message (48 lower-case hex
+    digits, ``mailbox_key``); the page after it is the ``_id`` range below that key."""
+    return mailbox_key(record.received_at, record.message_id)
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
+def decode_cursor(cursor: str) -> str:
+    """A listing key; a cursor of the earlier form (base64 of ``<received_at>|<id>``, handed
+    out before the listing moved to ``mailbox``) is still accepted and gives the same key."""
+    if len(cursor) == MAILBOX_KEY_LEN and _HEX.fullmatch(cursor):
+        return cursor
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         at, _, mid = raw.partition("|")
@@ -274,7 +280,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise InvalidInput("cursor is not valid") from None
     if not is_message_id(mid) or when.tzinfo is None:
         raise InvalidInput("cursor is not valid")
-    return when, mid
+    return mailbox_key(when, mid)
+
+
+_HEX = re.compile(r"[0-9a-f]+")
 
 
 async def list_messages(*, session: SessionRecord, messages: MessageRepo, limit: int,

@@ -18,7 +18,7 @@ from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from secmsg.retrieve.ports import MessageRecord, SessionInfo, SessionRecord
 from secmsg.shared import mongo
-from secmsg.shared.documents import MessageDoc, ReadView, TenantDoc
+from secmsg.shared.documents import MailboxDoc, MessageDoc, ReadView, TenantDoc
 from secmsg.shared.events import Recipient, StoredObject
 
 log = logging.getLogger(__name__)
@@ -32,19 +32,10 @@ def _aware(value: datetime | None) -> datetime | None:
     return value
 
 
-def _live_filter(tenant_id: str, address: str, now: datetime) -> Doc:
-    return {
-        "tenant_id": tenant_id,
-        "recipient_addresses": address,
-        "state": "stored",
-        "$or": [{"expires_at": None}, {"expires_at": {"$gt": now}}],
-    }
-
-
 def _is_live(doc: MessageDoc, tenant_id: str, address: str, now: datetime) -> bool:
-    """``_live_filter`` for one document already read by ``_id``: FerretDB uses its ``_id``
-    index only for a filter that is ``{_id: value}`` alone, so a lookup that adds the other
-    conditions scans every message; they are checked here instead."""
+    """Whether one document already read by ``_id`` is live for ``address``: FerretDB uses
+    its ``_id`` index only for a filter that is ``{_id: value}`` alone, so a lookup that adds
+    the other conditions scans every message; they are checked here instead."""
     return (doc.tenant_id == tenant_id and doc.state == "stored"
             and address in doc.recipient_addresses
             and (doc.expires_at is None or doc.expires_at > now))
@@ -70,30 +61,44 @@ def _record(doc: MessageDoc) -> MessageRecord:
     )
 
 
+def _listed(e: MailboxDoc) -> MessageRecord:
+    """A listing entry as the record the pages take (no objects: a list shows none)."""
+    return MessageRecord(
+        message_id=e.message_id, tenant_id=e.tenant_id, sender=e.sender, recipients=[],
+        subject=e.subject, objects=[], attachment_count=e.attachment_count,
+        total_size=e.total_size, received_at=e.received_at, expires_at=e.expires_at,
+        disclaimer=None)
+
+
 class MongoMessageRepo:
-    """Reads store's ``messages`` through the shared read-only view."""
+    """Reads store's ``messages`` and ``mailbox`` through the shared read-only views."""
 
     def __init__(self, db: AsyncDatabase[Doc]):
         self._messages = ReadView(db, MessageDoc)
+        self._mailbox = ReadView(db, MailboxDoc)
 
     async def has_live(self, *, tenant_id: str, address: str, now: datetime) -> bool:
-        doc = await self._messages.find_one(_live_filter(tenant_id, address, now), ["_id"])
-        return doc is not None
+        return bool(await self.list_live(tenant_id=tenant_id, address=address, now=now,
+                                         limit=1, after=None))
 
     async def list_live(self, *, tenant_id: str, address: str, now: datetime, limit: int,
-                        after: tuple[datetime, str] | None) -> list[MessageRecord]:
-        query = _live_filter(tenant_id, address, now)
-        if after is not None:
-            at, mid = after
-            expiry = query.pop("$or")
-            query["$and"] = [
-                {"$or": expiry},
-                {"$or": [{"received_at": {"$lt": at}},
-                         {"received_at": at, "_id": {"$lt": mid}}]},
-            ]
-        docs = await self._messages.find(query, sort=[("received_at", DESCENDING),
-                                                      ("_id", DESCENDING)], limit=limit)
-        return [_record(doc) for doc in docs]
+                        after: str | None) -> list[MessageRecord]:
+        """Newest first, from the recipient's ``mailbox`` entries: each read is one ``_id``
+        range (``MailboxDoc.key_range``), cut at ``after`` (a key), nothing else in the filter.
+        Expired entries (until the purge removes them) are skipped here, so a read may be
+        followed by another one further down the range."""
+        out: list[MessageRecord] = []
+        while len(out) < limit:
+            want = limit - len(out)
+            entries = await self._mailbox.find(
+                {"_id": MailboxDoc.key_range(tenant_id, "in", address, after)},
+                sort=[("_id", DESCENDING)], limit=want)
+            out += [_listed(e) for e in entries if e.address == address.lower()
+                    and (e.expires_at is None or e.expires_at > now)]
+            if len(entries) < want:
+                break
+            after = entries[-1].key
+        return out
 
     async def get_live(self, *, tenant_id: str, message_id: str, address: str,
                        now: datetime) -> MessageRecord | None:

@@ -37,7 +37,8 @@ class MessageSummary(BaseModel):
 
 class MessageList(BaseModel):
     messages: list[MessageSummary]
-    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page")
+    next_cursor: str | None = Field(description="Pass as ?after= for the next page (null: "
+                                    "this was the last page)")
 
 
 class RecipientOut(BaseModel):
@@ -72,7 +73,8 @@ router = APIRouter(prefix="/v1")
 
 
 @router.get("/messages", response_model=MessageList, tags=["messages"],
-         summary="List my messages", description="Newest first, live messages only.",
+         summary="List my messages", description="Newest first, live messages only, "
+         "paged by `after=` (the `next_cursor` of the page before).",
          responses={200: {"description": "a page of my messages", "links": {
              name: {"operationId": op,
                     "parameters": {"message_id": "$response.body#/messages/0/id"}}
@@ -83,11 +85,20 @@ router = APIRouter(prefix="/v1")
                     **errors(400, 401, 503)})
 async def list_messages(session: SessionDep, deps: DepsDep,
                         limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
-                        cursor: Annotated[str | None, Query(max_length=200)] = None
+                        after: Annotated[str | None, Query(
+                            max_length=200, description="`next_cursor` of the previous page: "
+                            "the page starts below it (newest first). Each page is one range "
+                            "of the recipient's listing index, so a page costs the same "
+                            "however many messages the box holds.")] = None,
+                        cursor: Annotated[str | None, Query(
+                            max_length=200, deprecated=True,
+                            description="The earlier name of `after` (still accepted, "
+                                        "cursors of either form)")] = None
                         ) -> MessageList:
     size = min(limit or deps.settings.page_size_default, deps.settings.page_size_max)
     page, nxt = await service.list_messages(session=session, messages=deps.messages,
-                                            limit=size, cursor=cursor, now=deps.clock())
+                                            limit=size, cursor=after or cursor,
+                                            now=deps.clock())
     return MessageList(messages=[MessageSummary(**_summary(r)) for r in page], next_cursor=nxt)
 
 

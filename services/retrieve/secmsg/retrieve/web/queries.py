@@ -7,12 +7,12 @@ gone. None of them returns message content.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any
 
 from secmsg.shared.documents import (
     AuditDoc,
+    MailboxDoc,
     MessageDoc,
     ReadView,
     RevocationDoc,
@@ -26,15 +26,11 @@ Doc = dict[str, Any]
 _SENT_FIELDS = ("subject", "recipients", "received_at", "expires_at", "total_size", "state")
 
 
-def _sent_by(tenant_id: str, address: str) -> Doc:
-    return {"tenant_id": tenant_id,
-            "sender": {"$regex": "^" + re.escape(address) + "$", "$options": "i"}}
-
-
 class WebQueries:
     def __init__(self, db: Any):
         self._tenants = ReadView(db, TenantDoc)
         self._messages = ReadView(db, MessageDoc)
+        self._mailbox = ReadView(db, MailboxDoc)
         self._users = ReadView(db, TenantUserDoc)
         self._audit = ReadView(db, AuditDoc)
         self._revocations = ReadView(db, RevocationDoc)
@@ -65,17 +61,25 @@ class WebQueries:
             ["message_id", "tenant_id", "kind", "at"])
         return {d.message_id for d in docs}
 
-    async def sent(self, tenant_id: str, address: str, limit: int) -> list[Doc]:
-        """Messages this address sent through the tenant, newest first (metadata only)."""
-        docs = await self._messages.find(_sent_by(tenant_id, address), _SENT_FIELDS,
-                                         sort=[("received_at", -1)], limit=limit)
-        return [_page_fields(d) for d in docs]
+    async def sent(self, tenant_id: str, address: str, limit: int,
+                   after: str | None = None) -> list[Doc]:
+        """Messages this address sent through the tenant, newest first (metadata only): one
+        ``_id`` range of its ``sent`` box in ``mailbox``, cut below ``after`` (a key)."""
+        docs = await self._mailbox.find(
+            {"_id": MailboxDoc.key_range(tenant_id, "sent", address, after)},
+            sort=[("_id", -1)], limit=limit)
+        return [{"_id": d.message_id, "key": d.key, "subject": d.subject,
+                 "recipients": d.recipients, "received_at": d.received_at,
+                 "expires_at": d.expires_at, "total_size": d.total_size}
+                for d in docs if d.address == address.lower()]
 
     async def sent_one(self, tenant_id: str, address: str, message_id: str) -> Doc | None:
-        """One message this address sent (None for anyone else's), read directly."""
-        doc = await self._messages.find_one({"_id": message_id, **_sent_by(tenant_id, address)},
-                                            _SENT_FIELDS)
-        return None if doc is None else _page_fields(doc)
+        """One message this address sent (None for anyone else's), read by ``_id`` alone."""
+        doc = await self._messages.get(message_id, ("tenant_id", "sender", *_SENT_FIELDS))
+        if doc is None or doc.tenant_id != tenant_id or \
+                doc.sender.lower() != address.lower():
+            return None
+        return _page_fields(doc)
 
     async def why_gone(self, tenant_id: str, address: str, message_id: str,
                        now: datetime) -> str | None:

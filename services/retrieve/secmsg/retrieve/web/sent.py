@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi.responses import HTMLResponse, Response
+from fastapi import Query
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from secmsg.retrieve import tokens
 from secmsg.retrieve.deps import ClientIpDep, UserAgentDep
@@ -14,14 +16,28 @@ from secmsg.retrieve.web import ingest as ingest_api
 from secmsg.retrieve.web.errors import page_router
 from secmsg.retrieve.web.filters import when
 from secmsg.retrieve.web.page import CtxDep, MessagePath, SignedInDep
+from secmsg.shared.documents import MAILBOX_KEY_LEN
 
 router = page_router()
 
 
+SENT_PAGE = 100
+_KEY = re.compile(f"[0-9a-f]{{{MAILBOX_KEY_LEN}}}")
+
+
 @router.get("/web/sent", response_class=HTMLResponse)
-async def sent_list(ctx: CtxDep, session: SignedInDep) -> Response:
-    docs = await ctx.web.queries.sent(session.tenant_id, session.address, 100)
-    return await ctx.page("sent.html", messages=docs)
+async def sent_list(ctx: CtxDep, session: SignedInDep,
+                    after: Annotated[str | None, Query(max_length=200)] = None) -> Response:
+    """Newest first, ``SENT_PAGE`` a page; ``after``: the key of the last one shown."""
+    if after is not None and not _KEY.fullmatch(after):
+        return RedirectResponse("/web/sent", status_code=303)
+    docs = await ctx.web.queries.sent(session.tenant_id, session.address, SENT_PAGE + 1,
+                                      after)
+    more = len(docs) > SENT_PAGE
+    docs = docs[:SENT_PAGE]
+    next_url = f"/web/sent?after={docs[-1]['key']}" if more and docs else None
+    return await ctx.page("sent.html", messages=docs, next_url=next_url,
+                          first_page=after is None)
 
 
 @router.get("/web/sent/{message_id}", response_class=HTMLResponse)

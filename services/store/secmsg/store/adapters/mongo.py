@@ -22,6 +22,7 @@ from secmsg.shared import mongo
 from secmsg.shared.documents import (
     AuditDoc,
     DeliveryStatusDoc,
+    MailboxDoc,
     MessageDoc,
     ReadView,
     TenantDoc,
@@ -39,6 +40,10 @@ PURGE_CLAIMS = mongo.PURGE_CLAIMS
 # overrides ``sent`` (see ``MongoDeliveryRepo``).
 FINAL_DELIVERY_STATES = ("sent", "failed", "bounced")
 DUPLICATE_KEY = 11000
+# The message fields its listing entries are made of (``MailboxDoc.entries``).
+_LISTED = {"tenant_id": 1, "sender": 1, "recipients": 1, "recipient_addresses": 1,
+           "subject": 1, "attachment_count": 1, "total_size": 1, "received_at": 1,
+           "expires_at": 1}
 
 
 def _duplicates(exc: BulkWriteError) -> set[int]:
@@ -108,8 +113,13 @@ async def ping(db: AsyncDatabase[Any]) -> None:
 
 
 class MongoMessageRepo:
+    """``messages``, and with them their listing entries in ``mailbox`` (``MailboxDoc``): the
+    entries are written before the message (a crash in between is repaired by the
+    redelivery), removed on recall and purge, and follow an expiry change."""
+
     def __init__(self, db: AsyncDatabase[Any]):
         self._col = db[mongo.MESSAGES]
+        self._mailbox = db[mongo.MAILBOX]
 
     async def get(self, message_id: str) -> Doc | None:
         async with unavailable_as_503():
@@ -119,7 +129,49 @@ class MongoMessageRepo:
         return await _insert_once(self._col, doc)
 
     async def insert_many(self, docs: Sequence[Mapping[str, Any]]) -> set[int]:
-        return await _insert_new(self._col, [dict(d) for d in docs])
+        entries = [e for d in docs if d.get("state") == "stored" for e in MailboxDoc.entries(d)]
+        await _insert_new(self._mailbox, entries)
+        collided = await _insert_new(self._col, [dict(d) for d in docs])
+        if collided:
+            # Already on record: a redelivery (its entries are there already) or a recall
+            # tombstone, whose entries must not stay.
+            async with unavailable_as_503():
+                on_file = await self._col.find(
+                    {"_id": {"$in": [docs[n]["_id"] for n in collided]}},
+                    {"state": 1}).to_list(None)
+            gone = {d["_id"] for d in on_file if d.get("state") != "stored"}
+            await self._unlist([d for d in docs if d["_id"] in gone])
+        return collided
+
+    async def _listed(self, message_id: str) -> list[Doc]:
+        """The message (the fields its entries are made of), by ``_id`` alone."""
+        async with unavailable_as_503():
+            doc = await self._col.find_one({"_id": message_id}, _LISTED)
+        return [] if doc is None else [doc]
+
+    async def _unlist(self, docs: Sequence[Mapping[str, Any]]) -> None:
+        """Out of the recipients' boxes; the sender's ``sent`` entry stays (the sent list
+        shows recalled and expired messages too, their slips still open)."""
+        ids = [e["_id"] for d in docs for e in MailboxDoc.entries(d) if e["box"] == "in"]
+        if ids:
+            async with unavailable_as_503():
+                await self._mailbox.delete_many({"_id": {"$in": ids}})
+
+    async def backfill_mailbox(self, *, batch: int = 500) -> int:
+        """Listing entries for every stored message (``secmsg.ops.migrate``: messages recorded
+        before the ``mailbox`` collection existed); idempotent. Returns the entries added."""
+        added = 0
+        async with unavailable_as_503():
+            cursor = self._col.find({"state": "stored"}, _LISTED, batch_size=batch)
+            chunk: list[Doc] = []
+            async for doc in cursor:
+                chunk.extend(MailboxDoc.entries(doc))
+                if len(chunk) >= batch:
+                    added += len(chunk) - len(await _insert_new(self._mailbox, chunk))
+                    chunk = []
+            if chunk:
+                added += len(chunk) - len(await _insert_new(self._mailbox, chunk))
+        return added
 
     async def find_many(self, message_ids: Sequence[str]) -> list[Doc]:
         async with unavailable_as_503():
@@ -144,6 +196,7 @@ class MongoMessageRepo:
                           "purge_owner": owner}})
 
     async def mark_purged(self, message_id: str, *, now: datetime) -> None:
+        await self._unlist(await self._listed(message_id))
         async with unavailable_as_503():
             await self._col.update_one(
                 {"_id": message_id},
@@ -151,6 +204,7 @@ class MongoMessageRepo:
                  "$unset": {"lease_until": "", "purge_owner": "", "inline": ""}})
 
     async def mark_recalled(self, message_id: str, *, at: datetime, by: str) -> None:
+        await self._unlist(await self._listed(message_id))
         async with unavailable_as_503():
             await self._col.update_one(
                 {"_id": message_id},
@@ -165,6 +219,12 @@ class MongoMessageRepo:
                  "$or": [{"expiry_changed_at": None},
                          {"expiry_changed_at": {"$lte": changed_at}}]},
                 {"$set": {"expires_at": expires_at, "expiry_changed_at": changed_at}})
+            if res.matched_count:
+                ids = [e["_id"] for d in await self._listed(message_id)
+                       for e in MailboxDoc.entries(d)]
+                if ids:
+                    await self._mailbox.update_many({"_id": {"$in": ids}},
+                                                    {"$set": {"expires_at": expires_at}})
         return res.matched_count > 0
 
     async def count_stored(self, tenant_id: str) -> int:
