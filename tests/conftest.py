@@ -14,6 +14,8 @@
   real process tree in a temporary ``.run`` folder, for the tests of what a newcomer meets
   (tests/deploy/test_local_stack.py) and of the mail it sends
   (tests/deliverability/test_local_stack_alignment.py): started once for both.
+* ``browser`` (session): one headless Chromium (tests/webmail/browser.py says how it is
+  launched here) for every browser test; each test opens its own context.
 """
 
 from __future__ import annotations
@@ -162,3 +164,19 @@ async def platform(services: Callable[..., ServiceProc], mongo_db: Any, sink: Si
     return Platform(tenant="acme", api_key=key, db=mongo_db, sink=sink,
                     s3_data_dir=stack.s3_data_dir / settings.s3_bucket, procs=procs,
                     start_service=services)
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Any]:
+    """A ``playwright.async_api.Browser``; Playwright is imported only when a test asks."""
+    from playwright.async_api import async_playwright, expect
+
+    from tests.webmail.browser import CHROMIUM, CHROMIUM_ARGS
+
+    # Pages answer after real work (Argon2, ingest, other services) on two shared cores: wait
+    # longer than Playwright's 5 s before calling an expected page missing.
+    expect.set_options(timeout=15_000)
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        await b.close()

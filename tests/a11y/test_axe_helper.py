@@ -3,13 +3,9 @@ faults gets them named, a clean page gets none (so a 0 elsewhere means something
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser
 
 from tests.axe import axe_html, axe_version
-from tests.webmail.browser import CHROMIUM, CHROMIUM_ARGS
 
 CLEAN = """<!DOCTYPE html><html lang="en"><head><title>Fine</title></head>
 <body><main><h1>Fine</h1><p>Readable text.</p><img src="https://x.example/a.png" alt="A">
@@ -17,14 +13,6 @@ CLEAN = """<!DOCTYPE html><html lang="en"><head><title>Fine</title></head>
 FAULTY = """<!DOCTYPE html><html><head><title>Bad</title></head>
 <body><main><h1>Bad</h1><p style="color:#aaa;background:#fff">Faint text.</p>
 <img src="https://x.example/a.png"><a href="https://x.example/"></a></main></body></html>"""
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        await b.close()
 
 
 async def test_axe_names_the_faults_of_a_faulty_page(browser: Browser) -> None:

@@ -7,32 +7,23 @@ from __future__ import annotations
 
 import email.message
 import re
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser
 
 from devstack.smtp_sink import Sink
 from secmsg.shared import mongo
 from tests.axe import axe_html, describe
 from tests.notify.conftest import DISCLAIMER, FOOTER, Bus, eventually, stored_event
-from tests.webmail.browser import CHROMIUM, CHROMIUM_ARGS, SHOTS
+from tests.webmail.browser import SHOTS
 
 pytestmark = pytest.mark.timeout(120)
 
 LOGO = "https://www.acme.example/logo.png"
 WIDTHS = {"desktop": 1024, "phone": 375}
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        await b.close()
 
 
 class _Links(HTMLParser):

@@ -10,33 +10,23 @@ import os
 import stat
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from email import message_from_bytes
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.async_api import Browser, async_playwright, expect
+from playwright.async_api import Browser, expect
 
 from devstack.imap import Dovecot
-from tests.e2e.helpers import Platform, code_from_mail, eventually, submit
+from tests.e2e.helpers import Platform, submit
 from tests.toolbar.conftest import IMAP_PASSWORD, IMAP_USER
 from tests.toolbar.helpers import Box
 from tests.toolbar.test_agent import notification_for
-from tests.webmail.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.webmail.browser import enter_emailed_code
 
 pytestmark = pytest.mark.timeout(240)
 
 SECRET_WORD = "pangolinharpsichord"
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    expect.set_options(timeout=15_000)
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        await b.close()
 
 
 def toolbar(*args: str, config_dir: Path) -> list[str]:
@@ -59,13 +49,7 @@ async def approve_in_browser(browser: Browser, platform: Platform, url: str,
         await page.goto(url)
         await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
         await page.get_by_label("Your email address").fill(IMAP_USER)
-        await page.get_by_role("button", name="Email me a code").click()
-        mail = await eventually(lambda: platform._code_mails(IMAP_USER), timeout=30,
-                                what="the sign-in code mail")
-        code = code_from_mail(mail[-1])
-        assert code
-        await page.get_by_label("8-digit code").fill(code)
-        await page.get_by_role("button", name="Sign in").click()
+        await enter_emailed_code(page, platform, IMAP_USER)
         await expect(page.get_by_role("heading", name="Connect a toolbar")).to_be_visible()
         await expect(page.get_by_label("Code shown by the toolbar")).to_have_value(user_code)
         await expect(page.get_by_text("secmsg toolbar agent on")).to_be_visible()

@@ -25,8 +25,8 @@ from devstack.services import ServiceProc
 from devstack.smtp_sink import Sink
 from secmsg.ingest.admin import create_api_key, create_tenant
 from secmsg.shared import mongo
-from tests.e2e.helpers import Platform, code_from_mail, eventually, submit
-from tests.webmail.browser import shot
+from tests.e2e.helpers import Platform, eventually, submit
+from tests.webmail.browser import enter_emailed_code, shot
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -69,14 +69,7 @@ async def with_authenticator(context: BrowserContext, page: Page) -> tuple[Any, 
 async def sign_in_with_code(platform: Platform, page: Page, base: str) -> None:
     await page.goto(f"{base}/web/acme/signin")
     await page.get_by_label("Your email address").fill(BOB)
-    seen = len(platform._code_mails(BOB))
-    await page.get_by_role("button", name="Email me a code").click()
-    mails = await eventually(lambda: platform._code_mails(BOB)[seen:], timeout=30,
-                             what="the sign-in code mail")
-    code = code_from_mail(mails[-1])
-    assert code
-    await page.get_by_label("8-digit code").fill(code)
-    await page.get_by_role("button", name="Sign in").click()
+    await enter_emailed_code(page, platform, BOB)
     await expect(page.get_by_role("heading", name="Inbox")).to_be_visible()
 
 
