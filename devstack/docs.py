@@ -49,13 +49,6 @@ def configuration_md() -> str:
            "## Shared by every service (`shared/secmsg/shared/settings.py`)", "",
            "| variable | default | description |", "|---|---|---|",
            *_settings_rows(CommonSettings)]
-    from secmsg.shared.dkim import PlatformMailSettings
-
-    out += ["", "## The platform's mail identity (`secmsg.shared.dkim.PlatformMailSettings`)",
-            "", "notify's variables of the same names (below), also read by retrieve to sign "
-            "and align its sign-in code mails exactly like notifications.", "",
-            "| variable | default | description |", "|---|---|---|",
-            *_settings_rows(PlatformMailSettings)]
     # notify.deliverability: the bounce receiver + DNSBL monitor process of the notify package
     for svc in (*SERVICES, "notify.deliverability"):
         mod = importlib.import_module(f"secmsg.{svc}.settings")

@@ -14,11 +14,12 @@ import pytest
 from pydantic import ValidationError
 
 from devstack.smtp_sink import Sink
-from secmsg.notify.alignment import default_ehlo_name, is_bounce_domain
+from secmsg.notify.alignment import is_bounce_domain
 from secmsg.notify.bounce_address import address_hash, parse_bounce_address
 from secmsg.notify.settings import NotifySettings
 from secmsg.shared import mongo
 from secmsg.shared.crypto import DKIM_KEY_PURPOSE
+from secmsg.shared.dkim import default_ehlo_name
 from secmsg.shared.settings import CommonSettings
 from tests.notify.conftest import Bus, eventually, stored_event
 from tests.notify.test_dkim import PLATFORM_PEM, TENANT_PEM, dnsfunc

@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import socket
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 import dkim  # type: ignore[import-untyped]  # dkimpy ships no type hints
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from secmsg.shared.dnsnames import BlankIsNone, DnsPrefix, Fqdn, is_dns_name
 
 # The headers the design names; one absent from a message (e.g. Cc) is still listed in h=,
 # which signs its absence: nobody can add it later without breaking the signature.
@@ -44,29 +47,51 @@ class DkimKey(Protocol):
 
 
 class PlatformMailSettings(BaseSettings):
-    """The platform's mail identity, read by every service that sends mail: notify (through
-    ``NotifySettings``, which has the same variables) and retrieve (sign-in code mails), so
-    both sign with the same key and use the same envelope sender and EHLO name. The names
-    keep notify's prefix, where they were first documented."""
+    """The platform's mail identity, ``SECMSG_NOTIFY_*`` (where it was first documented):
+    ``NotifySettings`` inherits these fields, and retrieve reads the same variables for its
+    sign-in code mails, so both sign with the same key and use the same envelope sender and
+    EHLO name."""
 
     model_config = SettingsConfigDict(env_prefix="SECMSG_NOTIFY_", extra="ignore")
 
     dkim_domain: str | None = Field(
-        default=None, description="d= of the platform's DKIM signature (the domain of "
-                                  "SECMSG_SMTP_FROM); with SELECTOR and PRIVATE_KEY_FILE")
+        default=None, description="d= of the platform's DKIM signature (the platform "
+                                  "sender's domain); with SELECTOR and PRIVATE_KEY_FILE. Also "
+                                  "read by retrieve, which signs sign-in code mails the same way")
     dkim_selector: str | None = None
     dkim_private_key_file: str | None = Field(
         default=None, description="PEM RSA private key of the platform's DKIM signature; "
-                                  "unset: platform mail goes out unsigned")
+                                  "unset: notifications and code mails of tenants without "
+                                  "their own key go out unsigned (warned at start)")
     bounce_address: str | None = Field(
-        default=None, description="envelope sender (MAIL FROM) base, at a domain aligned "
-                                  "with SECMSG_SMTP_FROM's; unset: the platform sender")
-    tenant_bounce_subdomain: str | None = Field(
-        default=None, description="for a tenant with its own DKIM key: its envelope sender "
-                                  "domain is <this>.<tenant DKIM domain>")
-    ehlo_name: str | None = Field(
-        default=None, description="the FQDN given in EHLO/HELO; unset: the host's FQDN if it "
-                                  "looks public, else the domain of SECMSG_SMTP_FROM")
+        default=None, description="envelope sender base, e.g. bounces@notify.example: each "
+                                  "notification's MAIL FROM becomes "
+                                  "bounces+<tenant>.<message>.<hash>@notify.example, a code "
+                                  "mail's the address itself; unset: the platform sender "
+                                  "(SECMSG_SMTP_FROM)")
+    tenant_bounce_subdomain: Annotated[DnsPrefix | None, BlankIsNone] = Field(
+        default=None, description="with BOUNCE_ADDRESS, for a tenant with its own DKIM key: "
+                                  "its envelope sender becomes <bounce local>+<tag>@<this>."
+                                  "<tenant DKIM domain>, SPF-aligned with its From (the tenant "
+                                  "publishes MX and SPF for that name first); unset: the "
+                                  "platform bounce address for every tenant")
+    ehlo_name: Annotated[Fqdn | None, BlankIsNone] = Field(
+        default=None, description="the FQDN notify and retrieve give in EHLO/HELO (it should "
+                                  "resolve to the sending IP and match its PTR); unset: the "
+                                  "host's FQDN if it has a public-looking one, else the "
+                                  "domain of SECMSG_SMTP_FROM")
+
+
+_NOT_PUBLIC = ("localhost", ".localdomain", ".local", ".internal", ".lan")
+
+
+def default_ehlo_name(platform_from: str, *, fqdn: str | None = None) -> str:
+    """The host's fully qualified name when it has one worth showing (a dot, not a local-only
+    name), else the platform sender's domain: never a bare host name such as a pod's."""
+    name = (fqdn if fqdn is not None else socket.getfqdn()).lower().rstrip(".")
+    if is_dns_name(name, min_labels=2) and not name.endswith(_NOT_PUBLIC):
+        return name
+    return platform_from.rpartition("@")[2].lower()
 
 
 @dataclass(frozen=True)

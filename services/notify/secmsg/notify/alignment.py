@@ -8,25 +8,12 @@ the EHLO name, and the envelope sender's domain for tenants that sign with their
   ``<TENANT_BOUNCE_SUBDOMAIN>.<tenant DKIM domain>`` (opt-in, since the tenant must publish its
   MX and SPF first: a sender domain that does not resolve gets mail refused).
 * The Message-ID's domain is the From's (compose.py); the EHLO name is a real FQDN of the
-  sending host (:func:`default_ehlo_name`), never a bare host name.
+  sending host (``secmsg.shared.dkim.default_ehlo_name``), never a bare host name.
 """
 
 from __future__ import annotations
 
-import socket
-
 from secmsg.shared.dnsnames import is_dns_name
-
-_NOT_PUBLIC = ("localhost", ".localdomain", ".local", ".internal", ".lan")
-
-
-def default_ehlo_name(platform_from: str, *, fqdn: str | None = None) -> str:
-    """The host's fully qualified name when it has one worth showing (a dot, not a local-only
-    name), else the platform sender's domain: never a bare host name such as a pod's."""
-    name = (fqdn if fqdn is not None else socket.getfqdn()).lower().rstrip(".")
-    if is_dns_name(name, min_labels=2) and not name.endswith(_NOT_PUBLIC):
-        return name
-    return platform_from.rpartition("@")[2].lower()
 
 
 def tenant_bounce_domain(subdomain: str | None, dkim_domain: str) -> str | None:

@@ -25,7 +25,6 @@ from secmsg.notify.adapters.mongo import (
     TenantSmtpOptions,
 )
 from secmsg.notify.adapters.smtp import SmtpMailer
-from secmsg.notify.alignment import default_ehlo_name
 from secmsg.notify.bounce_address import bounce_address
 from secmsg.notify.handlers import register
 from secmsg.notify.ports import DkimKey, SmtpTarget
@@ -33,7 +32,7 @@ from secmsg.notify.probes import nats_and_mongo_problems, probe_app
 from secmsg.notify.service import NotifyPolicy
 from secmsg.notify.settings import NotifySettings
 from secmsg.shared import bus, templating
-from secmsg.shared.dkim import DkimSigner, check_key
+from secmsg.shared.dkim import DkimSigner, check_key, default_ehlo_name
 from secmsg.shared.mongo import make_client
 from secmsg.shared.settings import CommonSettings
 from secmsg.shared.tenant_cache import TenantChanges

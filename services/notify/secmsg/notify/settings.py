@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from secmsg.shared.dnsnames import BlankIsNone, DnsPrefix, Fqdn
+from secmsg.shared.dkim import PlatformMailSettings
 from secmsg.shared.settings import ProbePort, ProbeSettings
 
 
-class NotifySettings(ProbeSettings):
+class NotifySettings(ProbeSettings, PlatformMailSettings):
+    """Besides its own, the platform's mail identity (DKIM key, bounce address, EHLO name:
+    ``PlatformMailSettings``, which retrieve reads too)."""
+
     model_config = SettingsConfigDict(env_prefix="SECMSG_NOTIFY_", extra="ignore")
 
     internal_port: ProbePort = 8082
@@ -89,30 +92,6 @@ class NotifySettings(ProbeSettings):
     smtp_reuse: bool = Field(
         default=True, description="keep SMTP connections open for the next notification; "
                                   "false: one connection per message (benchmarks)")
-    dkim_domain: str | None = Field(
-        default=None, description="d= of the platform's DKIM signature (the platform "
-                                  "sender's domain); with SELECTOR and PRIVATE_KEY_FILE")
-    dkim_selector: str | None = None
-    dkim_private_key_file: str | None = Field(
-        default=None, description="PEM RSA private key of the platform's DKIM signature; "
-                                  "unset: notifications of tenants without their own key "
-                                  "go out unsigned (warned at start)")
-    bounce_address: str | None = Field(
-        default=None, description="envelope sender base, e.g. bounces@notify.example: each "
-                                  "notification's MAIL FROM becomes "
-                                  "bounces+<tenant>.<message>.<hash>@notify.example; unset: "
-                                  "the platform sender (SECMSG_SMTP_FROM)")
-    tenant_bounce_subdomain: Annotated[DnsPrefix | None, BlankIsNone] = Field(
-        default=None, description="with BOUNCE_ADDRESS, for a tenant with its own DKIM key: "
-                                  "its envelope sender becomes <bounce local>+<tag>@<this>."
-                                  "<tenant DKIM domain>, SPF-aligned with its From (the tenant "
-                                  "publishes MX and SPF for that name first); unset: the "
-                                  "platform bounce address for every tenant")
-    ehlo_name: Annotated[Fqdn | None, BlankIsNone] = Field(
-        default=None, description="the FQDN notify gives in EHLO/HELO (it should resolve to "
-                                  "the sending IP and match its PTR); unset: the host's FQDN "
-                                  "if it has a public-looking one, else the domain of "
-                                  "SECMSG_SMTP_FROM")
     standby_smtp_host: str | None = Field(
         default=None, description="standby relay for the platform's own sending, used while "
                                   "dnsbl_status says relay=standby")

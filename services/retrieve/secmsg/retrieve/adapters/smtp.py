@@ -7,7 +7,7 @@ ingest's ``PUT /v1/admin/dkim`` stored it) gets its From address and its key's s
 any other tenant the platform's From and the platform key (``PlatformMailSettings``, the
 same variables notify reads). The Message-ID is at the From's domain, the envelope sender is
 the platform bounce address (at the tenant's bounce subdomain for a keyed tenant when
-``SECMSG_NOTIFY_TENANT_BOUNCE_SUBDOMAIN`` is set), and EHLO gives the configured FQDN."""
+``SECMSG_NOTIFY_TENANT_BOUNCE_SUBDOMAIN`` is set), and EHLO gives the same name as notify's."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from secmsg.shared.dkim import (
     DkimSigner,
     PlatformKey,
     PlatformMailSettings,
+    default_ehlo_name,
     platform_key,
 )
 from secmsg.shared.errors import DependencyUnavailable, PermanentError, SecmsgError
@@ -68,8 +69,7 @@ class MailIdentity:
             log.warning("no platform DKIM key (SECMSG_NOTIFY_DKIM_DOMAIN/_SELECTOR/"
                         "_PRIVATE_KEY_FILE): sign-in code mails go out unsigned",
                         extra={"event": "startup"})
-        ehlo = (mail.ehlo_name or "").strip().lower().rstrip(".") or \
-            common.smtp_from.rpartition("@")[2].lower() or None
+        ehlo = mail.ehlo_name or default_ehlo_name(common.smtp_from)
         return cls(platform_from=common.smtp_from, key=key,
                    bounce_address=mail.bounce_address or None,
                    tenant_bounce_subdomain=mail.tenant_bounce_subdomain or None,
