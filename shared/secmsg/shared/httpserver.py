@@ -55,14 +55,12 @@ ASGIApp = Callable[..., Awaitable[None]]
 
 
 class EdgeSettings(BaseSettings):
-    """The public port: where it listens, and its protection against slow clients and spoofed
-    forwarded headers.
+    """The public port's address and protection against slow clients and spoofed headers.
 
     A base for the settings of the services with a public port (each reads them with its own
     prefix, e.g. ``SECMSG_INGEST_HEADER_TIMEOUT_S``); each declares its public ``port``."""
 
     host: str = Field(default="0.0.0.0", description="listen address of the public port")
-
     header_timeout_s: float = Field(
         default=10.0, gt=0,
         description="Whole request head (request line and headers) within this time, from "
