@@ -92,3 +92,46 @@ async def test_a_pull_request_ending_early_loses_no_gathered_events(
     assert len(early_end) >= 2  # the early end really happened
     assert set(seen) == {ev.message_id for ev in sent}
     assert all(n == 1 for n in seen.values()), seen  # each handled on its first delivery
+
+
+async def test_events_queued_for_a_free_handler_are_kept_alive_past_the_ack_wait(
+        broker: NatsBroker) -> None:
+    """A replica fetches more events than it has free handlers (FastStream queues them in
+    memory). Those wait longer than a short ack wait when handlers are slow, and came back as
+    copies of events about to be handled; ``keep_alive_held`` reports them in progress."""
+    ack_wait = 3.0
+    events = worker.EventWorker(broker, service="t", dead_letters=Sink,
+                                policy=worker.DeliveryPolicy(ack_wait_s=ack_wait))
+    handled: list[tuple[str, int]] = []
+    sent = [stored(n) for n in range(8)]
+
+    @events.subscriber(subjects.any_tenant(subjects.MESSAGE_STORED), durable="held",
+                       batch_size=8, fetch_timeout_s=1, max_workers=2, keep_alive_held=True)
+    async def on_stored(event: MessageStored) -> None:
+        raw = broker.context.get_local("message").raw_message
+        handled.append((event.message_id, raw.metadata.num_delivered))
+        await asyncio.sleep(1.2)  # two handlers, eight events: the last two wait 3.6 s
+
+    pub = bus.EventPublisher(await _connected(broker))
+    for ev in sent:
+        await pub.publish(ev, event_msg_id(ev))
+    await broker.start()
+    await events.ensure_consumers(broker.connection)
+
+    js = broker.connection.jetstream()
+
+    async def settled() -> bool:
+        info = await js.consumer_info(subjects.STREAM, "held")
+        return info.num_pending == 0 and info.num_ack_pending == 0 and len(handled) >= 8
+
+    for _ in range(400):
+        if await settled():
+            break
+        await asyncio.sleep(0.05)
+    assert sorted(m for m, _ in handled) == sorted(ev.message_id for ev in sent), handled
+    assert all(n == 1 for _, n in handled), handled  # none came back as a copy
+
+
+async def _connected(broker: NatsBroker) -> Any:
+    await broker.connect()
+    return broker.connection

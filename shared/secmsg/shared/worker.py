@@ -57,6 +57,8 @@ publish (``BrokerPublisher``) and idempotent writes / claims.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
 import dataclasses
 import logging
@@ -574,10 +576,20 @@ class _PullFetch:
        ``wait_s`` from that first event, as before.
     """
 
-    def __init__(self, inner: Any, *, idle_s: float | None, wait_s: float) -> None:
+    def __init__(self, inner: Any, *, idle_s: float | None, wait_s: float,
+                 keepalive_s: float | None = None, max_hold_s: float = 60.0) -> None:
         self._inner = inner
         self._idle_s = idle_s
         self._wait_s = wait_s
+        # 3. With ``keepalive_s``: events fetched but not finished yet -- also those waiting in
+        #    FastStream's in-memory queue for a free handler, which no handler keeps alive --
+        #    are reported "in progress" every ``keepalive_s`` (for at most ``max_hold_s`` from
+        #    the fetch), so a busy replica's queue does not outlive the ack wait and come back
+        #    as copies of events it is about to handle (notify's 6 s ack wait).
+        self._keepalive_s = keepalive_s
+        self._max_hold_s = max_hold_s
+        self._held: dict[int, tuple[Msg, float]] = {}
+        self._beat: asyncio.Task[None] | None = None
 
     async def _fetch(self, batch: int, wait: float | None) -> list[Msg]:
         try:
@@ -586,7 +598,31 @@ class _PullFetch:
             raise
         except TimeoutError as exc:  # asyncio's: what FastStream's loop does not expect
             raise NatsTimeout from exc
+        if self._keepalive_s is not None and msgs:
+            now = time.monotonic()
+            for m in msgs:
+                self._held[id(m)] = (m, now)
+            if self._beat is None or self._beat.done():
+                self._beat = asyncio.create_task(self._keep_held(self._keepalive_s),
+                                                 name="pull-keepalive")
         return msgs
+
+    async def _keep_held(self, every_s: float) -> None:
+        while self._held:
+            await asyncio.sleep(every_s)
+            now = time.monotonic()
+            for key, (m, since) in list(self._held.items()):
+                if m.is_acked or now - since > self._max_hold_s:
+                    del self._held[key]  # done (acked, nak'ed, terminated), or held too long
+                    continue
+                with contextlib.suppress(Exception):  # NATS away: a redelivery is harmless
+                    await m.in_progress()
+
+    async def unsubscribe(self) -> None:
+        if self._beat is not None:
+            self._beat.cancel()
+        self._held.clear()
+        await self._inner.unsubscribe()
 
     async def fetch(self, batch: int = 1, timeout: float | None = 5.0,  # noqa: ASYNC109 -- nats-py API
                     heartbeat: float | None = None) -> list[Msg]:
@@ -609,7 +645,8 @@ class _PullFetch:
         return getattr(self._inner, name)
 
 
-def _wrap_pulls(sub: Any, *, idle_s: float | None, wait_s: float) -> None:
+def _wrap_pulls(sub: Any, *, idle_s: float | None, wait_s: float,
+                keepalive_s: float | None = None, max_hold_s: float = 60.0) -> None:
     """Wrap ``sub``'s pull subscription in ``_PullFetch`` as soon as it is made (its consume
     task starts only at the next await, so it sees the wrapper)."""
     create = sub._create_subscription
@@ -617,7 +654,8 @@ def _wrap_pulls(sub: Any, *, idle_s: float | None, wait_s: float) -> None:
     async def create_then_wrap() -> None:
         await create()
         if sub.subscription is not None and not isinstance(sub.subscription, _PullFetch):
-            sub.subscription = _PullFetch(sub.subscription, idle_s=idle_s, wait_s=wait_s)
+            sub.subscription = _PullFetch(sub.subscription, idle_s=idle_s, wait_s=wait_s,
+                                          keepalive_s=keepalive_s, max_hold_s=max_hold_s)
 
     sub._create_subscription = create_then_wrap
 
@@ -669,7 +707,8 @@ class EventWorker:
                    fetch_timeout_s: float, batch: bool = False, max_workers: int | None = None,
                    max_ack_pending: int | None = None, policy: DeliveryPolicy | None = None,
                    stream: str = subjects.STREAM,
-                   idle_wait_s: float | None = None) -> Registration:
+                   idle_wait_s: float | None = None,
+                   keep_alive_held: bool = False) -> Registration:
         """A durable pull consumer of ``stream`` (``SECMSG`` unless the service keeps a
         stream of its own) filtered to ``subject``. ``policy`` overrides the worker's: a
         consumer that re-schedules by nak'ing (a retry queue) needs a ``max_deliver`` that
@@ -678,7 +717,9 @@ class EventWorker:
         A batch consumer's ``fetch_timeout_s`` is how long a batch may wait to fill; with
         ``idle_wait_s`` its first fetch waits that long for the first event instead
         (``_PullFetch``: one pull request per ``idle_wait_s`` while idle, not one per
-        batch wait)."""
+        batch wait). With ``keep_alive_held`` every fetched event is reported in progress
+        every quarter of the ack wait until it is finished (at most ten ack waits): for a
+        consumer with a short ack wait whose events may queue for a free handler."""
         policy = policy or self.outcomes.policy
         config = ConsumerConfig(
             durable_name=durable, name=durable, filter_subject=subject,
@@ -697,7 +738,9 @@ class EventWorker:
                                   max_ack_pending=max_ack_pending),
             **kwargs)
         long_poll = batch and idle_wait_s is not None and idle_wait_s > fetch_timeout_s
-        _wrap_pulls(sub, idle_s=idle_wait_s if long_poll else None, wait_s=fetch_timeout_s)
+        _wrap_pulls(sub, idle_s=idle_wait_s if long_poll else None, wait_s=fetch_timeout_s,
+                    keepalive_s=policy.ack_wait_s / 4 if keep_alive_held else None,
+                    max_hold_s=10 * policy.ack_wait_s)
         self.subscribers[durable] = sub
         return Registration(sub, self.outcomes, policy, batch)
 

@@ -154,11 +154,12 @@ def register(rt: Runtime) -> worker.EventWorker:
         inbox_prefix=bus.subscriber_inbox(rt.common))
 
     # Nothing waits in this consumer (retries go to the retry stream): its window only needs
-    # to cover the events in flight on every replica.
+    # to cover the events in flight on every replica. Events fetched but still queued for a
+    # free handler are kept alive too (keep_alive_held): the ack wait is short (6 s).
     @events.subscriber(subjects.any_tenant(subjects.MESSAGE_STORED),
                        durable=subjects.NOTIFY_STORED, batch_size=cfg.concurrency,
                        fetch_timeout_s=cfg.fetch_timeout_s, max_workers=cfg.concurrency,
-                       max_ack_pending=cfg.max_ack_pending)
+                       max_ack_pending=cfg.max_ack_pending, keep_alive_held=True)
     async def on_message_stored(event: MessageStored) -> None:
         try:
             await _notify(rt, _current_message(rt), event)
@@ -172,7 +173,7 @@ def register(rt: Runtime) -> worker.EventWorker:
     @events.subscriber(retry.any_tenant(), durable=retry.CONSUMER, stream=retry.STREAM,
                        batch_size=cfg.retry_concurrency, fetch_timeout_s=cfg.fetch_timeout_s,
                        max_workers=cfg.retry_concurrency,
-                       max_ack_pending=cfg.retry_max_ack_pending,
+                       max_ack_pending=cfg.retry_max_ack_pending, keep_alive_held=True,
                        policy=worker.DeliveryPolicy(
                            max_deliver=cfg.max_deliver + 2,
                            backoff_base_s=min(1.0, cfg.retry_base_s),
