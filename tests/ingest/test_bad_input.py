@@ -71,6 +71,22 @@ async def test_bad_input_is_refused_and_leaves_nothing(ingest: Ingest, case: str
     await ingest.assert_nothing_stored()
 
 
+async def test_a_bad_address_is_refused_each_time_naming_its_field(ingest: Ingest) -> None:
+    # Address checks are cached per string: the same bad address again, in another field,
+    # is refused again and the answer names that field; one far over any address length
+    # (never cached) too.
+    for fields, named in (({"to": ["bob@@example.org"]}, "to[0]"),
+                          ({"to": ["bob@example.org"], "cc": ["bob@@example.org"]}, "cc[0]"),
+                          ({"from": "bob@@example.org"}, "from"),
+                          ({"to": ["b" * 400 + "@example.org"]}, "to[0]")):
+        r = await ingest.post([env_part(envelope(**fields))])
+        assert r.status_code == 400, r.text
+        assert r.json()["detail"].startswith(f"{named} is not a valid email address"), r.text
+    await ingest.assert_nothing_stored()
+    r = await ingest.post([env_part(envelope(to=["bob@example.org"]))])
+    assert r.status_code == 202, r.text
+
+
 async def test_api_key_checks(ingest: Ingest) -> None:
     body = multipart([env_part(envelope())])
     ctype = f"multipart/form-data; boundary={BOUNDARY}"
