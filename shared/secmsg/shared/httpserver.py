@@ -155,9 +155,6 @@ class _HeadDeadline(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._in_head:
-            # The first bytes of a kept-alive connection's next request start its deadline.
-            if self._head_timer is None:
-                self._arm_head()
             # The parser has no size limit of its own: count the head's bytes here, whatever
             # the reads look like.
             joined = self._head_tail + data
@@ -168,6 +165,10 @@ class _HeadDeadline(HttpToolsProtocol):
             else:
                 size = self._head_size = self._head_size + len(data)
                 self._head_tail = joined[-3:]
+                # The first bytes of a kept-alive connection's next request start its
+                # deadline (a head that arrives whole in one read needs no timer).
+                if self._head_timer is None:
+                    self._arm_head()
             if size > self.max_head_bytes:
                 self._disarm_head()
                 self.transport.write(_TOO_LARGE_431)
