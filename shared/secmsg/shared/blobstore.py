@@ -4,9 +4,9 @@ The minio client is synchronous, so calls run in worker threads. Uploads stream:
 feeds chunks through a hand-off bounded by bytes (``UPLOAD_AHEAD``, a little over one part)
 that ``put_object`` reads in parts (multipart upload, ``PART_SIZE`` at a time): the caller
 fills the next part while the thread sends the current one, and memory stays at about two
-parts whatever the object's size. Downloads stream a byte range in ``CHUNK`` pieces, one piece
-read ahead (and, with ``transform``, already decrypted) by the thread while the caller sends
-the current one. Only ciphertext ever passes through here.
+parts whatever the object's size. Downloads stream a byte range in ``CHUNK`` pieces, one
+piece read ahead by the thread while the caller decrypts and sends the current one. Only
+ciphertext ever passes through here.
 """
 
 from __future__ import annotations
@@ -52,14 +52,11 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 
-Transform = Callable[[bytes], bytes]
-
-
 class BlobStore(Protocol):
     async def put_stream(self, key: str, chunks: AsyncIterator[bytes]) -> int: ...
     # An async generator: called without await, iterated with ``async for``.
-    def get_range(self, key: str, offset: int, length: int, chunk: int = ...,
-                  transform: Transform | None = ...) -> AsyncIterator[bytes]: ...
+    def get_range(self, key: str, offset: int, length: int,
+                  chunk: int = ...) -> AsyncIterator[bytes]: ...
     async def delete(self, key: str) -> None: ...
     async def delete_prefix(self, prefix: str) -> int: ...
     async def ping(self) -> None: ...
@@ -247,26 +244,19 @@ class S3BlobStore:
 
         await self.put_stream(key, one())
 
-    async def get_range(self, key: str, offset: int, length: int, chunk: int = CHUNK,
-                        transform: Transform | None = None) -> AsyncIterator[bytes]:
+    async def get_range(self, key: str, offset: int, length: int,
+                        chunk: int = CHUNK) -> AsyncIterator[bytes]:
         """Yield ``length`` bytes of ``key`` starting at ``offset``, in pieces of exactly
         ``chunk`` bytes (the last one shorter), so a reader of fixed-size records (sealed
-        segments) can ask for whole ones.
-
-        ``transform`` (e.g. a decryptor's ``update``) is applied to each piece, in order, on
-        the worker thread, and its result yielded instead. The next piece is read (and
-        transformed) while the caller handles the current one: at most two pieces in memory.
-        """
+        segments) can ask for whole ones. The next piece is read on the worker thread while
+        the caller handles the current one: at most two pieces in memory."""
         loop = asyncio.get_running_loop()
         resp = await self._call(self._client.get_object, self.bucket, key, offset=offset,
                                 length=length)
         it: Iterator[bytes] = resp.stream(chunk)
 
         def step() -> bytes | None:
-            piece = next(it, None)
-            if piece is None or transform is None:
-                return piece
-            return transform(piece)
+            return next(it, None)
 
         ahead: asyncio.Future[bytes | None] | None = None
         try:

@@ -6,7 +6,7 @@ MongoDB document or a driver type.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -327,8 +327,5 @@ class AuditPublisher(Protocol):
 
 
 class BlobReader(Protocol):
-    def get_range(self, key: str, offset: int, length: int, chunk: int = ...,
-                  transform: Callable[[bytes], bytes] | None = ...) -> AsyncIterator[bytes]:
-        """``length`` bytes at ``offset`` in ``chunk`` pieces, each passed through
-        ``transform`` (off the event loop) if given."""
-        ...
+    def get_range(self, key: str, offset: int, length: int,
+                  chunk: int = ...) -> AsyncIterator[bytes]: ...

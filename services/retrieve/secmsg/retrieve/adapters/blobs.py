@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 from minio.error import S3Error
 
@@ -14,11 +14,10 @@ class S3BlobReader:
     def __init__(self, store: S3BlobStore):
         self._store = store
 
-    async def get_range(self, key: str, offset: int, length: int, chunk: int = CHUNK,
-                        transform: Callable[[bytes], bytes] | None = None
-                        ) -> AsyncIterator[bytes]:
+    async def get_range(self, key: str, offset: int, length: int,
+                        chunk: int = CHUNK) -> AsyncIterator[bytes]:
         try:
-            async for piece in self._store.get_range(key, offset, length, chunk, transform):
+            async for piece in self._store.get_range(key, offset, length, chunk):
                 yield piece
         except DependencyUnavailable as exc:
             # The record says the object is longer than what is stored: it was truncated,
