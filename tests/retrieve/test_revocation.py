@@ -87,9 +87,9 @@ async def test_recalled_is_410_for_every_recipient_and_404_for_others(
 async def test_download_in_progress_stops_within_1_mib_of_a_revocation(
         app: Running, seeder: Seeder, mongo_db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     # The worst case: the revocation lands just after a re-check said "still yours". At most
-    # RECHECK_BYTES (1 MiB) may leave after that (once a whole 4 MiB read did).
+    # RECHECK_BYTES (1 MiB) may leave after that (once a whole object-store read did).
     assert RECHECK_BYTES == 1024 * 1024
-    size = 10 * 1024 * 1024  # several object-store reads (4 MiB each)
+    size = 10 * 1024 * 1024  # several object-store reads (1 MiB each)
     msg = await seeder.message(to=["bob@example.org"],
                                attachments=[("big.bin", "application/octet-stream",
                                              bytes(range(256)) * (size // 256))])

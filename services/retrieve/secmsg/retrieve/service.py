@@ -62,7 +62,7 @@ from secmsg.shared.ids import is_message_id
 
 log = logging.getLogger(__name__)
 
-DOWNLOAD_CHUNK = 4 * 1024 * 1024  # plaintext per write of a download (64 segments of 64 KiB)
+DOWNLOAD_CHUNK = 1024 * 1024  # plaintext per write of a download (16 segments of 64 KiB)
 CODE_RE = re.compile(r"^[0-9]{8}$")
 
 
