@@ -11,9 +11,9 @@ from typing import Any
 import dkim
 import pytest
 
-from secmsg.retrieve.adapters.smtp import MailIdentity, SmtpCodeMailer
+from secmsg.retrieve.adapters.smtp import SmtpCodeMailer
 from secmsg.shared.crypto import DKIM_KEY_PURPOSE, KeyRing
-from secmsg.shared.dkim import PlatformKey
+from secmsg.shared.dkim import MailIdentity, PlatformKey
 from secmsg.shared.settings import CommonSettings
 from tests.notify.test_dkim import PLATFORM_PEM, TENANT_PEM, dnsfunc
 

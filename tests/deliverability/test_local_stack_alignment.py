@@ -1,9 +1,9 @@
-"""Every mail the local stack (``python -m devstack.run``) sends -- notifications and
-retrieve's sign-in code mails, for a tenant without and a tenant with its own DKIM key --
-passes DKIM and DMARC for its From domain, as a receiving server would check it: the
-signature is verified with dkimpy and DMARC evaluated with authheaders, both looking the keys
-and policies up with real DNS queries (dnspython) to a DNS server on 127.0.0.1 (dnslib) that
-serves the records the deployment would publish -- the platform's
+"""Every mail the local stack (``python -m devstack.run``) sends -- notifications, retrieve's
+sign-in code mails and the admin's SMTP test (ingest), for a tenant without and a tenant with
+its own DKIM key -- passes DKIM and DMARC for its From domain, as a receiving server would
+check it: the signature is verified with dkimpy and DMARC evaluated with authheaders, both
+looking the keys and policies up with real DNS queries (dnspython) to a DNS server on
+127.0.0.1 (dnslib) that serves the records the deployment would publish -- the platform's
 (``.run/dkim/records.txt``) and a tenant's own (from ingest's ``PUT /v1/admin/dkim`` answer).
 
 Also checked per mail: the envelope sender (Return-Path) shares the From's
@@ -36,6 +36,7 @@ from dnslib import QTYPE, RCODE, RR, TXT, DNSRecord
 from dnslib.server import BaseResolver, DNSHandler, DNSLogger, DNSServer
 
 from devstack import dkim as devdkim
+from secmsg.ingest.smtp_check import SUBJECT as SMTP_TEST_SUBJECT
 from secmsg.retrieve.adapters.smtp import SUBJECT as CODE_SUBJECT
 from tests.local_stack import LocalStack
 
@@ -187,14 +188,17 @@ def test_every_mail_of_the_local_stack_is_dkim_signed_and_dmarc_aligned(
         for tenant, address in (("demo", "bob@example.org"), (TENANT, "dave@example.org")):
             _http("POST", f"{retrieve}/v1/auth/code", None,
                   json.dumps({"tenant_id": tenant, "email": address}).encode())
+        # The tenant admin's SMTP test (ingest) is mail the platform sends too.
+        assert _http("POST", f"{ingest}/v1/admin/smtp/test", admin_key,
+                     json.dumps({"to": "it@example.org"}).encode())["ok"] is True
 
         mails = _mail(Path(urls["MAIL_DIR"]), {"Platform-signed": 1, "Tenant-signed": 1,
-                                               CODE_SUBJECT: 2})
+                                               CODE_SUBJECT: 2, SMTP_TEST_SUBJECT: 1})
         seen = set()
         for raw, msg in mails:
             subject = str(msg["Subject"])
-            kind = "notification" if msg["X-Secure-Message-Id"] else "code"
-            assert kind == "notification" or subject == CODE_SUBJECT, subject
+            kind = "notification" if msg["X-Secure-Message-Id"] else {
+                CODE_SUBJECT: "code", SMTP_TEST_SUBJECT: "smtp test"}[subject]
             from_domain = _from_domain(msg)
             seen.add((kind, from_domain, str(msg["To"])))
             dkim_result = authheaders.check_dkim(raw, dnsfunc=dnsd.dkim_txt)
@@ -215,7 +219,8 @@ def test_every_mail_of_the_local_stack_is_dkim_signed_and_dmarc_aligned(
         assert seen >= {("notification", devdkim.PLATFORM_DOMAIN, "bob@example.org"),
                         ("notification", TENANT_DOMAIN, "dave@example.org"),
                         ("code", devdkim.PLATFORM_DOMAIN, "bob@example.org"),
-                        ("code", TENANT_DOMAIN, "dave@example.org")}, seen
+                        ("code", TENANT_DOMAIN, "dave@example.org"),
+                        ("smtp test", TENANT_DOMAIN, "it@example.org")}, seen
         # the keys and policies really came over DNS
         assert f"{devdkim.SELECTOR}._domainkey.{devdkim.PLATFORM_DOMAIN}" in dnsd.queries
         assert f"{TENANT_SELECTOR}._domainkey.{TENANT_DOMAIN}" in dnsd.queries

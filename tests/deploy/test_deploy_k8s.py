@@ -416,13 +416,14 @@ def test_production_wires_deliverability_settings_the_services_accept(
     assert notify.bounce_address == deliverability.bounce_address
     key_path = notify.dkim_private_key_file
     assert key_path is not None
-    # retrieve's sign-in code mails read the same identity (PlatformMailSettings)
+    # retrieve's code mails and ingest's SMTP test read the same identity (PlatformMailSettings)
     mail = PlatformMailSettings()
     assert (mail.dkim_domain, mail.dkim_selector, mail.dkim_private_key_file,
             mail.bounce_address, mail.ehlo_name) == (
         notify.dkim_domain, notify.dkim_selector, key_path, notify.bounce_address,
         notify.ehlo_name)
-    for svc in ("notify", "retrieve"):  # the two that send mail under the platform's name
+    # those that send mail under the platform's name (notifications, codes, the SMTP test)
+    for svc in ("notify", "retrieve", "ingest"):
         (c,) = secmsg_deployment(docs, svc)["spec"]["template"]["spec"]["containers"]
         pod = secmsg_deployment(docs, svc)["spec"]["template"]["spec"]
         (mount,) = [m for m in c["volumeMounts"]
@@ -432,7 +433,7 @@ def test_production_wires_deliverability_settings_the_services_accept(
         assert vol["secret"]["secretName"] == "secmsg-dkim", svc
         assert vol["secret"]["items"] == [{"key": "private.pem", "path": Path(key_path).name}]
     # no other workload holds the DKIM key
-    for other in ("ingest", "store", "notify-deliverability"):
+    for other in ("store", "notify-deliverability"):
         pod = secmsg_deployment(docs, other)["spec"]["template"]["spec"]
         assert all(v.get("secret", {}).get("secretName") != "secmsg-dkim"
                    for v in pod.get("volumes", [])), other

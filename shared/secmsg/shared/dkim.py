@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import socket
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from email.utils import parseaddr
 from typing import Annotated, Any, Protocol
 
 import dkim  # type: ignore[import-untyped]  # dkimpy ships no type hints
@@ -24,7 +26,11 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from secmsg.shared.crypto import DKIM_KEY_PURPOSE, KeyRing
 from secmsg.shared.dnsnames import BlankIsNone, DnsPrefix, Fqdn, is_dns_name
+from secmsg.shared.errors import SecmsgError
+
+log = logging.getLogger(__name__)
 
 # The headers the design names; one absent from a message (e.g. Cc) is still listed in h=,
 # which signs its absence: nobody can add it later without breaking the signature.
@@ -174,3 +180,82 @@ class DkimSigner:
 def check_key(key: DkimKey) -> None:
     """Raise ValueError if ``key`` cannot sign (checked once at start for the platform's)."""
     DkimSigner()._key(key.private_key_pem)
+
+
+@dataclass(frozen=True)
+class Sender:
+    """Whom one mail is from: the From address, the key that signs it (None: unsigned) and
+    the envelope sender (MAIL FROM, what SPF checks)."""
+
+    from_address: str
+    key: DkimKey | None
+    envelope_from: str
+
+
+@dataclass(frozen=True)
+class _TenantKey:
+    domain: str
+    selector: str
+    private_key_pem: bytes = field(repr=False)
+
+
+@dataclass
+class MailIdentity:
+    """The platform's mail identity (``PlatformMailSettings``), read and checked once, and the
+    choice notify makes for each mail: a tenant with a usable key of its own (``tenants.dkim``)
+    sends From its ``from_address``, signed with its key; any other mail is From the
+    platform's sender and signed with the platform key. Used by retrieve (sign-in code mails)
+    and ingest (the admin's SMTP test), so every mail the platform sends lines up alike."""
+
+    platform_from: str
+    key: PlatformKey | None = None
+    bounce_address: str | None = None
+    tenant_bounce_subdomain: str | None = None
+    ehlo_name: str | None = None
+    signer: DkimSigner = field(default_factory=DkimSigner)
+
+    @classmethod
+    def from_settings(cls, platform_from: str, mail: PlatformMailSettings | None = None,
+                      *, service: str = "this service") -> MailIdentity:
+        mail = mail or PlatformMailSettings()
+        key = platform_key(mail)  # a broken key stops the start, not every mail
+        if key is None:
+            log.warning("no platform DKIM key (SECMSG_NOTIFY_DKIM_DOMAIN/_SELECTOR/"
+                        "_PRIVATE_KEY_FILE): the mail %s sends goes out unsigned", service,
+                        extra={"event": "startup"})
+        return cls(platform_from=platform_from, key=key,
+                   bounce_address=mail.bounce_address or None,
+                   tenant_bounce_subdomain=mail.tenant_bounce_subdomain,
+                   ehlo_name=mail.ehlo_name or default_ehlo_name(platform_from))
+
+    def platform(self) -> Sender:
+        return Sender(self.platform_from, self.key, self.bounce_address or self.platform_from)
+
+    def tenant(self, key: DkimKey, from_address: str) -> Sender:
+        envelope = self.bounce_address or from_address
+        if self.bounce_address and self.tenant_bounce_subdomain:
+            local = self.bounce_address.rpartition("@")[0]
+            envelope = f"{local}@{self.tenant_bounce_subdomain}.{key.domain}"
+        return Sender(from_address, key, envelope)
+
+    def for_tenant(self, tenant_id: str, dkim_doc: Any, keyring: KeyRing) -> Sender:
+        """``dkim_doc`` is the tenant's ``tenants.dkim`` (or None). A key that does not open
+        or a From off the key's domain falls back to the platform's, as in notify."""
+        if not isinstance(dkim_doc, dict):
+            return self.platform()
+        domain, selector = dkim_doc.get("domain"), dkim_doc.get("selector")
+        sealed, from_address = dkim_doc.get("private_key_sealed"), dkim_doc.get("from_address")
+        if not (isinstance(domain, str) and domain and isinstance(selector, str) and selector
+                and isinstance(sealed, str) and isinstance(from_address, str)
+                and parseaddr(from_address)[1].rpartition("@")[2].lower() == domain.lower()):
+            return self.platform()
+        try:
+            pem = keyring.open_secret(tenant_id, DKIM_KEY_PURPOSE, sealed)
+        except (SecmsgError, ValueError):
+            log.warning("tenant DKIM key does not open", extra={"tenant_id": tenant_id})
+            return self.platform()
+        return self.tenant(_TenantKey(domain.lower(), selector, pem.encode()), from_address)
+
+    def sign(self, message: bytes, sender: Sender) -> bytes:
+        """``message`` signed with the sender's key (unchanged when it has none)."""
+        return message if sender.key is None else self.signer.sign(message, sender.key)

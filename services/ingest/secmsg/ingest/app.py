@@ -38,6 +38,7 @@ from secmsg.ingest.upload import Options
 from secmsg.ingest.wiring import Deps
 from secmsg.shared import bus, mongo, telemetry
 from secmsg.shared.blobstore import S3BlobStore
+from secmsg.shared.dkim import MailIdentity
 from secmsg.shared.errors import DependencyUnavailable, SecmsgError
 from secmsg.shared.http_errors import (
     BODY_PARSE_ERROR,
@@ -144,7 +145,10 @@ def create_app(common: CommonSettings | None = None, cfg: IngestSettings | None 
                 host=common.smtp_host, port=common.smtp_port, tls=common.smtp_tls,
                 username=common.smtp_username, password=common.smtp_password,
                 mail_from=common.smtp_from, timeout_s=cfg.smtp_test_timeout_s,
-                ca_file=common.smtp_ca_file, allowed_targets=common.smtp_allowed_targets),
+                ca_file=common.smtp_ca_file, allowed_targets=common.smtp_allowed_targets,
+                # signed and aligned like notify's notifications (PlatformMailSettings)
+                identity=MailIdentity.from_settings(
+                    common.smtp_from, service="ingest (the admin's SMTP test)")),
             smtp_test_limiter=RateLimiter(cfg.smtp_test_per_minute))
         # Everything built so far (the app, its routes and models, the clients) lives as long
         # as the process: move it out of the collector's way, so the collections that

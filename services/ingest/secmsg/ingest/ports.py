@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
-from email.message import EmailMessage
 from typing import Any, Protocol
 
 from pydantic import BaseModel
@@ -231,8 +230,11 @@ class SmtpProbeTarget:
     password: str | None
     timeout_s: float
     ca_file: str | None = None
+    local_hostname: str | None = None  # the EHLO name (the platform's, as notify gives)
 
 
 class SmtpProber(Protocol):
-    async def send(self, target: SmtpProbeTarget, message: EmailMessage, *, mail_from: str,
-                   to: str) -> str | None: ...
+    async def send(self, target: SmtpProbeTarget, message: bytes, *, mail_from: str,
+                   to: str) -> str | None:
+        """``message``: the final bytes (signed), sent as they are."""
+        ...

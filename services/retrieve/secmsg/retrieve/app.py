@@ -44,7 +44,7 @@ from secmsg.retrieve.adapters.mongo import (
 )
 from secmsg.retrieve.adapters.passkeys import MongoPasskeyRepo
 from secmsg.retrieve.adapters.passkeys import ensure_indexes as passkey_indexes
-from secmsg.retrieve.adapters.smtp import MailIdentity, SmtpCodeMailer
+from secmsg.retrieve.adapters.smtp import SmtpCodeMailer
 from secmsg.retrieve.deps import Deps
 from secmsg.retrieve.downloads import RangeUnsatisfiable
 from secmsg.retrieve.metrics import BYTES_OUT, LATENCY, REQUESTS
@@ -53,6 +53,7 @@ from secmsg.retrieve.service import RateLimited
 from secmsg.retrieve.settings import RetrieveSettings
 from secmsg.shared import bus, mongo, telemetry
 from secmsg.shared.blobstore import S3BlobStore
+from secmsg.shared.dkim import MailIdentity
 from secmsg.shared.errors import (
     DependencyUnavailable,
     IntegrityError,
@@ -221,7 +222,8 @@ async def build_deps(common: CommonSettings, settings: RetrieveSettings,
         tenants=MongoTenantRepo(db), codes=MongoCodeRepo(db), sessions=MongoSessionRepo(db),
         limiter=MongoRateLimiter(db),
         # signed and aligned like notify's notifications (the same PlatformMailSettings)
-        mailer=SmtpCodeMailer(common, policies, MailIdentity.from_settings(common),
+        mailer=SmtpCodeMailer(common, policies, MailIdentity.from_settings(
+                                  common.smtp_from, service="retrieve (sign-in codes)"),
                               common.key_ring),
         audit=NatsAuditPublisher(publisher), blobs=S3BlobReader(blobs), janitor=MongoJanitor(db),
         tokens=MongoTokenRepo(db), accounts=MongoAccountRepo(db),

@@ -8,8 +8,6 @@ the test into a port scanner, so every outcome is one word of ``docs/design.md``
 
 from __future__ import annotations
 
-from email.message import EmailMessage
-
 import aiosmtplib
 from aiosmtplib import (
     SMTPAuthenticationError,
@@ -25,14 +23,15 @@ from secmsg.shared.ssrf import PinnedNameContext
 
 
 class SmtpProbe:
-    async def send(self, target: SmtpProbeTarget, message: EmailMessage, *, mail_from: str,
+    async def send(self, target: SmtpProbeTarget, message: bytes, *, mail_from: str,
                    to: str) -> str | None:
         """None when the server accepted the message, else the reason category."""
         ctx = (PinnedNameContext.for_host(target.host, target.ca_file)
                if target.tls != "none" else None)
         smtp = aiosmtplib.SMTP(hostname=target.address, port=target.port,
                                use_tls=target.tls == "tls", start_tls=False, tls_context=ctx,
-                               timeout=target.timeout_s)
+                               timeout=target.timeout_s,
+                               local_hostname=target.local_hostname)
         try:
             await smtp.connect()
             await smtp.ehlo()  # start_tls=False: connect() does not greet on its own
@@ -49,7 +48,7 @@ class SmtpProbe:
                     raise
                 except SMTPException:
                     return "auth_failed"  # no mechanism we can use, or AUTH not offered
-            await smtp.send_message(message, sender=mail_from, recipients=[to])
+            await smtp.sendmail(mail_from, [to], message)
             return None
         except SMTPNotSupported:
             return "tls_unavailable"

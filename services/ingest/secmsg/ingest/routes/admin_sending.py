@@ -99,7 +99,8 @@ class SmtpTestOut(BaseModel):
 async def test_smtp(body: SmtpTestIn, creds: Admin, deps: DepsDep) -> SmtpTestOut:
     mode, reason = await smtp_check.run(
         creds=creds, to=body.to, store=deps.smtp, key_ring=deps.key_ring,
-        platform=deps.platform_smtp, prober=deps.prober, limiter=deps.smtp_test_limiter)
+        platform=deps.platform_smtp, prober=deps.prober, limiter=deps.smtp_test_limiter,
+        access=deps.access)
     return SmtpTestOut(ok=reason is None, mode=mode, reason=reason)
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import email.policy
 import logging
-from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import make_msgid, parseaddr
 
@@ -22,75 +21,14 @@ import aiosmtplib
 from secmsg.retrieve import codemail
 from secmsg.retrieve.ports import PolicyRepo
 from secmsg.shared import crypto
-from secmsg.shared.dkim import (
-    DkimKey,
-    DkimSigner,
-    PlatformKey,
-    PlatformMailSettings,
-    default_ehlo_name,
-    platform_key,
-)
-from secmsg.shared.errors import DependencyUnavailable, PermanentError, SecmsgError
+from secmsg.shared.dkim import MailIdentity, Sender
+from secmsg.shared.errors import DependencyUnavailable, PermanentError
 from secmsg.shared.settings import CommonSettings
 from secmsg.shared.ssrf import PinnedNameContext
 
 log = logging.getLogger("secmsg.retrieve.codemail")
 
 SUBJECT = "Your sign-in code"
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Who a code mail is from: the From address, the key that signs it (None: unsigned)
-    and the envelope sender."""
-
-    from_address: str
-    key: DkimKey | None
-    envelope_from: str
-
-
-@dataclass
-class MailIdentity:
-    """The platform's mail identity (``PlatformMailSettings``), read and checked once."""
-
-    platform_from: str
-    key: PlatformKey | None = None
-    bounce_address: str | None = None
-    tenant_bounce_subdomain: str | None = None
-    ehlo_name: str | None = None
-    signer: DkimSigner = field(default_factory=DkimSigner)
-
-    @classmethod
-    def from_settings(cls, common: CommonSettings,
-                      mail: PlatformMailSettings | None = None) -> MailIdentity:
-        mail = mail or PlatformMailSettings()
-        key = platform_key(mail)  # a broken key stops the start, not every code mail
-        if key is None:
-            log.warning("no platform DKIM key (SECMSG_NOTIFY_DKIM_DOMAIN/_SELECTOR/"
-                        "_PRIVATE_KEY_FILE): sign-in code mails go out unsigned",
-                        extra={"event": "startup"})
-        ehlo = mail.ehlo_name or default_ehlo_name(common.smtp_from)
-        return cls(platform_from=common.smtp_from, key=key,
-                   bounce_address=mail.bounce_address or None,
-                   tenant_bounce_subdomain=mail.tenant_bounce_subdomain or None,
-                   ehlo_name=ehlo)
-
-    def platform(self) -> Identity:
-        return Identity(self.platform_from, self.key, self.bounce_address or self.platform_from)
-
-    def tenant(self, key: DkimKey, from_address: str) -> Identity:
-        envelope = self.bounce_address or from_address
-        if self.bounce_address and self.tenant_bounce_subdomain:
-            local = self.bounce_address.rpartition("@")[0]
-            envelope = f"{local}@{self.tenant_bounce_subdomain.strip('.').lower()}.{key.domain}"
-        return Identity(from_address, key, envelope)
-
-
-@dataclass(frozen=True)
-class _TenantKey:
-    domain: str
-    selector: str
-    private_key_pem: bytes = field(repr=False)
 
 
 class SmtpCodeMailer:
@@ -101,25 +39,13 @@ class SmtpCodeMailer:
         self._identity = identity or MailIdentity(platform_from=settings.smtp_from)
         self._keyring = keyring
 
-    async def identity(self, tenant_id: str) -> Identity:
+    async def identity(self, tenant_id: str) -> Sender:
         """The tenant's own signing identity when it has a usable one, else the platform's
-        (a key that does not open falls back to the platform's, as in notify)."""
-        value = await self._policies.dkim(tenant_id) if self._keyring is not None else None
-        if not value or self._keyring is None:
+        (``MailIdentity.for_tenant``, as notify chooses)."""
+        if self._keyring is None:
             return self._identity.platform()
-        domain, selector = value.get("domain"), value.get("selector")
-        sealed, from_address = value.get("private_key_sealed"), value.get("from_address")
-        if not (isinstance(domain, str) and domain and isinstance(selector, str) and selector
-                and isinstance(sealed, str) and isinstance(from_address, str)
-                and parseaddr(from_address)[1].rpartition("@")[2].lower() == domain.lower()):
-            return self._identity.platform()
-        try:
-            pem = self._keyring.open_secret(tenant_id, crypto.DKIM_KEY_PURPOSE, sealed)
-        except (SecmsgError, ValueError):
-            log.warning("tenant DKIM key does not open", extra={"tenant_id": tenant_id})
-            return self._identity.platform()
-        key = _TenantKey(domain.lower(), selector, pem.encode())
-        return self._identity.tenant(key, from_address)
+        return self._identity.for_tenant(tenant_id, await self._policies.dkim(tenant_id),
+                                         self._keyring)
 
     async def _bodies(self, *, tenant_id: str, code: str, tenant_name: str,
                       ttl_minutes: int, purpose: str) -> tuple[str, str]:
@@ -154,9 +80,7 @@ class SmtpCodeMailer:
                                         purpose=purpose)
         who = await self.identity(tenant_id)
         msg = self.build(to=to, text=text, html=html, from_address=who.from_address)
-        raw = msg.as_bytes(policy=email.policy.SMTP)
-        if who.key is not None:
-            raw = self._identity.signer.sign(raw, who.key)
+        raw = self._identity.sign(msg.as_bytes(policy=email.policy.SMTP), who)
         s = self._s
         # Like the other platform mailers: SECMSG_SMTP_CA_FILE's CAs are trusted besides the
         # system store; the certificate is always verified against SECMSG_SMTP_HOST.
