@@ -146,8 +146,7 @@ class _HeadDeadline(HttpToolsProtocol):
     _head_timer: asyncio.TimerHandle | None = None
     _head_size = 0  # bytes of the current request head seen so far
     _head_tail = b""  # its last 3 bytes, to find a CRLFCRLF split across reads
-    _in_head = True  # waiting for (the rest of) a request head: the connection's first, or
-    # the next one once the previous request's body was read
+    _in_head = True  # waiting for (the rest of) a request head: the first, or the next one
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
