@@ -177,7 +177,7 @@ async def test_admin_endpoints_need_the_operator_token_and_replay_or_discard(
 
 
 async def test_admin_endpoints_do_not_exist_without_a_token(
-        store_app: AsgiFastStream, nc: NATS) -> None:  # without nc the teardown hangs (as before)
+        store_app: AsgiFastStream, nc: NATS) -> None:  # nc: the stream exists, as in service
     transport = httpx.ASGITransport(app=store_app)  # type: ignore[arg-type]
     async with httpx.AsyncClient(transport=transport, base_url="http://store") as http:
         r = await http.get("/admin/dead-letters", headers={"Authorization": "Bearer x"})

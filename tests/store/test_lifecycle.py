@@ -165,3 +165,23 @@ async def test_tenant_retention_purges_old_messages_without_an_expiry(
         assert (await repo.get(ev.message_id))["state"] == "stored"
         assert await object_exists(blobs, ev.objects[0].key)
     assert await service.purge_retained(**kw) == 0
+
+
+async def test_a_stop_during_the_first_round_of_the_background_loops_returns(
+        store_env: dict[str, str], nc: Any) -> None:
+    """A stop that lands while the purge loops run their first round (start, one request,
+    stop: what a pod killed at once does). A cancel swallowed inside the driver call used to
+    leave the loop sleeping a whole interval (an hour here) and the stop waiting on it."""
+    import httpx
+
+    for _ in range(3):  # the window is a first round; a few tries make a hit likely
+        app = create_app()
+        ctx = TestApp(app)
+        await ctx.__aenter__()
+        transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="http://store") as http:
+            assert (await http.get("/healthz")).status_code == 200
+        stop = asyncio.create_task(ctx.__aexit__(None, None, None))
+        done, _ = await asyncio.wait([stop], timeout=60)  # a hang, not a speed check
+        assert done, "store's stop hung"
+        assert stop.exception() is None

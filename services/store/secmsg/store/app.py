@@ -8,7 +8,6 @@ events in flight within ``graceful_timeout_s``, and only then are the clients cl
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -55,6 +54,7 @@ class Runtime:
 
 
 async def _every(interval_s: float, name: str, job: Callable[[], Awaitable[object]]) -> None:
+    me = asyncio.current_task()
     while True:
         try:
             await job()
@@ -62,6 +62,11 @@ async def _every(interval_s: float, name: str, job: Callable[[], Awaitable[objec
             raise
         except Exception:  # a bad round must not end the loop; the next one retries
             log.exception("%s failed; next run in %.0fs", name, interval_s)
+        if me is not None and me.cancelling():
+            # A cancel that landed inside a driver call which swallowed it (seen with PyMongo
+            # while a stop came during the first round): without this the loop slept a whole
+            # interval (an hour by default) and the shutdown waited on it.
+            raise asyncio.CancelledError
         await asyncio.sleep(interval_s)
 
 
@@ -153,9 +158,11 @@ def create_app(common: CommonSettings | None = None,
     async def stop_loops() -> None:
         for task in rt.tasks:
             task.cancel()
-        for task in rt.tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if rt.tasks:
+            _, stuck = await asyncio.wait(rt.tasks, timeout=cfg.graceful_timeout_s)
+            for task in stuck:  # never wait without bound on a stop
+                log.warning("background task %s did not stop within %.0fs; left behind",
+                            task.get_coro(), cfg.graceful_timeout_s)
         rt.tasks.clear()
 
     async def close_clients() -> None:
