@@ -128,10 +128,34 @@ def wait_port(port: int, timeout: float = 30.0,
             raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
+                if proc is None or _listens(proc.pid, port):
+                    return
         except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+            pass
+        # Not yet, or the port is another process's (free_port() races with other test runs
+        # on the machine): wait for ours, or for it to exit on its failed bind.
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing of ours listening on 127.0.0.1:{port} after {timeout}s")
+
+
+def _listens(pid: int, port: int) -> bool:
+    """Whether process ``pid`` (or one of its children) has a listening socket on ``port``."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        family = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return False
+    for p in family:
+        try:
+            conns = p.net_connections(kind="inet")
+        except psutil.Error:
+            continue
+        if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+               for c in conns):
+            return True
+    return False
 
 
 @dataclass
