@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+from pymongo import AsyncMongoClient, monitoring
 
+from secmsg.ingest.adapters.mongo_reports import AUDIT_PAGE, MongoReports
 from secmsg.ingest.admin import create_api_key, create_tenant
 from secmsg.shared import mongo
+from secmsg.shared.documents import AuditDoc
 from tests.ingest.access_helpers import audits, auth, published
 from tests.ingest.conftest import TENANT, Ingest, env_part, envelope
 
@@ -22,15 +26,20 @@ async def admin_key(ingest: Ingest) -> str:
     return await create_api_key(ingest.db, tenant_id=TENANT, label="console", scopes=("admin",))
 
 
+def _audit(tenant: str, n: int, at: datetime, mid: str) -> dict[str, Any]:
+    return {"_id": AuditDoc.id_for(tenant, at, f"e{n}"), "event_id": f"e{n}",
+            "tenant_id": tenant, "message_id": mid, "kind": "message.opened",
+            "recipient": "bob@example.org", "actor": "x", "at": at, "client_ip": "192.0.2.1"}
+
+
 async def test_audit_export(ingest: Ingest, admin_key: str) -> None:
     await create_tenant(ingest.db, tenant_id="other", name="Other")
     mid = "a" * 32
-    await ingest.db[mongo.AUDIT].insert_many([
-        {"_id": f"e{i}", "tenant_id": TENANT, "message_id": mid if i % 2 else "",
-         "kind": "message.opened", "recipient": "bob@example.org", "actor": "x",
-         "at": T0 + timedelta(hours=i), "client_ip": "192.0.2.1"} for i in range(6)]
-        + [{"_id": "foreign", "tenant_id": "other", "message_id": mid, "kind": "message.opened",
-            "at": T0}])
+    # Ids are tenant- and time-first: tenants whose ids sort right next to this one's
+    # ("acme-eu" < "acme:" < "acmf") stay out of its range.
+    await ingest.db[mongo.AUDIT].insert_many(
+        [_audit(TENANT, i, T0 + timedelta(hours=i), mid if i % 2 else "") for i in range(6)]
+        + [_audit(t, 99, T0 + timedelta(hours=2), mid) for t in ("other", "acme-eu", "acmf")])
     r = await ingest.client.get("/v1/admin/audit", headers=auth(admin_key))
     assert r.status_code == 200 and r.headers["content-type"] == "application/x-ndjson"
     rows = [json.loads(line) for line in r.text.splitlines()]
@@ -42,6 +51,10 @@ async def test_audit_export(ingest: Ingest, admin_key: str) -> None:
         "until": (T0 + timedelta(hours=5)).isoformat(), "message_id": mid})
     assert [json.loads(x)["event_id"] for x in r.text.splitlines()] == ["e1", "e3"]
     r = await ingest.client.get("/v1/admin/audit", headers=auth(admin_key), params={
+        "since": (T0 + timedelta(hours=2)).isoformat(),
+        "until": (T0 + timedelta(hours=4)).isoformat()})
+    assert [json.loads(x)["event_id"] for x in r.text.splitlines()] == ["e2", "e3"]
+    r = await ingest.client.get("/v1/admin/audit", headers=auth(admin_key), params={
         "since": T0.isoformat(), "until": T0.isoformat()})
     assert r.status_code == 400
     r = await ingest.client.get("/v1/admin/audit", headers=auth(admin_key),
@@ -49,6 +62,48 @@ async def test_audit_export(ingest: Ingest, admin_key: str) -> None:
     assert r.status_code == 422
     assert (await ingest.client.get("/v1/admin/audit",
                                     headers=auth(ingest.api_key))).status_code == 403
+
+
+async def test_audit_export_reads_id_range_pages_to_the_end(ingest: Ingest,
+                                                            admin_key: str) -> None:
+    """More events than one page (``AUDIT_PAGE``), several in the same millisecond: every
+    one exported once, in time order, each read an ``_id`` range of at most one page."""
+    t1 = T0 + timedelta(days=1)
+    n = AUDIT_PAGE * 2 + 7
+    docs = [_audit(TENANT, i, t1 + timedelta(milliseconds=i // 3), "b" * 32) for i in range(n)]
+    await ingest.db[mongo.AUDIT].insert_many(docs[::-1])  # stored out of order
+    # Time order; within one millisecond, the event ids' order.
+    docs.sort(key=lambda d: (d["at"], d["event_id"]))
+    r = await ingest.client.get("/v1/admin/audit", headers=auth(admin_key),
+                                params={"since": t1.isoformat()})
+    rows = [json.loads(line) for line in r.text.splitlines()]
+    assert [x["event_id"] for x in rows] == [d["event_id"] for d in docs]
+
+    # What the export sends the server: an ``_id`` range alone, sorted, one page at a time.
+    seen: list[dict[str, Any]] = []
+
+    class Finds(monitoring.CommandListener):
+        def started(self, event: monitoring.CommandStartedEvent) -> None:
+            if event.command_name == "find":
+                seen.append(dict(event.command))
+
+        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None: ...
+
+        def failed(self, event: monitoring.CommandFailedEvent) -> None: ...
+
+    client: AsyncMongoClient[Any] = AsyncMongoClient(ingest.settings.mongo_url, tz_aware=True,
+                                                     event_listeners=[Finds()])
+    try:
+        reports = MongoReports(client[ingest.settings.mongo_db])
+        got = [d.event_id async for d in reports.audit(TENANT, since=t1, until=None,
+                                                        message_id=None)]
+    finally:
+        await client.close()
+    assert got == [d["event_id"] for d in docs]
+    assert len(seen) == 3, seen
+    for cmd in seen:
+        assert list(cmd["filter"]) == ["_id"] and cmd["sort"] == {"_id": 1}, cmd
+        assert cmd["limit"] == AUDIT_PAGE
 
 
 async def test_delivery_stats_deliverability_undeliverable(ingest: Ingest,
@@ -77,10 +132,14 @@ async def test_delivery_stats_deliverability_undeliverable(ingest: Ingest,
     await ingest.db[mongo.UNDELIVERABLE].insert_many([
         {"_id": f"{TENANT}:gone@example.org", "tenant_id": TENANT, "address": "gone@example.org",
          "status": "5.1.1", "message_id": "m", "at": T0},
-        {"_id": "other:gone@example.org", "tenant_id": "other", "address": "gone@example.org",
-         "status": "5.1.1", "message_id": "m", "at": T0}])
+        {"_id": f"{TENANT}:early@example.org", "tenant_id": TENANT,
+         "address": "early@example.org", "status": "5.1.1", "message_id": "m",
+         "at": T0 - timedelta(days=1)},
+        *({"_id": f"{t}:gone@example.org", "tenant_id": t, "address": "gone@example.org",
+           "status": "5.1.1", "message_id": "m", "at": T0} for t in ("other", "acme-eu"))])
     r = await ingest.client.get("/v1/admin/undeliverable", headers=auth(admin_key))
-    assert [a["address"] for a in r.json()["addresses"]] == ["gone@example.org"]
+    assert [a["address"] for a in r.json()["addresses"]] == ["early@example.org",
+                                                            "gone@example.org"]
     r = await ingest.client.delete("/v1/admin/undeliverable/Gone@example.org",
                                    headers=auth(admin_key))
     assert r.status_code == 204
@@ -88,7 +147,7 @@ async def test_delivery_stats_deliverability_undeliverable(ingest: Ingest,
                                    headers=auth(admin_key))
     assert r.status_code == 404
     # Store owns the list: ingest asks it by an event and removes nothing itself.
-    assert await ingest.db[mongo.UNDELIVERABLE].count_documents({}) == 2
+    assert await ingest.db[mongo.UNDELIVERABLE].count_documents({}) == 4
     cleared = [e for e in await published(ingest.settings) if e.kind == "undeliverable.cleared"]
     assert [(e.tenant_id, e.address) for e in cleared] == [(TENANT, "gone@example.org")]
     assert cleared[0].cleared_by.startswith("key:")

@@ -11,6 +11,7 @@ from prometheus_client import REGISTRY
 
 from secmsg.shared import bus, mongo, subjects
 from secmsg.shared.blobstore import S3BlobStore
+from secmsg.shared.documents import AuditDoc
 from secmsg.shared.events import (
     AuditRecorded,
     NotificationBounced,
@@ -151,8 +152,9 @@ async def test_accepted_and_recorded_actions_are_audited_once(
     recorded = await mongo_db[mongo.AUDIT].find({"kind": "token.issued"}).to_list(None)
     assert len(recorded) == 1
     r = recorded[0]
-    assert (r["_id"], r["actor"], r["subject_address"], r["message_id"]) == \
+    assert (r["event_id"], r["actor"], r["subject_address"], r["message_id"]) == \
         (action.event_id, "Bob@Example.org", "bob@example.org", "")
+    assert r["_id"] == AuditDoc.id_for(TENANT, action.occurred_at, action.event_id)
     assert (r["detail"], r["client_ip"], r["user_agent"]) == \
         ({"client": "toolbar"}, "203.0.113.7", "pytest")
     # No content in the trail: the subject line is nowhere in it.

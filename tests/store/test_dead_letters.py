@@ -64,7 +64,7 @@ async def cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
 
 
 async def audited(db: Any, event_id: str) -> bool:
-    return await db[mongo.AUDIT].find_one({"_id": event_id}) is not None
+    return await db[mongo.AUDIT].find_one({"event_id": event_id}) is not None
 
 
 async def test_a_bug_on_one_event_is_dead_lettered_then_replayed_by_the_operator(

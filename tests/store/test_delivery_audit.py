@@ -11,6 +11,7 @@ from faststream.asgi import AsgiFastStream
 from nats.aio.client import Client as NATS
 
 from secmsg.shared import bus, mongo, subjects
+from secmsg.shared.documents import AuditDoc
 from secmsg.shared.events import (
     AttachmentDownloaded,
     MessageOpened,
@@ -115,7 +116,11 @@ async def test_audit_events_are_recorded_once(
 
     docs = {d["kind"]: d for d in await wait_for(both)}
     assert set(docs) == {"message.opened", "attachment.downloaded"}
-    assert docs["message.opened"]["_id"] == opened.event_id
+    # Tenant and time first (the export reads an ``_id`` range), the event's own id kept.
+    assert docs["message.opened"]["_id"] == AuditDoc.id_for(TENANT, opened.occurred_at,
+                                                            opened.event_id)
+    assert docs["message.opened"]["_id"].startswith(f"{TENANT}:{opened.occurred_at:%Y-%m-%dT}")
+    assert docs["message.opened"]["event_id"] == opened.event_id
     assert docs["message.opened"]["recipient"] == "bob@example.org"
     assert docs["message.opened"]["client_ip"] == "203.0.113.9"
     d = docs["attachment.downloaded"]

@@ -71,7 +71,7 @@ async def test_an_idle_batch_consumer_sends_one_pull_request_per_fetch_timeout(
         ids = [ev.event_id for ev in events]
 
         async def recorded() -> bool:
-            n = await mongo_db[mongo.AUDIT].count_documents({"_id": {"$in": ids}})
+            n = await mongo_db[mongo.AUDIT].count_documents({"event_id": {"$in": ids}})
             return bool(n == len(ids))
 
         await wait_for(recorded)

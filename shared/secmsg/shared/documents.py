@@ -147,6 +147,9 @@ class MailboxDoc(Document):
     total_size: int = 0
     received_at: UtcDatetime
     expires_at: UtcDatetime | None = None
+    # ``in`` entries: set by store when it records the recipient's first ``message.opened``
+    opened: bool = False
+    opened_at: UtcDatetime | None = None
 
     @staticmethod
     def prefix(tenant_id: str, box: MailboxBox, address: str) -> str:
@@ -198,16 +201,57 @@ def mailbox_key(received_at: datetime, message_id: str) -> str:
 
 # --- audit_events, delivery_status, undeliverable, key_rotations (store) -------------------
 
+AUDIT_TIME_LEN = 24  # ``2030-01-01T10:00:00.000Z``
+
+
+def audit_time(at: datetime) -> str:
+    """Fixed width, sortable as text, to the millisecond (what BSON keeps: the ``_id`` made
+    from an event's time and the one made from the stored ``at`` are the same)."""
+    t = _utc(at).astimezone(UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
 class AuditDoc(Document):
     """``audit_events``: append-only, deterministic ``_id``s. Extra fields (an attachment
-    download's ``object_id``, ``range_start``, ``range_end``) are kept for the export."""
+    download's ``object_id``, ``range_start``, ``range_end``) are kept for the export.
+
+    ``_id`` = ``<tenant>:<time>:<event id>`` (``id_for``): tenant and time first, so a
+    tenant's trail between two times is one ``_id`` range (``id_range``), read in ``_id``
+    order = time order; ``event_id`` is the event's own id (or the key store derives from
+    what makes the fact unique), so a redelivered event builds the same ``_id`` and its insert
+    collides. One message's events are read through ``tenant_message_id`` (equality on tenant
+    and message, then the same ``_id`` order)."""
 
     model_config = ConfigDict(frozen=True, extra="allow", populate_by_name=True)
     COLLECTION = mongo.AUDIT
     OWNER = "store"
-    INDEXES = (Index("tenant_message_at", (("tenant_id", 1), ("message_id", 1), ("at", 1))),)
+    INDEXES = (Index("tenant_message_id",
+                     (("tenant_id", 1), ("message_id", 1), ("_id", 1))),)
+
+    @staticmethod
+    def id_for(tenant_id: str, at: datetime, event_id: str) -> str:
+        return f"{tenant_id}:{audit_time(at)}:{event_id}"
+
+    @staticmethod
+    def id_range(tenant_id: str, since: datetime | None = None,
+                 until: datetime | None = None) -> dict[str, str]:
+        """``[<tenant>:<since>, <tenant>:<until>)``; the whole trail without bounds (tenant
+        ids never hold ':' or ';')."""
+        return {"$gte": f"{tenant_id}:{audit_time(since)}" if since else f"{tenant_id}:",
+                "$lt": f"{tenant_id}:{audit_time(until)}" if until else f"{tenant_id};"}
+
+    @staticmethod
+    def is_current_id(doc_id: object, tenant_id: str) -> bool:
+        """Whether ``doc_id`` is of the ``id_for`` shape (documents written before it have
+        ``<message id>:...``, an event id or ``key.rotated:...``)."""
+        if not isinstance(doc_id, str) or not doc_id.startswith(f"{tenant_id}:"):
+            return False
+        t = doc_id[len(tenant_id) + 1:len(tenant_id) + 1 + AUDIT_TIME_LEN + 1]
+        return len(t) == AUDIT_TIME_LEN + 1 and t[4] == "-" and t[10] == "T" \
+            and t[-2:] == "Z:"
 
     tenant_id: str
+    event_id: str | None = None  # on documents written before it: the ``_id`` alone
     message_id: str = ""
     kind: str
     actor: str = ""

@@ -46,6 +46,8 @@ async def audit_lines(*, tenant_id: str, since: datetime | None, until: datetime
                                          message_id=message_id):
         doc = audit_doc.model_dump(by_alias=True)
         row = {("event_id" if k == "_id" else k): doc[k] for k in AUDIT_FIELDS if k in doc}
+        # The event's own id; the ``_id`` (tenant and time first) only where none was kept.
+        row["event_id"] = doc.get("event_id") or doc["_id"]
         yield (json.dumps(row, default=_json, separators=(",", ":")) + "\n").encode()
 
 

@@ -1,15 +1,20 @@
 """Audit trail documents (``audit_events``): one builder per source, deterministic ``_id``s.
 
 Append-only and insert-once by ``_id``: a redelivered event builds the same ``_id`` and the
-insert collides, so nothing is recorded twice. Events that carry an ``event_id`` use it; the
-others (``message.received``, ``notification.*``, control events) derive one from what makes
-the action unique. ``detail`` holds short fixed-vocabulary strings only, never content.
+insert collides, so nothing is recorded twice. The ``_id`` is ``<tenant>:<time>:<event id>``
+(``AuditDoc.id_for``: the event's tenant and ``occurred_at``, so the admin export reads one
+``_id`` range). Events that carry an ``event_id`` use it; the others (``message.received``,
+``notification.*``, control events) derive one from what makes the action unique. Because the
+time is part of the ``_id``, the same fact reported again by a *new* event with a later time
+(a second DSN for one bounce) is a second row; a redelivery of one event never is.
+``detail`` holds short fixed-vocabulary strings only, never content.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
+from secmsg.shared.documents import AuditDoc
 from secmsg.shared.events import (
     AttachmentDownloaded,
     AuditRecorded,
@@ -29,8 +34,9 @@ def _doc(*, id_: str, tenant_id: str, message_id: str, kind: str, actor: str,
          recipient: str | None = None, subject_address: str | None = None,
          detail: dict[str, str] | None = None, client_ip: str | None = None,
          user_agent: str | None = None, at: datetime) -> Doc:
-    return {"_id": id_, "tenant_id": tenant_id, "message_id": message_id, "kind": kind,
-            "actor": actor, "recipient": recipient, "subject_address": subject_address,
+    return {"_id": AuditDoc.id_for(tenant_id, at, id_), "event_id": id_,
+            "tenant_id": tenant_id, "message_id": message_id, "kind": kind, "actor": actor,
+            "recipient": recipient, "subject_address": subject_address,
             "detail": detail or {}, "client_ip": client_ip, "user_agent": user_agent, "at": at}
 
 

@@ -6,7 +6,7 @@ them."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import ASCENDING
@@ -22,7 +22,7 @@ from secmsg.shared.documents import (
     UndeliverableDoc,
 )
 
-_BATCH = 500
+AUDIT_PAGE = 500  # audit export: documents per read
 
 
 def _range(field: str, since: datetime | None, until: datetime | None) -> dict[str, Any]:
@@ -34,8 +34,12 @@ def _range(field: str, since: datetime | None, until: datetime | None) -> dict[s
     return {field: bounds} if bounds else {}
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 class MongoReports:
-    def __init__(self, db: AsyncDatabase[Any]):
+    def __init__(self, db: AsyncDatabase[Any], *, page: int = AUDIT_PAGE):
+        self._page = page
         self._audit = ReadView(db, AuditDoc)
         self._deliveries = ReadView(db, DeliveryStatusDoc)
         self._dnsbl = ReadView(db, DnsblStatusDoc)
@@ -44,12 +48,23 @@ class MongoReports:
 
     async def audit(self, tenant_id: str, *, since: datetime | None, until: datetime | None,
                     message_id: str | None) -> AsyncIterator[AuditDoc]:
-        query: dict[str, Any] = {"tenant_id": tenant_id, **_range("at", since, until)}
-        if message_id is not None:
-            query["message_id"] = message_id
-        async for doc in self._audit.iterate(query, sort=[("at", ASCENDING), ("_id", ASCENDING)],
-                                             batch_size=_BATCH):
-            yield doc
+        """Oldest first, in pages of ``page`` by ``_id`` (tenant and time first, see
+        ``AuditDoc``): each read is the ``_id`` range ``[tenant:since, tenant:until)`` cut
+        after the last ``_id`` seen, sorted by ``_id``, limited -- an index range scan on
+        MongoDB whatever the trail holds, and no cursor held open between pages. One
+        message's trail adds equality on tenant and message (index ``tenant_message_id``:
+        the same ``_id`` order within one message)."""
+        ids = AuditDoc.id_range(tenant_id, since, until)
+        scope: dict[str, Any] = {} if message_id is None else {"tenant_id": tenant_id,
+                                                               "message_id": message_id}
+        while True:
+            page = await self._audit.find({**scope, "_id": ids}, sort=[("_id", ASCENDING)],
+                                          limit=self._page)
+            for doc in page:
+                yield doc
+            if len(page) < self._page:
+                return
+            ids = {"$gt": page[-1].id, "$lt": ids["$lt"]}
 
     async def delivery_counts(self, tenant_id: str, *, since: datetime | None,
                               until: datetime | None) -> dict[str, int]:
@@ -61,8 +76,11 @@ class MongoReports:
         return await self._dnsbl.get(mongo.DNSBL_STATUS_ID)
 
     async def undeliverable(self, tenant_id: str) -> list[UndeliverableDoc]:
-        return await self._undeliverable.find({"tenant_id": tenant_id}, sort=[("at", ASCENDING)],
-                                              limit=10_000)
+        """Oldest first: the ``_id`` range of the tenant (``<tenant>:<address>``), at most
+        10,000, ordered by time here (bounded: no sort on the server)."""
+        docs = await self._undeliverable.find(
+            {"_id": {"$gt": f"{tenant_id}:", "$lt": f"{tenant_id};"}}, limit=10_000)
+        return sorted(docs, key=lambda d: (d.at is None, d.at or _EPOCH, d.id))
 
     async def is_undeliverable(self, tenant_id: str, address: str) -> bool:
         doc = await self._undeliverable.find_one(
