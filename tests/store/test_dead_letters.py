@@ -22,6 +22,7 @@ from nats.js.api import ConsumerConfig
 from secmsg.shared import bus, mongo, subjects, worker
 from secmsg.shared.events import MessageOpened
 from secmsg.store import deadletters, service
+from secmsg.store.adapters.mongo import MongoDeadLetterRepo
 from secmsg.store.app import create_app
 from secmsg.store.handlers import register
 from secmsg.store.settings import StoreSettings
@@ -100,7 +101,8 @@ async def test_a_bug_on_one_event_is_dead_lettered_then_replayed_by_the_operator
     assert (dead["service"], dead["consumer"], dead["state"]) == (
         "store", subjects.STORE_AUDIT, "open")
     assert dead["subject"] == subjects.subject(TENANT, subjects.MESSAGE_OPENED)
-    assert dead["_id"] == f"{subjects.STREAM}:{dead['stream_seq']}"
+    # The stream sequence 20 digits wide: ``_id`` order is stream order (the list pages by it).
+    assert dead["_id"] == f"{subjects.STREAM}:{dead['stream_seq']:020d}"
     assert MessageOpened.model_validate_json(dead["payload"]) == bad
     await wait_for(lambda: drained(nc, subjects.STORE_AUDIT))
     await wait_for(lambda: holds(deadletters.OPEN.labels("store")._value.get() == 1))
@@ -174,6 +176,50 @@ async def test_admin_endpoints_need_the_operator_token_and_replay_or_discard(
         assert sorted(x["state"] for x in r.json()["dead_letters"]) == [
             "discarded", "open", "replayed"]
         assert (await http.get("/admin/dead-letter", headers=auth)).status_code == 400
+
+
+async def test_the_list_pages_by_id_with_an_after_cursor(app: AsgiFastStream,
+                                                         mongo_db: Any) -> None:
+    repo = MongoDeadLetterRepo(mongo_db)
+    # Sequences 1..23 (9 before 10 before 23: numeric order, not text order), two services;
+    # every third one already replayed. Kept through the repository store's workers use.
+    for seq in range(1, 24):
+        await repo.keep(worker.DeadLetterRecorded.of(worker.DeadLetter(
+            service="notify" if seq % 2 else "store", consumer="c", subject="s",
+            reason="r", payload=b"{}", stream_seq=seq)))
+        if seq % 3 == 0:
+            await repo.update(f"SECMSG:{seq}", {"state": "replayed"})
+    await repo.keep(worker.DeadLetterRecorded.of(worker.DeadLetter(  # a redelivery: kept once
+        service="notify", consumer="c", subject="s", reason="r", payload=b"{}", stream_seq=1)))
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    async def walk(query: str) -> tuple[list[int], int]:
+        seqs: list[int] = []
+        pages, after = 0, ""
+        async with httpx.AsyncClient(transport=transport, base_url="http://store") as http:
+            while True:
+                r = await http.get(f"/admin/dead-letters?{query}{after}", headers=auth)
+                assert r.status_code == 200, r.text
+                body = r.json()
+                pages += 1
+                seqs += [x["stream_seq"] for x in body["dead_letters"]]
+                if body["next"] is None:
+                    return seqs, pages
+                after = f"&after={body['next']}"
+
+    assert await walk("state=all&limit=5") == (list(range(23, 0, -1)), 5)
+    assert await walk("state=all&limit=23") == (list(range(23, 0, -1)), 1)
+    opened_notify = [n for n in range(23, 0, -1) if n % 2 and n % 3]
+    assert (await walk("service=notify&limit=3"))[0] == opened_notify
+    assert (await walk("state=replayed&limit=4"))[0] == list(range(21, 0, -3))
+    async with httpx.AsyncClient(transport=transport, base_url="http://store") as http:
+        for bad in ("after=x", "after=SECMSG:1%20or%201", "after=" + "a:" + "9" * 70):
+            r = await http.get(f"/admin/dead-letters?{bad}", headers=auth)
+            assert r.status_code == 400 and "after" in r.json()["detail"], bad
+        # Operators may still name a letter by its short id.
+        r = await http.get("/admin/dead-letter", params={"id": "SECMSG:9"}, headers=auth)
+        assert r.status_code == 200 and r.json()["stream_seq"] == 9
 
 
 async def test_admin_endpoints_do_not_exist_without_a_token(

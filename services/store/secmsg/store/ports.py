@@ -180,8 +180,10 @@ class DeadLetterRepo(Protocol):
     """``dead_letters``, store's (its own workers' letters, and every other worker's handed
     over as ``worker.DeadLetterRecorded``); store operates on them."""
 
-    async def find(self, *, service: str | None, state: str | None, limit: int) -> list[Doc]:
-        """Newest first; ``state`` None: any state (a missing state is ``open``)."""
+    async def find(self, *, service: str | None, state: str | None, limit: int,
+                   after: str | None = None) -> tuple[list[Doc], str | None]:
+        """Newest first, below the letter id ``after``; ``state`` None: any state (a missing
+        state is ``open``). Also where the next page starts (None: nothing further)."""
         ...
 
     async def get(self, letter_id: str) -> Doc | None: ...

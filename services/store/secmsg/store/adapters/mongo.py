@@ -8,6 +8,7 @@ upsert whose filter refuses to match a final state (the insert then collides on 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -481,10 +482,23 @@ class MongoRotationRepo:
             await self._col.update_one({"_id": rotation_id}, {"$set": dict(fields)})
 
 
+_SEQ_ID = re.compile(r"([^:]+):([1-9][0-9]{0,19})")
+LETTER_SCAN = 5000  # dead letters read at most per list request (the answer's ``next`` resumes)
+
+
+def letter_key(letter_id: str) -> str:
+    """The ``_id`` of a letter: ``<stream>:<sequence>`` with the sequence 20 digits wide, so
+    ``_id`` order is stream order (newest last within a stream) and a listing page is one
+    ``_id`` range; any other id (``<stream>:x<uuid>``) as it is."""
+    m = _SEQ_ID.fullmatch(letter_id)
+    return f"{m[1]}:{int(m[2]):020d}" if m else letter_id
+
+
 class MongoDeadLetterRepo:
     """``dead_letters``, store's: its own workers' letters (``record``, the ``EventWorker``
     sink) and every other worker's, handed over as ``DeadLetterRecorded`` (``keep``). A dead
-    letter recorded before its ``state`` field existed counts as ``open``."""
+    letter recorded before its ``state`` field existed counts as ``open``. ``_id`` =
+    ``letter_key(letter.id)``; lookups take the short form (``SECMSG:42``) too."""
 
     def __init__(self, db: AsyncDatabase[Any]) -> None:
         self._col = db[mongo.DEAD_LETTERS]
@@ -494,27 +508,54 @@ class MongoDeadLetterRepo:
 
     async def keep(self, letter: DeadLetterRecorded) -> None:
         """Insert once by id: a redelivery of the same letter changes nothing."""
-        await _insert_once(self._col, letter.document())
+        doc = letter.document()
+        await _insert_once(self._col, {**doc, "_id": letter_key(doc["_id"])})
 
     @staticmethod
     def _state(state: str) -> dict[str, Any]:
         return {"state": {"$in": [state, None]}} if state == "open" else {"state": state}
 
-    async def find(self, *, service: str | None, state: str | None, limit: int) -> list[Doc]:
-        query: dict[str, Any] = {}
-        if service:
-            query["service"] = service
-        if state:
-            query |= self._state(state)
-        async with unavailable_as_503():
-            return await self._col.find(query).sort("at", DESCENDING).limit(limit).to_list(None)
+    @staticmethod
+    def _wanted(doc: Doc, service: str | None, state: str | None) -> bool:
+        return ((service is None or doc.get("service") == service)
+                and (state is None or (doc.get("state") or "open") == state))
+
+    async def find(self, *, service: str | None, state: str | None, limit: int,
+                   after: str | None = None) -> tuple[list[Doc], str | None]:
+        """Newest first (``_id`` descending), each read one ``_id`` range below ``after``
+        sorted and limited -- no field in the filter: service and state are checked here,
+        over at most ``LETTER_SCAN`` letters a request. The second value is where the next
+        page starts (None at the end)."""
+        out: list[Doc] = []
+        bound = letter_key(after) if after else None
+        scanned, read = 0, limit + 1  # one more than a page: "is there a next?" needs no read
+        while True:
+            ids: dict[str, str] = {"$gte": ""} if bound is None else {"$gte": "", "$lt": bound}
+            async with unavailable_as_503():
+                page = await self._col.find({"_id": ids}).sort("_id", DESCENDING).limit(
+                    read).to_list(None)
+            for doc in page:
+                scanned += 1
+                if self._wanted(doc, service, state):
+                    out.append(doc)
+                    if len(out) == limit:
+                        end = doc is page[-1] and len(page) < read
+                        return out, None if end else str(doc["_id"])
+            if len(page) < read:
+                return out, None
+            bound = str(page[-1]["_id"])
+            if scanned >= LETTER_SCAN:
+                return out, bound
 
     @staticmethod
     def _id(letter_id: str) -> dict[str, Any]:
-        # Dead letters written before ids were ``<stream>:<seq>`` have ObjectIds.
+        # Dead letters written before ids were ``<stream>:<seq>`` have ObjectIds (or, moved
+        # by the migration, ``legacy:<hex>``); the short ``<stream>:<seq>`` form is the id
+        # from before the sequence was padded.
+        forms: list[Any] = list(dict.fromkeys([letter_id, letter_key(letter_id)]))
         if ObjectId.is_valid(letter_id):
-            return {"_id": {"$in": [letter_id, ObjectId(letter_id)]}}
-        return {"_id": letter_id}
+            forms += [ObjectId(letter_id), f"legacy:{letter_id}"]
+        return {"_id": forms[0]} if len(forms) == 1 else {"_id": {"$in": forms}}
 
     async def get(self, letter_id: str) -> Doc | None:
         async with unavailable_as_503():

@@ -5,8 +5,8 @@ stream sequence, delivery count and the full payload). Store owns the operations
 this module's functions, behind the CLI (``python -m secmsg.store.deadletters``) and the
 platform operator's endpoints on store's internal port (``routes.py``):
 
-* ``list_letters`` -- newest first, by service and state (``open``, ``replayed``,
-  ``discarded``);
+* ``list_letters`` -- newest first (stream order), by service and state (``open``,
+  ``replayed``, ``discarded``), a page at a time (``after`` = the previous page's ``next``);
 * ``show`` -- one letter with its payload;
 * ``replay`` -- publish the payload again, unchanged, on its original subject (and stream), with the
   ``Nats-Msg-Id`` ``<original>:replay:<n>`` (the original id would be dropped by the stream's
@@ -22,6 +22,7 @@ Documents are never deleted here; a TTL or an archive job is the operator's choi
 from __future__ import annotations
 
 import base64
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +33,8 @@ from secmsg.shared.errors import Conflict, InvalidInput, NotFound
 from secmsg.store.ports import DeadLetterRepo, Doc, RawPublisher
 
 STATES = ("open", "replayed", "discarded")
+# What a letter id looks like (``<stream>:<sequence>``, ``<stream>:x<uuid>``, ``legacy:<hex>``)
+_LETTER_ID = re.compile(r"[A-Za-z0-9_-]{1,64}:[0-9A-Za-z]{1,64}")
 MAX_LIST = 1000
 
 OPEN = Gauge("secmsg_dead_letters",
@@ -92,9 +95,16 @@ def check_query(*, state: str | None, limit: int) -> None:
 
 
 async def list_letters(*, repo: DeadLetterRepo, service: str | None = None,
-                       state: str | None = "open", limit: int = 100) -> list[dict[str, Any]]:
+                       state: str | None = "open", limit: int = 100,
+                       after: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of letters, newest first, and the ``after`` of the next page (None: the end).
+    A page may hold fewer than ``limit`` and still have a next one (each request reads at
+    most a few thousand letters, whatever the filter)."""
     check_query(state=state, limit=limit)
-    return [summary(d) for d in await repo.find(service=service, state=state, limit=limit)]
+    if after is not None and not _LETTER_ID.fullmatch(after):
+        raise InvalidInput("after must be a dead letter id, as `next` gave it")
+    docs, nxt = await repo.find(service=service, state=state, limit=limit, after=after)
+    return [summary(d) for d in docs], nxt
 
 
 async def _get(repo: DeadLetterRepo, letter_id: str) -> Doc:

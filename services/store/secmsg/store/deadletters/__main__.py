@@ -33,6 +33,7 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("--service", help="only those written by this service (store, notify...)")
     ls.add_argument("--state", default="open", choices=[*deadletters.STATES, "all"])
     ls.add_argument("--limit", type=int, default=100)
+    ls.add_argument("--after", help="the page after this id (the `next:` a list printed)")
     ls.add_argument("--json", action="store_true", help="one JSON document per line")
     show = sub.add_parser("show", help="one dead letter with its payload (JSON)")
     show.add_argument("id")
@@ -58,12 +59,15 @@ async def run(args: argparse.Namespace, common: CommonSettings) -> int:
     try:
         if args.cmd == "list":
             state = None if args.state == "all" else args.state
-            rows = await deadletters.list_letters(repo=repo, service=args.service,
-                                                  state=state, limit=args.limit)
+            rows, nxt = await deadletters.list_letters(repo=repo, service=args.service,
+                                                       state=state, limit=args.limit,
+                                                       after=args.after)
             for row in rows:
                 print(json.dumps(row) if args.json else _line(row))
             if not args.json:
                 print(f"{len(rows)} dead letter(s)", file=sys.stderr)
+            if nxt:
+                print(f"next: {nxt} (--after {nxt})", file=sys.stderr)
         elif args.cmd == "show":
             print(json.dumps(await deadletters.show(repo=repo, letter_id=args.id), indent=2))
         elif args.cmd == "discard":

@@ -8,7 +8,10 @@ cluster-internal (no Ingress; the NetworkPolicy admits the monitoring namespace 
 operator's port-forward). FastStream's ASGI routes match exact paths, so the letter's id is a
 query parameter:
 
-    GET  /admin/dead-letters?service=&state=open|replayed|discarded|all&limit=100
+    GET  /admin/dead-letters?service=&state=open|replayed|discarded|all&limit=100&after=
+         -> {"dead_letters": [...], "next": <id or null>}: newest first (stream order), one
+         ``_id`` range a read; ``after=<next>`` is the page after (a page may hold fewer
+         than ``limit`` when a filter skips many letters; ``next`` null is the end)
     GET  /admin/dead-letter?id=<id>
     POST /admin/dead-letter/replay?id=<id>[&force=true]
     POST /admin/dead-letter/discard?id=<id>[&note=...]
@@ -100,10 +103,11 @@ def admin_routes(token: SecretStr | None, repo: Callable[[], DeadLetterRepo],
 
     async def list_(scope: Any, q: dict[str, str]) -> tuple[int, Any]:
         state = q.get("state", "open")
-        rows = await deadletters.list_letters(
+        rows, nxt = await deadletters.list_letters(
             repo=repo(), service=q.get("service") or None,
-            state=None if state == "all" else state, limit=_int(q, "limit", 100))
-        return 200, {"dead_letters": rows}
+            state=None if state == "all" else state, limit=_int(q, "limit", 100),
+            after=q.get("after") or None)
+        return 200, {"dead_letters": rows, "next": nxt}
 
     async def one(scope: Any, q: dict[str, str]) -> tuple[int, Any]:
         return 200, await deadletters.show(repo=repo(), letter_id=q.get("id", ""))
