@@ -11,6 +11,11 @@ Job's status instead of as slow or failing start-ups across every replica:
 * the listing entries (``mailbox``) of messages recorded before that collection existed, so
   the inbox and sent lists, which page by its ``_id`` ranges, still show them (store's
   ``backfill_mailbox``; entries already there are left as they are);
+* the expiry buckets (``expiry_buckets``) of messages recorded before they existed, so the
+  expiry purge, which reads only those by ``_id``, still finds them (store's
+  ``backfill_expiry_buckets``: ids already filed stay once; an expiry already past is filed
+  under the current minute). Run it again after the rollout if store replicas of the
+  release before kept recording during it: the messages they recorded have no bucket;
 * the JetStream stream ``SECMSG`` and notify's retry stream: created, or the settings this
   release depends on updated in place, replicas only ever raised (``bus.ensure_stream``);
 * the S3 bucket.
@@ -49,6 +54,7 @@ async def migrate(common: CommonSettings, say: Callable[[str], None] = print) ->
         ("store indexes", lambda: store_indexes(db)),
         ("retrieve indexes", lambda: retrieve_indexes(db)),
         ("mailbox entries", lambda: MongoMessageRepo(db).backfill_mailbox()),
+        ("expiry buckets", lambda: MongoMessageRepo(db).backfill_expiry_buckets()),
     ]
     try:
         for name, step in steps:

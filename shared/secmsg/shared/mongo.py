@@ -37,6 +37,7 @@ MAILBOX = "mailbox"
 DELIVERY_STATUS = "delivery_status"  # store (sender-visible per-recipient state)
 DELIVERY_FINAL = "delivery_final"  # store (insert-only: first final state wins)
 PURGE_CLAIMS = "purge_claims"  # store (insert-only purge leases)
+EXPIRY_BUCKETS = "expiry_buckets"  # store (message ids due per expiry minute; purge cursor)
 AUDIT = "audit_events"  # store
 DEAD_LETTERS = "dead_letters"  # store (every worker's dead letters; see docs/design.md)
 LOGIN_CODES = "login_codes"  # retrieve
@@ -61,7 +62,7 @@ COLLECTIONS = (
     TENANTS, API_KEYS, IDEMPOTENCY, MESSAGES, MAILBOX, DELIVERY_STATUS, DELIVERY_FINAL,
     PURGE_CLAIMS, AUDIT, DEAD_LETTERS, LOGIN_CODES, LOGIN_CODES_USED, SESSIONS, RATE_LIMITS,
     ACCOUNTS, TOKENS, DEVICE_CODES, ACCESS_MARKERS, TENANT_USERS, REVOCATIONS, TOKEN_USE,
-    KEY_ROTATIONS, UNDELIVERABLE, DNSBL_STATUS, PASSKEYS,
+    KEY_ROTATIONS, UNDELIVERABLE, DNSBL_STATUS, PASSKEYS, EXPIRY_BUCKETS,
 )
 
 

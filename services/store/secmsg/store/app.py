@@ -137,8 +137,9 @@ def create_app(common: CommonSettings | None = None,
         rt.tasks.append(asyncio.create_task(_every(
             cfg.expiry_interval_s, "expiry purge",
             lambda: service.purge_expired(messages=d.messages, claims=d.claims, blobs=d.blobs,
-                                          owner=rt.owner,
-                                          lease_s=cfg.purge_lease_s, limit=cfg.expiry_batch))))
+                                          owner=rt.owner, lease_s=cfg.purge_lease_s,
+                                          limit=cfg.expiry_batch, grace_s=cfg.expiry_grace_s,
+                                          max_minutes=cfg.expiry_catchup_minutes))))
         rt.tasks.append(asyncio.create_task(_every(
             cfg.expiry_interval_s, "retention purge",
             lambda: service.purge_retained(messages=d.messages, tenants=d.tenants,

@@ -46,8 +46,20 @@ class MessageRepo(Protocol):
 
     async def find_many(self, message_ids: Sequence[str]) -> list[Doc]: ...
 
-    async def expired(self, *, now: datetime, limit: int) -> list[Doc]:
-        """Messages past ``expires_at`` that are not purged yet (stored or being purged)."""
+    async def expiry_cursor(self, *, start: datetime) -> datetime:
+        """The first minute whose expiry bucket is not closed; set to ``start`` if unset."""
+        ...
+
+    async def expiry_bucket(self, minute: datetime) -> list[str] | None:
+        """The message ids filed under ``minute`` (``secmsg.store.expiry``); None: no bucket."""
+        ...
+
+    async def expiry_done(self, minute: datetime, message_ids: Sequence[str]) -> None:
+        """Take ids out of ``minute``'s bucket."""
+        ...
+
+    async def expiry_close(self, minutes: Sequence[datetime], *, next_minute: datetime) -> None:
+        """Delete those (finished) buckets and move the cursor forward to ``next_minute``."""
         ...
 
     async def mark_purging(self, message_id: str, *, owner: str,

@@ -31,6 +31,7 @@ from secmsg.shared.events import (
 )
 from secmsg.shared.ids import is_message_id
 from secmsg.store import audit as audit_docs
+from secmsg.store import expiry
 from secmsg.store.ports import (
     AuditEvent,
     AuditRepo,
@@ -366,18 +367,114 @@ async def delete_objects(doc: Doc, blobs: BlobStore) -> None:
     await blobs.delete_prefix(message_prefix(doc["tenant_id"], doc["_id"]))
 
 
+# What ``_purge_one`` did with a message.
+PURGED_NOW, GONE, NOT_DUE, HELD = "purged", "gone", "not due", "held"
+
+
+async def _purge_one(mid: str, at: datetime, due: Callable[[Doc], bool], *,
+                     messages: MessageRepo, claims: PurgeClaims, blobs: BlobStore, owner: str,
+                     lease_s: float) -> tuple[str, Doc | None]:
+    """Purge one message if it is still stored (or half-purged) and ``due``.
+
+    Claimed first (see ``PurgeClaims``) so replicas never purge the same one; a claim whose
+    holder died is taken over after the lease. Objects go first, then the doc says
+    ``purged`` -- a crash in between just repeats the deletes. Returns ``PURGED_NOW``,
+    ``GONE`` (recalled, purged, unknown), ``NOT_DUE`` or ``HELD`` (another holder's lease),
+    with the document as last read.
+    """
+    doc = await messages.get(mid)
+    if doc is None or doc.get("state") not in ("stored", "purging"):
+        return GONE, doc
+    if not due(doc):
+        return NOT_DUE, doc
+    lease_until = at + timedelta(seconds=lease_s)
+    if not await claims.claim(mid, owner=owner, now=at, lease_until=lease_until):
+        return HELD, doc
+    # Re-read under the claim: another replica may have purged it, or the expiry changed.
+    doc = await messages.get(mid)
+    if doc is None or doc.get("state") not in ("stored", "purging"):
+        await claims.release(mid)
+        return GONE, doc
+    if not due(doc):
+        await claims.release(mid)
+        return NOT_DUE, doc
+    await messages.mark_purging(mid, owner=owner, lease_until=lease_until)
+    await delete_objects(doc, blobs)
+    await messages.mark_purged(mid, now=at)
+    await claims.release(mid)
+    PURGED.inc()
+    return PURGED_NOW, doc
+
+
 async def purge_expired(*, messages: MessageRepo, claims: PurgeClaims, blobs: BlobStore,
-                        owner: str, lease_s: float, limit: int,
-                        now: datetime | None = None) -> int:
+                        owner: str, lease_s: float, limit: int, now: datetime | None = None,
+                        grace_s: float = 120.0, max_minutes: int = 1440) -> int:
     """Purge up to ``limit`` expired messages; returns how many this caller purged.
 
-    Each message is claimed first (see ``PurgeClaims``) so replicas never purge the same one;
-    a claim whose holder died is taken over after the lease. Objects go first, then the doc
-    says ``purged`` -- a crash in between just repeats the deletes.
+    Reads no ``messages`` query: the ids due come from the expiry buckets (``expiry.py``),
+    one exact ``_id`` read per minute from the cursor (the first minute not closed) to the
+    current one, at most ``max_minutes`` of them per run (the catch-up after a long pause
+    goes on in the next runs). Each id is checked on its own document, by ``_id``: purged
+    if it is still stored or half-purged and its ``expires_at`` has come; taken out of the
+    bucket when purged, gone, or moved to another minute; left in it when it is due later
+    this minute or another replica holds its claim. A bucket is closed (deleted, the cursor
+    moved past it) once it is empty and ``grace_s`` older than its minute: a replica files a
+    past expiry under its current minute, so its clock and the time from its clock reading
+    to the write must stay within ``grace_s``. A crash anywhere leaves the ids in their
+    bucket, and the next run finds them purged (dropped) or finishes them under the claims.
     """
-    return await _purge_rounds(
-        lambda at, n: messages.expired(now=at, limit=n), "expired", messages=messages,
-        claims=claims, blobs=blobs, owner=owner, lease_s=lease_s, limit=limit, now=now)
+    at = now or _now()
+    current = expiry.minute_of(at)
+    closable = expiry.minute_of(at - timedelta(seconds=grace_s))  # minutes before it close
+    first = minute = await messages.expiry_cursor(start=closable)
+    last = min(current, minute + timedelta(minutes=max_minutes - 1))
+    purged, contiguous = 0, True
+    closed: list[datetime] = []
+    next_minute = minute
+
+    def due(doc: Doc) -> bool:
+        exp = doc.get("expires_at")
+        return doc.get("state") == "purging" or (exp is not None and expiry.aware(exp) <= at)
+
+    while minute <= last and purged < limit:
+        ids = await messages.expiry_bucket(minute)
+        finished = True
+        done: list[str] = []
+        for mid in ids or []:
+            if purged >= limit:
+                finished = False
+                break
+            outcome, doc = await _purge_one(mid, at, due, messages=messages, claims=claims,
+                                            blobs=blobs, owner=owner, lease_s=lease_s)
+            if outcome == NOT_DUE:
+                exp = None if doc is None else doc.get("expires_at")
+                if exp is None or expiry.minute_of(exp) != minute:
+                    outcome = GONE  # filed under another minute now (or never expires)
+            if outcome == GONE and doc is not None and doc.get("state") == "purged":
+                # A holder that died between ``purged`` and its release left its claim.
+                await claims.release(mid)
+            if outcome in (PURGED_NOW, GONE):
+                if outcome == PURGED_NOW:
+                    purged += 1
+                done.append(mid)
+                if len(done) >= 100:  # a restart re-checks at most this many
+                    await messages.expiry_done(minute, done)
+                    done = []
+            else:
+                finished = False
+        await messages.expiry_done(minute, done)
+        if contiguous and finished and minute < closable:
+            if ids is not None:
+                closed.append(minute)
+            next_minute = minute + timedelta(minutes=1)
+        else:
+            contiguous = False
+        minute += timedelta(minutes=1)
+    if next_minute > first:
+        await messages.expiry_close(closed, next_minute=next_minute)
+    if purged:
+        log.info("purged %d messages (expired)", purged)
+    return purged
 
 
 async def purge_retained(*, messages: MessageRepo, tenants: TenantPolicies, claims: PurgeClaims,
@@ -410,24 +507,14 @@ async def _purge_rounds(candidates: Callable[[datetime, int], Awaitable[list[Doc
         at = now or _now()
         progressed = False
         for cand in await candidates(at, min(100, limit - purged)):
-            mid = cand["_id"]
-            lease_until = at + timedelta(seconds=lease_s)
-            if not await claims.claim(mid, owner=owner, now=at, lease_until=lease_until):
-                continue
-            # Re-read under the claim: the candidate list may predate another replica's purge.
-            doc = await messages.get(mid)
-            if doc is None or doc.get("state") not in ("stored", "purging"):
-                await claims.release(mid)
-                continue
-            await messages.mark_purging(mid, owner=owner, lease_until=lease_until)
-            await delete_objects(doc, blobs)
-            await messages.mark_purged(mid, now=at)
-            await claims.release(mid)
-            purged += 1
-            progressed = True
-            PURGED.inc()
-            if purged >= limit:
-                break
+            outcome, _ = await _purge_one(cand["_id"], at, lambda _doc: True,
+                                          messages=messages, claims=claims, blobs=blobs,
+                                          owner=owner, lease_s=lease_s)
+            if outcome == PURGED_NOW:
+                purged += 1
+                progressed = True
+                if purged >= limit:
+                    break
         if not progressed:
             break
     if purged:

@@ -15,6 +15,14 @@ class StoreSettings(ProbeSettings):
 
     expiry_interval_s: float = Field(default=60.0, gt=0)
     expiry_batch: int = Field(default=500, gt=0, description="most messages purged per run")
+    expiry_grace_s: float = Field(
+        default=120.0, gt=0,
+        description="an expiry bucket is closed (never read again) this long after its minute "
+                    "ended: the most a replica's clock may lag and a bucket write may take")
+    expiry_catchup_minutes: int = Field(
+        default=1440, gt=0,
+        description="most expiry buckets (minutes) one purge run reads; after a longer pause "
+                    "the catch-up goes on in the next runs")
     purge_lease_s: float = Field(
         default=300.0, gt=0,
         description="a claim older than this is taken over by another replica")

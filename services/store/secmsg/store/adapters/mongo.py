@@ -9,8 +9,9 @@ upsert whose filter refuses to match a final state (the insert then collides on 
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
@@ -31,6 +32,7 @@ from secmsg.shared.documents import (
 )
 from secmsg.shared.mongo import unavailable_as_503
 from secmsg.shared.worker import DeadLetter, DeadLetterRecorded
+from secmsg.store import expiry
 from secmsg.store.ports import BounceUpdate, DeliveryUpdate, Doc
 
 # Collection names from secmsg.shared.mongo (store tests import them from here).
@@ -116,11 +118,112 @@ async def ping(db: AsyncDatabase[Any]) -> None:
 class MongoMessageRepo:
     """``messages``, and with them their listing entries in ``mailbox`` (``MailboxDoc``): the
     entries are written before the message (a crash in between is repaired by the
-    redelivery), removed on recall and purge, and follow an expiry change."""
+    redelivery), removed on recall and purge, and follow an expiry change.
+
+    Also ``expiry_buckets``: the ids of the stored messages due in each UTC minute
+    (``expiry:<minute>``, see ``secmsg.store.expiry``) and the purge's cursor, so the expiry
+    purge reads documents by exact ``_id`` only. A bucket may hold ids that are no longer due
+    then (recalled, purged, expiry changed): the purge checks each message and drops those.
+    What must never happen is a due message missing from every bucket not yet read, so ids
+    are added before the write that makes them due (record) or right after it (an expiry
+    change), and removed only after the message's own state says so.
+    """
 
     def __init__(self, db: AsyncDatabase[Any]):
         self._col = db[mongo.MESSAGES]
         self._mailbox = db[mongo.MAILBOX]
+        self._buckets = db[mongo.EXPIRY_BUCKETS]
+
+    # -- expiry buckets -------------------------------------------------------------------
+
+    async def _file(self, by_minute: Mapping[datetime, Sequence[str]]) -> None:
+        """Add ids to their minutes' buckets: one upsert per bucket. A new bucket also makes
+        sure the purge's cursor exists (at the current minute at the latest), so a first
+        purge run long after the first messages still starts before their buckets."""
+        created = False
+        for minute in sorted(by_minute):
+            flt = {"_id": expiry.bucket_id(minute)}
+            add = {"$addToSet": {"ids": {"$each": list(by_minute[minute])}}}
+            try:
+                async with unavailable_as_503():
+                    res = await self._buckets.update_one(flt, add, upsert=True)
+                created = created or res.upserted_id is not None
+            except DuplicateKeyError:  # two first writes raced; the bucket exists now
+                async with unavailable_as_503():
+                    await self._buckets.update_one(flt, add)
+        if created:
+            await _insert_once(self._buckets, {"_id": expiry.CURSOR_ID,
+                                               "next": expiry.minute_of(datetime.now(UTC))})
+
+    async def _file_docs(self, docs: Sequence[Mapping[str, Any]]) -> None:
+        now = datetime.now(UTC)
+        by_minute: dict[datetime, list[str]] = defaultdict(list)
+        for d in docs:
+            if d.get("state") in ("stored", "purging") and d.get("expires_at") is not None:
+                by_minute[expiry.bucket_minute(d["expires_at"], now=now)].append(d["_id"])
+        await self._file(by_minute)
+
+    async def expiry_cursor(self, *, start: datetime) -> datetime:
+        """The first minute whose bucket is not closed yet; ``start`` on the very first call."""
+        async with unavailable_as_503():
+            doc = await self._buckets.find_one({"_id": expiry.CURSOR_ID})
+        if doc is None:
+            await _insert_once(self._buckets, {"_id": expiry.CURSOR_ID,
+                                               "next": expiry.minute_of(start)})
+            async with unavailable_as_503():
+                doc = await self._buckets.find_one({"_id": expiry.CURSOR_ID})
+        assert doc is not None  # inserted just above (or by a replica racing us)
+        return expiry.aware(doc["next"])
+
+    async def expiry_bucket(self, minute: datetime) -> list[str] | None:
+        """The ids filed under ``minute``; None when it has no bucket."""
+        async with unavailable_as_503():
+            doc = await self._buckets.find_one({"_id": expiry.bucket_id(minute)})
+        return None if doc is None else list(doc.get("ids", []))
+
+    async def expiry_done(self, minute: datetime, message_ids: Sequence[str]) -> None:
+        """Take ids out of a bucket (purged, or no longer due in that minute)."""
+        if message_ids:
+            async with unavailable_as_503():
+                await self._buckets.update_one({"_id": expiry.bucket_id(minute)},
+                                               {"$pullAll": {"ids": list(message_ids)}})
+
+    async def expiry_close(self, minutes: Sequence[datetime], *, next_minute: datetime) -> None:
+        """Delete finished buckets of minutes no id is filed under any more; move the cursor
+        to ``next_minute`` (never back)."""
+        async with unavailable_as_503():
+            for m in minutes:
+                await self._buckets.delete_one({"_id": expiry.bucket_id(m)})
+            await self._buckets.update_one({"_id": expiry.CURSOR_ID},
+                                           {"$max": {"next": expiry.minute_of(next_minute)}},
+                                           upsert=True)
+
+    async def backfill_expiry_buckets(self, *, batch: int = 500) -> int:
+        """File every stored (or half-purged) message with an expiry in its bucket
+        (``secmsg.ops.migrate``: messages recorded before the buckets existed); idempotent,
+        and a past expiry goes under the current minute. Creates the purge cursor at the
+        current minute if there is none, so no bucket written here is behind it. Returns
+        the messages filed."""
+        await self.expiry_cursor(start=datetime.now(UTC))
+        filed = 0
+        async with unavailable_as_503():
+            cursor = self._col.find({"state": {"$in": ["stored", "purging"]}},
+                                    {"state": 1, "expires_at": 1}, batch_size=batch)
+            chunk: list[Doc] = []
+            async for doc in cursor:
+                if doc.get("expires_at") is None:
+                    continue
+                chunk.append(doc)
+                if len(chunk) >= batch:
+                    await self._file_docs(chunk)
+                    filed += len(chunk)
+                    chunk = []
+            if chunk:
+                await self._file_docs(chunk)
+                filed += len(chunk)
+        return filed
+
+    # -- messages ---------------------------------------------------------------------------
 
     async def get(self, message_id: str) -> Doc | None:
         async with unavailable_as_503():
@@ -132,6 +235,8 @@ class MongoMessageRepo:
     async def insert_many(self, docs: Sequence[Mapping[str, Any]]) -> set[int]:
         entries = [e for d in docs if d.get("state") == "stored" for e in MailboxDoc.entries(d)]
         await _insert_new(self._mailbox, entries)
+        # Filed before the message exists: a crash in between leaves an id the purge drops.
+        await self._file_docs(docs)
         collided = await _insert_new(self._col, [dict(d) for d in docs])
         if collided:
             # Already on record: a redelivery (its entries are there already) or a recall
@@ -180,14 +285,6 @@ class MongoMessageRepo:
                                     {"tenant_id": 1, "state": 1, "objects.key": 1})
             return [d async for d in cursor]
 
-    async def expired(self, *, now: datetime, limit: int) -> list[Doc]:
-        async with unavailable_as_503():
-            cursor = self._col.find(
-                {"state": {"$in": ["stored", "purging"]}, "expires_at": {"$lte": now}},
-                {"tenant_id": 1, "state": 1, "objects.key": 1, "expires_at": 1},
-                sort=[("expires_at", ASCENDING)], limit=limit)
-            return [d async for d in cursor]
-
     async def mark_purging(self, message_id: str, *, owner: str,
                            lease_until: datetime) -> None:
         async with unavailable_as_503():
@@ -205,15 +302,25 @@ class MongoMessageRepo:
                  "$unset": {"lease_until": "", "purge_owner": "", "inline": ""}})
 
     async def mark_recalled(self, message_id: str, *, at: datetime, by: str) -> None:
-        await self._unlist(await self._listed(message_id))
+        listed = await self._listed(message_id)
+        await self._unlist(listed)
         async with unavailable_as_503():
             await self._col.update_one(
                 {"_id": message_id},
                 {"$set": {"state": "recalled", "recalled_at": at, "recalled_by": by},
                  "$unset": {"lease_until": "", "purge_owner": "", "inline": ""}})
+        # Recalled is final: nothing to purge any more (a stale id would only be dropped).
+        for d in listed:
+            if d.get("expires_at") is not None:
+                await self.expiry_done(expiry.bucket_minute(d["expires_at"], now=at),
+                                       [message_id])
 
     async def set_expiry(self, message_id: str, *, expires_at: datetime | None,
                          changed_at: datetime) -> bool:
+        """The message, its listing entries, then its expiry bucket: filed under the new
+        minute after the message says so, taken out of the old one after that. A concurrent
+        change may have taken it out of the bucket it is due in again, so that is re-read."""
+        before = await self._listed(message_id)
         async with unavailable_as_503():
             res = await self._col.update_one(
                 {"_id": message_id, "state": "stored",
@@ -221,12 +328,28 @@ class MongoMessageRepo:
                          {"expiry_changed_at": {"$lte": changed_at}}]},
                 {"$set": {"expires_at": expires_at, "expiry_changed_at": changed_at}})
             if res.matched_count:
-                ids = [e["_id"] for d in await self._listed(message_id)
-                       for e in MailboxDoc.entries(d)]
+                ids = [e["_id"] for d in before for e in MailboxDoc.entries(d)]
                 if ids:
                     await self._mailbox.update_many({"_id": {"$in": ids}},
                                                     {"$set": {"expires_at": expires_at}})
-        return res.matched_count > 0
+        if not res.matched_count:
+            return False
+        now = datetime.now(UTC)
+        new = None if expires_at is None else expiry.bucket_minute(expires_at, now=now)
+        if new is not None:
+            await self._file({new: [message_id]})
+        old_at = before[0].get("expires_at") if before else None
+        old = None if old_at is None else expiry.bucket_minute(old_at, now=now)
+        if old is not None and old != new:
+            await self.expiry_done(old, [message_id])
+            async with unavailable_as_503():
+                doc = await self._col.find_one({"_id": message_id},
+                                               {"state": 1, "expires_at": 1})
+            if (doc is not None and doc.get("state") == "stored"
+                    and doc.get("expires_at") is not None
+                    and expiry.bucket_minute(doc["expires_at"], now=now) == old):
+                await self._file({old: [message_id]})
+        return True
 
     async def count_stored(self, tenant_id: str) -> int:
         async with unavailable_as_503():
