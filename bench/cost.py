@@ -179,7 +179,17 @@ class CostBench(Bench):
                 await self.db["tenants"].update_one({"_id": "bench"},
                                                     {"$unset": {"policy.retention_days": ""}})
 
+        async def old_candidates() -> list[Any]:
+            # What the expiry purge read per run before the buckets (for the comparison).
+            return await self.db["messages"].find(
+                {"state": {"$in": ["stored", "purging"]},
+                 "expires_at": {"$lte": datetime.now(UTC)}},
+                {"tenant_id": 1, "state": 1, "objects.key": 1, "expires_at": 1},
+                sort=[("expires_at", 1)], limit=100).to_list(None)
+
         reads = {
+            "before: the expiry purge's old candidate read (`messages` by `state`, "
+            "`expires_at`)": old_candidates,
             "store expiry purge, one run (`expiry_buckets` by `_id`)":
                 lambda: service.purge_expired(messages=store, claims=claims, blobs=blobs,
                                               owner="bench", lease_s=60, limit=500),
