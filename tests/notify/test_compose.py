@@ -230,3 +230,41 @@ def test_one_rendering_serves_every_recipient() -> None:
     assert ma.as_bytes() == mb.as_bytes()
     with pytest.raises(InvalidInput):
         rendered.for_recipient("eve@example.org\r\nBcc: x@example.org", now=now)
+
+
+def test_recipient_links_match_an_encoding_per_recipient() -> None:
+    """The bodies are quoted-printable encoded once per event, and each recipient's copy
+    swaps the hint into the encoded bytes: byte for byte what encoding that recipient's own
+    text gives -- wherever the link falls on a line (a soft line break inside the
+    placeholder, or a hint of another length or alphabet, falls back to encoding per
+    recipient)."""
+    import binascii
+    import random
+
+    from secmsg.notify.compose import HINT_PLACEHOLDER, render_event
+
+    rng = random.Random(7)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    now = datetime.now(UTC)
+    hints = {"bob@example.org": "0h" + "".join(rng.choice(alphabet) for _ in range(20)),
+             "carol@example.org": "12h" + "A" * 20,  # key version 12: a longer hint
+             "dave@example.org": "0h" + "a.b=c" * 4}  # not literal in quoted-printable
+    split = 0
+    for pad in range(90):  # moves the link along its line
+        ev = stored_event(to=list(hints))
+        rendered = render_event(event=ev, branding=BRAND,
+                                platform_from="notifications@secmsg.example",
+                                public_url=f"https://s{'x' * pad}.example/",
+                                hinter=lambda a: hints[a])
+        split += any(any(cuts) for cuts in rendered.text_qp.breaks)  # type: ignore[union-attr]
+        for address, hint in hints.items():
+            got = rendered.for_recipient(address, now=now).as_bytes()
+            for plain in (rendered.text, rendered.html):
+                assert HINT_PLACEHOLDER in plain
+                own = plain.replace(HINT_PLACEHOLDER, hint).encode("utf-8").splitlines()
+                expected = binascii.b2a_qp(b"\r\n".join(own) + b"\r\n", istext=True)
+                assert expected in got, (pad, address)
+            msg = email.message_from_bytes(got, policy=email.policy.default)
+            assert f"?r={hint}" in msg.get_body(("plain",)).get_content()
+            assert HINT_PLACEHOLDER.encode() not in got
+    assert split  # some placeholders were cut by a soft line break

@@ -180,6 +180,65 @@ def _as_utc(when: datetime | None) -> datetime | None:
 # leave it alone. _HINT_SLOT marks, in the encoded tail, where each copy's bodies go.
 HINT_PLACEHOLDER = "0hHINTHINTHINTHINTHINT"
 _HINT_SLOT = b"\x00secmsg-body\x00"
+_PLACEHOLDER_BYTES = HINT_PLACEHOLDER.encode("ascii")
+# Characters quoted-printable writes as themselves wherever they stand (no ``=``, space, dot or
+# line end): a hint made of them, as long as the placeholder, takes the placeholder's bytes in
+# the encoded body one for one -- the soft line breaks stay where they are.
+_QP_LITERAL = re.compile(r"[A-Za-z0-9_-]+\Z")
+_SOFT_BREAK = b"=\r\n"
+# The placeholder in encoded text, with any soft line breaks the encoder put inside it.
+_ENCODED_PLACEHOLDER = re.compile(
+    b"(?:=\r\n)?".join(re.escape(bytes([c])) for c in _PLACEHOLDER_BYTES))
+
+
+@dataclass(frozen=True)
+class _SlottedQP:
+    """A body encoded once with the placeholder: the bytes around each placeholder, and
+    where soft line breaks fell inside it; ``fill(hint)`` is the encoding of the body with
+    the hint in place of the placeholder."""
+
+    parts: tuple[bytes, ...]  # one more than ``breaks``
+    breaks: tuple[tuple[int, ...], ...]  # per placeholder: offsets of the breaks in it
+
+    @classmethod
+    def of(cls, text: str) -> _SlottedQP | None:
+        encoded = _qp(text)
+        wanted = text.count(HINT_PLACEHOLDER)
+        if encoded.count(_PLACEHOLDER_BYTES) == wanted:  # none cut by a line break
+            return cls(tuple(encoded.split(_PLACEHOLDER_BYTES)), ((),) * wanted)
+        parts: list[bytes] = []
+        breaks: list[tuple[int, ...]] = []
+        at = 0
+        for m in _ENCODED_PLACEHOLDER.finditer(encoded):
+            parts.append(encoded[at:m.start()])
+            found, offset, chunk = [], 0, m.group()
+            for piece in chunk.split(_SOFT_BREAK)[:-1]:
+                offset += len(piece)
+                found.append(offset)
+            breaks.append(tuple(found))
+            at = m.end()
+        parts.append(encoded[at:])
+        if len(breaks) != wanted:
+            return None  # not every placeholder came out recognisably: encode per recipient
+        return cls(tuple(parts), tuple(breaks))
+
+    def fill(self, hint: bytes) -> bytes:
+        out = [self.parts[0]]
+        for cuts, after in zip(self.breaks, self.parts[1:], strict=True):
+            prev = 0
+            for cut in cuts:
+                out += (hint[prev:cut], _SOFT_BREAK)
+                prev = cut
+            out += (hint[prev:], after)
+        return b"".join(out)
+
+
+def _hinted(slotted: _SlottedQP | None, text: str, hint: str) -> bytes:
+    """The quoted-printable body of one recipient: the placeholder replaced by ``hint``."""
+    if (slotted is not None and len(hint) == len(HINT_PLACEHOLDER)
+            and _QP_LITERAL.match(hint) is not None):
+        return slotted.fill(hint.encode("ascii"))
+    return _qp(text.replace(HINT_PLACEHOLDER, hint))
 
 
 @dataclass(frozen=True)
@@ -210,6 +269,10 @@ class RenderedEvent:
     hinter: Callable[[str], str] | None = None
     text: str = ""
     html: str = ""
+    # ``text``/``html`` encoded once with the placeholder (None: encode per recipient); the
+    # per-recipient encoding of the bodies was ~5 % of notify's CPU (docs/cost.md).
+    text_qp: _SlottedQP | None = None
+    html_qp: _SlottedQP | None = None
 
     def for_recipient(self, recipient: str, *, now: datetime) -> Notification:
         rcpt = parse_address("recipient", recipient)
@@ -228,10 +291,9 @@ class RenderedEvent:
         if self.hinter is not None:
             hint = self.hinter(rcpt.addr_spec)
             before, _, after = tail.partition(_HINT_SLOT)
-            text = _qp(self.text.replace(HINT_PLACEHOLDER, hint))
             middle, _, end = after.partition(_HINT_SLOT)
-            tail = b"".join((before, text, middle, _qp(self.html.replace(HINT_PLACEHOLDER,
-                                                                          hint)), end))
+            tail = b"".join((before, _hinted(self.text_qp, self.text, hint), middle,
+                             _hinted(self.html_qp, self.html, hint), end))
         return Notification(data=b"".join((self.head, own.encode("ascii"), tail)),
                             envelope_from=envelope_from, recipient=rcpt.addr_spec)
 
@@ -338,15 +400,21 @@ def render_event(*, event: MessageStored, branding: TenantBranding, platform_fro
                            address="x@x")
         except ValueError as exc:
             raise InvalidInput("the ids cannot be carried in the bounce address") from exc
+    text_qp = html_qp = None
     if hinter is not None:
         try:
-            (plain_text + plain_html).encode("utf-8")
+            if len({r.address.lower() for r in event.recipients}) > 1:
+                # Several copies: encode once here (one recipient: its copy encodes it).
+                text_qp, html_qp = _SlottedQP.of(plain_text), _SlottedQP.of(plain_html)
+            else:
+                (plain_text + plain_html).encode("utf-8")
         except UnicodeEncodeError as exc:
             raise InvalidInput("the notification text is not valid Unicode") from exc
     return RenderedEvent(head=head_bytes, tail=tail, message_id=message_id,
                          domain=domain, envelope_from=platform.addr_spec,
                          tenant_id=event.tenant_id, bounce_base=bounce_base, hinter=hinter,
-                         text=plain_text if hinter else "", html=plain_html if hinter else "")
+                         text=plain_text if hinter else "", html=plain_html if hinter else "",
+                         text_qp=text_qp, html_qp=html_qp)
 
 
 def build_notification(*, event: MessageStored, recipient: str, branding: TenantBranding,
