@@ -52,6 +52,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def syscalls(pid: int) -> tuple[int, int]:
+    """(read, write) system calls of the process so far (``/proc/<pid>/io``): each socket
+    write to NATS or the SMTP server is one, so their count per notification is exact where
+    CPU time is noisy."""
+    io = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+    return int(io["syscr"]), int(io["syscw"])
+
+
 def captures(mail_dir: Path) -> list[int]:
     if not mail_dir.exists():
         return []
@@ -75,7 +83,7 @@ async def phase(env: dict[str, str], pid: int, mail_dir: Path, events: int,
         received_at=datetime.now(UTC)) for i in range(events)]
     want = len(captures(mail_dir)) + events * recipients
     progress(f"{tag}: {events} events x {recipients} recipient(s)...")
-    cpu0 = cpu_seconds(pid)
+    cpu0, (r0, w0) = cpu_seconds(pid), syscalls(pid)
     await asyncio.gather(*(pub.publish(ev, event_msg_id(ev)) for ev in backlog))
     await nc.close()
     deadline = time.monotonic() + 600
@@ -84,11 +92,13 @@ async def phase(env: dict[str, str], pid: int, mail_dir: Path, events: int,
             raise RuntimeError("notifications did not all arrive")
         await asyncio.sleep(0.1)
     cpu = cpu_seconds(pid) - cpu0
+    r1, w1 = syscalls(pid)
     times = sorted(captures(mail_dir))[-events * recipients:]
     n = events * recipients
     return {"events": events, "recipients": recipients, "notifications": n,
             "cpu_s": cpu, "cpu_ms_per_notification": cpu * 1000 / n,
             "cpu_ms_per_event": cpu * 1000 / events,
+            "reads_per_notification": (r1 - r0) / n, "writes_per_notification": (w1 - w0) / n,
             "notifications_per_s": (n - 1) / max((times[-1] - times[0]) / 1e9, 1e-9)}
 
 
@@ -170,11 +180,12 @@ async def amain(args: argparse.Namespace) -> None:
     print("\none notify replica, a backlog published while it runs (start-up excluded), "
           f"DKIM {'on' if args.dkim else 'off'}:")
     print("| recipients per event | notifications | CPU ms / notification | CPU ms / event "
-          "| notifications/s |")
-    print("|---|---|---|---|---|")
+          "| notifications/s | reads / writes per notification |")
+    print("|---|---|---|---|---|---|")
     for p in results["phases"]:
         print(f"| {p['recipients']} | {p['notifications']} | {p['cpu_ms_per_notification']:.2f} "
-              f"| {p['cpu_ms_per_event']:.2f} | {p['notifications_per_s']:.0f} |")
+              f"| {p['cpu_ms_per_event']:.2f} | {p['notifications_per_s']:.0f} "
+              f"| {p['reads_per_notification']:.1f} / {p['writes_per_notification']:.1f} |")
     if spy is not None and raw.exists():
         results["profile_top"] = top_functions(raw)
         print("\npy-spy, inclusive share of notify's samples:")
