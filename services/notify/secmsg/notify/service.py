@@ -10,7 +10,8 @@ For each recipient, in order:
    is published
    again -- the Nats-Msg-Id drops the copy); a live lease held by another worker means "later".
 2. **send** through the ``Mailer`` within the lease.
-3. **record** ``sent`` (or ``deferred`` / ``failed``), then publish the matching event.
+3. **record** ``sent`` and publish ``notification.sent`` side by side (both state what the
+   SMTP server did); ``deferred`` / ``failed``: record, then publish the matching event.
 
 The one unavoidable duplicate window: the SMTP server has accepted the message (250 after
 DATA) and this process dies before step 3 stores ``sent``. Its claims name it as owner and
@@ -351,12 +352,35 @@ def _observe_send(ctx: _Ctx, started: float, result: str) -> None:
 
 
 async def _record_sent(ctx: _Ctx, key: str, address: str, attempt: int) -> None:
+    ev = NotificationSent(tenant_id=ctx.event.tenant_id, message_id=ctx.event.message_id,
+                          recipient=address, attempt=attempt, smtp_target=ctx.target.label)
+    # The event goes out beside the ``sent`` record, not after it: both say what the SMTP
+    # server already did, in either order -- one NATS write and one round trip fewer per
+    # notification. The event is acked only once both are in (either failing sends it back:
+    # the claim then finds ``sent``, or the acceptance kept in memory, and publishes again --
+    # the Nats-Msg-Id drops the copy).
+    published = asyncio.ensure_future(
+        ctx.publisher.publish(ev, event_msg_id(ev, address.lower())))
+    try:
+        await _mark_sent(ctx, key, address, attempt)
+    except BaseException:
+        published.cancel()
+        with contextlib.suppress(BaseException):
+            await published
+        raise
+    NOTIFICATIONS.labels(ctx.event.tenant_id, "sent", ctx.target.label).inc()
+    log.info("notification sent", extra={"recipient_hash": recipient_hash(address),
+                                         "attempt": attempt})
+    await published
+
+
+async def _mark_sent(ctx: _Ctx, key: str, address: str, attempt: int) -> None:
     # The duplicate window (module docstring) is open until this write lands: retry it a few
     # times rather than give the recipient to the lease expiry at the first hiccup.
     for n in range(1, _MARK_SENT_TRIES + 1):
         try:
             await ctx.deliveries.mark_sent(key, now=ctx.clock(), smtp_target=ctx.target.label)
-            break
+            return
         except DependencyUnavailable:
             if n == _MARK_SENT_TRIES:
                 # The repo keeps the acceptance and writes it once NATS answers; meanwhile
@@ -366,12 +390,6 @@ async def _record_sent(ctx: _Ctx, key: str, address: str, attempt: int) -> None:
                                 "recipient_hash": recipient_hash(address), "attempt": attempt})
                 raise
             await asyncio.sleep(0.2 * n)
-    NOTIFICATIONS.labels(ctx.event.tenant_id, "sent", ctx.target.label).inc()
-    log.info("notification sent", extra={"recipient_hash": recipient_hash(address),
-                                         "attempt": attempt})
-    ev = NotificationSent(tenant_id=ctx.event.tenant_id, message_id=ctx.event.message_id,
-                          recipient=address, attempt=attempt, smtp_target=ctx.target.label)
-    await ctx.publisher.publish(ev, event_msg_id(ev, address.lower()))
 
 
 async def _defer(ctx: _Ctx, key: str, address: str, attempt: int, reason: str, *,
