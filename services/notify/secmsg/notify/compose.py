@@ -1,3 +1,4 @@
+# Over 400 lines: one notification's MIME bytes by hand (headers, bodies, per-recipient copies)
 """Build notification emails -- pure: no I/O, same inputs, same mail (apart from Date and
 Message-ID, which are per notification).
 
