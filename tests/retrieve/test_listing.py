@@ -5,15 +5,20 @@ and messages recorded before the listing index existed are listed after the migr
 from __future__ import annotations
 
 import base64
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from devstack.smtp_sink import Sink
 from secmsg.ops.migrate import migrate
 from secmsg.shared import mongo
+from secmsg.shared.events import MessageOpened
 from secmsg.shared.settings import CommonSettings
+from secmsg.store import service as store_service
+from secmsg.store.adapters.mongo import MongoAuditRepo
 from secmsg.store.adapters.mongo import MongoMessageRepo as StoreMessages
-from tests.retrieve.helpers import BOB, Running, Seeder, bearer, sign_in
+from tests.retrieve.helpers import BOB, Running, Seeder, audit_events, bearer, sign_in
+from tests.webmail.helpers import web_sign_in
 
 
 async def _all_pages(app: Running, token: str, param: str, limit: int) -> list[str]:
@@ -76,3 +81,38 @@ async def test_messages_from_before_the_listing_index_are_listed_after_migrate(
     listed = {m["id"] for m in r.json()["messages"]}
     assert listed == {m.message_id for m in old} and gone.message_id not in listed
     assert await mongo_db[mongo.MAILBOX].count_documents({"address": BOB.lower()}) == 3
+
+
+def _rows(html: str) -> dict[str, str]:
+    """Subject -> the inbox row's class (read / unread)."""
+    return {m[2]: m[1] for m in re.finditer(
+        r'<tr class="(read|unread)">.*?<a href="/web/messages/[0-9a-f]+">([^<]*)</a>', html,
+        re.S)}
+
+
+async def test_the_inbox_shows_read_marks_from_its_mailbox_entries_alone(
+        app: Running, seeder: Seeder, sink: Sink, mongo_db: Any,
+        settings: CommonSettings) -> None:
+    """Opening a message (retrieve publishes ``message.opened``; store records it and sets the
+    read mark on the reader's ``mailbox`` entry) shows it read in the inbox, whose page reads
+    those entries and nothing else: with the audit trail gone, the marks are still there."""
+    now = datetime.now(UTC)
+    first = await seeder.message(subject="Biopsy results", received_at=now - timedelta(hours=2))
+    await seeder.message(subject="Invoice March", received_at=now - timedelta(hours=1))
+    await web_sign_in(app.client, sink, first.message_id)  # opens the first one
+    assert _rows((await app.client.get("/web/inbox")).text) == {
+        "Biopsy results": "unread", "Invoice March": "unread"}  # store has not run yet
+
+    # Store's audit handler, on the event retrieve published, against the real database.
+    events = [MessageOpened.model_validate({k: v for k, v in e.items() if k != "subject"})
+              for e in await audit_events(settings) if e.get("kind") == "message.opened"]
+    assert [e.message_id for e in events] == [first.message_id]
+    received = first.doc["received_at"]  # as stored: to the millisecond
+    assert events[0].received_at == received.replace(microsecond=received.microsecond // 1000
+                                                     * 1000)
+    for _ in range(2):  # a redelivery changes nothing
+        await store_service.record_audits(events=events, audit=MongoAuditRepo(mongo_db),
+                                          messages=StoreMessages(mongo_db))
+    await mongo_db[mongo.AUDIT].delete_many({})
+    assert _rows((await app.client.get("/web/inbox")).text) == {
+        "Biopsy results": "read", "Invoice March": "unread"}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from faststream.asgi import AsgiFastStream
@@ -14,6 +16,7 @@ from secmsg.shared.blobstore import S3BlobStore
 from secmsg.shared.documents import AuditDoc
 from secmsg.shared.events import (
     AuditRecorded,
+    MessageOpened,
     NotificationBounced,
     event_msg_id,
 )
@@ -160,3 +163,45 @@ async def test_accepted_and_recorded_actions_are_audited_once(
     # No content in the trail: the subject line is nowhere in it.
     assert await mongo_db[mongo.AUDIT].count_documents({"detail.subject": {"$exists": True}}) \
         == 0
+
+
+async def test_an_opened_message_is_marked_read_on_the_recipients_mailbox_entry(
+        store_app: AsgiFastStream, settings: CommonSettings, blobs: S3BlobStore,
+        publisher: bus.EventPublisher, nc: NATS, mongo_db: Any) -> None:
+    """The inbox's read mark rides the ``mailbox`` entry (an inbox page reads nothing else):
+    the first open sets it, a redelivery or a later open keeps the first time, an event
+    without ``received_at`` (an older retrieve) is marked too, the other recipient's entry
+    stays unread."""
+    ev = await stage_message(blobs, settings, recipients=("Bob@Example.org", "carol@example.org",
+                                                          "dan@example.org"))
+    await publish_received(publisher, ev)
+    await wait_for(lambda: drained(nc, subjects.STORE_RECEIVED))
+    stored = await mongo_db[mongo.MESSAGES].find_one({"_id": ev.message_id})
+    t0 = datetime(2030, 1, 1, tzinfo=UTC)
+
+    def opened(who: str, minutes: int, *, with_time: bool = True) -> MessageOpened:
+        return MessageOpened(tenant_id=TENANT, message_id=ev.message_id,
+                             event_id=uuid.uuid4().hex, recipient=who,
+                             occurred_at=t0 + timedelta(minutes=minutes),
+                             received_at=stored["received_at"] if with_time else None)
+
+    first = opened("BOB@example.org", 5)
+    for e, copy in ((opened("bob@example.org", 9), "a"), (first, "a"), (first, "b"),
+                    (opened("dan@example.org", 7, with_time=False), "a")):
+        await publisher.publish(e, f"{e.event_id}:{copy}")
+    await wait_for(lambda: drained(nc, subjects.STORE_AUDIT))
+
+    def entry(who: str) -> Awaitable[dict[str, Any] | None]:
+        return mongo_db[mongo.MAILBOX].find_one({"box": "in", "address": who,
+                                                  "message_id": ev.message_id})
+
+    bob = await entry("bob@example.org")
+    assert bob is not None and bob["opened"] is True
+    assert bob["opened_at"] == t0 + timedelta(minutes=5)
+    dan = await entry("dan@example.org")
+    assert dan is not None and (dan["opened"], dan["opened_at"]) == (
+        True, t0 + timedelta(minutes=7))
+    carol = await entry("carol@example.org")
+    assert carol is not None and "opened" not in carol
+    assert await mongo_db[mongo.AUDIT].count_documents({"kind": "message.opened"}) == 3
+    assert await mongo_db[mongo.DEAD_LETTERS].count_documents({}) == 0

@@ -231,6 +231,9 @@ class MessageOpened(_Event):
     recipient: str
     client_ip: str | None = None
     user_agent: str | None = None
+    # the message's ``received_at``: store finds the recipient's ``mailbox`` entry by it (the
+    # entry's ``_id`` holds it) to set its read mark; without it store reads the message
+    received_at: datetime | None = None
 
 
 class AttachmentDownloaded(_Event):

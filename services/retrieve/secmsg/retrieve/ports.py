@@ -33,6 +33,7 @@ class MessageRecord:
     received_at: datetime
     expires_at: datetime | None
     disclaimer: str | None
+    opened: bool = False  # listings: the reader opened it before (store's read mark)
 
 
 @dataclass(frozen=True)

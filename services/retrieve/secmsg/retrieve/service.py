@@ -406,7 +406,7 @@ async def read_message(*, session: SessionRecord, message_id: str, messages: Mes
     await audit.publish(MessageOpened(
         tenant_id=record.tenant_id, message_id=record.message_id, event_id=uuid.uuid4().hex,
         recipient=session.address, client_ip=client_ip, user_agent=clip_header(user_agent),
-        occurred_at=now))
+        occurred_at=now, received_at=record.received_at))
     bodies: dict[str, str | None] = {"text": None, "html": None}
     for obj in record.objects:
         if obj.role in bodies and bodies[obj.role] is None:

@@ -138,7 +138,8 @@ def register(broker: NatsBroker, get_deps: Callable[[], Deps], cfg: StoreSetting
     @subscribe(subjects.any_tenant("audit.>"), subjects.STORE_AUDIT, batch=True,
                fetch_timeout_s=cfg.delivery_batch_wait_s)
     async def on_audit_events(events: list[AuditEvent]) -> None:
-        await service.record_audits(events=events, audit=get_deps().audit)
+        d = get_deps()
+        await service.record_audits(events=events, audit=d.audit, messages=d.messages)
 
     # One event per fetch: a key rotation can run for minutes, and events fetched behind it
     # would sit out their ack_wait and be redelivered.

@@ -62,6 +62,11 @@ class MessageRepo(Protocol):
         """Delete those (finished) buckets and move the cursor forward to ``next_minute``."""
         ...
 
+    async def mark_opened(self, marks: Sequence[tuple[str, datetime]]) -> None:
+        """Read marks on ``mailbox`` entries (entry ``_id``, when opened): ``opened`` and the
+        earliest ``opened_at``; an entry that is gone (recalled, purged) stays gone."""
+        ...
+
     async def mark_purging(self, message_id: str, *, owner: str,
                            lease_until: datetime) -> None: ...
 

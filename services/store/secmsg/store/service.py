@@ -20,9 +20,11 @@ from prometheus_client import Counter
 from secmsg.shared import logs
 from secmsg.shared.blobstore import OBJECT_KEY_RE, OBJECT_ROOT, message_prefix, object_key
 from secmsg.shared.crypto import ciphertext_size
+from secmsg.shared.documents import MailboxDoc, mailbox_key
 from secmsg.shared.errors import IntegrityError, InvalidInput, NotFound, PermanentError
 from secmsg.shared.events import (
     AuditRecorded,
+    MessageOpened,
     MessageReceived,
     MessageStored,
     NotificationBounced,
@@ -343,10 +345,30 @@ async def record_audit(*, event: AuditEvent, audit: AuditRepo) -> bool:
     return await audit.insert(audit_document(event))
 
 
-async def record_audits(*, events: Sequence[AuditEvent], audit: AuditRepo) -> int:
+async def record_audits(*, events: Sequence[AuditEvent], audit: AuditRepo,
+                        messages: MessageRepo | None = None) -> int:
     """A batch of them in one unordered insert (deterministic ids: a redelivered batch adds
-    nothing); how many were new."""
-    return await audit.insert_many([audit_document(e) for e in events])
+    nothing); how many were new. Then the read marks: each ``message.opened`` sets ``opened``
+    on the recipient's ``mailbox`` entry and keeps the earliest ``opened_at`` (an update by
+    ``_id``, the same after a redelivery), so an inbox page reads its entries and nothing
+    else. ``messages`` may be left out only by tests of the trail alone."""
+    new = await audit.insert_many([audit_document(e) for e in events])
+    if messages is not None:
+        marks = [await _read_mark(e, messages) for e in events if isinstance(e, MessageOpened)]
+        await messages.mark_opened([m for m in marks if m is not None])
+    return new
+
+
+async def _read_mark(event: MessageOpened,
+                     messages: MessageRepo) -> tuple[str, datetime] | None:
+    received = event.received_at
+    if received is None:  # an event from before retrieve sent it: read it, by ``_id``
+        doc = await messages.get(event.message_id)
+        if doc is None or doc.get("tenant_id") != event.tenant_id or not doc.get("received_at"):
+            return None
+        received = doc["received_at"]
+    key = mailbox_key(received, event.message_id)
+    return MailboxDoc.prefix(event.tenant_id, "in", event.recipient) + key, event.occurred_at
 
 
 # --- expiry and purge ------------------------------------------------------------------------

@@ -67,7 +67,7 @@ def _listed(e: MailboxDoc) -> MessageRecord:
         message_id=e.message_id, tenant_id=e.tenant_id, sender=e.sender, recipients=[],
         subject=e.subject, objects=[], attachment_count=e.attachment_count,
         total_size=e.total_size, received_at=e.received_at, expires_at=e.expires_at,
-        disclaimer=None)
+        disclaimer=None, opened=e.opened)
 
 
 class MongoMessageRepo:

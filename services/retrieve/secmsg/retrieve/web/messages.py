@@ -63,8 +63,8 @@ async def inbox(ctx: CtxDep, session: SignedInDep,
                                   limit=web.settings.web_page_size)
     except InvalidInput:
         return RedirectResponse("/web/inbox", status_code=303)
-    opened = await web.queries.opened(session.tenant_id, session.address,
-                                      [r.message_id for r in page])
+    # Read marks come with the page's ``mailbox`` entries (store sets them): no second read.
+    opened = {r.message_id for r in page if r.opened}
     next_url = None
     if nxt:
         next_url = "/web/inbox?" + (f"q={quote(q.strip())}&" if query else "") + \

@@ -1,8 +1,8 @@
 """The few reads only the webmail needs, on documents other services write (read-only).
 
-Access decisions stay in ``secmsg.retrieve.service``: these reads only decorate pages (read
-state, branding, the sender's own sent list) or explain why a message the user was sent is
-gone. None of them returns message content.
+Access decisions stay in ``secmsg.retrieve.service``: these reads only decorate pages
+(branding, the sender's own sent list) or explain why a message the user was sent is gone.
+None of them returns message content. (Read marks come with the inbox's ``mailbox`` entries.)
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import Any
 
 from secmsg.shared.documents import (
-    AuditDoc,
     MailboxDoc,
     MessageDoc,
     ReadView,
@@ -32,7 +31,6 @@ class WebQueries:
         self._messages = ReadView(db, MessageDoc)
         self._mailbox = ReadView(db, MailboxDoc)
         self._users = ReadView(db, TenantUserDoc)
-        self._audit = ReadView(db, AuditDoc)
         self._revocations = ReadView(db, RevocationDoc)
 
     async def tenant(self, tenant_id: str) -> Doc | None:
@@ -50,16 +48,6 @@ class WebQueries:
         """``sender`` / ``admin`` for tenant users, None for everyone else."""
         doc = await self._users.get(TenantUserDoc.id_for(tenant_id, address), ["role"])
         return doc.role if doc else None
-
-    async def opened(self, tenant_id: str, address: str, message_ids: list[str]) -> set[str]:
-        """Which of these messages this address has opened before (store's audit trail)."""
-        if not message_ids:
-            return set()
-        docs = await self._audit.find(
-            {"tenant_id": tenant_id, "message_id": {"$in": message_ids},
-             "kind": "message.opened", "recipient": address.lower()},
-            ["message_id", "tenant_id", "kind", "at"])
-        return {d.message_id for d in docs}
 
     async def sent(self, tenant_id: str, address: str, limit: int,
                    after: str | None = None) -> list[Doc]:

@@ -279,6 +279,15 @@ class MongoMessageRepo:
                 added += len(chunk) - len(await _insert_new(self._mailbox, chunk))
         return added
 
+    async def mark_opened(self, marks: Sequence[tuple[str, datetime]]) -> None:
+        """By ``_id`` alone (no upsert: nothing to collide on, FerretDB goes on past it)."""
+        if marks:
+            async with unavailable_as_503():
+                await self._mailbox.bulk_write(
+                    [UpdateOne({"_id": entry}, {"$set": {"opened": True},
+                                                "$min": {"opened_at": at}})
+                     for entry, at in marks], ordered=False)
+
     async def find_many(self, message_ids: Sequence[str]) -> list[Doc]:
         async with unavailable_as_503():
             cursor = self._col.find({"_id": {"$in": list(message_ids)}},
