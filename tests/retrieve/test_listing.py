@@ -9,9 +9,13 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from bson import ObjectId
+
 from devstack.smtp_sink import Sink
+from secmsg.ingest.adapters.mongo_reports import MongoReports
 from secmsg.ops.migrate import migrate
 from secmsg.shared import mongo
+from secmsg.shared.documents import AuditDoc
 from secmsg.shared.events import MessageOpened
 from secmsg.shared.settings import CommonSettings
 from secmsg.store import service as store_service
@@ -116,3 +120,49 @@ async def test_the_inbox_shows_read_marks_from_its_mailbox_entries_alone(
     await mongo_db[mongo.AUDIT].delete_many({})
     assert _rows((await app.client.get("/web/inbox")).text) == {
         "Biopsy results": "read", "Invoice March": "unread"}
+
+
+async def test_migrate_moves_audit_and_dead_letter_ids_and_fills_read_marks(
+        app: Running, seeder: Seeder, sink: Sink, mongo_db: Any,
+        settings: CommonSettings) -> None:
+    """Documents as the release before wrote them: audit ``_id``s message-first (no
+    ``event_id``), an opened message without a read mark, dead letters ``SECMSG:<seq>`` and
+    an ObjectId. After the migration (twice: idempotent) the export's ``_id`` range finds
+    them, the inbox shows the read mark, the dead-letter list pages over all of them."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    read = await seeder.message(subject="Seen before", received_at=now - timedelta(hours=2))
+    await seeder.message(subject="Never opened", received_at=now - timedelta(hours=1))
+    at = now - timedelta(minutes=30)
+    await mongo_db[mongo.AUDIT].insert_many([
+        {"_id": "e-old-open", "tenant_id": "acme", "message_id": read.message_id,
+         "kind": "message.opened", "recipient": BOB.lower(), "actor": BOB.lower(), "at": at},
+        {"_id": f"{read.message_id}:message.accepted", "tenant_id": "acme",
+         "message_id": read.message_id, "kind": "message.accepted", "actor": "key:x",
+         "at": at - timedelta(hours=2)}])
+    await mongo_db[mongo.DEAD_LETTERS].insert_many([
+        {"_id": "SECMSG:9", "service": "store", "stream_seq": 9, "state": "open"},
+        {"_id": "SECMSG:10", "service": "store", "stream_seq": 10, "state": "open"},
+        {"_id": ObjectId(), "service": "notify", "state": "open"}])
+
+    said: list[str] = []
+    for _ in range(2):
+        await migrate(settings, say=said.append)
+    assert "audit ids and read marks ..." in said and "dead-letter ids ..." in said
+
+    trail = await mongo_db[mongo.AUDIT].find({}).sort("_id", 1).to_list(None)
+    assert [(d["_id"], d["event_id"]) for d in trail] == [
+        (AuditDoc.id_for("acme", at - timedelta(hours=2), f"{read.message_id}:message.accepted"),
+         f"{read.message_id}:message.accepted"),
+        (AuditDoc.id_for("acme", at, "e-old-open"), "e-old-open")]
+    exported = [d.event_id async for d in MongoReports(mongo_db).audit(
+        "acme", since=at - timedelta(minutes=1), until=None, message_id=None)]
+    assert exported == ["e-old-open"]
+
+    await web_sign_in(app.client, sink, read.message_id)
+    assert _rows((await app.client.get("/web/inbox")).text) == {
+        "Seen before": "read", "Never opened": "unread"}
+
+    ids = [d["_id"] for d in await mongo_db[mongo.DEAD_LETTERS].find({}).to_list(None)]
+    assert sorted(i for i in ids if i.startswith("SECMSG:")) == [f"SECMSG:{9:020d}",
+                                                                  f"SECMSG:{10:020d}"]
+    assert len(ids) == 3 and [i for i in ids if i.startswith("legacy:")]

@@ -16,6 +16,10 @@ Job's status instead of as slow or failing start-ups across every replica:
   ``backfill_expiry_buckets``: ids already filed stay once; an expiry already past is filed
   under the current minute). Run it again after the rollout if store replicas of the
   release before kept recording during it: the messages they recorded have no bucket;
+* audit documents written before ``_id``s were tenant- and time-first get them (the admin
+  export reads ``_id`` ranges), and every ``message.opened`` on file sets its read mark on the
+  reader's ``mailbox`` entry; dead letters get their padded ``<stream>:<seq>`` ``_id``
+  (their list pages by it) -- store's ``migrate_ids``;
 * the JetStream stream ``SECMSG`` and notify's retry stream: created, or the settings this
   release depends on updated in place, replicas only ever raised (``bus.ensure_stream``);
 * the S3 bucket.
@@ -40,7 +44,7 @@ from secmsg.retrieve.adapters.mongo import ensure_indexes as retrieve_indexes
 from secmsg.shared import bus, mongo
 from secmsg.shared.blobstore import S3BlobStore
 from secmsg.shared.settings import CommonSettings
-from secmsg.store.adapters.mongo import MongoMessageRepo
+from secmsg.store.adapters.mongo import MongoAuditRepo, MongoDeadLetterRepo, MongoMessageRepo
 from secmsg.store.adapters.mongo import ensure_indexes as store_indexes
 
 
@@ -55,6 +59,9 @@ async def migrate(common: CommonSettings, say: Callable[[str], None] = print) ->
         ("retrieve indexes", lambda: retrieve_indexes(db)),
         ("mailbox entries", lambda: MongoMessageRepo(db).backfill_mailbox()),
         ("expiry buckets", lambda: MongoMessageRepo(db).backfill_expiry_buckets()),
+        ("audit ids and read marks",
+         lambda: MongoAuditRepo(db).migrate_ids(MongoMessageRepo(db))),
+        ("dead-letter ids", lambda: MongoDeadLetterRepo(db).migrate_ids()),
     ]
     try:
         for name, step in steps:

@@ -29,6 +29,7 @@ from secmsg.shared.documents import (
     ReadView,
     TenantDoc,
     UndeliverableDoc,
+    mailbox_key,
 )
 from secmsg.shared.mongo import unavailable_as_503
 from secmsg.shared.worker import DeadLetter, DeadLetterRecorded
@@ -563,6 +564,43 @@ class MongoAuditRepo:
     async def insert_many(self, docs: Sequence[Mapping[str, Any]]) -> int:
         return len(docs) - len(await _insert_new(self._col, [dict(d) for d in docs]))
 
+    async def migrate_ids(self, messages: MongoMessageRepo, *, batch: int = 500) -> int:
+        """``secmsg.ops.migrate``: documents written before ``_id``s were tenant- and
+        time-first get ``AuditDoc.id_for`` (inserted anew, then the old one deleted: a crash
+        in between is finished by the next run), and every ``message.opened`` on file sets
+        its read mark on the reader's ``mailbox`` entry. Idempotent; how many were moved."""
+        moved, last = 0, ""
+        received: dict[str, datetime | None] = {}
+        while True:
+            async with unavailable_as_503():
+                page = await self._col.find({"_id": {"$gt": last}}).sort(
+                    "_id", ASCENDING).limit(batch).to_list(None)
+            if not page:
+                return moved
+            last = str(page[-1]["_id"])
+            old = [d for d in page if d.get("tenant_id") and d.get("at")
+                   and not AuditDoc.is_current_id(d["_id"], d["tenant_id"])]
+            if old:
+                await _insert_new(self._col, [
+                    {**d, "_id": AuditDoc.id_for(d["tenant_id"], d["at"], str(d["_id"])),
+                     "event_id": d.get("event_id") or str(d["_id"])} for d in old])
+                async with unavailable_as_503():
+                    await self._col.delete_many({"_id": {"$in": [d["_id"] for d in old]}})
+                moved += len(old)
+            marks: list[tuple[str, datetime]] = []
+            for d in page:
+                if d.get("kind") != "message.opened" or not d.get("recipient"):
+                    continue
+                mid = str(d.get("message_id") or "")
+                if mid not in received:
+                    msg = await messages.get(mid)
+                    received[mid] = msg.get("received_at") if msg else None
+                at = received[mid]
+                if at is not None:
+                    marks.append((MailboxDoc.prefix(d["tenant_id"], "in", d["recipient"])
+                                  + mailbox_key(at, mid), d["at"]))
+            await messages.mark_opened(marks)
+
 
 class MongoUndeliverableRepo:
     def __init__(self, db: AsyncDatabase[Any]):
@@ -692,6 +730,27 @@ class MongoDeadLetterRepo:
     async def get(self, letter_id: str) -> Doc | None:
         async with unavailable_as_503():
             return await self._col.find_one(self._id(letter_id))
+
+    async def migrate_ids(self) -> int:
+        """``secmsg.ops.migrate``: letters whose ``_id`` is not ``letter_key`` (the short
+        ``<stream>:<seq>``, or an ObjectId: ``legacy:<hex>``) get it; idempotent (insert the
+        new, then delete the old). How many were moved. Reads them all: an upgrade step."""
+        async with unavailable_as_503():
+            docs = await self._col.find({}, {"_id": 1}).to_list(None)
+        moved = 0
+        for d in docs:
+            old = d["_id"]
+            new = f"legacy:{old}" if isinstance(old, ObjectId) else letter_key(str(old))
+            if new == old:
+                continue
+            async with unavailable_as_503():
+                full = await self._col.find_one({"_id": old})
+                if full is None:
+                    continue
+                await _insert_new(self._col, [{**full, "_id": new}])
+                await self._col.delete_one({"_id": old})
+            moved += 1
+        return moved
 
     async def update(self, letter_id: str, fields: Mapping[str, Any]) -> None:
         async with unavailable_as_503():
