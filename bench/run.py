@@ -248,6 +248,7 @@ class Bench:
         finally:
             plain.stop()
         assert got == size, (got, size)
+        curl_raw = await self.raw_get_curl(obj["key"], size)
         mib = size / 2**20
         self.results["large_object"] = {
             "size_mib": mib,
@@ -256,6 +257,9 @@ class Bench:
             "raw_get_mib_s": raw_bytes / 2**20 / raw_get_s, "retrieve_download_mib_s": mib / dl_s,
             "download_ratio": (size / dl_s) / (raw_bytes / raw_get_s),
             "retrieve_plain_download_mib_s": mib / plain_s,
+            # the same object straight from the S3 server by the same client as the downloads
+            # (curl), plain and over HTTPS: what TLS alone costs (the target stays raw GET's)
+            **curl_raw,
             "plain_download_ratio": (size / plain_s) / (raw_bytes / raw_get_s),
             "ingest_peak_rss_mib": ingest_rss, "retrieve_peak_rss_mib": retrieve_rss,
             # CPU the service spent per GiB moved: steadier than the rates on a busy machine
@@ -263,6 +267,57 @@ class Bench:
             "retrieve_cpu_s_per_gib": retrieve_cpu / (size / 2**30),
         }
         path.unlink()
+
+    async def raw_get_curl(self, key: str, size: int) -> dict[str, float]:
+        """MiB/s of ``curl`` fetching the stored object straight from the object store by a
+        presigned URL: over plain HTTP, and over HTTPS from a second versitygw with TLS over
+        the same data. The same client as the downloads through retrieve, no decryption, no
+        service: the download rows against these say what secmsg adds and what TLS adds."""
+        if not shutil.which("curl"):
+            return {}
+        from datetime import timedelta
+
+        from minio import Minio
+
+        from devstack.servers import S3_ACCESS_KEY, S3_SECRET_KEY, Server, ensure_binaries
+
+        async def fetch(endpoint: str, secure: bool) -> float | None:
+            signer = Minio(endpoint, access_key=S3_ACCESS_KEY, secret_key=S3_SECRET_KEY,
+                           secure=secure, region="us-east-1")
+            url = signer.presigned_get_object(self.blobs.bucket, key,
+                                              expires=timedelta(minutes=10))
+            t = time.perf_counter()
+            proc = await asyncio.create_subprocess_exec(
+                "curl", "-sSk", "-o", "/dev/null", "-w", "%{size_download}", url,
+                stdout=subprocess.PIPE)
+            out, _ = await proc.communicate()
+            took = time.perf_counter() - t
+            if proc.returncode != 0 or int(out or 0) < size:
+                progress(f"raw GET with curl failed (exit {proc.returncode}, {out!r} bytes)")
+                return None
+            return int(out) / 2**20 / took
+
+        progress("raw GET of the stored object with curl, plain HTTP...")
+        rates: dict[str, float] = {}
+        if (plain := await fetch(f"127.0.0.1:{self.stack.s3.port}", False)) is not None:
+            rates["raw_get_curl_mib_s"] = plain
+        cert, tls_key = ensure_cert(self.base / "tls")
+        data = self.base / "servers"
+        port = free_port()
+        s3 = Server("versitygw-tls",
+                    [str(ensure_binaries()["versitygw"]), "--quiet", "--port",
+                     f"127.0.0.1:{port}", "--cert", str(cert), "--key", str(tls_key), "posix",
+                     "--sidecar", str(data / "s3-meta"), str(data / "s3-data")],
+                    port, self.base / "versitygw-tls.log",
+                    env={"ROOT_ACCESS_KEY": S3_ACCESS_KEY, "ROOT_SECRET_KEY": S3_SECRET_KEY})
+        progress("raw GET of the stored object with curl, HTTPS (versitygw with TLS)...")
+        s3.start()
+        try:
+            if (tls := await fetch(f"127.0.0.1:{port}", True)) is not None:
+                rates["raw_get_https_mib_s"] = tls
+        finally:
+            s3.stop()
+        return rates
 
     async def download(self, url: str, token: str) -> int:
         """Bytes received. curl when present: a lean client, so the figure is the server's."""
@@ -623,6 +678,16 @@ class Bench:
                 f"| same, plain HTTP behind a TLS-terminating ingress | "
                 f"{lo['retrieve_plain_download_mib_s']:.0f} MiB/s | raw minio GET "
                 f"{lo['raw_get_mib_s']:.0f} MiB/s | {lo['plain_download_ratio']:.2f} | |",
+                *([f"| same, plain HTTP / raw GET with curl | "
+                   f"{lo['retrieve_plain_download_mib_s']:.0f} MiB/s | curl GET "
+                   f"{lo['raw_get_curl_mib_s']:.0f} MiB/s | "
+                   f"{lo['retrieve_plain_download_mib_s'] / lo['raw_get_curl_mib_s']:.2f} | |"]
+                  if "raw_get_curl_mib_s" in lo else []),
+                *([f"| HTTPS download / raw GET over HTTPS with curl (versitygw with TLS) | "
+                   f"{lo['retrieve_download_mib_s']:.0f} MiB/s | curl HTTPS GET "
+                   f"{lo['raw_get_https_mib_s']:.0f} MiB/s | "
+                   f"{lo['retrieve_download_mib_s'] / lo['raw_get_https_mib_s']:.2f} | |"]
+                  if "raw_get_https_mib_s" in lo else []),
                 f"| ingest peak RSS during upload | {lo['ingest_peak_rss_mib']:.0f} MiB | | | "
                 f"< 200 MiB |",
                 f"| retrieve peak RSS during download | {lo['retrieve_peak_rss_mib']:.0f} MiB "
