@@ -152,10 +152,14 @@ async def platform(services: Callable[..., ServiceProc], mongo_db: Any, sink: Si
             "SECMSG_NOTIFY_LEASE_S": "8", "SECMSG_SMTP_TIMEOUT_S": "5",
             "SECMSG_INGEST_IDEMPOTENCY_HEARTBEAT_S": "1",
             "SECMSG_INGEST_IDEMPOTENCY_STALE_S": "5"}
-    procs = {name: services(name, **fast) for name in ("store", "notify", "ingest")}
-    # retrieve last: the webmail sends secure replies through ingest
-    procs["retrieve"] = services("retrieve", SECMSG_RETRIEVE_INGEST_URL=procs["ingest"].base_url,
-                                 **fast)
+    # All four start side by side (their start-up is mostly imports, one core each), then
+    # each is waited for; retrieve is told ingest's address (the webmail sends secure replies
+    # through it), known before ingest listens.
+    procs = {name: services(name, wait=False, **fast) for name in ("store", "notify", "ingest")}
+    procs["retrieve"] = services("retrieve", wait=False,
+                                 SECMSG_RETRIEVE_INGEST_URL=procs["ingest"].base_url, **fast)
+    for proc in procs.values():
+        proc.wait_healthy()
     await create_tenant(mongo_db, tenant_id="acme", name="Acme Medical",
                         footer="Sent by Acme Medical of 123 ABC Street Beverly Hills, CA 90210, "
                                "Call: (555) 555-7323",
