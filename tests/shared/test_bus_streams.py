@@ -1,10 +1,14 @@
 """``bus.ensure_stream`` / ``bus.ensure_kv`` against a real NATS: a start creates what is
-missing and never destroys, recreates or scales down what an operator set up. (Replicas above
+missing and never destroys, recreates or scales down what an operator set up. And the
+publisher's outer bound. (Replicas above
 1 need a cluster: tests/cluster shows them kept across every service's restart.)"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -12,6 +16,8 @@ from nats.aio.client import Client as NATS
 from nats.js.api import KeyValueConfig
 
 from secmsg.shared import bus, subjects
+from secmsg.shared.errors import PublishUnconfirmed
+from secmsg.shared.events import MessageOpened
 
 
 @pytest.fixture
@@ -56,3 +62,25 @@ def test_replicas_are_only_ever_raised(caplog: pytest.LogCaptureFixture) -> None
     assert "keeping 3" in caplog.text
     assert bus.keep_replicas("SECMSG", 1, 3) == 3
     assert bus.keep_replicas("SECMSG", None, 1) == 1
+
+
+async def test_a_publish_that_never_returns_is_unconfirmed_within_its_bound(nc: NATS) -> None:
+    """Whatever stalls inside the client (a write during a reconnect, a lost reply), a
+    submission waiting on the publish gets ``PublishUnconfirmed`` (503, objects kept) after
+    the publish timeout plus one second, never an open-ended wait."""
+    await bus.ensure_stream(nc)
+    pub = bus.EventPublisher(nc, timeout=0.5)
+    pub._js = _Stalled()  # type: ignore[assignment]
+    event = MessageOpened(tenant_id="acme", message_id=uuid.uuid4().hex,
+                          event_id=uuid.uuid4().hex, recipient="r@example.org")
+    started = time.monotonic()
+    with pytest.raises(PublishUnconfirmed):
+        await asyncio.wait_for(pub.publish(event, uuid.uuid4().hex), 10)
+    assert time.monotonic() - started < 5
+
+
+class _Stalled:
+    """A JetStream context whose publish ignores its own timeout and never returns."""
+
+    async def publish(self, *_args: object, **_kwargs: object) -> None:
+        await asyncio.Event().wait()

@@ -16,6 +16,7 @@ raise it: a stream an operator scaled up is never scaled down, recreated or dele
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from typing import TYPE_CHECKING, Any
@@ -202,10 +203,14 @@ class EventPublisher:
         kind = str(getattr(event, "kind", type(event).__name__))
         headers = {"Nats-Msg-Id": msg_id}
         try:
-            with telemetry.publish_span(subj, headers):
-                ack = await self._js.publish(subj, event.model_dump_json().encode(),
-                                             timeout=self._timeout, stream=subjects.STREAM,
-                                             headers=headers)
+            # The client bounds the wait for the ack by ``timeout``; the outer bound also
+            # covers anything before it (a write, a reconnect), so a caller -- a submission
+            # waiting to answer -- never waits longer than this for an answer.
+            async with asyncio.timeout(self._timeout + 1):
+                with telemetry.publish_span(subj, headers):
+                    ack = await self._js.publish(subj, event.model_dump_json().encode(),
+                                                 timeout=self._timeout, stream=subjects.STREAM,
+                                                 headers=headers)
         except (NatsError, OSError, TimeoutError) as exc:
             telemetry.EVENTS_PUBLISHED.labels(kind, "failed").inc()
             raise PublishUnconfirmed(
