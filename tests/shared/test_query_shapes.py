@@ -139,3 +139,35 @@ async def test_listing_pages_are_id_ranges_of_the_mailbox(
         assert len(await WebQueries(db).sent("acme", "doc@acme.example", 10)) == 8
     finally:
         await client.close()
+
+
+async def test_delivery_figures_are_one_aggregate_over_the_tenant_and_range(
+        settings: CommonSettings, mongo_db: Any) -> None:
+    """The admin delivery figures: one ``aggregate`` (``$match`` on the tenant and the time
+    range, the fields of index ``tenant_updated``, then ``$group`` by state), not a count per
+    state -- each of which was a pass over every tenant's rows."""
+    from secmsg.ingest.adapters.mongo_reports import MongoReports
+
+    rec = Recorder()
+    client: AsyncMongoClient[Any] = AsyncMongoClient(settings.mongo_url, tz_aware=True,
+                                                     event_listeners=[rec])
+    db = client[settings.mongo_db]
+    t0 = datetime(2026, 12, 1, tzinfo=UTC)
+    rows = [("sent", 0), ("sent", 1), ("bounced", 2), ("deferred", 3), ("sent", 9)]
+    try:
+        await db[mongo.DELIVERY_STATUS].insert_many(
+            [{"_id": f"m:{i}", "tenant_id": "acme", "message_id": "m", "recipient": f"{i}@x.org",
+              "state": state, "updated_at": t0 + timedelta(minutes=at)}
+             for i, (state, at) in enumerate(rows)]
+            + [{"_id": "o:1", "tenant_id": "other", "message_id": "o", "recipient": "o@x.org",
+                "state": "sent", "updated_at": t0}])
+        rec.commands.clear()
+        counts = await MongoReports(db).delivery_counts(
+            "acme", since=t0, until=t0 + timedelta(minutes=5))
+        assert counts == {"sent": 2, "deferred": 1, "bounced": 1, "failed": 0}
+        sent = [c for c in rec.commands if c.get("aggregate") or c.get("count")]
+        assert len(sent) == 1 and sent[0]["aggregate"] == mongo.DELIVERY_STATUS, sent
+        match = sent[0]["pipeline"][0]["$match"]
+        assert set(match) == {"tenant_id", "updated_at"}, match
+    finally:
+        await client.close()
