@@ -71,10 +71,14 @@ class Platform:
                       expect_code: bool = True) -> str | None:
         tenant = tenant or self.tenant
         before = len(self._code_mails(email))
+        done = await self.codes_done()
         r = await web.post("/v1/auth/code", json={"tenant_id": tenant, "email": email})
         assert r.status_code == 202, r.text
         if not expect_code:
-            await asyncio.sleep(1.0)
+            # retrieve's background lookup has finished (it emails a known address before it
+            # counts), and no mail came.
+            await eventually(lambda: self._codes_done_since(done), timeout=30,
+                             what="retrieve's code lookup finished")
             assert len(self._code_mails(email)) == before, "no code for unknown recipients"
             return None
         mails = await eventually(lambda: self._code_mails(email)[before:], timeout=30,
@@ -85,6 +89,18 @@ class Platform:
                            json={"tenant_id": tenant, "email": email, "code": code})
         assert r.status_code == 200, r.text
         return str(r.json()["token"])
+
+    async def codes_done(self) -> float:
+        """retrieve's ``secmsg_retrieve_code_requests_done_total`` (its internal /metrics)."""
+        async with httpx.AsyncClient(timeout=10) as http:
+            text = (await http.get(self.procs["retrieve"].internal_url + "/metrics")).text
+        for line in text.splitlines():
+            if line.startswith("secmsg_retrieve_code_requests_done_total "):
+                return float(line.split()[1])
+        raise AssertionError("retrieve /metrics lacks secmsg_retrieve_code_requests_done_total")
+
+    async def _codes_done_since(self, before: float) -> bool:
+        return await self.codes_done() > before
 
     async def notified(self, email: str, message_id: str, *, timeout: float = 60) -> None:
         """Wait for ``email``'s notification of ``message_id``: what a real recipient has

@@ -18,6 +18,9 @@ CODES = Counter("secmsg_retrieve_codes_total",
 CODE_MAIL_ERRORS = Counter("secmsg_retrieve_code_mail_errors_total",
                            "Admitted code requests whose lookup or email failed (database or "
                            "SMTP trouble; see the log)")
+CODE_REQUESTS_DONE = Counter("secmsg_retrieve_code_requests_done_total",
+                             "Admitted code requests whose background lookup (and email, for a "
+                             "known address) has finished, whatever its outcome")
 SIGNINS = Counter("secmsg_retrieve_signins_total", "Code verifications, by outcome", ["outcome"])
 CLEANUP_DELETED = Counter("secmsg_retrieve_cleanup_deleted_total",
                           "Expired documents deleted by the periodic cleanup", ["collection"])

@@ -23,7 +23,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from secmsg.retrieve import tokens as tokens_mod
-from secmsg.retrieve.metrics import CLEANUP_DELETED, CODE_MAIL_ERRORS, CODES, DECRYPT_SECONDS
+from secmsg.retrieve.metrics import (
+    CLEANUP_DELETED,
+    CODE_MAIL_ERRORS,
+    CODE_REQUESTS_DONE,
+    CODES,
+    DECRYPT_SECONDS,
+)
 from secmsg.retrieve.ports import (
     AccountRepo,
     AuditPublisher,
@@ -165,7 +171,20 @@ async def send_code_if_known(*, request: CodeRequest, messages: MessageRepo,
                              settings: RetrieveSettings, now: datetime,
                              accounts: AccountRepo | None = None) -> bool:
     """Send a code only if the address is known to the tenant (a live message for it; with
-    ``accounts``, also a registered account or a tenant user). Never raises."""
+    ``accounts``, also a registered account or a tenant user). Never raises. Counted in
+    ``secmsg_retrieve_code_requests_done_total`` once finished, whatever the outcome."""
+    try:
+        return await _send_code_if_known(request=request, messages=messages, tenants=tenants,
+                                         codes=codes, mailer=mailer, settings=settings,
+                                         now=now, accounts=accounts)
+    finally:
+        CODE_REQUESTS_DONE.inc()
+
+
+async def _send_code_if_known(*, request: CodeRequest, messages: MessageRepo,
+                              tenants: TenantRepo, codes: CodeRepo, mailer: CodeMailer,
+                              settings: RetrieveSettings, now: datetime,
+                              accounts: AccountRepo | None) -> bool:
     try:
         if not await _known(request=request, messages=messages, accounts=accounts, now=now):
             return False
