@@ -99,7 +99,8 @@ async def test_slow_clients_are_cut_and_cannot_starve_other_tenants(
             await asyncio.sleep(0.05)
             answered = [t for t in bodies if t.done()]
         # ...the tricklers are still open, and another tenant's submission goes through.
-        assert sum(not t.done() for t in bodies) == PER_TENANT
+        holders = [t for t in bodies if not t.done()]
+        assert len(holders) == PER_TENANT
         r = await _submit(http, other_key)
         assert r.status_code == 202, r.text
         assert sum(not t.done() for t in bodies) == PER_TENANT, "still open meanwhile"
@@ -108,10 +109,15 @@ async def test_slow_clients_are_cut_and_cannot_starve_other_tenants(
 
         statuses = await asyncio.gather(*bodies)
         head_statuses = await asyncio.gather(*heads)
-        # The server closed every one of them (gather returned: each read reached EOF).
-        rejected = [s for s in statuses if s != "HTTP/1.1 408 Request Timeout"]
-        assert len(rejected) == SLOW - PER_TENANT, statuses
-        assert all(s in ("HTTP/1.1 429 Too Many Requests", "reset") for s in rejected), statuses
+        # The server closed every one of them (gather returned: each read reached EOF). The
+        # slot holders got 408; "reset" when the client's next trickle byte crossed the
+        # server's answer and close on the wire (the answer is then lost to the RST; the log
+        # below shows the server cut each of them for its rate). The others got 429 at once.
+        cut = [t.result() for t in holders]
+        turned_away = [t.result() for t in bodies if t not in holders]
+        assert all(s in ("HTTP/1.1 408 Request Timeout", "reset") for s in cut), statuses
+        assert "HTTP/1.1 408 Request Timeout" in cut, statuses
+        assert all(s in ("HTTP/1.1 429 Too Many Requests", "reset") for s in turned_away), statuses
         assert head_statuses == ["HTTP/1.1 408 Request Timeout"] * SLOW_HEADS
 
         # The slots are free again.
