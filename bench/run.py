@@ -279,7 +279,7 @@ class Bench:
 
         from minio import Minio
 
-        from devstack.servers import S3_ACCESS_KEY, S3_SECRET_KEY, Server, ensure_binaries
+        from devstack.servers import S3_ACCESS_KEY, S3_SECRET_KEY, ensure_binaries, make_s3
 
         async def fetch(endpoint: str, secure: bool) -> float | None:
             signer = Minio(endpoint, access_key=S3_ACCESS_KEY, secret_key=S3_SECRET_KEY,
@@ -301,15 +301,9 @@ class Bench:
         rates: dict[str, float] = {}
         if (plain := await fetch(f"127.0.0.1:{self.stack.s3.port}", False)) is not None:
             rates["raw_get_curl_mib_s"] = plain
-        cert, tls_key = ensure_cert(self.base / "tls")
-        data = self.base / "servers"
         port = free_port()
-        s3 = Server("versitygw-tls",
-                    [str(ensure_binaries()["versitygw"]), "--quiet", "--port",
-                     f"127.0.0.1:{port}", "--cert", str(cert), "--key", str(tls_key), "posix",
-                     "--sidecar", str(data / "s3-meta"), str(data / "s3-data")],
-                    port, self.base / "versitygw-tls.log",
-                    env={"ROOT_ACCESS_KEY": S3_ACCESS_KEY, "ROOT_SECRET_KEY": S3_SECRET_KEY})
+        s3 = make_s3(ensure_binaries()["versitygw"], port, self.stack.base,
+                     self.base / "versitygw-tls.log", tls=ensure_cert(self.base / "tls"))
         progress("raw GET of the stored object with curl, HTTPS (versitygw with TLS)...")
         s3.start()
         try:

@@ -114,10 +114,44 @@ def ensure_binaries() -> dict[str, Path]:
         return {k: f.result() for k, f in futures.items()}
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nothing listens on, chosen *below* the kernel's ephemeral range.
+
+    A port from ``bind(0)`` is an ephemeral one: between our close and the server's bind, any
+    outgoing connection on the machine (a client to NATS, MongoDB, S3) may be given it, and the
+    server then fails with "address already in use" (seen in CI: retrieve restarted on its
+    port). Ports below the range are never handed to outgoing connections. Each port is given
+    out once per process, so two servers started side by side never get the same one.
+    """
+    low, _ = _ephemeral_range()
+    floor = 10000
+    if low - floor < 2000:  # an unusual range: fall back to the kernel's choice
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+    for _ in range(200):
+        port = floor + secrets.randbelow(low - floor)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError(f"no free loopback port in {floor}..{low - 1}")
 
 
 def wait_port(port: int, timeout: float = 30.0,
@@ -342,6 +376,19 @@ class Stack:
             s.stop()
 
 
+def make_s3(binary: Path, port: int, base: Path, log_path: Path, *,
+            tls: tuple[Path, Path] | None = None) -> Server:
+    """versitygw on loopback over the POSIX data under ``base`` (``s3-data``, ``s3-meta``),
+    with the platform's local keys; ``tls`` = (certificate, key) serves HTTPS. Two of them may
+    serve the same data (the bench's HTTPS floor)."""
+    tls_args = ["--cert", str(tls[0]), "--key", str(tls[1])] if tls else []
+    return Server("versitygw", [str(binary), "--quiet", "--port", f"127.0.0.1:{port}", *tls_args,
+                                "posix", "--sidecar", str(base / "s3-meta"),
+                                str(base / "s3-data")],
+                  port, log_path,
+                  env={"ROOT_ACCESS_KEY": S3_ACCESS_KEY, "ROOT_SECRET_KEY": S3_SECRET_KEY})
+
+
 def start_stack(base: Path, *, ports: dict[str, int] | None = None) -> Stack:
     """Start NATS, FerretDB and versitygw with data under ``base`` (kept between runs)."""
     bins = ensure_binaries()
@@ -360,11 +407,7 @@ def start_stack(base: Path, *, ports: dict[str, int] | None = None) -> Stack:
                                 "--debug-addr=-",
                                 "--telemetry=disable", "--log-level=warn"],
                    ports["mongo"], logs / "ferretdb.log")
-    s3 = Server("versitygw", [str(bins["versitygw"]), "--quiet", "--port",
-                              f"127.0.0.1:{ports['s3']}", "posix", "--sidecar",
-                              str(base / "s3-meta"), str(base / "s3-data")],
-                ports["s3"], logs / "versitygw.log",
-                env={"ROOT_ACCESS_KEY": S3_ACCESS_KEY, "ROOT_SECRET_KEY": S3_SECRET_KEY})
+    s3 = make_s3(bins["versitygw"], ports["s3"], base, logs / "versitygw.log")
     stack = Stack(base, nats, mongo, s3)
     try:
         for s in stack.servers:

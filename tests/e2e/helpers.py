@@ -71,14 +71,14 @@ class Platform:
                       expect_code: bool = True) -> str | None:
         tenant = tenant or self.tenant
         before = len(self._code_mails(email))
-        done = await self.codes_done()
+        admitted, _ = await self.code_requests()
         r = await web.post("/v1/auth/code", json={"tenant_id": tenant, "email": email})
         assert r.status_code == 202, r.text
         if not expect_code:
-            # retrieve's background lookup has finished (it emails a known address before it
-            # counts), and no mail came.
-            await eventually(lambda: self._codes_done_since(done), timeout=30,
-                             what="retrieve's code lookup finished")
+            # Every code request retrieve admitted, this one included, has finished its
+            # background lookup (a known address is emailed before it counts), and no mail came.
+            await eventually(lambda: self._code_requests_settled(admitted), timeout=30,
+                             what="retrieve's code lookups finished")
             assert len(self._code_mails(email)) == before, "no code for unknown recipients"
             return None
         mails = await eventually(lambda: self._code_mails(email)[before:], timeout=30,
@@ -90,17 +90,21 @@ class Platform:
         assert r.status_code == 200, r.text
         return str(r.json()["token"])
 
-    async def codes_done(self) -> float:
-        """retrieve's ``secmsg_retrieve_code_requests_done_total`` (its internal /metrics)."""
+    async def code_requests(self) -> tuple[float, float]:
+        """retrieve's code requests admitted and finished (its internal /metrics:
+        ``secmsg_retrieve_codes_total{outcome="accepted"}``, and
+        ``secmsg_retrieve_code_requests_done_total``; each admitted one is looked up once)."""
         async with httpx.AsyncClient(timeout=10) as http:
             text = (await http.get(self.procs["retrieve"].internal_url + "/metrics")).text
-        for line in text.splitlines():
-            if line.startswith("secmsg_retrieve_code_requests_done_total "):
-                return float(line.split()[1])
-        raise AssertionError("retrieve /metrics lacks secmsg_retrieve_code_requests_done_total")
+        values = dict(line.rsplit(" ", 1) for line in text.splitlines()
+                      if line.startswith(("secmsg_retrieve_codes_total{",
+                                          "secmsg_retrieve_code_requests_done_total ")))
+        return (float(values.get('secmsg_retrieve_codes_total{outcome="accepted"}', 0)),
+                float(values["secmsg_retrieve_code_requests_done_total"]))
 
-    async def _codes_done_since(self, before: float) -> bool:
-        return await self.codes_done() > before
+    async def _code_requests_settled(self, admitted_before: float) -> bool:
+        admitted, done = await self.code_requests()
+        return admitted > admitted_before and done == admitted
 
     async def notified(self, email: str, message_id: str, *, timeout: float = 60) -> None:
         """Wait for ``email``'s notification of ``message_id``: what a real recipient has

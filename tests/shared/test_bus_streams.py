@@ -1,7 +1,7 @@
 """``bus.ensure_stream`` / ``bus.ensure_kv`` against a real NATS: a start creates what is
-missing and never destroys, recreates or scales down what an operator set up. And the
-publisher's outer bound. (Replicas above
-1 need a cluster: tests/cluster shows them kept across every service's restart.)"""
+missing and never destroys, recreates or scales down what an operator set up. (Replicas above
+1 need a cluster: tests/cluster shows them kept across every service's restart.) And the
+publisher's outer bound on a publish."""
 
 from __future__ import annotations
 

@@ -174,18 +174,6 @@ async def send_code_if_known(*, request: CodeRequest, messages: MessageRepo,
     ``accounts``, also a registered account or a tenant user). Never raises. Counted in
     ``secmsg_retrieve_code_requests_done_total`` once finished, whatever the outcome."""
     try:
-        return await _send_code_if_known(request=request, messages=messages, tenants=tenants,
-                                         codes=codes, mailer=mailer, settings=settings,
-                                         now=now, accounts=accounts)
-    finally:
-        CODE_REQUESTS_DONE.inc()
-
-
-async def _send_code_if_known(*, request: CodeRequest, messages: MessageRepo,
-                              tenants: TenantRepo, codes: CodeRepo, mailer: CodeMailer,
-                              settings: RetrieveSettings, now: datetime,
-                              accounts: AccountRepo | None) -> bool:
-    try:
         if not await _known(request=request, messages=messages, accounts=accounts, now=now):
             return False
         name = await tenants.display_name(request.tenant_id) or request.tenant_id
@@ -205,6 +193,8 @@ async def _send_code_if_known(*, request: CodeRequest, messages: MessageRepo,
         CODE_MAIL_ERRORS.inc()
         log.exception("sign-in code not sent")
         return False
+    finally:
+        CODE_REQUESTS_DONE.inc()
     return True
 
 
