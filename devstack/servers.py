@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -122,7 +123,9 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999
 
 
-_HANDED_OUT: set[int] = set()
+# The ports given out lately (a window, not every port of a long test session): two servers
+# started side by side never get the same one, and a long run cannot use the range up.
+_HANDED_OUT: deque[int] = deque(maxlen=4096)
 
 
 def free_port() -> int:
@@ -132,7 +135,7 @@ def free_port() -> int:
     outgoing connection on the machine (a client to NATS, MongoDB, S3) may be given it, and the
     server then fails with "address already in use" (seen in CI: retrieve restarted on its
     port). Ports below the range are never handed to outgoing connections. Each port is given
-    out once per process, so two servers started side by side never get the same one.
+    out at most once among the last 4,096 handed out by this process.
     """
     low, _ = _ephemeral_range()
     floor = 10000
@@ -149,7 +152,7 @@ def free_port() -> int:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
-        _HANDED_OUT.add(port)
+        _HANDED_OUT.append(port)
         return port
     raise RuntimeError(f"no free loopback port in {floor}..{low - 1}")
 
