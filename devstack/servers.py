@@ -14,6 +14,7 @@ use the same ones). A client without credentials is refused.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -115,12 +116,17 @@ def ensure_binaries() -> dict[str, Path]:
         return {k: f.result() for k, f in futures.items()}
 
 
-def _ephemeral_range() -> tuple[int, int]:
+# Ports for our servers come from PORT_FLOOR up to the start of the kernel's ephemeral range.
+PORT_FLOOR = 10000
+
+
+@functools.cache
+def ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (where outgoing connections get theirs)."""
     try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 # The ports given out lately (a window, not every port of a long test session): two servers
@@ -137,14 +143,13 @@ def free_port() -> int:
     port). Ports below the range are never handed to outgoing connections. Each port is given
     out at most once among the last 4,096 handed out by this process.
     """
-    low, _ = _ephemeral_range()
-    floor = 10000
-    if low - floor < 2000:  # an unusual range: fall back to the kernel's choice
+    low = ephemeral_low()
+    if low - PORT_FLOOR < 2000:  # an unusual range: fall back to the kernel's choice
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             return int(s.getsockname()[1])
     for _ in range(200):
-        port = floor + secrets.randbelow(low - floor)
+        port = PORT_FLOOR + secrets.randbelow(low - PORT_FLOOR)
         if port in _HANDED_OUT:
             continue
         with socket.socket() as s:
@@ -154,7 +159,7 @@ def free_port() -> int:
                 continue
         _HANDED_OUT.append(port)
         return port
-    raise RuntimeError(f"no free loopback port in {floor}..{low - 1}")
+    raise RuntimeError(f"no free loopback port in {PORT_FLOOR}..{low - 1}")
 
 
 def wait_port(port: int, timeout: float = 30.0,

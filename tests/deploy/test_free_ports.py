@@ -18,7 +18,8 @@ from devstack.servers import free_port
 
 
 def test_ports_come_from_below_the_ephemeral_range_and_differ() -> None:
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    low = servers.ephemeral_low()
+    assert low == int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     ports = [free_port() for _ in range(500)]
     assert len(set(ports)) == len(ports)
     assert all(1024 < p < low for p in ports), [p for p in ports if not 1024 < p < low]
@@ -28,8 +29,7 @@ def test_a_port_in_use_or_just_given_is_skipped(monkeypatch: pytest.MonkeyPatch)
     given = free_port()
     with socket.socket() as held:
         # Another program's listener (not a port free_port gave out) just below the range.
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-        for candidate in range(low - 1, 10000, -1):
+        for candidate in range(servers.ephemeral_low() - 1, servers.PORT_FLOOR, -1):
             try:
                 held.bind(("127.0.0.1", candidate))
                 break
@@ -38,7 +38,7 @@ def test_a_port_in_use_or_just_given_is_skipped(monkeypatch: pytest.MonkeyPatch)
         held.listen()
         in_use = held.getsockname()[1]
         # The first random draws name the port in use, then the one just given; then chance.
-        draws = iter([in_use - 10000, given - 10000])
+        draws = iter([in_use - servers.PORT_FLOOR, given - servers.PORT_FLOOR])
         real = servers.secrets.randbelow
         monkeypatch.setattr(servers.secrets, "randbelow", lambda n: next(draws, None) or real(n))
         port = free_port()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.services import ServiceProc
 from devstack.smtp_sink import Sink
@@ -96,11 +97,12 @@ class Platform:
         ``secmsg_retrieve_code_requests_done_total``; each admitted one is looked up once)."""
         async with httpx.AsyncClient(timeout=10) as http:
             text = (await http.get(self.procs["retrieve"].internal_url + "/metrics")).text
-        values = dict(line.rsplit(" ", 1) for line in text.splitlines()
-                      if line.startswith(("secmsg_retrieve_codes_total{",
-                                          "secmsg_retrieve_code_requests_done_total ")))
-        return (float(values.get('secmsg_retrieve_codes_total{outcome="accepted"}', 0)),
-                float(values["secmsg_retrieve_code_requests_done_total"]))
+        samples = [s for fam in text_string_to_metric_families(text) for s in fam.samples]
+        admitted = sum(s.value for s in samples if s.name == "secmsg_retrieve_codes_total"
+                       and s.labels.get("outcome") == "accepted")
+        done = [s.value for s in samples if s.name == "secmsg_retrieve_code_requests_done_total"]
+        assert done, "retrieve exports secmsg_retrieve_code_requests_done_total"
+        return admitted, done[0]
 
     async def _code_requests_settled(self, admitted_before: float) -> bool:
         admitted, done = await self.code_requests()
