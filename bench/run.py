@@ -29,7 +29,16 @@ from typing import Any
 
 import httpx
 
-from devstack.servers import Stack, free_port, start_stack, wait_port
+from devstack.servers import (
+    S3_ACCESS_KEY,
+    S3_SECRET_KEY,
+    Stack,
+    ensure_binaries,
+    free_port,
+    make_s3,
+    start_stack,
+    wait_port,
+)
 from devstack.services import ServiceProc
 from devstack.tls import ensure_cert
 
@@ -278,8 +287,6 @@ class Bench:
         from datetime import timedelta
 
         from minio import Minio
-
-        from devstack.servers import S3_ACCESS_KEY, S3_SECRET_KEY, ensure_binaries, make_s3
 
         async def fetch(endpoint: str, secure: bool) -> float | None:
             signer = Minio(endpoint, access_key=S3_ACCESS_KEY, secret_key=S3_SECRET_KEY,
