@@ -185,3 +185,43 @@ async def test_a_stop_during_the_first_round_of_the_background_loops_returns(
         done, _ = await asyncio.wait([stop], timeout=60)  # a hang, not a speed check
         assert done, "store's stop hung"
         assert stop.exception() is None
+
+
+async def test_a_purge_loop_runs_again_at_once_while_a_run_fills_its_batch() -> None:
+    """The retention purge runs every 15 minutes by default (its read is a scan on
+    FerretDB/SQLite); a backlog must not wait an interval per batch: a run that purged a
+    whole batch is followed by the next at once, one that did not waits the interval."""
+    from secmsg.store.app import _every
+
+    results = iter([500, 500, 12, 500])
+    runs: list[int] = []
+
+    async def job() -> int:
+        runs.append(next(results))
+        return runs[-1]
+
+    loop = asyncio.create_task(_every(3600, "retention purge", job,
+                                      again=lambda n: isinstance(n, int) and n >= 500))
+    await asyncio.sleep(0.5)
+    loop.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await loop
+    assert runs == [500, 500, 12]  # the fourth waits the hour
+
+
+async def test_a_failing_purge_run_waits_the_interval() -> None:
+    from secmsg.store.app import _every
+
+    runs = 0
+
+    async def job() -> int:
+        nonlocal runs
+        runs += 1
+        raise RuntimeError("database down")
+
+    loop = asyncio.create_task(_every(3600, "retention purge", job, again=lambda _: True))
+    await asyncio.sleep(0.3)
+    loop.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await loop
+    assert runs == 1

@@ -13,7 +13,12 @@ class StoreSettings(ProbeSettings):
 
     internal_port: ProbePort = 8081
 
-    expiry_interval_s: float = Field(default=60.0, gt=0)
+    expiry_interval_s: float = Field(default=60.0, gt=0,
+                                     description="how often the expiry purge runs")
+    retention_interval_s: float = Field(
+        default=900.0, gt=0,
+        description="how often the retention purge runs (tenants with policy.retention_days); "
+                    "a run that purged a whole EXPIRY_BATCH is followed by the next at once")
     expiry_batch: int = Field(default=500, gt=0, description="most messages purged per run")
     expiry_grace_s: float = Field(
         default=120.0, gt=0,
