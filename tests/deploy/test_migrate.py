@@ -28,14 +28,24 @@ async def test_migrate_prepares_indexes_streams_and_bucket_idempotently(
         mongo_db: Any) -> None:
     # As the Job runs it: notify's NATS user (it may manage both streams).
     job_env = {**env, **nats_server.service_env("notify")}
+    db = mongo_db  # the test's own fresh database
+    # What an earlier release left: a retired index, and one an operator added themselves.
+    await db["messages"].create_index([("expires_at", 1), ("state", 1)], name="expiry")
+    await db["messages"].create_index([("sender", 1)], name="operator_sender")
+    outputs = []
     for _ in range(2):
         done = migrate(job_env)
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip().endswith("migrate: done")
-    db = mongo_db  # the test's own fresh database
+        outputs.append(done.stdout)
+    assert "dropped messages.expiry" in outputs[0]
+    assert "dropped" not in outputs[1]  # idempotent: nothing left to drop
     for collection in ("api_keys", "messages", "sessions"):
         names = [ix["name"] async for ix in await db[collection].list_indexes()]
         assert len(names) > 1, (collection, names)  # more than _id_
+    names = [ix["name"] async for ix in await db["messages"].list_indexes()]
+    assert "expiry" not in names
+    assert {"tenant_state_received", "operator_sender"} <= set(names), names
     nc = await nats.connect(nats_server.url(ADMIN))
     try:
         js = nc.jetstream()

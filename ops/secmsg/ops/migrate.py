@@ -7,7 +7,9 @@ what the new pods would do at start-up, once, before them, and with its outcome 
 Job's status instead of as slow or failing start-ups across every replica:
 
 * the MongoDB indexes of ingest, store and retrieve (``ensure_indexes``: creates missing ones;
-  existing ones are kept, nothing is dropped);
+  existing ones are kept), and the few a release retired are dropped by name (store's
+  ``RETIRED_INDEXES``: indexes nothing reads through any more, which every insert still paid
+  for; an index an operator added under another name is never touched);
 * the listing entries (``mailbox``) of messages recorded before that collection existed, so
   the inbox and sent lists, which page by its ``_id`` ranges, still show them (store's
   ``backfill_mailbox``; entries already there are left as they are);
@@ -35,6 +37,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from secmsg.ingest.adapters.mongo import ensure_indexes as ingest_indexes
 from secmsg.ingest.settings import IngestSettings
@@ -44,8 +47,18 @@ from secmsg.retrieve.adapters.mongo import ensure_indexes as retrieve_indexes
 from secmsg.shared import bus, mongo
 from secmsg.shared.blobstore import S3BlobStore
 from secmsg.shared.settings import CommonSettings
-from secmsg.store.adapters.mongo import MongoAuditRepo, MongoDeadLetterRepo, MongoMessageRepo
+from secmsg.store.adapters.mongo import (
+    MongoAuditRepo,
+    MongoDeadLetterRepo,
+    MongoMessageRepo,
+    drop_retired_indexes,
+)
 from secmsg.store.adapters.mongo import ensure_indexes as store_indexes
+
+
+async def _drop_retired(db: Any, say: Callable[[str], None]) -> None:
+    for name in await drop_retired_indexes(db):
+        say(f"  dropped {name}")
 
 
 async def migrate(common: CommonSettings, say: Callable[[str], None] = print) -> None:
@@ -57,6 +70,7 @@ async def migrate(common: CommonSettings, say: Callable[[str], None] = print) ->
                                                   idempotency_ttl_s=ingest.idempotency_ttl_s)),
         ("store indexes", lambda: store_indexes(db)),
         ("retrieve indexes", lambda: retrieve_indexes(db)),
+        ("retired indexes", lambda: _drop_retired(db, say)),
         ("mailbox entries", lambda: MongoMessageRepo(db).backfill_mailbox()),
         ("expiry buckets", lambda: MongoMessageRepo(db).backfill_expiry_buckets()),
         ("audit ids and read marks",

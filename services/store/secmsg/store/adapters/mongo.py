@@ -111,6 +111,25 @@ async def ensure_indexes(db: AsyncDatabase[Any]) -> None:
             [("message_id", ASCENDING), ("gen", ASCENDING)], name="message_gen")
 
 
+# Indexes an earlier release created and nothing reads through any more: every insert still
+# pays for them. Dropped by name by the upgrade Job (``secmsg.ops.migrate``), never at a
+# service's start-up. ``messages.expiry`` (expires_at, state): the expiry purge reads its
+# buckets by ``_id`` instead.
+RETIRED_INDEXES: tuple[tuple[str, str], ...] = ((mongo.MESSAGES, "expiry"),)
+
+
+async def drop_retired_indexes(db: AsyncDatabase[Any]) -> list[str]:
+    """Drop the ``RETIRED_INDEXES`` that exist; returns ``collection.index`` of each dropped."""
+    dropped: list[str] = []
+    async with unavailable_as_503():
+        for collection, name in RETIRED_INDEXES:
+            names = [ix["name"] async for ix in await db[collection].list_indexes()]
+            if name in names:
+                await db[collection].drop_index(name)
+                dropped.append(f"{collection}.{name}")
+    return dropped
+
+
 async def ping(db: AsyncDatabase[Any]) -> None:
     async with unavailable_as_503():
         await db.command("ping")
