@@ -8,8 +8,8 @@ Job's status instead of as slow or failing start-ups across every replica:
 
 * the MongoDB indexes of ingest, store and retrieve (``ensure_indexes``: creates missing ones;
   existing ones are kept), and the few a release retired are dropped by name (store's
-  ``RETIRED_INDEXES``: indexes nothing reads through any more, which every insert still paid
-  for; an index an operator added under another name is never touched);
+  ``RETIRED_MESSAGE_INDEXES``: indexes nothing reads through any more, which every insert
+  still paid for; an index an operator added under another name is never touched);
 * the listing entries (``mailbox``) of messages recorded before that collection existed, so
   the inbox and sent lists, which page by its ``_id`` ranges, still show them (store's
   ``backfill_mailbox``; entries already there are left as they are);

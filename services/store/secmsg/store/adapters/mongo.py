@@ -111,22 +111,23 @@ async def ensure_indexes(db: AsyncDatabase[Any]) -> None:
             [("message_id", ASCENDING), ("gen", ASCENDING)], name="message_gen")
 
 
-# Indexes an earlier release created and nothing reads through any more: every insert still
-# pays for them. Dropped by name by the upgrade Job (``secmsg.ops.migrate``), never at a
-# service's start-up. ``messages.expiry`` (expires_at, state): the expiry purge reads its
-# buckets by ``_id`` instead.
-RETIRED_INDEXES: tuple[tuple[str, str], ...] = ((mongo.MESSAGES, "expiry"),)
+# Indexes of ``messages`` an earlier release created and nothing reads through any more:
+# every insert still pays for them. Dropped by name by the upgrade Job
+# (``secmsg.ops.migrate``), never at a service's start-up. ``expiry`` (expires_at, state):
+# the expiry purge reads its buckets by ``_id`` instead.
+RETIRED_MESSAGE_INDEXES: tuple[str, ...] = ("expiry",)
 
 
 async def drop_retired_indexes(db: AsyncDatabase[Any]) -> list[str]:
-    """Drop the ``RETIRED_INDEXES`` that exist; returns ``collection.index`` of each dropped."""
+    """Drop the ``RETIRED_MESSAGE_INDEXES`` that exist; returns ``collection.index`` of each."""
     dropped: list[str] = []
+    col = db[mongo.MESSAGES]
     async with unavailable_as_503():
-        for collection, name in RETIRED_INDEXES:
-            names = [ix["name"] async for ix in await db[collection].list_indexes()]
+        names = [ix["name"] async for ix in await col.list_indexes()]
+        for name in RETIRED_MESSAGE_INDEXES:
             if name in names:
-                await db[collection].drop_index(name)
-                dropped.append(f"{collection}.{name}")
+                await col.drop_index(name)
+                dropped.append(f"{mongo.MESSAGES}.{name}")
     return dropped
 
 
