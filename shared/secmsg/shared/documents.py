@@ -90,10 +90,6 @@ class MessageDoc(Document):
     OWNER = "store"
     INDEXES = (
         Index("tenant_recipient", (("tenant_id", 1), ("recipient_addresses", 1))),
-        # store's retention purge: {tenant_id, state: {$in}, received_at: {$lt}} sorted by
-        # received_at -- on MongoDB an index range over the messages due, not a walk of the
-        # tenant's whole history (FerretDB/SQLite scans anyway: docs/cost.md).
-        Index("tenant_state_received", (("tenant_id", 1), ("state", 1), ("received_at", 1))),
     )
 
     tenant_id: str = ""

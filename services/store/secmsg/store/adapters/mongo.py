@@ -109,6 +109,12 @@ async def ensure_indexes(db: AsyncDatabase[Any]) -> None:
                                                        unique=index.unique)
         await db[PURGE_CLAIMS].create_index(
             [("message_id", ASCENDING), ("gen", ASCENDING)], name="message_gen")
+        # The retention purge (``received_before``): {tenant_id, state: {$in}, received_at:
+        # {$lt}} sorted by received_at -- on MongoDB an index range over the messages due, not
+        # a walk of the tenant's whole history (FerretDB/SQLite scans anyway: docs/cost.md).
+        await db[mongo.MESSAGES].create_index(
+            [("tenant_id", ASCENDING), ("state", ASCENDING), ("received_at", ASCENDING)],
+            name="tenant_state_received")
 
 
 # Indexes of ``messages`` an earlier release created and nothing reads through any more:
