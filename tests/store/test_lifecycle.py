@@ -201,7 +201,7 @@ async def test_a_purge_loop_runs_again_at_once_while_a_run_fills_its_batch() -> 
         return runs[-1]
 
     loop = asyncio.create_task(_every(3600, "retention purge", job,
-                                      again=lambda n: isinstance(n, int) and n >= 500))
+                                      again=lambda n: n >= 500))
     await asyncio.sleep(0.5)
     loop.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -225,3 +225,21 @@ async def test_a_failing_purge_run_waits_the_interval() -> None:
     with pytest.raises(asyncio.CancelledError):
         await loop
     assert runs == 1
+
+
+async def test_the_running_store_works_off_an_expiry_backlog_in_batches_without_waiting(
+        store_env: dict[str, str], settings: CommonSettings, blobs: S3BlobStore,
+        publisher: bus.EventPublisher, mongo_db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store process's own loop: five expired messages, two per run, an hour between
+    runs -- all five are purged within seconds, run after run, not one batch an hour."""
+    monkeypatch.setenv("SECMSG_STORE_EXPIRY_BATCH", "2")
+    repo = MongoMessageRepo(mongo_db)
+    past = datetime.now(UTC) - timedelta(minutes=1)
+    expired = [await record_staged(blobs, settings, publisher, repo, expires_at=past)
+               for _ in range(5)]
+    app = create_app()
+    async with TestApp(app):
+        async def all_purged() -> bool:
+            states = [(await repo.get(ev.message_id))["state"] for ev in expired]
+            return states == ["purged"] * len(expired)
+        await wait_for(all_purged, timeout=30)

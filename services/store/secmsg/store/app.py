@@ -14,7 +14,7 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from faststream.asgi import AsgiFastStream, AsgiResponse, get
 from faststream.nats import NatsBroker
@@ -53,8 +53,11 @@ class Runtime:
         return self.deps
 
 
-async def _every(interval_s: float, name: str, job: Callable[[], Awaitable[object]], *,
-                 again: Callable[[object], bool] | None = None) -> None:
+_R = TypeVar("_R")
+
+
+async def _every(interval_s: float, name: str, job: Callable[[], Awaitable[_R]], *,
+                 again: Callable[[_R], bool] | None = None) -> None:
     """Run ``job`` every ``interval_s``; right away again while ``again(its result)`` says
     there is more (a backlog is worked off at full speed, a quiet system reads once per
     interval)."""
@@ -140,21 +143,27 @@ def create_app(common: CommonSettings | None = None,
 
     async def start_loops() -> None:
         d = rt.get_deps()
+
+        def full_batch(purged: int) -> bool:
+            # A purge run that hit its batch limit left more due: the next one follows at
+            # once (many messages expiring in the same minutes, a long pause, a new policy).
+            return purged >= cfg.expiry_batch
+
         rt.tasks.append(asyncio.create_task(_every(
             cfg.expiry_interval_s, "expiry purge",
             lambda: service.purge_expired(messages=d.messages, claims=d.claims, blobs=d.blobs,
                                           owner=rt.owner, lease_s=cfg.purge_lease_s,
                                           limit=cfg.expiry_batch, grace_s=cfg.expiry_grace_s,
-                                          max_minutes=cfg.expiry_catchup_minutes))))
+                                          max_minutes=cfg.expiry_catchup_minutes),
+            again=full_batch)))
         # Its read of a tenant's messages by ``received_at`` is a scan on FerretDB/SQLite
-        # (docs/cost.md), so it runs on its own, longer interval; a run that purged a whole
-        # batch is followed by the next at once.
+        # (docs/cost.md), so it runs on its own, longer interval.
         rt.tasks.append(asyncio.create_task(_every(
             cfg.retention_interval_s, "retention purge",
             lambda: service.purge_retained(messages=d.messages, tenants=d.tenants,
                                            claims=d.claims, blobs=d.blobs, owner=rt.owner,
                                            lease_s=cfg.purge_lease_s, limit=cfg.expiry_batch),
-            again=lambda purged: isinstance(purged, int) and purged >= cfg.expiry_batch)))
+            again=full_batch)))
         rt.tasks.append(asyncio.create_task(_every(
             cfg.orphan_sweep_interval_s, "orphan sweep",
             lambda: service.sweep_orphans(messages=d.messages, blobs=d.blobs,

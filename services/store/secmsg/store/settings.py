@@ -19,7 +19,10 @@ class StoreSettings(ProbeSettings):
         default=900.0, gt=0,
         description="how often the retention purge runs (tenants with policy.retention_days); "
                     "a run that purged a whole EXPIRY_BATCH is followed by the next at once")
-    expiry_batch: int = Field(default=500, gt=0, description="most messages purged per run")
+    expiry_batch: int = Field(
+        default=500, gt=0,
+        description="most messages one purge run (expiry, retention) purges; a run that "
+                    "purged this many is followed by the next at once")
     expiry_grace_s: float = Field(
         default=120.0, gt=0,
         description="an expiry bucket is closed (never read again) this long after its minute "
