@@ -84,13 +84,16 @@ _REQUEST_BODY = {
 }
 
 
-# ``submit_message``'s header, as FastAPI documents a ``Header()`` parameter.
+_IDEMPOTENCY_KEY = "Idempotency-Key"
+_IDEMPOTENCY_KEY_HELP = "Makes retries safe (≤ 200 printable chars)"
+# ``submit_message``'s header, as FastAPI documents a ``Header()`` parameter (the rfc822
+# route declares it as one).
 _IDEMPOTENCY_KEY_PARAMETER = {
-    "name": "Idempotency-Key", "in": "header", "required": False,
-    "description": "Makes retries safe (≤ 200 printable chars)",
+    "name": _IDEMPOTENCY_KEY, "in": "header", "required": False,
+    "description": _IDEMPOTENCY_KEY_HELP,
     "schema": {"anyOf": [{"type": "string"}, {"type": "null"}],
-               "description": "Makes retries safe (≤ 200 printable chars)",
-               "examples": ["order-4711-attempt"], "title": "Idempotency-Key"},
+               "description": _IDEMPOTENCY_KEY_HELP,
+               "examples": ["order-4711-attempt"], "title": _IDEMPOTENCY_KEY},
 }
 
 RFC822_EXAMPLE = "\r\n".join((
@@ -139,7 +142,7 @@ async def _counted(request: Request) -> AsyncIterator[bytes]:
         429: _err("too many submissions in progress on this instance or of this tenant"),
         503: _err("object store, database or event bus unavailable; retry later"),
     },
-    openapi_extra={"requestBody": _REQUEST_BODY, "security": [{"HTTPBearer": []}],
+    openapi_extra={"requestBody": _REQUEST_BODY, "security": [{bearer.scheme_name: []}],
                    "parameters": [_IDEMPOTENCY_KEY_PARAMETER]},
 )
 async def submit_message(request: Request) -> Response:
@@ -149,7 +152,7 @@ async def submit_message(request: Request) -> Response:
     # a small submission's CPU (docs/cost.md).
     deps: Deps = request.app.state.deps
     creds = await authenticate(deps.tenants, await bearer(request), scope=SCOPE_SEND)
-    idempotency_key = request.headers.get("idempotency-key")
+    idempotency_key = request.headers.get(_IDEMPOTENCY_KEY)
     length = request.headers.get("content-length")
     guard = SendGuard(creds=creds, messages=deps.messages, access=deps.access)
     with deps.uploads.hold(creds.tenant.tenant_id):
@@ -205,7 +208,7 @@ async def submit_rfc822(
     deps: Annotated[Deps, Depends(get_deps)],
     auth: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     idempotency_key: Annotated[str | None, Header(
-        alias="Idempotency-Key", description="Makes retries safe (≤ 200 printable chars)")
+        alias=_IDEMPOTENCY_KEY, description=_IDEMPOTENCY_KEY_HELP)
     ] = None,
 ) -> Response:
     creds = await authenticate(deps.tenants, auth, scope=SCOPE_SEND)
