@@ -35,6 +35,8 @@ import asyncio
 import json
 import os
 import re
+import subprocess
+import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -46,7 +48,7 @@ import bson
 import httpx
 
 from bench.run import Bench, progress
-from devstack.servers import Stack, free_port, start_stack
+from devstack.servers import Stack, free_port, start_stack, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -252,10 +254,11 @@ class CostBench(Bench):
         finally:
             await nc.close()
 
-    async def submit(self, n: int, tag: str, recipients: int) -> set[str]:
+    async def submit(self, n: int, tag: str, recipients: int, url: str | None = None
+                     ) -> set[str]:
         sent: set[str] = set()
         sem = asyncio.Semaphore(8)
-        url = self.procs["ingest"].base_url + "/v1/messages"
+        url = url or self.procs["ingest"].base_url + "/v1/messages"
         async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=8)) as http:
             async def one(i: int) -> None:
                 env = json.dumps({"from": "alice@bench.example",
@@ -307,19 +310,212 @@ class CostBench(Bench):
                 # the bench's polls: one request in, one reply out, each
                 "nats_in_msgs": (after.nats_in - before.nats_in - polls) / n}
 
-    async def prefill(self, n: int, template_ids: set[str]) -> None:
-        """Clone one real message's documents ``n`` times (see the module docstring)."""
-        mid = sorted(template_ids)[0]
-        names = await self.db.list_collection_names()
+    async def message_documents(self, mid: str) -> dict[str, list[bytes]]:
+        """collection -> the BSON of every document that names message ``mid`` (what the
+        pipeline wrote for it; the expiry buckets, one per minute, left out)."""
         templates: dict[str, list[bytes]] = {}
-        for name in names:
-            if name == "expiry_buckets":  # one document per minute: filed below instead
+        for name in await self.db.list_collection_names():
+            if name == "expiry_buckets":
                 continue
             docs = await self.db[name].find({}).to_list(None)
             raw = [bson.encode(d) for d in docs]
             hits = [r for r in raw if mid.encode() in r]
             if hits:
                 templates[name] = hits
+        return templates
+
+    async def floor_parts(self, n: int, template_ids: set[str]) -> dict[str, float]:
+        """CPU ms per message of the parts every one-recipient message needs, each measured
+        on the same servers with nothing of secmsg in the way, at the phases' load (``n``
+        messages, 8 at a time): the same CPU a perfect implementation would still spend.
+
+        - HTTP: the same submissions posted the same way to a bare ASGI app that reads the
+          body and answers 202 (``bench.http_floor``: uvicorn, httptools, uvloop); its CPU.
+        - JetStream: the three events of a message (``message.received``, ``.stored``,
+          ``notification.sent``): 3n publishes of an event-sized payload (8 in flight) and a
+          pull consumer fetching them in batches of 16 and acking each; nats-server's CPU and
+          the client's (this process: in secmsg that client runs inside the services).
+        - MongoDB: the documents one real message left (``message_documents``), cloned n
+          times and written with ``insert_many``, 16 messages per command as store batches
+          them; FerretDB's CPU and the client's. (Removed again afterwards.)
+        - SMTP: n of the captured notifications sent by raw aiosmtplib over 4 connections to
+          the same sink; the sink's CPU and the client's.
+
+        Every part leaves something out that the pipeline pays (an update per delivery, the
+        KV claim, rendering, encryption, the audit trail), so their sum is a floor."""
+        import aiosmtplib
+        import nats
+
+        pids = self.pids()
+        out: dict[str, float] = {}
+
+        def spent(pid: int | None, f: Any) -> Any:
+            """CPU seconds of ``pid`` (and of this process) over awaiting ``f()``."""
+            async def run() -> float:
+                before = cpu_seconds(pid) if pid else 0.0
+                mine = time.process_time()
+                await f()
+                return ((cpu_seconds(pid) - before if pid else 0.0)
+                        + time.process_time() - mine)
+            return run()
+
+        progress(f"floor, HTTP: {n} submissions to a bare ASGI app (bench.http_floor)...")
+        port = free_port()
+        app = subprocess.Popen([sys.executable, "-m", "bench.http_floor", "--port", str(port)],
+                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_port(port)
+            url = f"http://127.0.0.1:{port}/v1/messages"
+            await self.submit(20, "floorwarm", 1, url=url)
+            before = cpu_seconds(app.pid)
+            await self.submit(n, "floor", 1, url=url)  # the load generator's CPU not counted
+            out["HTTP request accepted (uvicorn + httptools, a bare app)"] = \
+                (cpu_seconds(app.pid) - before) * 1000 / n
+        finally:
+            app.terminate()
+            app.wait(10)
+
+        progress(f"floor, JetStream: {3 * n} events published, fetched and acked...")
+        nc = await nats.connect(self.settings.nats_url)
+        js = nc.jetstream()
+        await js.add_stream(name="COSTFLOOR", subjects=["costfloor.>"])
+        sub = await js.pull_subscribe("costfloor.>", durable="costfloor", stream="COSTFLOOR")
+        payload = b"x" * 600  # about the size of an event
+        sem = asyncio.Semaphore(8)
+
+        async def pub(i: int) -> None:
+            async with sem:
+                await js.publish(f"costfloor.{i % 16}", payload,
+                                 headers={"Nats-Msg-Id": f"costfloor-{i}"})
+
+        async def events() -> None:
+            await asyncio.gather(*(pub(i) for i in range(3 * n)))
+            got = 0
+            while got < 3 * n:
+                for m in await sub.fetch(16, timeout=5):
+                    await m.ack()
+                    got += 1
+
+        try:
+            out["JetStream: 3 events published, fetched, acked (nats-server + nats-py)"] = \
+                await spent(pids["nats-server"], events) * 1000 / n
+        finally:
+            await js.delete_stream("COSTFLOOR")
+            await nc.close()
+
+        progress(f"floor, MongoDB: the documents of {n} messages, insert_many of 16...")
+        templates = await self.message_documents(sorted(template_ids)[0])
+        floor_db = self.mongo["bench_floor"]  # an empty database, dropped afterwards
+        mid = sorted(template_ids)[0].encode()
+        batches: list[tuple[str, list[dict[str, Any]]]] = []
+        for start in range(0, n, 16):
+            for name, raws in templates.items():
+                batches.append((name, [bson.decode(r.replace(mid, os.urandom(16).hex().encode()))
+                                       for _ in range(start, min(n, start + 16)) for r in raws]))
+
+        async def writes() -> None:
+            for name, docs in batches:
+                await floor_db[name].insert_many(docs, ordered=False)
+
+        try:
+            out["MongoDB: the message's documents, insert_many (FerretDB + PyMongo)"] = \
+                await spent(pids["ferretdb"], writes) * 1000 / n
+        finally:
+            await self.mongo.drop_database("bench_floor")
+
+        progress(f"floor, SMTP: {n} captured notifications by raw aiosmtplib to the sink...")
+        files = sorted(self.mail_dir.glob("*.eml"))[-n:]
+        mails = [f.read_bytes() for f in files]
+        have = len(list(self.mail_dir.glob("*.eml")))
+
+        async def sender(chunk: list[bytes]) -> None:
+            smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=self.smtp_port)
+            await smtp.connect()
+            for raw in chunk:
+                await smtp.sendmail("bounce@bench.example", ["x@example.org"], raw)
+            await smtp.quit()
+
+        async def smtp() -> None:
+            await asyncio.gather(*(sender(mails[i::4]) for i in range(4)))
+            await self.wait_mails(have + len(mails))
+
+        out["SMTP: the notification (aiosmtplib + the sink)"] = \
+            await spent(pids["smtp sink"], smtp) * 1000 / len(mails)
+        return out
+
+    async def skeleton(self, n: int, template_ids: set[str]) -> dict[str, Any]:
+        """The same submissions through ``bench.skeleton`` (secmsg's architecture with nothing
+        of secmsg in it: three processes over the same servers), measured as ``phase``
+        measures the pipeline: CPU ms per message of every process, from the first
+        submission until every notification reached the sink and every consumer is drained.
+        Its database is a separate, empty one (dropped afterwards)."""
+        import nats
+
+        mid = sorted(template_ids)[0]
+        work = self.base / "skeleton"
+        work.mkdir(exist_ok=True)
+        docs = work / "documents.bson"
+        docs.write_bytes(b"".join(
+            bson.encode({"collection": name, "template_id": mid, "document": bson.decode(r)})
+            for name, raws in (await self.message_documents(mid)).items() for r in raws))
+        mail = work / "notification.eml"
+        mail.write_bytes(sorted(self.mail_dir.glob("*.eml"))[-1].read_bytes())
+        nc = await nats.connect(self.settings.nats_url)
+        js = nc.jetstream()
+        await js.add_stream(name="SKELETON", subjects=["skeleton.>"])
+        env = {**os.environ, "SECMSG_MONGO_DB": "bench_skeleton"}
+        port = free_port()
+        argvs = {"skeleton http": ["http", "--port", str(port)],
+                 "skeleton store": ["store", "--documents", str(docs)],
+                 "skeleton notify": ["notify", "--mail", str(mail),
+                                     "--smtp-port", str(self.smtp_port)]}
+        procs = {name: subprocess.Popen([sys.executable, "-m", "bench.skeleton", *argv],
+                                        cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                        stderr=open(work / f"{argv[0]}.log", "wb"))  # noqa: SIM115
+                 for name, argv in argvs.items()}
+        try:
+            wait_port(port, proc=procs["skeleton http"])
+            for _ in range(300):
+                if len(await js.consumers_info("SKELETON")) == 3:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise RuntimeError(f"the skeleton's consumers did not start (logs in {work})")
+            url = f"http://127.0.0.1:{port}/v1/messages"
+
+            async def run(count: int, tag: str) -> tuple[dict[str, float], float]:
+                await self.drained()
+                mails = sum(1 for e in os.scandir(self.mail_dir) if e.name.endswith(".eml"))
+                pids = {**self.pids(), **{k: p.pid for k, p in procs.items()}}
+                before = {k: cpu_seconds(pid) for k, pid in pids.items()}
+                t = time.perf_counter()
+                progress(f"{tag}: {count} messages through bench.skeleton...")
+                await self.submit(count, tag, 1, url=url)
+                await self.wait_mails(mails + count)
+                await self.drained()
+                return ({k: (cpu_seconds(pid) - before[k]) * 1000 / count
+                         for k, pid in pids.items()}, time.perf_counter() - t)
+
+            await run(20, "skeletonwarm")
+            cpu, seconds = await run(n, "skeleton")
+        finally:
+            for p in procs.values():
+                p.terminate()
+            for p in procs.values():
+                p.wait(10)
+            await js.delete_stream("SKELETON")
+            await nc.close()
+            await self.mongo.drop_database("bench_skeleton")
+        keep = ("skeleton http", "skeleton store", "skeleton notify", "ferretdb",
+                "nats-server", "smtp sink")
+        cpu = {k: cpu[k] for k in keep}
+        return {"messages": n, "seconds": seconds, "cpu_ms": cpu,
+                "cpu_ms_total": sum(cpu.values())}
+
+    async def prefill(self, n: int, template_ids: set[str]) -> None:
+        """Clone one real message's documents ``n`` times (see the module docstring)."""
+        mid = sorted(template_ids)[0]
+        templates = await self.message_documents(mid)
         progress(f"prefill: writing {n} messages straight to the database, not through the "
                  f"pipeline: the {sum(map(len, templates.values()))} documents message {mid} "
                  f"left ({', '.join(templates)}) cloned with fresh ids, insert_many of 1,000...")
@@ -401,6 +597,35 @@ def table(title: str, phases: list[dict[str, Any]], compare: list[dict[str, Any]
     return "\n".join(lines)
 
 
+def floor_table(floor: dict[str, float], skeleton: dict[str, Any], phase: dict[str, Any]
+                ) -> str:
+    """secmsg's one-recipient cost beside its floors, measured on the same stack in the same
+    run: the architecture with nothing of secmsg in it (``bench.skeleton``), and the parts
+    alone (``CostBench.floor_parts``)."""
+    total, parts = phase["cpu_ms_total"], sum(floor.values())
+    sk = skeleton["cpu_ms_total"]
+    pairs = (("ingest", "skeleton http"), ("store", "skeleton store"),
+             ("notify", "skeleton notify"), ("ferretdb", "ferretdb"),
+             ("nats-server", "nats-server"), ("smtp sink", "smtp sink"))
+    lines = [f"\nsecmsg beside the same architecture with nothing of secmsg in it "
+             f"(bench.skeleton; same servers, same load: {skeleton['messages']} messages, "
+             "8 senders, 1 recipient)\n",
+             "| CPU ms per message | secmsg | skeleton | secmsg / skeleton |", "|---|---|---|---|",
+             *(f"| {a} / {b} | {phase['cpu_ms'][a]:.2f} | {skeleton['cpu_ms'][b]:.2f} | "
+               f"{phase['cpu_ms'][a] / skeleton['cpu_ms'][b]:.2f} |"
+               for a, b in pairs if skeleton["cpu_ms"][b]),
+             f"| **total** (secmsg: also retrieve, versitygw) | **{total:.2f}** | **{sk:.2f}** "
+             f"| **{total / sk:.2f}** |",
+             f"| issue 13's target | 6.00 | | {6 / sk:.2f} |",
+             "\nThe parts alone, each at full speed (a lower floor: see "
+             "``CostBench.floor_parts``)\n",
+             "| part | CPU ms per message |", "|---|---|",
+             *(f"| {k} | {v:.2f} |" for k, v in floor.items()),
+             f"| **sum of the parts** | **{parts:.2f}** (secmsg {total / parts:.2f}x, "
+             f"the target {6 / parts:.2f}x) |"]
+    return "\n".join(lines)
+
+
 async def amain(args: argparse.Namespace) -> None:
     import tempfile
 
@@ -421,6 +646,11 @@ async def amain(args: argparse.Namespace) -> None:
         empty = [await bench.phase(args.messages, r, f"empty{r}") for r in (1, 3)]
         results["empty"] = empty
         print(table("On an empty database (after a 20-message warm-up)", empty))
+        skeleton = await bench.skeleton(args.messages, template)
+        results["skeleton"] = skeleton
+        floor = await bench.floor_parts(args.messages, template)
+        results["floor_parts"] = floor
+        print(floor_table(floor, skeleton, empty[0]))
         results["periodic_empty"] = await bench.periodic_cost()
         if args.prefill:
             await bench.prefill(args.prefill, template)
