@@ -259,6 +259,9 @@ class Bench:
             plain.stop()
         assert got == size, (got, size)
         curl_raw = await self.raw_get_curl(obj["key"], size)
+        progress("what TLS alone allows here: a bare TLS server streaming from memory "
+                 "(bench.tls_ceiling)...")
+        ceiling = await self.tls_ceiling(min(size, 512 * 2**20))
         mib = size / 2**20
         self.results["large_object"] = {
             "size_mib": mib,
@@ -270,6 +273,7 @@ class Bench:
             # the same object straight from the S3 server by the same client as the downloads
             # (curl), plain and over HTTPS: what TLS alone costs (the target stays raw GET's)
             **curl_raw,
+            **ceiling,
             "plain_download_ratio": (size / plain_s) / (raw_bytes / raw_get_s),
             "ingest_peak_rss_mib": ingest_rss, "retrieve_peak_rss_mib": retrieve_rss,
             # CPU the service spent per GiB moved: steadier than the rates on a busy machine
@@ -320,6 +324,24 @@ class Bench:
         finally:
             s3.stop()
         return rates
+
+    async def tls_ceiling(self, size: int) -> dict[str, float]:
+        """``bench.tls_ceiling --json``: the best HTTPS rate a bare uvloop TLS server reaches
+        streaming bytes it holds in memory to curl (no object store, no decryption, no
+        framework), and the same server over plain HTTP. No HTTPS download through any
+        service on this machine beats the first."""
+        if not shutil.which("curl"):
+            return {}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.tls_ceiling", "--json", "--size", str(size >> 20),
+            cwd=ROOT, stdout=subprocess.PIPE)
+        out, _ = await proc.communicate()
+        if proc.returncode != 0:
+            progress(f"bench.tls_ceiling failed (exit {proc.returncode})")
+            return {}
+        got = json.loads(out)
+        return {"tls_ceiling_mib_s": got["https_mib_s"],
+                "tls_ceiling_plain_mib_s": got["plain_mib_s"]}
 
     async def download(self, url: str, token: str) -> int:
         """Bytes received. curl when present: a lean client, so the figure is the server's."""
@@ -742,6 +764,15 @@ class Bench:
                    f"{lo['raw_get_https_mib_s']:.0f} MiB/s | "
                    f"{lo['retrieve_download_mib_s'] / lo['raw_get_https_mib_s']:.2f} | |"]
                   if "raw_get_https_mib_s" in lo else []),
+                *([f"| what TLS alone allows: a bare TLS server streaming from memory to "
+                   f"curl (bench.tls_ceiling; no S3, no decryption) | "
+                   f"{lo['tls_ceiling_mib_s']:.0f} MiB/s | raw minio GET "
+                   f"{lo['raw_get_mib_s']:.0f} MiB/s | "
+                   f"{lo['tls_ceiling_mib_s'] / lo['raw_get_mib_s']:.2f} | |",
+                   f"| HTTPS download / that ceiling | {lo['retrieve_download_mib_s']:.0f} MiB/s "
+                   f"| bare TLS server {lo['tls_ceiling_mib_s']:.0f} MiB/s | "
+                   f"{lo['retrieve_download_mib_s'] / lo['tls_ceiling_mib_s']:.2f} | |"]
+                  if "tls_ceiling_mib_s" in lo else []),
                 f"| ingest peak RSS during upload | {lo['ingest_peak_rss_mib']:.0f} MiB | | | "
                 f"< 200 MiB |",
                 f"| retrieve peak RSS during download | {lo['retrieve_peak_rss_mib']:.0f} MiB "

@@ -3,6 +3,7 @@ streams random bytes (no decryption, no framework, no object store) to ``curl``.
 
     uv run python -m bench.tls_ceiling              # 512 MiB per chunk size
     uv run python -m bench.tls_ceiling --size 256
+    uv run python -m bench.tls_ceiling --json       # the best rates only (bench.run uses it)
 
 Prints, per write size, the rate curl received and the server's CPU seconds per GiB, then the
 same over plain HTTP. Whatever retrieve does on top (decrypting, the ASGI stack), its HTTPS
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import ssl
 import tempfile
@@ -81,12 +83,17 @@ async def one(size: int, chunk: int, tls: ssl.SSLContext | None) -> tuple[float,
     return size / 2**20 / wall, cpu / (size / 2**30)
 
 
-async def amain(size_mib: int) -> None:
+async def amain(size_mib: int, as_json: bool = False) -> None:
     size = size_mib * 2**20
     with tempfile.TemporaryDirectory() as tmp:
         cert, key = ensure_cert(Path(tmp))
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(cert, key)
+        if as_json:  # for bench.run: the best HTTPS rate and the plain one, one line
+            best = max([(await one(size, c, ctx))[0] for c in (64 * 1024, 256 * 1024)])
+            plain = (await one(size, 4 * 1024 * 1024, None))[0]
+            print(json.dumps({"https_mib_s": best, "plain_mib_s": plain}))
+            return
         print("| write size | HTTPS MiB/s | server CPU s/GiB |\n|---|---|---|")
         for chunk in (64 * 1024, 256 * 1024, 1024 * 1024, 4 * 1024 * 1024):
             rate, cpu = await one(size, chunk, ctx)
@@ -98,7 +105,11 @@ async def amain(size_mib: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=512, help="MiB per measurement")
-    uvloop.run(amain(ap.parse_args().size))
+    ap.add_argument("--json", action="store_true",
+                    help="print only the best HTTPS rate (64 and 256 KiB writes) and the plain "
+                         "one as JSON (bench.run)")
+    args = ap.parse_args()
+    uvloop.run(amain(args.size, args.json))
 
 
 if __name__ == "__main__":
