@@ -46,7 +46,6 @@ from pymongo import AsyncMongoClient
 
 STREAM = "SKELETON"
 SUBJECTS = ("skeleton.received", "skeleton.stored", "skeleton.sent")
-BATCH = 16
 PAD = "x" * 500  # the events' size: about 600 bytes, as secmsg's small ones
 
 
