@@ -14,6 +14,11 @@ deliveries). Over exactly that window it takes, per process, the CPU time delta 
 the messages NATS received from clients (``/varz`` ``in_msgs``, the bench's own polling
 subtracted). Every figure is divided by the number of messages submitted.
 
+Then the floors, on the same servers in the same run: the same one-recipient load through
+``bench.skeleton`` (the architecture with nothing of secmsg in it; ``CostBench.skeleton``),
+printed beside secmsg per process, and each part alone at full speed
+(``CostBench.floor_parts``).
+
 ``--prefill N`` then stores N more messages the fast way and measures the same phases again,
 printing both tables and the growth ratio (after / before). The fast way: the documents one
 real message (submitted through the stack in the first phase) left in every collection are
