@@ -44,6 +44,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -329,13 +330,14 @@ class CostBench(Bench):
                 templates[name] = hits
         return templates
 
-    async def floor_parts(self, n: int, template_ids: set[str]) -> dict[str, float]:
+    async def floor_parts(self, n: int, mid: str, templates: dict[str, list[bytes]]
+                          ) -> dict[str, float]:
         """CPU ms per message of the parts every one-recipient message needs, each measured
         on the same servers with nothing of secmsg in the way, at the phases' load (``n``
         messages, 8 at a time): the same CPU a perfect implementation would still spend.
 
         - HTTP: the same submissions posted the same way to a bare ASGI app that reads the
-          body and answers 202 (``bench.http_floor``: uvicorn, httptools, uvloop); its CPU.
+          body and answers 202 (``bench.skeleton bare``: uvicorn, httptools, uvloop); its CPU.
         - JetStream: the three events of a message (``message.received``, ``.stored``,
           ``notification.sent``): 3n publishes of an event-sized payload (8 in flight) and a
           pull consumer fetching them in batches of 16 and acking each; nats-server's CPU and
@@ -348,25 +350,21 @@ class CostBench(Bench):
 
         Every part leaves something out that the pipeline pays (an update per delivery, the
         KV claim, rendering, encryption, the audit trail), so their sum is a floor."""
-        import aiosmtplib
         import nats
 
         pids = self.pids()
         out: dict[str, float] = {}
 
-        def spent(pid: int | None, f: Any) -> Any:
-            """CPU seconds of ``pid`` (and of this process) over awaiting ``f()``."""
-            async def run() -> float:
-                before = cpu_seconds(pid) if pid else 0.0
-                mine = time.process_time()
-                await f()
-                return ((cpu_seconds(pid) - before if pid else 0.0)
-                        + time.process_time() - mine)
-            return run()
+        async def spent(pid: int, f: Callable[[], Awaitable[object]]) -> float:
+            """CPU seconds of ``pid`` and of this process (the client) over awaiting ``f()``."""
+            before, mine = cpu_seconds(pid), time.process_time()
+            await f()
+            return cpu_seconds(pid) - before + time.process_time() - mine
 
-        progress(f"floor, HTTP: {n} submissions to a bare ASGI app (bench.http_floor)...")
+        progress(f"floor, HTTP: {n} submissions to a bare ASGI app (bench.skeleton bare)...")
         port = free_port()
-        app = subprocess.Popen([sys.executable, "-m", "bench.http_floor", "--port", str(port)],
+        app = subprocess.Popen([sys.executable, "-m", "bench.skeleton", "bare", "--port",
+                                str(port)],
                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_port(port)
@@ -409,13 +407,12 @@ class CostBench(Bench):
             await nc.close()
 
         progress(f"floor, MongoDB: the documents of {n} messages, insert_many of 16...")
-        templates = await self.message_documents(sorted(template_ids)[0])
         floor_db = self.mongo["bench_floor"]  # an empty database, dropped afterwards
-        mid = sorted(template_ids)[0].encode()
         batches: list[tuple[str, list[dict[str, Any]]]] = []
         for start in range(0, n, 16):
             for name, raws in templates.items():
-                batches.append((name, [bson.decode(r.replace(mid, os.urandom(16).hex().encode()))
+                batches.append((name, [bson.decode(r.replace(mid.encode(),
+                                                             os.urandom(16).hex().encode()))
                                        for _ in range(start, min(n, start + 16)) for r in raws]))
 
         async def writes() -> None:
@@ -429,26 +426,13 @@ class CostBench(Bench):
             await self.mongo.drop_database("bench_floor")
 
         progress(f"floor, SMTP: {n} captured notifications by raw aiosmtplib to the sink...")
-        files = sorted(self.mail_dir.glob("*.eml"))[-n:]
-        mails = [f.read_bytes() for f in files]
-        have = len(list(self.mail_dir.glob("*.eml")))
-
-        async def sender(chunk: list[bytes]) -> None:
-            smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=self.smtp_port)
-            await smtp.connect()
-            for raw in chunk:
-                await smtp.sendmail("bounce@bench.example", ["x@example.org"], raw)
-            await smtp.quit()
-
-        async def smtp() -> None:
-            await asyncio.gather(*(sender(mails[i::4]) for i in range(4)))
-            await self.wait_mails(have + len(mails))
-
+        mails = [f.read_bytes() for f in sorted(self.mail_dir.glob("*.eml"))[-n:]]
         out["SMTP: the notification (aiosmtplib + the sink)"] = \
-            await spent(pids["smtp sink"], smtp) * 1000 / len(mails)
+            await spent(pids["smtp sink"], lambda: self.raw_smtp(mails)) * 1000 / len(mails)
         return out
 
-    async def skeleton(self, n: int, template_ids: set[str]) -> dict[str, Any]:
+    async def skeleton(self, n: int, mid: str, templates: dict[str, list[bytes]]
+                       ) -> dict[str, Any]:
         """The same submissions through ``bench.skeleton`` (secmsg's architecture with nothing
         of secmsg in it: three processes over the same servers), measured as ``phase``
         measures the pipeline: CPU ms per message of every process, from the first
@@ -456,13 +440,12 @@ class CostBench(Bench):
         Its database is a separate, empty one (dropped afterwards)."""
         import nats
 
-        mid = sorted(template_ids)[0]
         work = self.base / "skeleton"
         work.mkdir(exist_ok=True)
         docs = work / "documents.bson"
         docs.write_bytes(b"".join(
             bson.encode({"collection": name, "template_id": mid, "document": bson.decode(r)})
-            for name, raws in (await self.message_documents(mid)).items() for r in raws))
+            for name, raws in templates.items() for r in raws))
         mail = work / "notification.eml"
         mail.write_bytes(sorted(self.mail_dir.glob("*.eml"))[-1].read_bytes())
         nc = await nats.connect(self.settings.nats_url)
@@ -474,9 +457,10 @@ class CostBench(Bench):
                  "skeleton store": ["store", "--documents", str(docs)],
                  "skeleton notify": ["notify", "--mail", str(mail),
                                      "--smtp-port", str(self.smtp_port)]}
+        logs = {name: (work / f"{argv[0]}.log").open("wb") for name, argv in argvs.items()}
         procs = {name: subprocess.Popen([sys.executable, "-m", "bench.skeleton", *argv],
                                         cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                        stderr=open(work / f"{argv[0]}.log", "wb"))  # noqa: SIM115
+                                        stderr=logs[name])
                  for name, argv in argvs.items()}
         try:
             wait_port(port, proc=procs["skeleton http"])
@@ -508,6 +492,8 @@ class CostBench(Bench):
                 p.terminate()
             for p in procs.values():
                 p.wait(10)
+            for log in logs.values():
+                log.close()
             await js.delete_stream("SKELETON")
             await nc.close()
             await self.mongo.drop_database("bench_skeleton")
@@ -517,10 +503,9 @@ class CostBench(Bench):
         return {"messages": n, "seconds": seconds, "cpu_ms": cpu,
                 "cpu_ms_total": sum(cpu.values())}
 
-    async def prefill(self, n: int, template_ids: set[str]) -> None:
-        """Clone one real message's documents ``n`` times (see the module docstring)."""
-        mid = sorted(template_ids)[0]
-        templates = await self.message_documents(mid)
+    async def prefill(self, n: int, mid: str, templates: dict[str, list[bytes]]) -> None:
+        """Clone message ``mid``'s documents (``message_documents``) ``n`` times (see the
+        module docstring)."""
         progress(f"prefill: writing {n} messages straight to the database, not through the "
                  f"pipeline: the {sum(map(len, templates.values()))} documents message {mid} "
                  f"left ({', '.join(templates)}) cloned with fresh ids, insert_many of 1,000...")
@@ -651,14 +636,18 @@ async def amain(args: argparse.Namespace) -> None:
         empty = [await bench.phase(args.messages, r, f"empty{r}") for r in (1, 3)]
         results["empty"] = empty
         print(table("On an empty database (after a 20-message warm-up)", empty))
-        skeleton = await bench.skeleton(args.messages, template)
+        # What one real (warm-up) message left in the database: cloned by the floors' and
+        # the skeleton's writes and by the prefill.
+        mid = sorted(template)[0]
+        documents = await bench.message_documents(mid)
+        skeleton = await bench.skeleton(args.messages, mid, documents)
         results["skeleton"] = skeleton
-        floor = await bench.floor_parts(args.messages, template)
+        floor = await bench.floor_parts(args.messages, mid, documents)
         results["floor_parts"] = floor
         print(floor_table(floor, skeleton, empty[0]))
         results["periodic_empty"] = await bench.periodic_cost()
         if args.prefill:
-            await bench.prefill(args.prefill, template)
+            await bench.prefill(args.prefill, mid, documents)
             results["periodic_after_prefill"] = await bench.periodic_cost()
             print(f"\nPeriodic reads, FerretDB CPU ms per run (not per message), empty vs "
                   f"after {args.prefill:,}\n\n| read | empty | after | growth |\n|---|---|---|---|")

@@ -22,6 +22,7 @@ Events are ~600 bytes of JSON on the stream ``SKELETON`` (created by ``bench.cos
     python -m bench.skeleton http --port 8099
     python -m bench.skeleton store --documents docs.bson
     python -m bench.skeleton notify --mail one.eml --smtp-port 2525
+    python -m bench.skeleton bare --port 8099    # the HTTP part alone, publishing nothing
 
 NATS and MongoDB from ``SECMSG_NATS_URL``, ``SECMSG_MONGO_URL``, ``SECMSG_MONGO_DB``.
 """
@@ -77,8 +78,10 @@ async def consume(js: JetStreamContext, subject: str, durable: str, handle: Any,
         await handle(msgs)
 
 
-async def http(port: int) -> None:
-    nc, js = await connect()
+async def serve(port: int, publish: Any = None) -> None:
+    """The HTTP part: read the whole submission, ``publish(message_id)`` if given (the
+    ``http`` role; the ``bare`` role, ``bench.cost``'s HTTP floor, publishes nothing), answer
+    202 with the id. Served as the services are (uvicorn, httptools, uvloop, no access log)."""
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -88,7 +91,8 @@ async def http(port: int) -> None:
             message = await receive()
             more = message.get("more_body", False)
         mid = uuid.uuid4().hex
-        await js.publish(SUBJECTS[0], event(mid), headers={"Nats-Msg-Id": mid})
+        if publish is not None:
+            await publish(mid)
         body = b'{"message_id":"' + mid.encode() + b'"}'
         await send({"type": "http.response.start", "status": 202,
                     "headers": [(b"content-type", b"application/json"),
@@ -98,6 +102,15 @@ async def http(port: int) -> None:
     config = uvicorn.Config(app, host="127.0.0.1", port=port, http="httptools", lifespan="off",
                             access_log=False, log_config=None, server_header=False)
     await uvicorn.Server(config).serve()
+
+
+async def http(port: int) -> None:
+    nc, js = await connect()
+
+    async def publish(mid: str) -> None:
+        await js.publish(SUBJECTS[0], event(mid), headers={"Nats-Msg-Id": mid})
+
+    await serve(port, publish)
     await nc.close()
 
 
@@ -182,7 +195,7 @@ async def notify(data: bytes, smtp_port: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("role", choices=["http", "store", "notify"])
+    ap.add_argument("role", choices=["http", "store", "notify", "bare"])
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--documents", type=Path)
     ap.add_argument("--mail", type=Path)
@@ -190,6 +203,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.role == "http":
         uvloop.run(http(args.port))
+    elif args.role == "bare":
+        uvloop.run(serve(args.port))
     elif args.role == "store":
         uvloop.run(store(args.documents.read_bytes()))
     else:
